@@ -1,0 +1,26 @@
+//! The functional core of Converge Ledger: pure data and functions, no I/O, no async runtime.
+//!
+//! Everything here takes values and returns values, so it is tested exhaustively without disks
+//! or sockets and reused unchanged by the store, the node and clients that verify what they hold.
+//!
+//! # Layout
+//! - [`entry`]: the entry model.
+//! - [`validate`]: input limits with errors that name the field and the limit.
+//! - [`encoding`]: the canonical leaf encoding whose hash is an entry's content hash.
+//! - [`hash`]: SHA-256 and the RFC 9162 leaf/node hash functions.
+//! - [`merkle`]: the per-context Merkle tree: frontier, proof plans, verifiers, reference tree.
+//! - [`lamport`]: per-context Lamport clocks.
+//! - [`snapshot`]: the versioned, self-verifying snapshot format.
+
+pub mod encoding;
+pub mod entry;
+pub mod hash;
+pub mod lamport;
+pub mod merkle;
+pub mod snapshot;
+pub mod validate;
+
+pub use entry::{Entry, Metadata};
+pub use hash::Hash;
+pub use lamport::LamportClock;
+pub use merkle::{Frontier, NodeId};
