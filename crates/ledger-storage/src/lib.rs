@@ -1,1 +1,242 @@
-//! storage
+//! The durable store of Converge Ledger: the [`LogStore`] trait, its RocksDB implementation and
+//! an in-memory reference implementation, checked by one conformance suite.
+//!
+//! # Layout
+//! - [`LogStore`] and its types: the contract every backend keeps.
+//! - [`head`]: the per-context head (size, Lamport clock, Merkle frontier) and how a batch of new
+//!   entries extends it.
+//! - [`keys`]: the on-disk key encoding (fixed-width context key ‖ big-endian numbers).
+//! - [`codec`]: the on-disk value encoding of entries and heads.
+//! - [`rocks`]: RocksDB with column families `entries`, `heads`, `nodes`.
+//! - [`memory`]: the in-memory reference, for tests only.
+//! - [`conformance`]: the suite run against both.
+
+pub mod codec;
+pub mod conformance;
+pub mod head;
+pub mod keys;
+pub mod memory;
+pub mod rocks;
+
+use ledger_core::merkle::NodeId;
+use ledger_core::{Entry, Hash};
+use std::sync::Arc;
+use thiserror::Error;
+
+pub use head::ContextHead;
+pub use memory::MemoryStore;
+pub use rocks::{RocksConfig, RocksStore};
+
+/// When an acknowledged commit is safe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The write-ahead log is fsynced before `commit` returns: an acknowledged entry survives a
+    /// crash of the process and of the machine. Concurrent appends share one fsync (the
+    /// embedded ledger batches them into one commit).
+    #[default]
+    Sync,
+    /// The write-ahead log is written to the OS before `commit` returns but not fsynced: an
+    /// acknowledged entry survives a crash of the process, not a power loss.
+    Buffered,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(Durability::Sync),
+            "buffered" => Ok(Durability::Buffered),
+            other => Err(format!(
+                "unknown durability {other:?}: expected \"sync\" or \"buffered\""
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Durability::Sync => "sync",
+            Durability::Buffered => "buffered",
+        })
+    }
+}
+
+/// New entries for one context, with the head they lead to and the Merkle subtrees they complete.
+/// Build it with [`ContextHead::extend`].
+#[derive(Clone, Debug)]
+pub struct ContextCommit {
+    /// Size of the context before this commit; the store refuses the commit unless it matches.
+    pub base_size: u64,
+    /// Entries with sequences `base_size + 1 ..= base_size + entries.len()`, in order.
+    pub entries: Vec<Arc<Entry>>,
+    /// The head after these entries.
+    pub head: ContextHead,
+    /// Every complete subtree the entries complete, leaves included.
+    pub nodes: Vec<(NodeId, Hash)>,
+}
+
+/// A read of a context's entries.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadQuery {
+    /// Only entries with a sequence above this.
+    pub after_sequence: u64,
+    /// Only entries whose key equals this (all keys when `None`).
+    pub key: Option<String>,
+    /// At most this many entries (no limit when `None`).
+    pub limit: Option<usize>,
+    /// Stop before the entries' encoded size would exceed this many bytes (at least one entry is
+    /// always returned when one matches).
+    pub max_bytes: Option<usize>,
+    /// Only entries up to this sequence (the whole context when `None`).
+    pub up_to: Option<u64>,
+}
+
+/// The answer to a [`ReadQuery`], taken from one consistent view of the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    pub entries: Vec<Entry>,
+    /// The context's size in the view the entries were read from.
+    pub latest_sequence: u64,
+    /// True when the read stopped at `limit` or `max_bytes` and more matching entries exist.
+    pub has_more: bool,
+    /// The `after_sequence` that continues this read.
+    pub next_after_sequence: u64,
+}
+
+/// Storage failures. I/O errors are fatal for writes: a node that cannot store stops accepting
+/// appends instead of acknowledging what it could not keep.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("RocksDB failed to {op}: {source}")]
+    Rocks {
+        op: &'static str,
+        #[source]
+        source: rocksdb::Error,
+    },
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error(
+        "commit for context {context_id:?} expects size {expected}, but the store holds {actual} entries"
+    )]
+    SizeConflict {
+        context_id: String,
+        expected: u64,
+        actual: u64,
+    },
+    #[error("commit for context {context_id:?} is not gapless: {detail}")]
+    NotGapless { context_id: String, detail: String },
+    #[error("context ids {0:?} and {1:?} map to the same storage key")]
+    ContextKeyCollision(String, String),
+    #[error("storage I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The storage contract.
+///
+/// - **Gapless and ordered.** A context's entries have sequences 1, 2, 3, … with no holes.
+///   [`LogStore::commit`] refuses a [`ContextCommit`] whose `base_size` is not the context's
+///   current size, or whose entries do not continue it one by one.
+/// - **Atomic.** Every entry, head and Merkle subtree of one `commit` call, across all its
+///   contexts, is written in one atomic batch: after a crash either all of it is there or none.
+/// - **Durable before return** in [`Durability::Sync`] (the default): once `commit` returns
+///   `Ok`, the batch survives a crash of the process or the machine.
+/// - **Immutable.** Entries and Merkle subtree hashes are never overwritten or deleted. The only
+///   row that changes is a context's head, which is derived state.
+/// - **Consistent reads.** A read sees whole commits only, and its `latest_sequence` is the size
+///   of the view its entries came from.
+/// - **Lazy.** Opening a store does not scan its data; heads are read when first asked for.
+///
+/// Commits are applied one at a time; throughput comes from putting many appends (of many
+/// contexts) into one commit, which is what the embedded ledger's sequencer does.
+pub trait LogStore: Send + Sync + 'static {
+    /// Writes a batch of commits atomically (see the trait docs).
+    fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError>;
+
+    /// The head of a context, `None` if it has no entries.
+    fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError>;
+
+    /// Entries of a context, per `query`, from one consistent view.
+    fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError>;
+
+    /// Hashes of complete Merkle subtrees of a context, in the order of `ids`. Every id must lie
+    /// within the context's current size.
+    fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError>;
+
+    /// Ids of contexts with entries, in storage order, after `after` (exclusive), at most `limit`.
+    fn list_contexts(&self, after: Option<&str>, limit: usize)
+    -> Result<Vec<String>, StorageError>;
+
+    /// Makes everything committed so far durable (an fsync of the log in buffered mode).
+    fn sync(&self) -> Result<(), StorageError>;
+}
+
+impl<S: LogStore + ?Sized> LogStore for Arc<S> {
+    fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
+        (**self).commit(batch)
+    }
+    fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
+        (**self).head(context_id)
+    }
+    fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError> {
+        (**self).read(context_id, query)
+    }
+    fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
+        (**self).nodes(context_id, ids)
+    }
+    fn list_contexts(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        (**self).list_contexts(after, limit)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        (**self).sync()
+    }
+}
+
+/// Checks that a commit continues a context of `current` entries gaplessly.
+pub(crate) fn check_commit(c: &ContextCommit, current: u64) -> Result<(), StorageError> {
+    let context_id = &c.head.context_id;
+    if c.base_size != current {
+        return Err(StorageError::SizeConflict {
+            context_id: context_id.clone(),
+            expected: c.base_size,
+            actual: current,
+        });
+    }
+    for (i, e) in c.entries.iter().enumerate() {
+        let want = current + 1 + i as u64;
+        if e.sequence != want {
+            return Err(StorageError::NotGapless {
+                context_id: context_id.clone(),
+                detail: format!("entry {i} has sequence {}, expected {want}", e.sequence),
+            });
+        }
+    }
+    let end = current + c.entries.len() as u64;
+    if c.head.size() != end {
+        return Err(StorageError::NotGapless {
+            context_id: context_id.clone(),
+            detail: format!("head size {} after entries ending at {end}", c.head.size()),
+        });
+    }
+    Ok(())
+}
+
+/// Applies `limit`/`max_bytes` budgeting shared by every backend: returns false once `entry`
+/// must not be added to `out` (the read is then cut, with more to come).
+pub(crate) fn fits_budget(query: &ReadQuery, out: &[Entry], bytes: usize, entry: &Entry) -> bool {
+    if query.limit.is_some_and(|l| out.len() >= l) {
+        return false;
+    }
+    if let Some(max) = query.max_bytes
+        && !out.is_empty()
+        && bytes + entry.encoded_len() > max
+    {
+        return false;
+    }
+    true
+}

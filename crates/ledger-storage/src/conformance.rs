@@ -1,0 +1,268 @@
+//! The conformance suite: one set of checks that every [`LogStore`] backend must pass. Each
+//! backend's tests call [`run_all`] with a [`Harness`] that can (re)open its store.
+
+use crate::{ContextCommit, ContextHead, LogStore, ReadQuery, StorageError};
+use ledger_core::merkle::{self, reference};
+use ledger_core::{Entry, Hash, Metadata};
+use std::sync::Arc;
+
+/// Opens a backend's store, again and again over the same data.
+pub trait Harness {
+    type Store: LogStore;
+    /// Opens the store. Called again after the previous store was dropped, it must see every
+    /// commit the previous one acknowledged.
+    fn open(&mut self) -> Self::Store;
+}
+
+/// An entry as the ledger would make it.
+pub fn make_entry(sequence: u64, key: &str, payload: &[u8]) -> Arc<Entry> {
+    let mut md = Metadata::new();
+    md.insert("n".into(), sequence.to_string());
+    Arc::new(Entry::new(
+        format!("id-{sequence}"),
+        key.into(),
+        payload.to_vec(),
+        sequence,
+        1_000 + sequence,
+        md,
+        sequence,
+    ))
+}
+
+/// Appends `count` entries to `context_id` in one commit, after reading its head.
+pub fn append_n<S: LogStore>(store: &S, context_id: &str, count: u64, key: &str) -> ContextCommit {
+    let head = store
+        .head(context_id)
+        .expect("read head")
+        .unwrap_or_else(|| ContextHead::empty(context_id));
+    let base = head.size();
+    let entries = (1..=count)
+        .map(|i| make_entry(base + i, key, format!("{context_id}/{}", base + i).as_bytes()))
+        .collect();
+    let commit = head.extend(entries).expect("extend head");
+    store.commit(std::slice::from_ref(&commit)).expect("commit");
+    commit
+}
+
+/// Runs every check, in a fresh context namespace each.
+pub fn run_all<H: Harness>(h: &mut H) {
+    empty_context_reads_as_empty(h);
+    appended_entries_read_back_exactly(h);
+    reads_filter_by_key_and_respect_limits(h);
+    byte_budget_cuts_reads_with_has_more(h);
+    commits_that_are_not_gapless_are_refused_atomically(h);
+    concurrent_commits_on_different_contexts_stay_gapless(h);
+    reopen_keeps_everything(h);
+    proofs_from_store_match_reference_tree(h);
+    list_contexts_pages_through_all(h);
+    multi_context_batch_is_atomic(h);
+}
+
+pub fn empty_context_reads_as_empty<H: Harness>(h: &mut H) {
+    let s = h.open();
+    assert!(s.head("empty").unwrap().is_none());
+    let r = s.read("empty", &ReadQuery::default()).unwrap();
+    assert!(r.entries.is_empty());
+    assert_eq!(r.latest_sequence, 0);
+    assert!(!r.has_more);
+}
+
+pub fn appended_entries_read_back_exactly<H: Harness>(h: &mut H) {
+    let s = h.open();
+    let c1 = append_n(&s, "rb", 3, "facts");
+    let c2 = append_n(&s, "rb", 2, "evals");
+    let r = s.read("rb", &ReadQuery::default()).unwrap();
+    let want: Vec<Entry> = c1.entries.iter().chain(&c2.entries).map(|e| Entry::clone(e)).collect();
+    assert_eq!(r.entries, want);
+    assert_eq!(r.latest_sequence, 5);
+    assert_eq!(r.next_after_sequence, 5);
+    let head = s.head("rb").unwrap().unwrap();
+    assert_eq!(head, c2.head);
+    assert_eq!(head.size(), 5);
+    assert_eq!(head.lamport_clock, 5);
+    let leaves: Vec<Hash> = want.iter().map(|e| e.content_hash).collect();
+    assert_eq!(head.root(), reference::root(&leaves));
+    // after_sequence and up_to
+    let r = s
+        .read("rb", &ReadQuery { after_sequence: 2, up_to: Some(4), ..Default::default() })
+        .unwrap();
+    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(r.latest_sequence, 5);
+    let r = s.read("rb", &ReadQuery { after_sequence: 5, ..Default::default() }).unwrap();
+    assert!(r.entries.is_empty());
+    let r = s.read("rb", &ReadQuery { after_sequence: 99, ..Default::default() }).unwrap();
+    assert!(r.entries.is_empty());
+    assert_eq!(r.latest_sequence, 5);
+}
+
+pub fn reads_filter_by_key_and_respect_limits<H: Harness>(h: &mut H) {
+    let s = h.open();
+    for i in 0..10 {
+        append_n(&s, "kf", 1, if i % 3 == 0 { "facts" } else { "traces" });
+    }
+    let facts = ReadQuery { key: Some("facts".into()), ..Default::default() };
+    let r = s.read("kf", &facts).unwrap();
+    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 4, 7, 10]);
+    assert!(!r.has_more);
+    let r = s.read("kf", &ReadQuery { limit: Some(2), ..facts.clone() }).unwrap();
+    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 4]);
+    assert!(r.has_more);
+    assert_eq!(r.next_after_sequence, 4);
+    let r = s
+        .read("kf", &ReadQuery { limit: Some(2), after_sequence: 4, ..facts.clone() })
+        .unwrap();
+    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![7, 10]);
+    assert!(!r.has_more, "no further facts after 10");
+    let r = s.read("kf", &ReadQuery { limit: Some(3), ..Default::default() }).unwrap();
+    assert_eq!(r.entries.len(), 3);
+    assert!(r.has_more);
+    let r = s.read("kf", &ReadQuery { key: Some("none".into()), ..Default::default() }).unwrap();
+    assert!(r.entries.is_empty());
+    assert!(!r.has_more);
+}
+
+pub fn byte_budget_cuts_reads_with_has_more<H: Harness>(h: &mut H) {
+    let s = h.open();
+    append_n(&s, "bb", 10, "facts");
+    let one = s.read("bb", &ReadQuery { limit: Some(1), ..Default::default() }).unwrap();
+    let size = one.entries[0].encoded_len();
+    let r = s
+        .read("bb", &ReadQuery { max_bytes: Some(size * 3 + size / 2), ..Default::default() })
+        .unwrap();
+    assert_eq!(r.entries.len(), 3);
+    assert!(r.has_more);
+    assert_eq!(r.next_after_sequence, 3);
+    // At least one entry even when it alone is over budget.
+    let r = s.read("bb", &ReadQuery { max_bytes: Some(1), ..Default::default() }).unwrap();
+    assert_eq!(r.entries.len(), 1);
+    assert!(r.has_more);
+}
+
+pub fn commits_that_are_not_gapless_are_refused_atomically<H: Harness>(h: &mut H) {
+    let s = h.open();
+    append_n(&s, "gap", 2, "facts");
+    let head = s.head("gap").unwrap().unwrap();
+    // Stale base: built from an older head.
+    let stale = ContextHead::empty("gap").extend(vec![make_entry(1, "facts", b"x")]).unwrap();
+    assert!(matches!(s.commit(&[stale]), Err(StorageError::SizeConflict { expected: 0, actual: 2, .. })));
+    // A gap in the sequences.
+    let mut bad = head.extend(vec![make_entry(3, "facts", b"x")]).unwrap();
+    bad.entries = vec![make_entry(4, "facts", b"x")];
+    assert!(matches!(s.commit(&[bad]), Err(StorageError::NotGapless { .. })));
+    // Nothing changed.
+    assert_eq!(s.head("gap").unwrap().unwrap(), head);
+    assert_eq!(s.read("gap", &ReadQuery::default()).unwrap().entries.len(), 2);
+    // Two commits of one context in one batch chain correctly.
+    let c3 = head.extend(vec![make_entry(3, "facts", b"3")]).unwrap();
+    let c4 = c3.head.extend(vec![make_entry(4, "facts", b"4")]).unwrap();
+    s.commit(&[c3, c4]).unwrap();
+    assert_eq!(s.head("gap").unwrap().unwrap().size(), 4);
+}
+
+pub fn concurrent_commits_on_different_contexts_stay_gapless<H: Harness>(h: &mut H) {
+    let s = Arc::new(h.open());
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let s = Arc::clone(&s);
+            std::thread::spawn(move || {
+                let ctx = format!("conc-{t}");
+                for _ in 0..50 {
+                    append_n(&*s, &ctx, 1 + (t % 3), "facts");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("appender thread");
+    }
+    for t in 0..8u64 {
+        let ctx = format!("conc-{t}");
+        let r = s.read(&ctx, &ReadQuery::default()).unwrap();
+        let n = 50 * (1 + (t % 3));
+        assert_eq!(r.latest_sequence, n);
+        assert!(r.entries.iter().map(|e| e.sequence).eq(1..=n), "{ctx} is gapless");
+        let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
+        assert_eq!(s.head(&ctx).unwrap().unwrap().root(), reference::root(&leaves));
+    }
+}
+
+pub fn reopen_keeps_everything<H: Harness>(h: &mut H) {
+    let (before_entries, before_head, before_nodes) = {
+        let s = h.open();
+        append_n(&s, "reopen", 37, "facts");
+        let plan = merkle::inclusion_plan(5, 37).unwrap();
+        (
+            s.read("reopen", &ReadQuery::default()).unwrap().entries,
+            s.head("reopen").unwrap().unwrap(),
+            s.nodes("reopen", plan.nodes()).unwrap(),
+        )
+    };
+    let s = h.open();
+    assert_eq!(s.read("reopen", &ReadQuery::default()).unwrap().entries, before_entries);
+    assert_eq!(s.head("reopen").unwrap().unwrap(), before_head);
+    let plan = merkle::inclusion_plan(5, 37).unwrap();
+    assert_eq!(s.nodes("reopen", plan.nodes()).unwrap(), before_nodes);
+    // Sequences continue after reopening.
+    let c = append_n(&s, "reopen", 1, "facts");
+    assert_eq!(c.entries[0].sequence, 38);
+}
+
+pub fn proofs_from_store_match_reference_tree<H: Harness>(h: &mut H) {
+    let s = h.open();
+    // Several commits of odd sizes so subtrees span commit boundaries.
+    for n in [1, 2, 5, 13, 1, 33, 8] {
+        append_n(&s, "proofs", n, "facts");
+    }
+    let entries = s.read("proofs", &ReadQuery::default()).unwrap().entries;
+    let leaves: Vec<Hash> = entries.iter().map(|e| e.content_hash).collect();
+    let size = leaves.len() as u64;
+    for n in 1..=size {
+        let prefix = &leaves[..n as usize];
+        let root = s.nodes("proofs", merkle::root_plan(n).nodes()).unwrap();
+        assert_eq!(merkle::root_plan(n).assemble(&root), vec![reference::root(prefix)]);
+        for i in 0..n {
+            let plan = merkle::inclusion_plan(i, n).unwrap();
+            let proof = plan.assemble(&s.nodes("proofs", plan.nodes()).unwrap());
+            assert_eq!(proof, reference::inclusion_path(i as usize, prefix), "incl {i}/{n}");
+        }
+        for m in 0..=n {
+            let plan = merkle::consistency_plan(m, n).unwrap();
+            let proof = plan.assemble(&s.nodes("proofs", plan.nodes()).unwrap());
+            assert_eq!(proof, reference::consistency_path(m as usize, prefix), "cons {m}/{n}");
+        }
+    }
+}
+
+pub fn list_contexts_pages_through_all<H: Harness>(h: &mut H) {
+    let s = h.open();
+    let mut want: Vec<String> = (0..25).map(|i| format!("list-{i}")).collect();
+    for c in &want {
+        append_n(&s, c, 1, "facts");
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = s.list_contexts(after.as_deref(), 7).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 7);
+        after = page.last().cloned();
+        seen.extend(page);
+    }
+    seen.retain(|c| c.starts_with("list-"));
+    seen.sort();
+    want.sort();
+    assert_eq!(seen, want);
+}
+
+pub fn multi_context_batch_is_atomic<H: Harness>(h: &mut H) {
+    let s = h.open();
+    append_n(&s, "atom-b", 1, "facts");
+    let a = ContextHead::empty("atom-a").extend(vec![make_entry(1, "facts", b"a")]).unwrap();
+    let stale_b = ContextHead::empty("atom-b").extend(vec![make_entry(1, "facts", b"b")]).unwrap();
+    assert!(s.commit(&[a.clone(), stale_b]).is_err());
+    assert!(s.head("atom-a").unwrap().is_none(), "nothing of a refused batch is written");
+    s.commit(&[a]).unwrap();
+    assert_eq!(s.head("atom-a").unwrap().unwrap().size(), 1);
+}

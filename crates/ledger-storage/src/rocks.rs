@@ -1,0 +1,362 @@
+//! The RocksDB store.
+//!
+//! Three column families (key layout in [`crate::keys`], values in [`crate::codec`]):
+//! `entries`, `heads` and `nodes`. A commit is one `WriteBatch`; in [`Durability::Sync`] it is
+//! written with `sync = true`, so the write-ahead log is fsynced before `commit` returns.
+//! Opening the store reads no data: heads are loaded when a context is first touched.
+
+use crate::codec::{decode_entry, decode_head, encode_entry, encode_head, entry_value_key};
+use crate::keys::{ContextKey, context_key, entry_key, entry_key_sequence, node_key};
+use crate::{
+    ContextCommit, ContextHead, Durability, LogStore, ReadQuery, ReadResult, StorageError,
+    check_commit, fits_budget,
+};
+use ledger_core::merkle::NodeId;
+use ledger_core::{Entry, Hash};
+use parking_lot::Mutex;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Options, ReadOptions, WriteBatch, WriteOptions,
+};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+const CF_ENTRIES: &str = "entries";
+const CF_HEADS: &str = "heads";
+const CF_NODES: &str = "nodes";
+const FORMAT_KEY: &[u8] = b"converge-ledger/format";
+const FORMAT_VALUE: &[u8] = b"1";
+/// Known context sizes kept for commit checks; cleared wholesale when it grows past this.
+const SIZE_CACHE_LIMIT: usize = 1 << 20;
+
+/// Tuning of the RocksDB store.
+#[derive(Clone, Debug)]
+pub struct RocksConfig {
+    pub durability: Durability,
+    /// Shared block cache for all column families.
+    pub block_cache_bytes: usize,
+    /// Memtable size per column family.
+    pub write_buffer_bytes: usize,
+    /// Background flush and compaction threads.
+    pub background_jobs: i32,
+}
+
+impl Default for RocksConfig {
+    fn default() -> Self {
+        RocksConfig {
+            durability: Durability::Sync,
+            block_cache_bytes: 256 << 20,
+            write_buffer_bytes: 64 << 20,
+            background_jobs: 2,
+        }
+    }
+}
+
+/// [`LogStore`] on RocksDB.
+pub struct RocksStore {
+    db: DB,
+    path: PathBuf,
+    durability: Durability,
+    /// Serializes commits and caches each touched context's committed size (and id, to detect
+    /// context-key collisions).
+    committed: Mutex<HashMap<ContextKey, (String, u64)>>,
+}
+
+impl std::fmt::Debug for RocksStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksStore")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+fn rocks(op: &'static str) -> impl FnOnce(rocksdb::Error) -> StorageError {
+    move |source| StorageError::Rocks { op, source }
+}
+
+impl RocksStore {
+    /// Opens (creating if needed) a store in `dir`.
+    pub fn open(dir: impl AsRef<Path>, config: &RocksConfig) -> Result<Self, StorageError> {
+        let path = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&path)?;
+        let cache = Cache::new_lru_cache(config.block_cache_bytes);
+
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.set_max_background_jobs(config.background_jobs);
+        db_opts.set_bytes_per_sync(1 << 20);
+        db_opts.set_wal_bytes_per_sync(0);
+        db_opts.set_skip_stats_update_on_db_open(true);
+        db_opts.set_max_open_files(4096);
+        db_opts.set_keep_log_file_num(8);
+
+        let table = |bloom: bool| {
+            let mut t = BlockBasedOptions::default();
+            t.set_block_cache(&cache);
+            t.set_cache_index_and_filter_blocks(true);
+            t.set_pin_l0_filter_and_index_blocks_in_cache(true);
+            if bloom {
+                t.set_bloom_filter(10.0, false);
+            }
+            t
+        };
+        let cf = |name: &str, compression: DBCompressionType, bloom: bool| {
+            let mut o = Options::default();
+            o.set_write_buffer_size(config.write_buffer_bytes);
+            o.set_compression_type(compression);
+            o.set_block_based_table_factory(&table(bloom));
+            ColumnFamilyDescriptor::new(name, o)
+        };
+        let cfs = vec![
+            cf(CF_ENTRIES, DBCompressionType::Lz4, false),
+            cf(CF_HEADS, DBCompressionType::None, true),
+            cf(CF_NODES, DBCompressionType::None, true),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(rocks("open the database"))?;
+        match db.get(FORMAT_KEY).map_err(rocks("read the format marker"))? {
+            None => db
+                .put(FORMAT_KEY, FORMAT_VALUE)
+                .map_err(rocks("write the format marker"))?,
+            Some(v) if v == FORMAT_VALUE => {}
+            Some(v) => {
+                return Err(StorageError::Corrupt(format!(
+                    "data dir {} has storage format {:?}; this build reads format 1",
+                    path.display(),
+                    String::from_utf8_lossy(&v)
+                )));
+            }
+        }
+        Ok(RocksStore {
+            db,
+            path,
+            durability: config.durability,
+            committed: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Directory of the database.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn cf(&self, name: &str) -> &ColumnFamily {
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    fn load_head(&self, key: &ContextKey, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_HEADS), key)
+            .map_err(rocks("read a context head"))?
+        else {
+            return Ok(None);
+        };
+        let head = decode_head(&v)?;
+        if head.context_id != context_id {
+            return Err(StorageError::ContextKeyCollision(
+                head.context_id,
+                context_id.to_owned(),
+            ));
+        }
+        Ok(Some(head))
+    }
+
+    /// Writes raw bytes under an entry's key, bypassing every check. For tests that simulate
+    /// on-disk tampering and for fault injection; never used by the ledger itself.
+    #[doc(hidden)]
+    pub fn tamper_entry_for_tests(&self, context_id: &str, sequence: u64, value: &[u8]) -> Result<(), StorageError> {
+        let k = entry_key(&context_key(context_id), sequence);
+        self.db
+            .put_cf(self.cf(CF_ENTRIES), k, value)
+            .map_err(rocks("tamper with an entry"))
+    }
+
+    /// The raw stored value of an entry, for tests.
+    #[doc(hidden)]
+    pub fn raw_entry_for_tests(&self, context_id: &str, sequence: u64) -> Result<Option<Vec<u8>>, StorageError> {
+        let k = entry_key(&context_key(context_id), sequence);
+        self.db
+            .get_cf(self.cf(CF_ENTRIES), k)
+            .map_err(rocks("read an entry"))
+    }
+}
+
+impl LogStore for RocksStore {
+    fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
+        let mut committed = self.committed.lock();
+        if committed.len() > SIZE_CACHE_LIMIT {
+            committed.clear();
+        }
+        // Check every commit against the committed sizes (and against earlier commits of the
+        // same context in this batch) before writing anything.
+        let mut pending: HashMap<ContextKey, u64> = HashMap::new();
+        let mut wb = WriteBatch::default();
+        let (entries_cf, heads_cf, nodes_cf) =
+            (self.cf(CF_ENTRIES), self.cf(CF_HEADS), self.cf(CF_NODES));
+        for c in batch {
+            let id = c.head.context_id.as_str();
+            let key = context_key(id);
+            let current = match pending.get(&key) {
+                Some(s) => *s,
+                None => match committed.get(&key) {
+                    Some((known, size)) if known == id => *size,
+                    Some((known, _)) => {
+                        return Err(StorageError::ContextKeyCollision(known.clone(), id.to_owned()));
+                    }
+                    None => {
+                        let size = self.load_head(&key, id)?.map_or(0, |h| h.size());
+                        committed.insert(key, (id.to_owned(), size));
+                        size
+                    }
+                },
+            };
+            check_commit(c, current)?;
+            pending.insert(key, c.head.size());
+            for e in &c.entries {
+                wb.put_cf(entries_cf, entry_key(&key, e.sequence), encode_entry(e));
+            }
+            for (nid, h) in &c.nodes {
+                wb.put_cf(nodes_cf, node_key(&key, *nid), h.as_bytes());
+            }
+            wb.put_cf(heads_cf, key, encode_head(&c.head));
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.durability == Durability::Sync);
+        self.db
+            .write_opt(wb, &wo)
+            .map_err(rocks("write a commit batch"))?;
+        for (key, size) in pending {
+            if let Some(slot) = committed.get_mut(&key) {
+                slot.1 = size;
+            }
+        }
+        Ok(())
+    }
+
+    fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
+        self.load_head(&context_key(context_id), context_id)
+    }
+
+    fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError> {
+        let key = context_key(context_id);
+        let snap = self.db.snapshot();
+        let latest = match snap
+            .get_pinned_cf_opt(self.cf(CF_HEADS), key, ReadOptions::default())
+            .map_err(rocks("read a context head"))?
+        {
+            None => 0,
+            Some(v) => {
+                let head = decode_head(&v)?;
+                if head.context_id != context_id {
+                    return Err(StorageError::ContextKeyCollision(head.context_id, context_id.to_owned()));
+                }
+                head.size()
+            }
+        };
+        let upper = query.up_to.map_or(latest, |u| u.min(latest));
+        let mut out: Vec<Entry> = Vec::new();
+        let mut bytes = 0usize;
+        let mut has_more = false;
+        if query.after_sequence < upper {
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(entry_key(&key, upper.saturating_add(1)).to_vec());
+            let mut it = snap.raw_iterator_cf_opt(self.cf(CF_ENTRIES), ro);
+            it.seek(entry_key(&key, query.after_sequence + 1));
+            let mut expected = query.after_sequence + 1;
+            while let (Some(k), Some(v)) = (it.key(), it.value()) {
+                let seq = entry_key_sequence(k).unwrap_or(0);
+                if seq != expected {
+                    return Err(StorageError::Corrupt(format!(
+                        "context {context_id:?} is missing entry {expected} (found {seq})"
+                    )));
+                }
+                expected += 1;
+                if let Some(want) = query.key.as_deref() {
+                    let stored = entry_value_key(v).ok_or_else(|| {
+                        StorageError::Corrupt(format!("entry {seq} of {context_id:?} is unreadable"))
+                    })?;
+                    if stored != want {
+                        it.next();
+                        continue;
+                    }
+                }
+                let entry = decode_entry(v)?;
+                if !fits_budget(query, &out, bytes, &entry) {
+                    has_more = true;
+                    break;
+                }
+                bytes += entry.encoded_len();
+                out.push(entry);
+                it.next();
+            }
+            it.status().map_err(rocks("iterate entries"))?;
+            if !has_more && expected != upper + 1 {
+                return Err(StorageError::Corrupt(format!(
+                    "context {context_id:?} is missing entries {expected}..={upper}"
+                )));
+            }
+        }
+        let next_after_sequence = if has_more {
+            out.last().map_or(query.after_sequence, |e| e.sequence)
+        } else {
+            query.after_sequence.max(upper)
+        };
+        Ok(ReadResult {
+            entries: out,
+            latest_sequence: latest,
+            has_more,
+            next_after_sequence,
+        })
+    }
+
+    fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
+        let key = context_key(context_id);
+        let keys: Vec<_> = ids.iter().map(|id| node_key(&key, *id)).collect();
+        let values = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_NODES), keys.iter(), false);
+        ids.iter()
+            .zip(values)
+            .map(|(id, v)| {
+                let v = v.map_err(rocks("read Merkle nodes"))?;
+                v.as_deref().and_then(Hash::from_slice).ok_or_else(|| {
+                    StorageError::Corrupt(format!("missing Merkle node {id:?} of {context_id:?}"))
+                })
+            })
+            .collect()
+    }
+
+    fn list_contexts(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_HEADS));
+        match after {
+            Some(a) => {
+                let k = context_key(a);
+                it.seek(k);
+                if it.key() == Some(&k[..]) {
+                    it.next();
+                }
+            }
+            None => it.seek_to_first(),
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some(v) = it.value() else { break };
+            out.push(decode_head(v)?.context_id);
+            it.next();
+        }
+        it.status().map_err(rocks("list contexts"))?;
+        Ok(out)
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        self.db.flush_wal(true).map_err(rocks("sync the write-ahead log"))
+    }
+}
