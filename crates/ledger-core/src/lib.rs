@@ -24,3 +24,8 @@ pub use entry::{Entry, Metadata};
 pub use hash::Hash;
 pub use lamport::LamportClock;
 pub use merkle::{Frontier, NodeId};
+
+/// Lower-case hex SHA-256 of `data` (for logs, CLIs and test vectors).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hash::sha256(data).to_hex()
+}

@@ -44,6 +44,7 @@ use ledger_core::validate;
 use ledger_storage::{LogStore, RocksStore};
 use parking_lot::{Mutex, RwLock};
 use sequencer::{AppendCmd, Command, FailState, LoadCmd, Sequencer, unix_ns};
+pub use sequencer::Stats;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -130,6 +131,7 @@ struct Inner {
     sequencer: Mutex<Option<std::thread::JoinHandle<()>>>,
     hub: Arc<WatchHub>,
     failed: Arc<FailState>,
+    stats: Arc<Stats>,
     config: LedgerConfig,
 }
 
@@ -160,10 +162,12 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(config.queue_depth.max(1));
         let hub = Arc::new(WatchHub::new(config.watch_buffer));
         let failed = Arc::new(FailState::default());
+        let stats = Arc::new(Stats::default());
         let seq = Sequencer {
             store: Arc::clone(&store),
             hub: Arc::clone(&hub),
             failed: Arc::clone(&failed),
+            stats: Arc::clone(&stats),
             max_batch_entries: config.max_batch_entries.max(1),
             max_batch_bytes: config.max_batch_bytes.max(1),
             heads: HashMap::new(),
@@ -179,6 +183,7 @@ impl Ledger {
                 sequencer: Mutex::new(Some(handle)),
                 hub,
                 failed,
+                stats,
                 config,
             }),
         }
@@ -187,6 +192,11 @@ impl Ledger {
     /// The configuration this ledger runs with.
     pub fn config(&self) -> &LedgerConfig {
         &self.inner.config
+    }
+
+    /// Counters of the write path (commits and the entries in them).
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
     }
 
     /// The underlying store.
@@ -508,6 +518,12 @@ impl Ledger {
     /// Number of contexts that currently have live watchers.
     pub fn watched_contexts(&self) -> usize {
         self.inner.hub.watched_contexts()
+    }
+
+    /// Ends every watch stream (they return [`LedgerError::ShuttingDown`]) and refuses new
+    /// watches; appends continue. The first step of a graceful shutdown.
+    pub fn stop_watchers(&self) {
+        self.inner.hub.close();
     }
 
     /// Stops accepting appends, finishes the queued ones, ends every watch stream, and syncs

@@ -1,14 +1,21 @@
-//! The sequencer: the single writer of every context.
+//! The sequencer: the single writer of every context, in two pipelined stages.
 //!
-//! One OS thread owns the heads of all contexts it has touched. It takes every queued command
-//! (up to a batch limit), assigns sequence, Lamport clock, time, id and content hash to each
-//! append, extends the Merkle frontier, and writes all of it as **one** commit: one RocksDB
-//! write batch and, in sync mode, one fsync for every append in the batch (group commit). While
-//! it writes, new appends queue up and form the next batch, so batches grow with load.
-//! Only after the commit returns does it publish the entries to watchers and answer the callers.
+//! - **Sequencer thread** (`ledger-sequencer`): owns the heads of all contexts it has touched.
+//!   It takes every queued command (up to a batch limit), assigns sequence, Lamport clock, time,
+//!   id and content hash to each append, extends the Merkle frontier, and groups the result into
+//!   one commit per context.
+//! - **Committer thread** (`ledger-committer`): writes each group as **one** store commit: one
+//!   RocksDB write batch and, in sync mode, one fsync for every append in the group (group
+//!   commit). Only after the commit returns does it publish the entries to watchers and answer
+//!   the callers.
 //!
-//! A storage error stops all writing: the batch's callers get the error, later appends are
-//! refused, and nothing unacknowledged is ever reported as stored.
+//! The hand-off between them is a rendezvous: while the committer writes group N, the sequencer
+//! prepares group N+1 from everything that arrived meanwhile, so the disk never waits for
+//! hashing and groups grow with load.
+//!
+//! A storage error stops all writing: the group's callers get the error, every group prepared
+//! after it is refused, later appends are refused, and nothing unacknowledged is ever reported
+//! as stored.
 
 use crate::error::LedgerError;
 use crate::hub::WatchHub;
@@ -94,9 +101,19 @@ pub(crate) struct Sequencer {
     pub store: Arc<dyn LogStore>,
     pub hub: Arc<WatchHub>,
     pub failed: Arc<FailState>,
+    pub stats: Arc<Stats>,
     pub max_batch_entries: usize,
     pub max_batch_bytes: usize,
     pub heads: HashMap<String, ContextHead>,
+}
+
+/// Counters of the write path.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Store commits written (each one write batch, one fsync in sync mode).
+    pub commits: std::sync::atomic::AtomicU64,
+    /// Entries in those commits.
+    pub entries: std::sync::atomic::AtomicU64,
 }
 
 /// The appends of one batch, grouped into one commit per context.
@@ -107,6 +124,66 @@ struct Group {
     replies: Vec<(oneshot::Sender<Result<Arc<Entry>, LedgerError>>, Arc<Entry>)>,
 }
 
+/// Work for the committer thread.
+enum Work {
+    Group(Group),
+    /// Answered once every earlier group is written.
+    Barrier(std::sync::mpsc::SyncSender<()>),
+}
+
+/// Writes commits, publishes them, answers callers. Shared by both threads.
+struct Committer {
+    store: Arc<dyn LogStore>,
+    hub: Arc<WatchHub>,
+    failed: Arc<FailState>,
+    stats: Arc<Stats>,
+}
+
+impl Committer {
+    fn run(self, rx: std::sync::mpsc::Receiver<Work>) {
+        for work in rx {
+            match work {
+                Work::Group(mut g) => self.write_group(&mut g),
+                Work::Barrier(done) => {
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    fn write_group(&self, group: &mut Group) {
+        let result = self.failed.check().map_err(|e| e.to_string()).and_then(|()| self.commit(&group.commits));
+        match result {
+            Ok(()) => {
+                for (reply, entry) in group.replies.drain(..) {
+                    let _ = reply.send(Ok(entry));
+                }
+            }
+            Err(reason) => {
+                for (reply, _) in group.replies.drain(..) {
+                    let _ = reply.send(Err(LedgerError::StorageFailed(reason.clone())));
+                }
+            }
+        }
+    }
+
+    /// Commits and publishes. On error, stops all writes.
+    fn commit(&self, commits: &[ContextCommit]) -> Result<(), String> {
+        if let Err(e) = self.store.commit(commits) {
+            let reason = e.to_string();
+            self.failed.fail(reason.clone());
+            return Err(reason);
+        }
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let n: usize = commits.iter().map(|c| c.entries.len()).sum();
+        self.stats.entries.fetch_add(n as u64, Ordering::Relaxed);
+        for c in commits {
+            self.hub.publish(&c.head.context_id, &c.entries);
+        }
+        Ok(())
+    }
+}
+
 pub(crate) fn unix_ns() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -114,8 +191,20 @@ pub(crate) fn unix_ns() -> u64 {
 }
 
 impl Sequencer {
-    /// Runs until every sender of `rx` is gone and the queue is drained.
+    /// Runs until every sender of `rx` is gone and the queue is drained, then waits for the
+    /// committer to write everything it was handed.
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
+        let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(0);
+        let committer = Committer {
+            store: Arc::clone(&self.store),
+            hub: Arc::clone(&self.hub),
+            failed: Arc::clone(&self.failed),
+            stats: Arc::clone(&self.stats),
+        };
+        let committer = std::thread::Builder::new()
+            .name("ledger-committer".into())
+            .spawn(move || committer.run(work_rx))
+            .expect("spawn the committer thread");
         let mut batch: Vec<Command> = Vec::with_capacity(self.max_batch_entries);
         let mut carry: Option<Command> = None;
         loop {
@@ -142,25 +231,51 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            self.process(&mut batch);
+            self.process(&mut batch, &work_tx);
         }
+        drop(work_tx);
+        let _ = committer.join();
         tracing::debug!("sequencer stopped: queue closed and drained");
     }
 
-    fn process(&mut self, batch: &mut Vec<Command>) {
+    fn process(&mut self, batch: &mut Vec<Command>, work: &std::sync::mpsc::SyncSender<Work>) {
         let mut group = Group::default();
         let now = unix_ns();
         for cmd in batch.drain(..) {
             match cmd {
                 Command::Append(a) => self.add_append(&mut group, a, now),
                 Command::Load(l) => {
-                    self.flush(&mut group);
+                    self.hand_off(&mut group, work);
+                    // Loads read the store, so everything before them must be written first.
+                    barrier(work);
                     let reply = self.load(&l.context_id, l.snapshot, l.fail_if_exists);
                     let _ = l.reply.send(reply);
                 }
             }
         }
-        self.flush(&mut group);
+        self.hand_off(&mut group, work);
+        if self.heads.len() > HEAD_CACHE_LIMIT {
+            // Only heads with nothing in flight may be dropped: wait for the committer first.
+            barrier(work);
+            self.heads.clear();
+        }
+    }
+
+    /// Records the group's heads as the new in-memory heads and gives it to the committer
+    /// (waiting until the committer has finished the previous group).
+    fn hand_off(&mut self, group: &mut Group, work: &std::sync::mpsc::SyncSender<Work>) {
+        if group.commits.is_empty() {
+            return;
+        }
+        let g = std::mem::take(group);
+        for c in &g.commits {
+            self.heads.insert(c.head.context_id.clone(), c.head.clone());
+        }
+        if let Err(std::sync::mpsc::SendError(Work::Group(mut g))) = work.send(Work::Group(g)) {
+            for (reply, _) in g.replies.drain(..) {
+                let _ = reply.send(Err(LedgerError::ShuttingDown));
+            }
+        }
     }
 
     fn head(&mut self, context_id: &str) -> Result<ContextHead, LedgerError> {
@@ -171,9 +286,6 @@ impl Sequencer {
             .store
             .head(context_id)?
             .unwrap_or_else(|| ContextHead::empty(context_id));
-        if self.heads.len() >= HEAD_CACHE_LIMIT {
-            self.heads.clear();
-        }
         self.heads.insert(context_id.to_owned(), head.clone());
         Ok(head)
     }
@@ -230,41 +342,13 @@ impl Sequencer {
         group.replies.push((a.reply, entry));
     }
 
-    /// Writes the group as one commit, then publishes and answers.
-    fn flush(&mut self, group: &mut Group) {
-        if group.commits.is_empty() {
-            group.replies.clear();
-            return;
+    fn committer(&self) -> Committer {
+        Committer {
+            store: Arc::clone(&self.store),
+            hub: Arc::clone(&self.hub),
+            failed: Arc::clone(&self.failed),
+            stats: Arc::clone(&self.stats),
         }
-        let commits = std::mem::take(&mut group.commits);
-        group.index.clear();
-        match self.commit(&commits) {
-            Ok(()) => {
-                for (reply, entry) in group.replies.drain(..) {
-                    let _ = reply.send(Ok(entry));
-                }
-            }
-            Err(reason) => {
-                for (reply, _) in group.replies.drain(..) {
-                    let _ = reply.send(Err(LedgerError::StorageFailed(reason.clone())));
-                }
-            }
-        }
-    }
-
-    /// Commits, then records heads and publishes. On error, stops all writes.
-    fn commit(&mut self, commits: &[ContextCommit]) -> Result<(), String> {
-        if let Err(e) = self.store.commit(commits) {
-            let reason = e.to_string();
-            self.failed.fail(reason.clone());
-            self.heads.clear();
-            return Err(reason);
-        }
-        for c in commits {
-            self.hub.publish(&c.head.context_id, &c.entries);
-            self.heads.insert(c.head.context_id.clone(), c.head.clone());
-        }
-        Ok(())
     }
 
     fn load(
@@ -330,8 +414,12 @@ impl Sequencer {
         for chunk in tail.chunks(LOAD_CHUNK) {
             let commit = head.extend(chunk.to_vec())?;
             let next = commit.head.clone();
-            self.commit(std::slice::from_ref(&commit))
-                .map_err(LedgerError::StorageFailed)?;
+            let written = self.committer().commit(std::slice::from_ref(&commit));
+            if let Err(reason) = written {
+                self.heads.clear();
+                return Err(LedgerError::StorageFailed(reason));
+            }
+            self.heads.insert(context_id.to_owned(), next.clone());
             head = next;
         }
         Ok(LoadOutcome {
@@ -361,6 +449,14 @@ impl Sequencer {
         // Every common leaf matches, so the histories differ only past the shorter one; this
         // cannot happen for a prefix check that failed, but answer with the next sequence.
         Ok(common as u64 + 1)
+    }
+}
+
+/// Waits until the committer has written every group handed to it so far.
+fn barrier(work: &std::sync::mpsc::SyncSender<Work>) {
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    if work.send(Work::Barrier(tx)).is_ok() {
+        let _ = rx.recv();
     }
 }
 

@@ -1,0 +1,33 @@
+//! `ledger-bench`: the benchmarks behind `docs/BENCHMARKS.md`.
+//!
+//! Every figure is printed with a baseline measured in the same run on the same machine (these
+//! machines are shared and noisy), so the ratio is the number to compare across runs.
+//!
+//! ```text
+//! ledger-bench embedded [--quick] [--only NAME]   # store, Merkle, snapshot, reopen
+//! ```
+
+mod embedded;
+mod report;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(name = "ledger-bench", about = "Converge Ledger benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// The embedded ledger: appends, root recomputation, proofs, snapshots, reopen.
+    Embedded(embedded::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Embedded(args) => embedded::run(args),
+    }
+}

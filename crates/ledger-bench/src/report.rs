@@ -1,0 +1,49 @@
+//! Small helpers to time things and print Markdown rows.
+
+use hdrhistogram::Histogram;
+use std::time::{Duration, Instant};
+
+/// Runs `f` `n` times and returns the median wall time of one run.
+pub fn median_of<T>(n: usize, mut f: impl FnMut() -> T) -> Duration {
+    let mut times: Vec<Duration> = (0..n.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f());
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    times[times.len() / 2]
+}
+
+/// A latency histogram in nanoseconds, 1 ns – 60 s.
+pub fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("valid histogram bounds")
+}
+
+pub fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
+
+pub fn us_from_ns(ns: u64) -> String {
+    format!("{:.1} µs", ns as f64 / 1e3)
+}
+
+pub fn rate(n: f64) -> String {
+    if n >= 1e6 {
+        format!("{:.2} M/s", n / 1e6)
+    } else if n >= 1e3 {
+        format!("{:.1} k/s", n / 1e3)
+    } else {
+        format!("{n:.0} /s")
+    }
+}
+
+pub fn header() {
+    println!("| benchmark | result | target | baseline (same run) | ratio |");
+    println!("|---|---|---|---|---|");
+}
+
+pub fn row(name: &str, result: &str, target: &str, baseline: &str, ratio: &str) {
+    println!("| {name} | {result} | {target} | {baseline} | {ratio} |");
+}

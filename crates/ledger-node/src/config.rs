@@ -1,0 +1,308 @@
+//! Node configuration: defaults ← TOML file (`--config`) ← environment (`GRPC_PORT`, then
+//! `LEDGER_*`) ← command-line flags. Every setting is listed in `docs/OPERATIONS.md`.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use ledger_embedded::{Durability, LedgerConfig, Limits, RocksConfig};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+/// How log lines are written (to stderr).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// When an acknowledged append is safe (see `ledger_storage::Durability`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilitySetting {
+    Sync,
+    Buffered,
+}
+
+/// Every setting of a node.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// RocksDB data directory.
+    pub data_dir: PathBuf,
+    /// Address to listen on.
+    pub host: IpAddr,
+    /// gRPC port (0 = any free port; the bound address is printed).
+    pub port: u16,
+    pub durability: DurabilitySetting,
+    pub log_format: LogFormat,
+    /// `tracing` filter, e.g. `info` or `ledger_node=debug,info`.
+    pub log_level: String,
+    /// Largest payload accepted by Append.
+    pub max_payload_bytes: usize,
+    /// Most bytes of entries in one Get response (then `has_more` is set).
+    pub max_response_bytes: usize,
+    /// Largest gRPC message in either direction (bounds Snapshot and Load).
+    pub max_message_bytes: usize,
+    /// Live entries buffered per watched context before slow watchers read from storage.
+    pub watch_buffer: usize,
+    /// Appends that may wait for the writer before callers are slowed.
+    pub queue_depth: usize,
+    /// RocksDB block cache.
+    pub block_cache_bytes: usize,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let ledger = LedgerConfig::default();
+        Config {
+            data_dir: PathBuf::from("./data"),
+            host: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            port: 50051,
+            durability: DurabilitySetting::Sync,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            max_payload_bytes: ledger.limits.max_payload_bytes,
+            max_response_bytes: 16 << 20,
+            max_message_bytes: 256 << 20,
+            watch_buffer: ledger.watch_buffer,
+            queue_depth: ledger.queue_depth,
+            block_cache_bytes: ledger.rocks.block_cache_bytes,
+            shutdown_grace_ms: 10_000,
+        }
+    }
+}
+
+/// Environment variables read with the `LEDGER_` prefix (one per setting).
+const ENV_KEYS: &[&str] = &[
+    "data_dir",
+    "host",
+    "port",
+    "durability",
+    "log_format",
+    "log_level",
+    "max_payload_bytes",
+    "max_response_bytes",
+    "max_message_bytes",
+    "watch_buffer",
+    "queue_depth",
+    "block_cache_bytes",
+    "shutdown_grace_ms",
+];
+
+/// Settings given as command-line flags (only those present override).
+#[derive(Clone, Debug, Default, Serialize, clap::Args)]
+pub struct Overrides {
+    /// Data directory [default: ./data]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on [default: 0.0.0.0]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<IpAddr>,
+    /// gRPC port, 0 for any free port [default: 50051]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// sync: fsync before acknowledging; buffered: OS buffers only [default: sync]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub durability: Option<DurabilitySetting>,
+    /// Log line format [default: text]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// tracing filter [default: info]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
+    /// Largest payload accepted by Append [default: 4194304]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_payload_bytes: Option<usize>,
+    /// Most entry bytes in one Get response [default: 16777216]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_response_bytes: Option<usize>,
+    /// Largest gRPC message [default: 268435456]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_message_bytes: Option<usize>,
+}
+
+/// One figment error as "invalid setting <name>: <problem> (from <source>)".
+fn describe(e: figment::Error) -> String {
+    let source = e.metadata.as_ref().map(|m| match &m.source {
+        Some(figment::Source::File(path)) => format!("{} {}", m.name, path.display()),
+        _ => m.name.to_string(),
+    });
+    let from = source.map(|s| format!(" (from {s})")).unwrap_or_default();
+    if e.path.is_empty() {
+        format!("invalid configuration: {}{from}", e.kind)
+    } else {
+        let setting = e.path.join(".").to_lowercase();
+        format!("invalid setting {setting}: {}{from}", e.kind)
+    }
+}
+
+impl Config {
+    /// Resolves the configuration from every source, in precedence order, and validates it.
+    /// Errors name the setting and where it came from.
+    pub fn load(file: Option<&Path>, flags: &Overrides) -> Result<Config, String> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(format!("config file {} does not exist", path.display()));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // GRPC_PORT is the old ledger's variable; LEDGER_PORT wins when both are set.
+        let grpc_port = Env::raw().only(&["GRPC_PORT"]).map(|_| "port".into());
+        let prefixed = Env::prefixed("LEDGER_").only(ENV_KEYS);
+        fig = fig
+            .merge(grpc_port)
+            .merge(prefixed)
+            .merge(Serialized::defaults(flags));
+        let config: Config = fig
+            .extract()
+            .map_err(|e| e.into_iter().map(describe).collect::<Vec<_>>().join("\n"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let bad = |setting: &str, why: String| Err(format!("invalid setting {setting}: {why}"));
+        if self.max_payload_bytes == 0 {
+            return bad("max_payload_bytes", "must be at least 1".into());
+        }
+        if self.max_response_bytes < 1024 {
+            return bad("max_response_bytes", format!("{} is below the minimum of 1024", self.max_response_bytes));
+        }
+        if self.max_message_bytes < self.max_payload_bytes + (64 << 10) {
+            return bad(
+                "max_message_bytes",
+                format!(
+                    "{} must exceed max_payload_bytes ({}) by at least 65536 so an append fits",
+                    self.max_message_bytes, self.max_payload_bytes
+                ),
+            );
+        }
+        if self.max_message_bytes < self.max_response_bytes {
+            return bad(
+                "max_message_bytes",
+                format!(
+                    "{} is smaller than max_response_bytes ({})",
+                    self.max_message_bytes, self.max_response_bytes
+                ),
+            );
+        }
+        if self.watch_buffer == 0 || self.queue_depth == 0 {
+            return bad("watch_buffer/queue_depth", "must be at least 1".into());
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
+            return bad("log_level", format!("{:?} is not a valid tracing filter", self.log_level));
+        }
+        Ok(())
+    }
+
+    /// The address to bind.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// The embedded ledger's settings.
+    pub fn ledger_config(&self) -> LedgerConfig {
+        let defaults = LedgerConfig::default();
+        LedgerConfig {
+            limits: Limits { max_payload_bytes: self.max_payload_bytes },
+            rocks: RocksConfig {
+                durability: match self.durability {
+                    DurabilitySetting::Sync => Durability::Sync,
+                    DurabilitySetting::Buffered => Durability::Buffered,
+                },
+                block_cache_bytes: self.block_cache_bytes,
+                ..defaults.rocks
+            },
+            watch_buffer: self.watch_buffer,
+            queue_depth: self.queue_depth,
+            max_read_bytes: self.max_response_bytes,
+            ..defaults
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_env<T>(vars: &[(&str, &str)], f: impl FnOnce() -> T) -> T {
+        let mut out = None;
+        figment::Jail::expect_with(|jail| {
+            for (k, v) in vars {
+                jail.set_env(k, v);
+            }
+            out = Some(f());
+            Ok(())
+        });
+        out.expect("jail ran")
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_default() {
+        let c = with_env(&[], || Config::load(None, &Overrides::default()).unwrap());
+        assert_eq!(c.port, 50051);
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.durability, DurabilitySetting::Sync);
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flags() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("ledger.toml", "port = 7000\ndata_dir = \"/file\"\nlog_format = \"json\"\n")?;
+            let file = Path::new("ledger.toml");
+            let c = Config::load(Some(file), &Overrides::default()).unwrap();
+            assert_eq!((c.port, c.log_format), (7000, LogFormat::Json));
+            jail.set_env("GRPC_PORT", "7100");
+            assert_eq!(Config::load(Some(file), &Overrides::default()).unwrap().port, 7100);
+            jail.set_env("LEDGER_PORT", "7200");
+            jail.set_env("LEDGER_DATA_DIR", "/env");
+            let c = Config::load(Some(file), &Overrides::default()).unwrap();
+            assert_eq!((c.port, c.data_dir.clone()), (7200, PathBuf::from("/env")));
+            let flags = Overrides { port: Some(7300), ..Default::default() };
+            let c = Config::load(Some(file), &flags).unwrap();
+            assert_eq!((c.port, c.data_dir), (7300, PathBuf::from("/env")));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let e = with_env(&[("LEDGER_PORT", "not-a-port")], || {
+            Config::load(None, &Overrides::default()).unwrap_err()
+        });
+        assert!(e.contains("port"), "{e}");
+        let e = with_env(&[("LEDGER_DURABILITY", "sometimes")], || {
+            Config::load(None, &Overrides::default()).unwrap_err()
+        });
+        assert!(e.contains("durability"), "{e}");
+        let e = with_env(&[], || {
+            Config::load(None, &Overrides { max_payload_bytes: Some(0), ..Default::default() })
+                .unwrap_err()
+        });
+        assert!(e.contains("max_payload_bytes"), "{e}");
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("bad.toml", "prot = 1\n")?;
+            let e = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();
+            assert!(e.contains("prot"), "{e}");
+            Ok(())
+        });
+        let e = with_env(&[], || {
+            Config::load(Some(Path::new("/nonexistent/ledger.toml")), &Overrides::default())
+                .unwrap_err()
+        });
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}

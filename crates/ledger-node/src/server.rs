@@ -1,0 +1,122 @@
+//! Serving: bind, announce, serve ContextService + health + reflection, drain on shutdown.
+//!
+//! Shutdown order (SIGTERM or Ctrl-C):
+//! 1. health turns NOT_SERVING and every Watch stream ends with `UNAVAILABLE` (clients resume
+//!    from their last sequence elsewhere or after restart);
+//! 2. the gRPC server stops accepting connections and waits (up to `shutdown_grace_ms`) for
+//!    in-flight requests, so started appends finish and are answered;
+//! 3. the ledger drains its write queue, syncs and closes RocksDB.
+
+use crate::config::Config;
+use crate::service::ContextApi;
+use ledger_embedded::Ledger;
+use ledger_proto::context::v1::context_service_server::ContextServiceServer;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// Binds the configured address (port 0 picks a free port).
+pub async fn bind(config: &Config) -> Result<TcpListener, String> {
+    let addr = config.listen_addr();
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} (setting host/port): {e}"))
+}
+
+/// The machine-readable line printed on stdout once the node accepts connections.
+pub fn listening_line(addr: SocketAddr, config: &Config) -> String {
+    serde_json::json!({
+        "event": "listening",
+        "addr": addr.to_string(),
+        "data_dir": config.data_dir.display().to_string(),
+        "durability": format!("{:?}", config.durability).to_lowercase(),
+    })
+    .to_string()
+}
+
+/// Opens the ledger in the configured data dir and serves on `listener` until `shutdown`
+/// completes, then drains as described in the module docs.
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    let ledger = Ledger::open(&config.data_dir, config.ledger_config()).map_err(|e| {
+        format!("cannot open the data dir {} (setting data_dir): {e}", config.data_dir.display())
+    })?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_serving::<ContextServiceServer<ContextApi>>()
+        .await;
+    let reflection = |b: tonic_reflection::server::Builder<'static>| {
+        b.register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let api = ContextServiceServer::new(ContextApi::new(ledger.clone()))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
+
+    let draining = Arc::new(Notify::new());
+    let signal = {
+        let (draining, ledger) = (Arc::clone(&draining), ledger.clone());
+        async move {
+            shutdown.await;
+            tracing::info!("shutting down: ending watch streams, finishing in-flight requests");
+            reporter
+                .set_not_serving::<ContextServiceServer<ContextApi>>()
+                .await;
+            ledger.stop_watchers();
+            draining.notify_one();
+        }
+    };
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let server = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(api)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    tokio::select! {
+        r = server => r.map_err(|e| format!("gRPC server failed: {e}"))?,
+        () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
+            tracing::warn!(grace_ms = config.shutdown_grace_ms, "in-flight requests did not finish in time; closing anyway");
+        }
+    }
+    ledger.close().await;
+    tracing::info!("stopped; storage closed cleanly");
+    Ok(())
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,16 @@
+//! The wire contract of Converge Ledger, generated from `proto/` at build time.
+//!
+//! Generated types stay here and in the gRPC layer; the domain model (`ledger-core`) never
+//! derives from prost. Conversions between the two live in `ledger-client::convert`.
+
+#![allow(missing_debug_implementations, clippy::all)]
+
+/// `converge.context.v1`: the engine's ContextService.
+pub mod context {
+    pub mod v1 {
+        tonic::include_proto!("converge.context.v1");
+    }
+}
+
+/// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

@@ -1,0 +1,199 @@
+//! The node's lifecycle as a user sees it: restart keeps everything, SIGKILL during concurrent
+//! appends loses no acknowledged entry, shutdown ends watchers with UNAVAILABLE, and
+//! configuration precedence and rejection of bad settings.
+
+mod support;
+
+use ledger_core::merkle::reference;
+use ledger_core::{Hash, Metadata};
+use std::collections::HashMap;
+use std::process::Command;
+use std::time::Duration;
+use support::{BIN, Node, data_dir};
+use tokio_stream::StreamExt;
+
+#[tokio::test]
+async fn sigterm_and_restart_keep_everything_and_sequences_continue() {
+    let dir = data_dir();
+    let mut node = Node::start(dir.path(), &[]);
+    let c = node.client().await;
+    for i in 0..50u8 {
+        c.append("keep", "facts", vec![i], Metadata::new(), None).await.unwrap();
+    }
+    let before = c.get("keep", "", 0, 0).await.unwrap().entries;
+    let status = node.terminate();
+    assert!(status.success(), "clean exit on SIGTERM: {status:?}");
+
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client().await;
+    assert_eq!(c.get("keep", "", 0, 0).await.unwrap().entries, before);
+    let e = c.append("keep", "facts", vec![], Metadata::new(), None).await.unwrap();
+    assert_eq!(e.sequence, 51);
+    assert_eq!(e.lamport_clock, 51);
+}
+
+#[tokio::test]
+async fn sigkill_during_concurrent_appends_loses_no_acknowledged_entry() {
+    let dir = data_dir();
+    for round in 0..3 {
+        let mut node = Node::start(dir.path(), &[]);
+        let c = node.client().await;
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, Hash)>();
+        let mut writers = Vec::new();
+        for w in 0..16 {
+            let c = c.clone();
+            let tx = tx.clone();
+            writers.push(tokio::spawn(async move {
+                let ctx = format!("k{}", w % 4);
+                for i in 0u64.. {
+                    match c.append(&ctx, "facts", format!("{w}/{i}").into_bytes(), Metadata::new(), None).await {
+                        Ok(e) => {
+                            if tx.send((ctx.clone(), e.sequence, e.content_hash)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return, // the node died under us
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut acked: HashMap<(String, u64), Hash> = HashMap::new();
+        while acked.len() < 500 + 500 * round {
+            let (ctx, seq, h) = rx.recv().await.unwrap();
+            acked.insert((ctx, seq), h);
+        }
+        node.kill();
+        for w in writers {
+            let _ = w.await;
+        }
+        while let Ok((ctx, seq, h)) = rx.try_recv() {
+            acked.insert((ctx, seq), h);
+        }
+
+        let node = Node::start(dir.path(), &[]);
+        let c = node.client().await;
+        for k in 0..4 {
+            let ctx = format!("k{k}");
+            let entries = c.get_all(&ctx, "", 0).await.unwrap();
+            assert!(entries.iter().map(|e| e.sequence).eq(1..=entries.len() as u64), "{ctx} gapless");
+            let stored: HashMap<u64, Hash> = entries.iter().map(|e| (e.sequence, e.content_hash)).collect();
+            for e in &entries {
+                assert!(e.verify_content_hash());
+            }
+            for ((actx, seq), h) in &acked {
+                if *actx == ctx {
+                    assert_eq!(stored.get(seq), Some(h), "acknowledged {ctx}/{seq} survived SIGKILL");
+                }
+            }
+            let snap = c.snapshot(&ctx).await.unwrap();
+            let leaves: Vec<Hash> = entries.iter().map(|e| e.content_hash).collect();
+            assert_eq!(snap.metadata.unwrap().merkle_root, reference::root(&leaves).as_bytes().to_vec());
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_ends_watch_streams_with_unavailable() {
+    let dir = data_dir();
+    let mut node = Node::start(dir.path(), &[]);
+    let c = node.client().await;
+    c.append("w", "facts", vec![1], Metadata::new(), None).await.unwrap();
+    let mut stream = c.watch("w", "", 0).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap().sequence, 1);
+    let pid = node.pid();
+    let term = tokio::task::spawn_blocking(move || node.terminate());
+    let end = tokio::time::timeout(Duration::from_secs(30), stream.next()).await.unwrap();
+    match end {
+        Some(Err(e)) => {
+            assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
+            assert!(e.to_string().contains("from_sequence 1"), "{e}");
+        }
+        other => panic!("expected UNAVAILABLE, got {other:?} (pid {pid})"),
+    }
+    assert!(term.await.unwrap().success());
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[tokio::test]
+async fn configuration_precedence_file_env_grpc_port_flag() {
+    let dir = data_dir();
+    let file = dir.path().join("ledger.toml");
+    let data = dir.path().join("from-file");
+    std::fs::write(
+        &file,
+        format!("data_dir = {:?}\ndurability = \"buffered\"\nhost = \"127.0.0.1\"\nport = 0\n", data),
+    )
+    .unwrap();
+    let serve = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").arg("--config").arg(&file).args(args);
+        cmd
+    };
+    // The file alone.
+    let node = Node::spawn(serve(&[]), &[]);
+    assert_eq!(node.listening["durability"], "buffered");
+    assert_eq!(node.listening["data_dir"], data.display().to_string());
+    drop(node);
+    // GRPC_PORT (compatibility) over the file.
+    let port = free_port();
+    let node = Node::spawn(serve(&[]), &[("GRPC_PORT", &port.to_string())]);
+    assert_eq!(node.addr.port(), port);
+    drop(node);
+    // LEDGER_* over GRPC_PORT and the file.
+    let port2 = free_port();
+    let node = Node::spawn(
+        serve(&[]),
+        &[("GRPC_PORT", &port.to_string()), ("LEDGER_PORT", &port2.to_string()), ("LEDGER_DURABILITY", "sync")],
+    );
+    assert_eq!(node.addr.port(), port2);
+    assert_eq!(node.listening["durability"], "sync");
+    drop(node);
+    // Flags over everything.
+    let node = Node::spawn(
+        serve(&["--port", "0", "--durability", "buffered"]),
+        &[("LEDGER_PORT", &port2.to_string()), ("LEDGER_DURABILITY", "sync")],
+    );
+    assert_ne!(node.addr.port(), port2);
+    assert_eq!(node.listening["durability"], "buffered");
+    let c = node.client().await;
+    c.append("cfg", "facts", vec![], Metadata::new(), None).await.unwrap();
+}
+
+#[test]
+fn bad_configuration_is_rejected_naming_the_setting() {
+    let dir = data_dir();
+    let run = |args: &[&str], env: &[(&str, &str)]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve").args(["--data-dir", dir.path().to_str().unwrap(), "--host", "127.0.0.1"]);
+        cmd.args(args);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LEDGER_") || k == "GRPC_PORT" {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.envs(env.iter().copied());
+        let out = cmd.output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = run(&[], &[("LEDGER_PORT", "seventy")]);
+    assert!(!ok);
+    assert!(err.contains("port"), "{err}");
+    let (ok, err) = run(&[], &[("LEDGER_DURABILITY", "sometimes")]);
+    assert!(!ok);
+    assert!(err.contains("durability"), "{err}");
+    let (ok, err) = run(&["--max-payload-bytes", "0"], &[]);
+    assert!(!ok);
+    assert!(err.contains("max_payload_bytes"), "{err}");
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "prot = 50051\n").unwrap();
+    let (ok, err) = run(&["--config", bad.to_str().unwrap()], &[]);
+    assert!(!ok);
+    assert!(err.contains("prot"), "{err}");
+    let (ok, err) = run(&["--config", "/nonexistent.toml"], &[]);
+    assert!(!ok);
+    assert!(err.contains("does not exist"), "{err}");
+}
