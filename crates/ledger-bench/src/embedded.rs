@@ -55,9 +55,7 @@ pub fn run(args: Args) {
         if ctx.quick { "quick" } else { "full" }
     );
     header();
-    if ctx.wants("append") {
-        rt.block_on(appends(&ctx));
-    }
+    rt.block_on(appends(&ctx));
     if ctx.wants("root") {
         root_recomputation();
     }
@@ -155,6 +153,9 @@ async fn append_rate(ctx: &Ctx, durability: Durability, contexts: usize, per_con
 
 async fn appends(ctx: &Ctx) {
     for (durability, sync) in [(Durability::Sync, true), (Durability::Buffered, false)] {
+        if !ctx.wants(&format!("append 256 B, {durability}")) && !ctx.only.as_deref().is_some_and(|o| o.contains(&durability.to_string())) {
+            continue;
+        }
         let raw = raw_rocks_puts_per_sec(ctx, sync);
         let baseline = format!("raw RocksDB {durability}, batches of 100: {}", rate(raw));
         for (contexts, per, target) in [
@@ -162,9 +163,13 @@ async fn appends(ctx: &Ctx) {
             (64, 1, if sync { "≥ 100k/s" } else { "≥ 300k/s" }),
             (1, 64, "—"),
         ] {
+            let name = format!("append 256 B, {durability}, {contexts} context(s) × {per} writer(s)");
+            if !ctx.wants(&name) {
+                continue;
+            }
             let (r, group) = append_rate(ctx, durability, contexts, per).await;
             row(
-                &format!("append 256 B, {durability}, {contexts} context(s) × {per} writer(s) (mean {group:.1} appends per commit)"),
+                &format!("{name} (mean {group:.1} appends per commit)"),
                 &rate(r),
                 target,
                 &baseline,

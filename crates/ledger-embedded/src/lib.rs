@@ -25,6 +25,7 @@
 //! Appends to one context are serialized (one writer owns every head); appends to different
 //! contexts share commits and fsyncs rather than waiting for each other.
 
+mod commit;
 mod error;
 mod hub;
 mod sequencer;
@@ -43,8 +44,9 @@ use ledger_core::snapshot::{self, SnapshotEncoder};
 use ledger_core::validate;
 use ledger_storage::{LogStore, RocksStore};
 use parking_lot::{Mutex, RwLock};
+pub use commit::Stats;
+use commit::{DurableView, WritePath};
 use sequencer::{AppendCmd, Command, FailState, LoadCmd, Sequencer, unix_ns};
-pub use sequencer::Stats;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -132,6 +134,7 @@ struct Inner {
     hub: Arc<WatchHub>,
     failed: Arc<FailState>,
     stats: Arc<Stats>,
+    durable: Arc<DurableView>,
     config: LedgerConfig,
 }
 
@@ -163,11 +166,17 @@ impl Ledger {
         let hub = Arc::new(WatchHub::new(config.watch_buffer));
         let failed = Arc::new(FailState::default());
         let stats = Arc::new(Stats::default());
+        let durable = Arc::new(DurableView::default());
         let seq = Sequencer {
+            path: WritePath {
+                store: Arc::clone(&store),
+                hub: Arc::clone(&hub),
+                failed: Arc::clone(&failed),
+                stats: Arc::clone(&stats),
+                durable: Arc::clone(&durable),
+            },
             store: Arc::clone(&store),
-            hub: Arc::clone(&hub),
             failed: Arc::clone(&failed),
-            stats: Arc::clone(&stats),
             max_batch_entries: config.max_batch_entries.max(1),
             max_batch_bytes: config.max_batch_bytes.max(1),
             heads: HashMap::new(),
@@ -184,6 +193,7 @@ impl Ledger {
                 hub,
                 failed,
                 stats,
+                durable,
                 config,
             }),
         }
@@ -272,15 +282,24 @@ impl Ledger {
         .await
     }
 
-    /// A read with every knob of [`ReadQuery`].
-    pub async fn read(&self, context_id: &str, query: ReadQuery) -> Result<ReadResult, LedgerError> {
+    /// A read with every knob of [`ReadQuery`]. Only durable entries are visible.
+    pub async fn read(&self, context_id: &str, mut query: ReadQuery) -> Result<ReadResult, LedgerError> {
         validate::validate_context_id(context_id)?;
         if let Some(k) = &query.key {
             validate::validate_key_filter(k)?;
         }
+        let cap = self.inner.durable.size(context_id);
+        if let Some(cap) = cap {
+            query.up_to = Some(query.up_to.map_or(cap, |u| u.min(cap)));
+        }
         let store = Arc::clone(&self.inner.store);
         let ctx = context_id.to_owned();
-        blocking(move || store.read(&ctx, &query)).await
+        let mut r = blocking(move || store.read(&ctx, &query)).await?;
+        if let Some(cap) = cap {
+            // Entries written but not yet durable are not reported, not even by number.
+            r.latest_sequence = r.latest_sequence.min(cap);
+        }
+        Ok(r)
     }
 
     /// Sequence of the context's last entry (0 if it has none).
@@ -291,6 +310,9 @@ impl Ledger {
     /// The context's head (size, Lamport clock, Merkle frontier and root); `None` if empty.
     pub async fn head(&self, context_id: &str) -> Result<Option<ContextHead>, LedgerError> {
         validate::validate_context_id(context_id)?;
+        if let Some(h) = self.inner.durable.head(context_id) {
+            return Ok((h.size() > 0).then_some(h));
+        }
         let store = Arc::clone(&self.inner.store);
         let ctx = context_id.to_owned();
         blocking(move || store.head(&ctx)).await

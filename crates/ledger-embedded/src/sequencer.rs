@@ -1,24 +1,15 @@
-//! The sequencer: the single writer of every context, in two pipelined stages.
+//! The sequencer: the single writer of every context.
 //!
-//! - **Sequencer thread** (`ledger-sequencer`): owns the heads of all contexts it has touched.
-//!   It takes every queued command (up to a batch limit), assigns sequence, Lamport clock, time,
-//!   id and content hash to each append, extends the Merkle frontier, and groups the result into
-//!   one commit per context.
-//! - **Committer thread** (`ledger-committer`): writes each group as **one** store commit: one
-//!   RocksDB write batch and, in sync mode, one fsync for every append in the group (group
-//!   commit). Only after the commit returns does it publish the entries to watchers and answer
-//!   the callers.
-//!
-//! The hand-off between them is a rendezvous: while the committer writes group N, the sequencer
-//! prepares group N+1 from everything that arrived meanwhile, so the disk never waits for
-//! hashing and groups grow with load.
-//!
-//! A storage error stops all writing: the group's callers get the error, every group prepared
-//! after it is refused, later appends are refused, and nothing unacknowledged is ever reported
-//! as stored.
+//! The sequencer thread (`ledger-sequencer`) owns the heads of all contexts it has touched. It
+//! takes every queued command (up to a batch limit), assigns sequence, Lamport clock, time, id
+//! and content hash to each append, extends the Merkle frontier, and groups the result into one
+//! commit per context. It hands each group to the committer (see [`crate::commit`]) through a
+//! rendezvous: while the committer writes group N, the sequencer prepares group N+1 from
+//! everything that arrived meanwhile, so the disk never waits for hashing and groups grow with
+//! load.
 
+use crate::commit::{Group, Work, WritePath};
 use crate::error::LedgerError;
-use crate::hub::WatchHub;
 use ledger_core::merkle::{self, NodeId};
 use ledger_core::snapshot::Snapshot;
 use ledger_core::{Entry, Hash, LamportClock, Metadata};
@@ -90,7 +81,7 @@ impl FailState {
         Ok(())
     }
 
-    fn fail(&self, reason: String) {
+    pub(crate) fn fail(&self, reason: String) {
         tracing::error!(%reason, "storage failure: the ledger stops accepting writes");
         *self.reason.lock() = Some(reason);
         self.failed.store(true, Ordering::Release);
@@ -98,90 +89,12 @@ impl FailState {
 }
 
 pub(crate) struct Sequencer {
+    pub path: WritePath,
     pub store: Arc<dyn LogStore>,
-    pub hub: Arc<WatchHub>,
     pub failed: Arc<FailState>,
-    pub stats: Arc<Stats>,
     pub max_batch_entries: usize,
     pub max_batch_bytes: usize,
     pub heads: HashMap<String, ContextHead>,
-}
-
-/// Counters of the write path.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Store commits written (each one write batch, one fsync in sync mode).
-    pub commits: std::sync::atomic::AtomicU64,
-    /// Entries in those commits.
-    pub entries: std::sync::atomic::AtomicU64,
-}
-
-/// The appends of one batch, grouped into one commit per context.
-#[derive(Default)]
-struct Group {
-    commits: Vec<ContextCommit>,
-    index: HashMap<String, usize>,
-    replies: Vec<(oneshot::Sender<Result<Arc<Entry>, LedgerError>>, Arc<Entry>)>,
-}
-
-/// Work for the committer thread.
-enum Work {
-    Group(Group),
-    /// Answered once every earlier group is written.
-    Barrier(std::sync::mpsc::SyncSender<()>),
-}
-
-/// Writes commits, publishes them, answers callers. Shared by both threads.
-struct Committer {
-    store: Arc<dyn LogStore>,
-    hub: Arc<WatchHub>,
-    failed: Arc<FailState>,
-    stats: Arc<Stats>,
-}
-
-impl Committer {
-    fn run(self, rx: std::sync::mpsc::Receiver<Work>) {
-        for work in rx {
-            match work {
-                Work::Group(mut g) => self.write_group(&mut g),
-                Work::Barrier(done) => {
-                    let _ = done.send(());
-                }
-            }
-        }
-    }
-
-    fn write_group(&self, group: &mut Group) {
-        let result = self.failed.check().map_err(|e| e.to_string()).and_then(|()| self.commit(&group.commits));
-        match result {
-            Ok(()) => {
-                for (reply, entry) in group.replies.drain(..) {
-                    let _ = reply.send(Ok(entry));
-                }
-            }
-            Err(reason) => {
-                for (reply, _) in group.replies.drain(..) {
-                    let _ = reply.send(Err(LedgerError::StorageFailed(reason.clone())));
-                }
-            }
-        }
-    }
-
-    /// Commits and publishes. On error, stops all writes.
-    fn commit(&self, commits: &[ContextCommit]) -> Result<(), String> {
-        if let Err(e) = self.store.commit(commits) {
-            let reason = e.to_string();
-            self.failed.fail(reason.clone());
-            return Err(reason);
-        }
-        self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        let n: usize = commits.iter().map(|c| c.entries.len()).sum();
-        self.stats.entries.fetch_add(n as u64, Ordering::Relaxed);
-        for c in commits {
-            self.hub.publish(&c.head.context_id, &c.entries);
-        }
-        Ok(())
-    }
 }
 
 pub(crate) fn unix_ns() -> u64 {
@@ -195,15 +108,10 @@ impl Sequencer {
     /// committer to write everything it was handed.
     pub(crate) fn run(mut self, mut rx: mpsc::Receiver<Command>) {
         let (work_tx, work_rx) = std::sync::mpsc::sync_channel::<Work>(0);
-        let committer = Committer {
-            store: Arc::clone(&self.store),
-            hub: Arc::clone(&self.hub),
-            failed: Arc::clone(&self.failed),
-            stats: Arc::clone(&self.stats),
-        };
+        let path = self.path.clone();
         let committer = std::thread::Builder::new()
             .name("ledger-committer".into())
-            .spawn(move || committer.run(work_rx))
+            .spawn(move || path.run(work_rx))
             .expect("spawn the committer thread");
         let mut batch: Vec<Command> = Vec::with_capacity(self.max_batch_entries);
         let mut carry: Option<Command> = None;
@@ -309,9 +217,10 @@ impl Sequencer {
                 group.commits.push(ContextCommit {
                     base_size: head.size(),
                     entries: Vec::new(),
-                    head,
+                    head: head.clone(),
                     nodes: Vec::new(),
                 });
+                group.bases.push(head);
                 group.index.insert(a.context_id.clone(), group.commits.len() - 1);
                 group.commits.len() - 1
             }
@@ -340,15 +249,6 @@ impl Sequencer {
             .expect("sequence assigned from the head");
         commit.entries.push(Arc::clone(&entry));
         group.replies.push((a.reply, entry));
-    }
-
-    fn committer(&self) -> Committer {
-        Committer {
-            store: Arc::clone(&self.store),
-            hub: Arc::clone(&self.hub),
-            failed: Arc::clone(&self.failed),
-            stats: Arc::clone(&self.stats),
-        }
     }
 
     fn load(
@@ -414,7 +314,7 @@ impl Sequencer {
         for chunk in tail.chunks(LOAD_CHUNK) {
             let commit = head.extend(chunk.to_vec())?;
             let next = commit.head.clone();
-            let written = self.committer().commit(std::slice::from_ref(&commit));
+            let written = self.path.commit_now(std::slice::from_ref(&commit), std::slice::from_ref(&head));
             if let Err(reason) = written {
                 self.heads.clear();
                 return Err(LedgerError::StorageFailed(reason));

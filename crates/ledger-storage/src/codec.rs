@@ -2,8 +2,10 @@
 //!
 //! - entry value: `content_hash (32) ‖ leaf_input`; the leaf input is the canonical encoding of
 //!   `ledger_core::encoding`, so a stored entry is exactly what was hashed.
+//! - node row value: the 32-byte hashes of the complete subtrees an entry completed, level 0
+//!   (its content hash) first (see [`crate::keys`]).
 //! - head value: `u8 1 (format) ‖ str context_id ‖ u64 size ‖ u64 lamport_clock ‖
-//!   u64 last_appended_at_ns ‖ u8 n ‖ n × 32-byte frontier hashes`.
+//!   u64 last_appended_at_ns`; the frontier is read from the `nodes` rows of its subtrees.
 
 use crate::{ContextHead, StorageError};
 use ledger_core::encoding::{Reader, decode_leaf_input_with_hash, write_leaf_input};
@@ -15,9 +17,14 @@ const HEAD_FORMAT: u8 = 1;
 /// Encodes an entry for the `entries` column family.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
     let mut v = Vec::with_capacity(32 + ledger_core::encoding::leaf_input_len(entry));
-    v.extend_from_slice(entry.content_hash.as_bytes());
-    write_leaf_input(entry, &mut v);
+    encode_entry_into(entry, &mut v);
     v
+}
+
+/// Appends the `entries` value of `entry` to `out`.
+pub fn encode_entry_into(entry: &Entry, out: &mut Vec<u8>) {
+    out.extend_from_slice(entry.content_hash.as_bytes());
+    write_leaf_input(entry, out);
 }
 
 /// Decodes an `entries` value.
@@ -42,25 +49,30 @@ pub fn entry_value_key(value: &[u8]) -> Option<&str> {
     r.str("key").ok()
 }
 
-/// Encodes a head for the `heads` column family.
+/// The stored part of a head: everything but the frontier, whose hashes live in `nodes` rows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeadRecord {
+    pub context_id: String,
+    pub size: u64,
+    pub lamport_clock: u64,
+    pub last_appended_at_ns: u64,
+}
+
+/// Encodes a head for the `heads` column family:
+/// `u8 1 ‖ str context_id ‖ u64 size ‖ u64 lamport_clock ‖ u64 last_appended_at_ns`.
 pub fn encode_head(head: &ContextHead) -> Vec<u8> {
-    let hashes = head.frontier.hashes();
-    let mut v = Vec::with_capacity(1 + 4 + head.context_id.len() + 24 + 1 + hashes.len() * 32);
+    let mut v = Vec::with_capacity(1 + 4 + head.context_id.len() + 24);
     v.push(HEAD_FORMAT);
     v.extend_from_slice(&(head.context_id.len() as u32).to_be_bytes());
     v.extend_from_slice(head.context_id.as_bytes());
     v.extend_from_slice(&head.size().to_be_bytes());
     v.extend_from_slice(&head.lamport_clock.to_be_bytes());
     v.extend_from_slice(&head.last_appended_at_ns.to_be_bytes());
-    v.push(hashes.len() as u8);
-    for h in hashes {
-        v.extend_from_slice(h.as_bytes());
-    }
     v
 }
 
 /// Decodes a `heads` value.
-pub fn decode_head(value: &[u8]) -> Result<ContextHead, StorageError> {
+pub fn decode_head(value: &[u8]) -> Result<HeadRecord, StorageError> {
     let corrupt = |e: &dyn std::fmt::Display| StorageError::Corrupt(format!("context head: {e}"));
     let mut r = Reader::new(value);
     let format = r.u8("format").map_err(|e| corrupt(&e))?;
@@ -71,21 +83,29 @@ pub fn decode_head(value: &[u8]) -> Result<ContextHead, StorageError> {
     let size = r.u64("size").map_err(|e| corrupt(&e))?;
     let lamport_clock = r.u64("lamport_clock").map_err(|e| corrupt(&e))?;
     let last_appended_at_ns = r.u64("last_appended_at_ns").map_err(|e| corrupt(&e))?;
-    let n = r.u8("frontier length").map_err(|e| corrupt(&e))?;
-    let mut hashes = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        hashes.push(r.hash("frontier").map_err(|e| corrupt(&e))?);
-    }
     if r.remaining() != 0 {
         return Err(corrupt(&"trailing bytes"));
     }
-    let frontier = Frontier::from_parts(size, hashes).map_err(|e| corrupt(&e))?;
-    Ok(ContextHead {
+    Ok(HeadRecord {
         context_id,
+        size,
         lamport_clock,
         last_appended_at_ns,
-        frontier,
     })
+}
+
+impl HeadRecord {
+    /// The full head, given the frontier's hashes (largest subtree first).
+    pub fn into_head(self, frontier_hashes: Vec<Hash>) -> Result<ContextHead, StorageError> {
+        let frontier = Frontier::from_parts(self.size, frontier_hashes)
+            .map_err(|e| StorageError::Corrupt(format!("context head: {e}")))?;
+        Ok(ContextHead {
+            context_id: self.context_id,
+            lamport_clock: self.lamport_clock,
+            last_appended_at_ns: self.last_appended_at_ns,
+            frontier,
+        })
+    }
 }
 
 #[cfg(test)]
@@ -101,7 +121,9 @@ mod tests {
         assert_eq!(entry_value_key(&v), Some("facts"));
         let mut head = ContextHead::empty("ctx");
         head.push(&e, &mut Vec::new()).unwrap();
-        assert_eq!(decode_head(&encode_head(&head)).unwrap(), head);
+        let rec = decode_head(&encode_head(&head)).unwrap();
+        assert_eq!(rec.size, 1);
+        assert_eq!(rec.into_head(head.frontier.hashes().to_vec()).unwrap(), head);
         assert!(decode_head(&encode_head(&head)[..10]).is_err());
     }
 }

@@ -1,26 +1,31 @@
 //! Key encoding of the RocksDB store. All integers are big-endian so RocksDB's bytewise order is
 //! numeric order.
 //!
-//! | column family | key                                              | value                       |
-//! |---------------|--------------------------------------------------|-----------------------------|
-//! | `entries`     | context key (16) ‖ sequence (u64)                | content hash ‖ leaf input   |
-//! | `heads`       | context key (16)                                 | encoded [`crate::ContextHead`] |
-//! | `nodes`       | context key (16) ‖ level (u8) ‖ index (u64)      | 32-byte subtree hash        |
+//! | column family | key                               | value                                        |
+//! |---------------|-----------------------------------|----------------------------------------------|
+//! | `entries`     | context key (16) ‖ sequence (u64) | content hash ‖ leaf input                    |
+//! | `nodes`       | context key (16) ‖ sequence (u64) | the Merkle subtree hashes this entry completed |
+//! | `heads`       | context key (16)                  | context id, size, Lamport clock, last time   |
 //!
 //! The context key is the first 16 bytes of SHA-256 of the context id: fixed width, so a context's
 //! rows are contiguous and sequences sort numerically after it, with no id table to consult. A
 //! collision needs ~2^64 contexts; the head stores the full id and a mismatch is reported, never
 //! mixed up.
+//!
+//! Appending the entry with sequence `s` (leaf index `s − 1`) completes exactly the subtrees
+//! `(level 0, index s − 1)`, `(1, s/2 − 1)` if `s` is even, `(2, s/4 − 1)` if `s` is a multiple of
+//! 4, and so on. Its `nodes` row holds their hashes in level order, so the complete subtree
+//! `(level L, index j)` is found in the row of sequence `(j + 1) · 2^L`, at byte `32 · L`.
+//! Every row is written once, by the commit that appends its entry, and keys only grow within a
+//! context, so each commit appends at the end of its context's key range.
 
 use ledger_core::hash::sha256;
 use ledger_core::merkle::NodeId;
 
 /// Width of a context key.
 pub const CONTEXT_KEY_LEN: usize = 16;
-/// Width of an entry key.
+/// Width of an entry (and node row) key.
 pub const ENTRY_KEY_LEN: usize = CONTEXT_KEY_LEN + 8;
-/// Width of a node key.
-pub const NODE_KEY_LEN: usize = CONTEXT_KEY_LEN + 1 + 8;
 
 /// Fixed-width storage key of a context.
 pub type ContextKey = [u8; CONTEXT_KEY_LEN];
@@ -33,7 +38,7 @@ pub fn context_key(context_id: &str) -> ContextKey {
     k
 }
 
-/// `entries` key of one entry.
+/// `entries` (and `nodes`) key of sequence `sequence`.
 pub fn entry_key(ctx: &ContextKey, sequence: u64) -> [u8; ENTRY_KEY_LEN] {
     let mut k = [0u8; ENTRY_KEY_LEN];
     k[..CONTEXT_KEY_LEN].copy_from_slice(ctx);
@@ -47,13 +52,15 @@ pub fn entry_key_sequence(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b))
 }
 
-/// `nodes` key of one complete subtree.
-pub fn node_key(ctx: &ContextKey, id: NodeId) -> [u8; NODE_KEY_LEN] {
-    let mut k = [0u8; NODE_KEY_LEN];
-    k[..CONTEXT_KEY_LEN].copy_from_slice(ctx);
-    k[CONTEXT_KEY_LEN] = id.level;
-    k[CONTEXT_KEY_LEN + 1..].copy_from_slice(&id.index.to_be_bytes());
-    k
+/// Where the hash of complete subtree `id` is stored: the `nodes` row of this sequence, at this
+/// byte offset.
+pub fn node_location(id: NodeId) -> (u64, usize) {
+    ((id.index + 1) << id.level, 32 * id.level as usize)
+}
+
+/// Number of subtree hashes the `nodes` row of `sequence` holds (1 + trailing zero bits).
+pub fn node_row_len(sequence: u64) -> usize {
+    1 + sequence.trailing_zeros() as usize
 }
 
 #[cfg(test)]
@@ -73,9 +80,25 @@ mod tests {
     fn context_keys_are_fixed_width_and_distinct() {
         assert_ne!(context_key("a"), context_key("b"));
         assert_eq!(context_key("a"), context_key("a"));
-        let k = node_key(&context_key("a"), NodeId::new(3, 258));
-        assert_eq!(k.len(), 25);
-        assert_eq!(k[16], 3);
-        assert_eq!(&k[17..], &258u64.to_be_bytes());
+    }
+
+    #[test]
+    fn each_subtree_lives_in_the_row_of_its_last_leaf() {
+        // Leaf index 5 is sequence 6.
+        assert_eq!(node_location(NodeId::leaf(5)), (6, 0));
+        // Leaves 4..8 end at sequence 8, level 2.
+        assert_eq!(node_location(NodeId::new(2, 1)), (8, 64));
+        assert_eq!(node_row_len(8), 4);
+        assert_eq!(node_row_len(7), 1);
+        // The frontier's subtrees always fit in their rows.
+        for s in 1..200u64 {
+            for l in 0..8u8 {
+                if s % (1 << l) == 0 {
+                    let (seq, off) = node_location(NodeId::new(l, s / (1 << l) - 1));
+                    assert_eq!(seq, s);
+                    assert!(off / 32 < node_row_len(s));
+                }
+            }
+        }
     }
 }

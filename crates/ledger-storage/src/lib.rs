@@ -154,6 +154,19 @@ pub trait LogStore: Send + Sync + 'static {
     /// Writes a batch of commits atomically (see the trait docs).
     fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError>;
 
+    /// Writes like [`LogStore::commit`], atomically and in order, but returns before the batch
+    /// is durable; it is durable once a later [`LogStore::sync`] returns. Reads may see it at
+    /// once, so callers that must not show undurable data cap their reads (the embedded ledger
+    /// does). A crash loses a suffix of deferred commits, never a middle one.
+    fn commit_deferred(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
+        self.commit(batch)
+    }
+
+    /// Whether `commit` waits for durability.
+    fn durability(&self) -> Durability {
+        Durability::Sync
+    }
+
     /// The head of a context, `None` if it has no entries.
     fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError>;
 
@@ -175,6 +188,12 @@ pub trait LogStore: Send + Sync + 'static {
 impl<S: LogStore + ?Sized> LogStore for Arc<S> {
     fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
         (**self).commit(batch)
+    }
+    fn commit_deferred(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
+        (**self).commit_deferred(batch)
+    }
+    fn durability(&self) -> Durability {
+        (**self).durability()
     }
     fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
         (**self).head(context_id)

@@ -1,12 +1,14 @@
 //! The RocksDB store.
 //!
 //! Three column families (key layout in [`crate::keys`], values in [`crate::codec`]):
-//! `entries`, `heads` and `nodes`. A commit is one `WriteBatch`; in [`Durability::Sync`] it is
-//! written with `sync = true`, so the write-ahead log is fsynced before `commit` returns.
-//! Opening the store reads no data: heads are loaded when a context is first touched.
+//! `entries`, `nodes` and `heads`. A commit is one `WriteBatch` holding, per appended entry, its
+//! `entries` row and its `nodes` row (the Merkle subtrees it completed), and per context its new
+//! head; in [`Durability::Sync`] it is written with `sync = true`, so the write-ahead log is
+//! fsynced before `commit` returns. Opening the store reads no data: heads are loaded when a
+//! context is first touched (the head row plus the `nodes` rows of the frontier's subtrees).
 
-use crate::codec::{decode_entry, decode_head, encode_entry, encode_head, entry_value_key};
-use crate::keys::{ContextKey, context_key, entry_key, entry_key_sequence, node_key};
+use crate::codec::{HeadRecord, decode_entry, decode_head, encode_entry_into, encode_head, entry_value_key};
+use crate::keys::{ContextKey, context_key, entry_key, entry_key_sequence, node_location, node_row_len};
 use crate::{
     ContextCommit, ContextHead, Durability, LogStore, ReadQuery, ReadResult, StorageError,
     check_commit, fits_budget,
@@ -50,6 +52,29 @@ impl Default for RocksConfig {
             background_jobs: 2,
         }
     }
+}
+
+/// Adds the `nodes` row of `sequence`, checking it holds exactly the subtrees that entry completes.
+fn put_node_row(
+    wb: &mut WriteBatch,
+    cf: &ColumnFamily,
+    key: &ContextKey,
+    sequence: u64,
+    row: &[u8],
+    c: &ContextCommit,
+) -> Result<(), StorageError> {
+    if row.len() != 32 * node_row_len(sequence) {
+        return Err(StorageError::NotGapless {
+            context_id: c.head.context_id.clone(),
+            detail: format!(
+                "entry {sequence} completes {} Merkle subtrees, the commit carries {}",
+                node_row_len(sequence),
+                row.len() / 32
+            ),
+        });
+    }
+    wb.put_cf(cf, entry_key(key, sequence), row);
+    Ok(())
 }
 
 /// [`LogStore`] on RocksDB.
@@ -105,7 +130,15 @@ impl RocksStore {
         let cf = |name: &str, compression: DBCompressionType, bloom: bool| {
             let mut o = Options::default();
             o.set_write_buffer_size(config.write_buffer_bytes);
-            o.set_compression_type(compression);
+            o.set_max_write_buffer_number(4);
+            // Append-only data: universal compaction rewrites each byte far fewer times than
+            // leveled compaction, which matters on small machines where compaction competes
+            // with the write path for CPU.
+            o.set_compaction_style(rocksdb::DBCompactionStyle::Universal);
+            // Fresh data is flushed uncompressed (cheap on the write path); compaction
+            // compresses the bottommost files.
+            o.set_compression_type(DBCompressionType::None);
+            o.set_bottommost_compression_type(compression);
             o.set_block_based_table_factory(&table(bloom));
             ColumnFamilyDescriptor::new(name, o)
         };
@@ -147,22 +180,142 @@ impl RocksStore {
             .expect("column family created at open")
     }
 
+    fn load_record(
+        &self,
+        key: &ContextKey,
+        context_id: &str,
+        snap: Option<&rocksdb::SnapshotWithThreadMode<'_, DB>>,
+    ) -> Result<Option<HeadRecord>, StorageError> {
+        let v = match snap {
+            Some(s) => s.get_pinned_cf_opt(self.cf(CF_HEADS), key, ReadOptions::default()),
+            None => self.db.get_pinned_cf(self.cf(CF_HEADS), key),
+        }
+        .map_err(rocks("read a context head"))?;
+        let Some(v) = v else { return Ok(None) };
+        let rec = decode_head(&v)?;
+        if rec.context_id != context_id {
+            return Err(StorageError::ContextKeyCollision(rec.context_id, context_id.to_owned()));
+        }
+        Ok(Some(rec))
+    }
+
     fn load_head(&self, key: &ContextKey, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
-        let Some(v) = self
-            .db
-            .get_pinned_cf(self.cf(CF_HEADS), key)
-            .map_err(rocks("read a context head"))?
-        else {
+        let Some(rec) = self.load_record(key, context_id, None)? else {
             return Ok(None);
         };
-        let head = decode_head(&v)?;
-        if head.context_id != context_id {
-            return Err(StorageError::ContextKeyCollision(
-                head.context_id,
-                context_id.to_owned(),
-            ));
+        let mut frontier_ids = Vec::new();
+        ledger_core::merkle::range_decomposition(0, rec.size, &mut frontier_ids);
+        let hashes = self.read_nodes(key, context_id, &frontier_ids)?;
+        rec.into_head(hashes).map(Some)
+    }
+
+    fn read_nodes(&self, key: &ContextKey, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
+        let keys: Vec<_> = ids.iter().map(|id| entry_key(key, node_location(*id).0)).collect();
+        let values = self.db.batched_multi_get_cf(self.cf(CF_NODES), keys.iter(), false);
+        ids.iter()
+            .zip(values)
+            .map(|(id, v)| {
+                let v = v.map_err(rocks("read Merkle nodes"))?;
+                let off = node_location(*id).1;
+                v.as_deref()
+                    .and_then(|row| row.get(off..off + 32))
+                    .and_then(Hash::from_slice)
+                    .ok_or_else(|| {
+                        StorageError::Corrupt(format!("missing Merkle node {id:?} of {context_id:?}"))
+                    })
+            })
+            .collect()
+    }
+
+    /// One atomic write batch for `batch`; with `sync`, the WAL is fsynced before returning.
+    fn write(&self, batch: &[ContextCommit], sync: bool) -> Result<(), StorageError> {
+        let mut committed = self.committed.lock();
+        if committed.len() > SIZE_CACHE_LIMIT {
+            committed.clear();
         }
-        Ok(Some(head))
+        // Check every commit against the committed sizes (and against earlier commits of the
+        // same context in this batch) before writing anything.
+        let mut pending: HashMap<ContextKey, u64> = HashMap::new();
+        let mut keyed: Vec<(ContextKey, &ContextCommit)> = Vec::with_capacity(batch.len());
+        for c in batch {
+            let id = c.head.context_id.as_str();
+            let key = context_key(id);
+            let current = match pending.get(&key) {
+                Some(s) => *s,
+                None => match committed.get(&key) {
+                    Some((known, size)) if known == id => *size,
+                    Some((known, _)) => {
+                        return Err(StorageError::ContextKeyCollision(known.clone(), id.to_owned()));
+                    }
+                    None => {
+                        let size = self.load_record(&key, id, None)?.map_or(0, |r| r.size);
+                        committed.insert(key, (id.to_owned(), size));
+                        size
+                    }
+                },
+            };
+            check_commit(c, current)?;
+            pending.insert(key, c.head.size());
+            keyed.push((key, c));
+        }
+        // Write each column family's keys in ascending order: the memtable skiplist then inserts
+        // next to the previous key instead of searching from the top for every key. (A stable
+        // sort keeps several commits of one context in sequence order.)
+        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        let (entries_cf, heads_cf, nodes_cf) =
+            (self.cf(CF_ENTRIES), self.cf(CF_HEADS), self.cf(CF_NODES));
+        let mut wb = WriteBatch::default();
+        let mut value = Vec::new();
+        for (key, c) in &keyed {
+            for e in &c.entries {
+                value.clear();
+                encode_entry_into(e, &mut value);
+                wb.put_cf(entries_cf, entry_key(key, e.sequence), &value);
+            }
+        }
+        // One `nodes` row per entry: the subtrees its leaf completed, level 0 first. The
+        // frontier yields them in exactly that order, a leaf followed by its merged parents.
+        let mut row: Vec<u8> = Vec::with_capacity(32 * 8);
+        for (key, c) in &keyed {
+            let mut current: Option<u64> = None;
+            for (nid, h) in &c.nodes {
+                if nid.level == 0 {
+                    if let Some(seq) = current.take() {
+                        put_node_row(&mut wb, nodes_cf, key, seq, &row, c)?;
+                    }
+                    row.clear();
+                    current = Some(nid.index + 1);
+                }
+                row.extend_from_slice(h.as_bytes());
+            }
+            if let Some(seq) = current {
+                put_node_row(&mut wb, nodes_cf, key, seq, &row, c)?;
+            }
+        }
+        let mut last_head: Option<(&ContextKey, &ContextCommit)> = None;
+        for (key, c) in &keyed {
+            // Only the last head of each context in the batch matters.
+            if let Some((prev, prev_c)) = last_head
+                && prev != key
+            {
+                wb.put_cf(heads_cf, prev, encode_head(&prev_c.head));
+            }
+            last_head = Some((key, c));
+        }
+        if let Some((k, c)) = last_head {
+            wb.put_cf(heads_cf, k, encode_head(&c.head));
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(sync);
+        self.db
+            .write_opt(wb, &wo)
+            .map_err(rocks("write a commit batch"))?;
+        for (key, size) in pending {
+            if let Some(slot) = committed.get_mut(&key) {
+                slot.1 = size;
+            }
+        }
+        Ok(())
     }
 
     /// Writes raw bytes under an entry's key, bypassing every check. For tests that simulate
@@ -187,54 +340,15 @@ impl RocksStore {
 
 impl LogStore for RocksStore {
     fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
-        let mut committed = self.committed.lock();
-        if committed.len() > SIZE_CACHE_LIMIT {
-            committed.clear();
-        }
-        // Check every commit against the committed sizes (and against earlier commits of the
-        // same context in this batch) before writing anything.
-        let mut pending: HashMap<ContextKey, u64> = HashMap::new();
-        let mut wb = WriteBatch::default();
-        let (entries_cf, heads_cf, nodes_cf) =
-            (self.cf(CF_ENTRIES), self.cf(CF_HEADS), self.cf(CF_NODES));
-        for c in batch {
-            let id = c.head.context_id.as_str();
-            let key = context_key(id);
-            let current = match pending.get(&key) {
-                Some(s) => *s,
-                None => match committed.get(&key) {
-                    Some((known, size)) if known == id => *size,
-                    Some((known, _)) => {
-                        return Err(StorageError::ContextKeyCollision(known.clone(), id.to_owned()));
-                    }
-                    None => {
-                        let size = self.load_head(&key, id)?.map_or(0, |h| h.size());
-                        committed.insert(key, (id.to_owned(), size));
-                        size
-                    }
-                },
-            };
-            check_commit(c, current)?;
-            pending.insert(key, c.head.size());
-            for e in &c.entries {
-                wb.put_cf(entries_cf, entry_key(&key, e.sequence), encode_entry(e));
-            }
-            for (nid, h) in &c.nodes {
-                wb.put_cf(nodes_cf, node_key(&key, *nid), h.as_bytes());
-            }
-            wb.put_cf(heads_cf, key, encode_head(&c.head));
-        }
-        let mut wo = WriteOptions::default();
-        wo.set_sync(self.durability == Durability::Sync);
-        self.db
-            .write_opt(wb, &wo)
-            .map_err(rocks("write a commit batch"))?;
-        for (key, size) in pending {
-            if let Some(slot) = committed.get_mut(&key) {
-                slot.1 = size;
-            }
-        }
-        Ok(())
+        self.write(batch, self.durability == Durability::Sync)
+    }
+
+    fn commit_deferred(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
+        self.write(batch, false)
+    }
+
+    fn durability(&self) -> Durability {
+        self.durability
     }
 
     fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
@@ -244,19 +358,7 @@ impl LogStore for RocksStore {
     fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError> {
         let key = context_key(context_id);
         let snap = self.db.snapshot();
-        let latest = match snap
-            .get_pinned_cf_opt(self.cf(CF_HEADS), key, ReadOptions::default())
-            .map_err(rocks("read a context head"))?
-        {
-            None => 0,
-            Some(v) => {
-                let head = decode_head(&v)?;
-                if head.context_id != context_id {
-                    return Err(StorageError::ContextKeyCollision(head.context_id, context_id.to_owned()));
-                }
-                head.size()
-            }
-        };
+        let latest = self.load_record(&key, context_id, Some(&snap))?.map_or(0, |r| r.size);
         let upper = query.up_to.map_or(latest, |u| u.min(latest));
         let mut out: Vec<Entry> = Vec::new();
         let mut bytes = 0usize;
@@ -314,20 +416,7 @@ impl LogStore for RocksStore {
     }
 
     fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
-        let key = context_key(context_id);
-        let keys: Vec<_> = ids.iter().map(|id| node_key(&key, *id)).collect();
-        let values = self
-            .db
-            .batched_multi_get_cf(self.cf(CF_NODES), keys.iter(), false);
-        ids.iter()
-            .zip(values)
-            .map(|(id, v)| {
-                let v = v.map_err(rocks("read Merkle nodes"))?;
-                v.as_deref().and_then(Hash::from_slice).ok_or_else(|| {
-                    StorageError::Corrupt(format!("missing Merkle node {id:?} of {context_id:?}"))
-                })
-            })
-            .collect()
+        self.read_nodes(&context_key(context_id), context_id, ids)
     }
 
     fn list_contexts(

@@ -1,0 +1,281 @@
+//! The write path after sequencing: the committer writes groups, the syncer makes them durable,
+//! and only durable entries are published, answered, or shown to readers.
+//!
+//! - **Committer thread** (`ledger-committer`): writes each group as **one** store commit (one
+//!   RocksDB write batch). In sync mode it writes without waiting for the disk and passes the
+//!   group on to the syncer, so it can write the next group while the disk syncs.
+//! - **Syncer thread** (`ledger-syncer`, sync mode only): takes every group written so far and
+//!   makes them durable with **one** fsync of the write-ahead log (group commit: one fsync for
+//!   everything written while the previous fsync ran). Then, in order, it records their heads as
+//!   durable, publishes their entries to watchers and answers their callers.
+//!
+//! In buffered mode the committer publishes and answers right after its write.
+//!
+//! Readers never see an entry before it is durable: [`DurableView`] holds the durable head of
+//! every context with writes in flight, and reads are capped at it. A storage error stops all
+//! writing: nothing of the failed group or any later one is acknowledged.
+
+use crate::error::LedgerError;
+use crate::hub::WatchHub;
+use crate::sequencer::FailState;
+use ledger_core::Entry;
+use ledger_storage::{ContextCommit, ContextHead, Durability, LogStore};
+use parking_lot::RwLock;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use tokio::sync::oneshot;
+
+/// Groups written but not yet synced that the committer may run ahead by.
+const SYNC_QUEUE: usize = 64;
+
+/// A caller's answer channel and the entry it is waiting for.
+pub(crate) type Reply = (oneshot::Sender<Result<Arc<Entry>, LedgerError>>, Arc<Entry>);
+
+/// The appends of one batch: one commit per context, and the callers to answer.
+#[derive(Default)]
+pub(crate) struct Group {
+    pub commits: Vec<ContextCommit>,
+    /// The head of each commit's context before it (same order as `commits`).
+    pub bases: Vec<ContextHead>,
+    pub index: HashMap<String, usize>,
+    pub replies: Vec<Reply>,
+}
+
+/// Work for the committer thread.
+pub(crate) enum Work {
+    Group(Group),
+    /// Answered once every earlier group is durable, published and answered.
+    Barrier(SyncSender<()>),
+}
+
+/// Counters of the write path.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Store commits written (each one write batch).
+    pub commits: AtomicU64,
+    /// Entries in those commits.
+    pub entries: AtomicU64,
+    /// Write-ahead-log fsyncs that made commits durable (sync mode).
+    pub syncs: AtomicU64,
+}
+
+/// The durable head of every context that has had writes in flight in this process. A context
+/// missing here has nothing in flight: its stored head is durable.
+#[derive(Debug, Default)]
+pub(crate) struct DurableView {
+    heads: RwLock<HashMap<String, ContextHead>>,
+}
+
+/// Durable heads kept; beyond this, heads with nothing in flight are dropped.
+const DURABLE_VIEW_LIMIT: usize = 100_000;
+
+impl DurableView {
+    /// The durable head of `context_id`, if it has had writes in flight.
+    pub(crate) fn head(&self, context_id: &str) -> Option<ContextHead> {
+        self.heads.read().get(context_id).cloned()
+    }
+
+    /// The durable size of `context_id`, if it has had writes in flight.
+    pub(crate) fn size(&self, context_id: &str) -> Option<u64> {
+        self.heads.read().get(context_id).map(ContextHead::size)
+    }
+
+    /// Called before a commit is written: a context seen for the first time is recorded at its
+    /// pre-commit (durable) head, so readers stay capped while the commit is in flight.
+    fn before_write(&self, commits: &[ContextCommit], bases: &[ContextHead]) {
+        let missing: Vec<usize> = {
+            let heads = self.heads.read();
+            (0..commits.len())
+                .filter(|i| !heads.contains_key(&commits[*i].head.context_id))
+                .collect()
+        };
+        if missing.is_empty() {
+            return;
+        }
+        let mut heads = self.heads.write();
+        for i in missing {
+            heads
+                .entry(commits[i].head.context_id.clone())
+                .or_insert_with(|| bases[i].clone());
+        }
+    }
+
+    /// Called once commits are durable.
+    fn durable(&self, commits: &[ContextCommit]) {
+        let mut heads = self.heads.write();
+        for c in commits {
+            heads.insert(c.head.context_id.clone(), c.head.clone());
+        }
+    }
+
+    /// Forgets every head when the view is large and nothing is in flight.
+    fn trim(&self, nothing_in_flight: bool) {
+        if nothing_in_flight && self.heads.read().len() > DURABLE_VIEW_LIMIT {
+            self.heads.write().clear();
+        }
+    }
+}
+
+/// What both write-path threads share.
+#[derive(Clone)]
+pub(crate) struct WritePath {
+    pub store: Arc<dyn LogStore>,
+    pub hub: Arc<WatchHub>,
+    pub failed: Arc<FailState>,
+    pub stats: Arc<Stats>,
+    pub durable: Arc<DurableView>,
+}
+
+/// A group written to the store, waiting for the fsync that makes it durable.
+struct Written {
+    commits: Vec<ContextCommit>,
+    replies: Vec<Reply>,
+}
+
+impl WritePath {
+    /// Records heads as durable, publishes entries and answers callers, in that order.
+    fn finish(&self, commits: &[ContextCommit], replies: &mut Vec<Reply>) {
+        self.durable.durable(commits);
+        for c in commits {
+            self.hub.publish(&c.head.context_id, &c.entries);
+        }
+        for (reply, entry) in replies.drain(..) {
+            let _ = reply.send(Ok(entry));
+        }
+    }
+
+    fn refuse(replies: &mut Vec<Reply>, reason: &str) {
+        for (reply, _) in replies.drain(..) {
+            let _ = reply.send(Err(LedgerError::StorageFailed(reason.to_owned())));
+        }
+    }
+
+    fn count(&self, commits: &[ContextCommit]) {
+        self.stats.commits.fetch_add(1, Ordering::Relaxed);
+        let n: usize = commits.iter().map(|c| c.entries.len()).sum();
+        self.stats.entries.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Writes and makes durable in one call (used by loads, which run alone).
+    pub(crate) fn commit_now(&self, commits: &[ContextCommit], bases: &[ContextHead]) -> Result<(), String> {
+        self.failed.check().map_err(|e| e.to_string())?;
+        self.durable.before_write(commits, bases);
+        if let Err(e) = self.store.commit(commits) {
+            let reason = e.to_string();
+            self.failed.fail(reason.clone());
+            return Err(reason);
+        }
+        self.count(commits);
+        self.finish(commits, &mut Vec::new());
+        Ok(())
+    }
+
+    /// Runs the committer (and, in sync mode, the syncer) until `rx` closes.
+    pub(crate) fn run(self, rx: Receiver<Work>) {
+        if self.store.durability() == Durability::Buffered {
+            return self.run_buffered(rx);
+        }
+        let (tx, sync_rx) = sync_channel::<SyncWork>(SYNC_QUEUE);
+        let syncer = {
+            let path = self.clone();
+            std::thread::Builder::new()
+                .name("ledger-syncer".into())
+                .spawn(move || path.run_syncer(sync_rx))
+                .expect("spawn the syncer thread")
+        };
+        for work in rx {
+            match work {
+                Work::Group(mut g) => {
+                    if let Err(reason) = self.write(&g.commits, &g.bases, false) {
+                        Self::refuse(&mut g.replies, &reason);
+                        continue;
+                    }
+                    let written = Written { commits: g.commits, replies: g.replies };
+                    if tx.send(SyncWork::Written(written)).is_err() {
+                        break;
+                    }
+                }
+                Work::Barrier(done) => {
+                    let _ = tx.send(SyncWork::Barrier(done));
+                }
+            }
+        }
+        drop(tx);
+        let _ = syncer.join();
+    }
+
+    fn run_buffered(self, rx: Receiver<Work>) {
+        for work in rx {
+            match work {
+                Work::Group(mut g) => match self.write(&g.commits, &g.bases, true) {
+                    Ok(()) => self.finish(&g.commits, &mut g.replies),
+                    Err(reason) => Self::refuse(&mut g.replies, &reason),
+                },
+                Work::Barrier(done) => {
+                    self.durable.trim(true);
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+
+    /// One store commit; `durable` asks the store to wait for durability itself.
+    fn write(&self, commits: &[ContextCommit], bases: &[ContextHead], durable: bool) -> Result<(), String> {
+        self.failed.check().map_err(|e| e.to_string())?;
+        self.durable.before_write(commits, bases);
+        let r = if durable {
+            self.store.commit(commits)
+        } else {
+            self.store.commit_deferred(commits)
+        };
+        if let Err(e) = r {
+            let reason = e.to_string();
+            self.failed.fail(reason.clone());
+            return Err(reason);
+        }
+        self.count(commits);
+        Ok(())
+    }
+
+    fn run_syncer(self, rx: Receiver<SyncWork>) {
+        let mut pending: Vec<Written> = Vec::new();
+        let mut barriers: Vec<SyncSender<()>> = Vec::new();
+        while let Ok(first) = rx.recv() {
+            let mut next = Some(first);
+            while let Some(w) = next.take() {
+                match w {
+                    SyncWork::Written(g) => pending.push(g),
+                    SyncWork::Barrier(b) => barriers.push(b),
+                }
+                next = rx.try_recv().ok();
+            }
+            if !pending.is_empty() {
+                let synced = self.failed.check().map_err(|e| e.to_string()).and_then(|()| {
+                    self.store.sync().map_err(|e| {
+                        let reason = e.to_string();
+                        self.failed.fail(reason.clone());
+                        reason
+                    })
+                });
+                self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                for mut g in pending.drain(..) {
+                    match &synced {
+                        Ok(()) => self.finish(&g.commits, &mut g.replies),
+                        Err(reason) => Self::refuse(&mut g.replies, reason),
+                    }
+                }
+            }
+            for b in barriers.drain(..) {
+                self.durable.trim(true);
+                let _ = b.send(());
+            }
+        }
+    }
+}
+
+enum SyncWork {
+    Written(Written),
+    Barrier(SyncSender<()>),
+}
