@@ -283,7 +283,7 @@ async fn proofs(ctx: &Ctx) {
     let label = format!("{n}-entry context (filled in {})", ms(fill_time));
     for (name, h) in [
         (format!("inclusion proof from stored subtrees, {label}"), &direct),
-        (format!("inclusion proof via embedded API (+ head read, blocking pool), {label}"), &api),
+        (format!("inclusion proof via embedded API (+ size read), {label}"), &api),
         (format!("consistency proof via embedded API, {label}"), &cons),
     ] {
         row(

@@ -411,16 +411,34 @@ impl Ledger {
         rx.await.map_err(|_| LedgerError::ShuttingDown)?
     }
 
+    /// The durable size of a context (0 if it has no entries), read without touching entries.
+    /// Small point reads like this one run on the caller's task: they take microseconds.
+    fn durable_size(&self, context_id: &str) -> Result<u64, LedgerError> {
+        validate::validate_context_id(context_id)?;
+        match self.inner.durable.size(context_id) {
+            Some(n) => Ok(n),
+            None => Ok(self.inner.store.size(context_id)?),
+        }
+    }
+
+    fn require_size(&self, context_id: &str) -> Result<u64, LedgerError> {
+        match self.durable_size(context_id)? {
+            0 => Err(LedgerError::NotFound { context_id: context_id.to_owned() }),
+            n => Ok(n),
+        }
+    }
+
     /// Proof that entry `sequence` is in the context's tree of `tree_size` entries
-    /// (0 = the current size).
+    /// (0 = the current size). One size read and one batched read of O(log n) stored subtree
+    /// hashes.
     pub async fn inclusion_proof(
         &self,
         context_id: &str,
         sequence: u64,
         tree_size: u64,
     ) -> Result<InclusionProof, LedgerError> {
-        let head = self.require_head(context_id).await?;
-        let size = resolve_size(tree_size, &head)?;
+        let current = self.require_size(context_id)?;
+        let size = resolve_size(tree_size, current)?;
         if sequence == 0 {
             return Err(LedgerError::InvalidArgument(
                 "sequence must be at least 1 (sequences start at 1)".into(),
@@ -434,43 +452,31 @@ impl Ledger {
         let index = sequence - 1;
         let plan = merkle::inclusion_plan(index, size)?;
         let root_plan = merkle::root_plan(size);
-        let store = Arc::clone(&self.inner.store);
-        let ctx = context_id.to_owned();
-        blocking(move || {
-            let mut ids: Vec<NodeId> = plan.nodes().to_vec();
-            ids.push(NodeId::leaf(index));
-            let current = size == head.size();
-            if !current {
-                ids.extend_from_slice(root_plan.nodes());
-            }
-            let hashes = store.nodes(&ctx, &ids)?;
-            let n = plan.nodes().len();
-            let root = if current {
-                head.root()
-            } else {
-                root_plan.assemble(&hashes[n + 1..])[0]
-            };
-            Ok(InclusionProof {
-                leaf_index: index,
-                tree_size: size,
-                leaf_hash: hashes[n],
-                path: plan.assemble(&hashes[..n]),
-                root,
-            })
+        let n = plan.nodes().len();
+        let mut ids: Vec<NodeId> = Vec::with_capacity(n + 1 + root_plan.nodes().len());
+        ids.extend_from_slice(plan.nodes());
+        ids.push(NodeId::leaf(index));
+        ids.extend_from_slice(root_plan.nodes());
+        let hashes = self.inner.store.nodes(context_id, &ids)?;
+        Ok(InclusionProof {
+            leaf_index: index,
+            tree_size: size,
+            leaf_hash: hashes[n],
+            path: plan.assemble(&hashes[..n]),
+            root: root_plan.assemble(&hashes[n + 1..])[0],
         })
-        .await
     }
 
     /// Proof that the context's tree of `first` entries is a prefix of its tree of `second`
-    /// (0 = the current size).
+    /// (0 = the current size), with both roots.
     pub async fn consistency_proof(
         &self,
         context_id: &str,
         first: u64,
         second: u64,
     ) -> Result<ConsistencyProof, LedgerError> {
-        let head = self.require_head(context_id).await?;
-        let second = resolve_size(second, &head)?;
+        let current = self.require_size(context_id)?;
+        let second = resolve_size(second, current)?;
         if first > second {
             return Err(LedgerError::InvalidArgument(format!(
                 "first size {first} is larger than second size {second}"
@@ -478,26 +484,21 @@ impl Ledger {
         }
         let plan = merkle::consistency_plan(first, second)?;
         let (first_plan, second_plan) = (merkle::root_plan(first), merkle::root_plan(second));
-        let store = Arc::clone(&self.inner.store);
-        let ctx = context_id.to_owned();
-        blocking(move || {
-            let mut ids = plan.nodes().to_vec();
-            ids.extend_from_slice(first_plan.nodes());
-            ids.extend_from_slice(second_plan.nodes());
-            let hashes = store.nodes(&ctx, &ids)?;
-            let (a, b) = (plan.nodes().len(), plan.nodes().len() + first_plan.nodes().len());
-            let root_of = |p: &merkle::ProofPlan, hs: &[Hash]| {
-                p.assemble(hs).first().copied().unwrap_or_else(ledger_core::hash::empty_root)
-            };
-            Ok(ConsistencyProof {
-                first,
-                second,
-                path: plan.assemble(&hashes[..a]),
-                first_root: root_of(&first_plan, &hashes[a..b]),
-                second_root: root_of(&second_plan, &hashes[b..]),
-            })
+        let mut ids = plan.nodes().to_vec();
+        ids.extend_from_slice(first_plan.nodes());
+        ids.extend_from_slice(second_plan.nodes());
+        let hashes = self.inner.store.nodes(context_id, &ids)?;
+        let (a, b) = (plan.nodes().len(), plan.nodes().len() + first_plan.nodes().len());
+        let root_of = |p: &merkle::ProofPlan, hs: &[Hash]| {
+            p.assemble(hs).first().copied().unwrap_or_else(ledger_core::hash::empty_root)
+        };
+        Ok(ConsistencyProof {
+            first,
+            second,
+            path: plan.assemble(&hashes[..a]),
+            first_root: root_of(&first_plan, &hashes[a..b]),
+            second_root: root_of(&second_plan, &hashes[b..]),
         })
-        .await
     }
 
     /// Watches a context: entries with sequence above `from_sequence` (0 = from the start),
@@ -564,12 +565,11 @@ impl Ledger {
     }
 }
 
-fn resolve_size(requested: u64, head: &ContextHead) -> Result<u64, LedgerError> {
+fn resolve_size(requested: u64, current: u64) -> Result<u64, LedgerError> {
     match requested {
-        0 => Ok(head.size()),
-        n if n > head.size() => Err(LedgerError::OutOfRange(format!(
-            "tree size {n} is beyond the context's current size {}",
-            head.size()
+        0 => Ok(current),
+        n if n > current => Err(LedgerError::OutOfRange(format!(
+            "tree size {n} is beyond the context's current size {current}"
         ))),
         n => Ok(n),
     }

@@ -170,6 +170,11 @@ pub trait LogStore: Send + Sync + 'static {
     /// The head of a context, `None` if it has no entries.
     fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError>;
 
+    /// The number of entries of a context (0 if none): a cheaper [`LogStore::head`].
+    fn size(&self, context_id: &str) -> Result<u64, StorageError> {
+        Ok(self.head(context_id)?.map_or(0, |h| h.size()))
+    }
+
     /// Entries of a context, per `query`, from one consistent view.
     fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError>;
 
@@ -197,6 +202,9 @@ impl<S: LogStore + ?Sized> LogStore for Arc<S> {
     }
     fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
         (**self).head(context_id)
+    }
+    fn size(&self, context_id: &str) -> Result<u64, StorageError> {
+        (**self).size(context_id)
     }
     fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError> {
         (**self).read(context_id, query)

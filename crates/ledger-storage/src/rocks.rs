@@ -138,10 +138,12 @@ impl RocksStore {
         };
         let cf = |name: &str, compression: DBCompressionType, bloom: bool| {
             let mut o = Options::default();
-            if name != CF_HEADS {
+            if name == CF_ENTRIES {
                 // Rows of one context share a 16-byte prefix and only ever grow at its end: a
                 // memtable hashed by context keeps one short skiplist per context, so an insert
-                // lands next to the previous one instead of searching one big list.
+                // lands next to the previous one instead of searching one big list. (Not for
+                // `nodes`: its point reads, several per proof, are faster with whole-key
+                // filters than with one shared prefix per context.)
                 o.set_prefix_extractor(rocksdb::SliceTransform::create_fixed_prefix(16));
                 o.set_memtable_factory(rocksdb::MemtableFactory::HashSkipList {
                     bucket_count: 100_000,
@@ -374,6 +376,12 @@ impl LogStore for RocksStore {
 
     fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
         self.load_head(&context_key(context_id), context_id)
+    }
+
+    fn size(&self, context_id: &str) -> Result<u64, StorageError> {
+        Ok(self
+            .load_record(&context_key(context_id), context_id, None)?
+            .map_or(0, |r| r.size))
     }
 
     fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError> {
