@@ -5,9 +5,11 @@
 //!
 //! ```text
 //! ledger-bench embedded [--quick] [--only NAME]   # store, Merkle, snapshot, reopen
+//! ledger-bench node [--quick] [--watchers 1,100,1000] [--rate 10000]   # a node over gRPC
 //! ```
 
 mod embedded;
+mod node;
 mod report;
 
 use clap::{Parser, Subcommand};
@@ -23,11 +25,14 @@ struct Cli {
 enum Cmd {
     /// The embedded ledger: appends, root recomputation, proofs, snapshots, reopen.
     Embedded(embedded::Args),
+    /// A node over gRPC: Get of 10,000 entries, watch delivery latency.
+    Node(node::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
     match cli.command {
         Cmd::Embedded(args) => embedded::run(args),
+        Cmd::Node(args) => node::run(args),
     }
 }

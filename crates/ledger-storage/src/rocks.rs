@@ -125,6 +125,9 @@ impl RocksStore {
         // Reuse write-ahead-log files: appending into an already sized file lets fdatasync skip
         // the file-size metadata update, which shortens every sync-mode commit.
         db_opts.set_recycle_log_file_num(4);
+        // Bounds the log replayed after a crash: past this, the column families holding the
+        // oldest log are flushed.
+        db_opts.set_max_total_wal_size(256 << 20);
 
         let table = |bloom: bool| {
             let mut t = BlockBasedOptions::default();
@@ -172,9 +175,13 @@ impl RocksStore {
         ];
         let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(rocks("open the database"))?;
         match db.get(FORMAT_KEY).map_err(rocks("read the format marker"))? {
-            None => db
-                .put(FORMAT_KEY, FORMAT_VALUE)
-                .map_err(rocks("write the format marker"))?,
+            None => {
+                db.put(FORMAT_KEY, FORMAT_VALUE)
+                    .map_err(rocks("write the format marker"))?;
+                // Flushed at once: an unflushed default column family would keep every later
+                // write-ahead-log file alive, to be replayed at each open.
+                db.flush().map_err(rocks("flush the format marker"))?;
+            }
             Some(v) if v == FORMAT_VALUE => {}
             Some(v) => {
                 return Err(StorageError::Corrupt(format!(
@@ -233,15 +240,22 @@ impl RocksStore {
     }
 
     fn read_nodes(&self, key: &ContextKey, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
-        let keys: Vec<_> = ids.iter().map(|id| entry_key(key, node_location(*id).0)).collect();
-        let values = self.db.batched_multi_get_cf(self.cf(CF_NODES), keys.iter(), false);
+        // Many subtrees share a row (a row holds a whole right spine), so read each row once, in
+        // key order.
+        let mut rows: Vec<u64> = ids.iter().map(|id| node_location(*id).0).collect();
+        rows.sort_unstable();
+        rows.dedup();
+        let keys: Vec<_> = rows.iter().map(|seq| entry_key(key, *seq)).collect();
+        let values = self.db.batched_multi_get_cf(self.cf(CF_NODES), keys.iter(), true);
+        let values = values
+            .into_iter()
+            .map(|v| v.map_err(rocks("read Merkle nodes")))
+            .collect::<Result<Vec<_>, _>>()?;
         ids.iter()
-            .zip(values)
-            .map(|(id, v)| {
-                let v = v.map_err(rocks("read Merkle nodes"))?;
-                let off = node_location(*id).1;
-                v.as_deref()
-                    .and_then(|row| row.get(off..off + 32))
+            .map(|id| {
+                let (seq, off) = node_location(*id);
+                let row = rows.binary_search(&seq).ok().and_then(|i| values[i].as_deref());
+                row.and_then(|row| row.get(off..off + 32))
                     .and_then(Hash::from_slice)
                     .ok_or_else(|| {
                         StorageError::Corrupt(format!("missing Merkle node {id:?} of {context_id:?}"))
@@ -476,5 +490,14 @@ impl LogStore for RocksStore {
 
     fn sync(&self) -> Result<(), StorageError> {
         self.db.flush_wal(true).map_err(rocks("sync the write-ahead log"))
+    }
+
+    fn flush(&self) -> Result<(), StorageError> {
+        self.sync()?;
+        let default = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("default column family");
+        let cfs = [self.cf(CF_ENTRIES), self.cf(CF_NODES), self.cf(CF_HEADS), default];
+        self.db
+            .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
+            .map_err(rocks("flush memtables"))
     }
 }

@@ -1,0 +1,265 @@
+//! Benchmarks of a node over gRPC (issue: the ledger node): Get of 10,000 entries and
+//! append-to-watcher delivery latency with 1, 100 and 1,000 watchers on one context.
+//!
+//! The node is the real `converge-ledger` binary, started on a temporary data dir and port 0,
+//! exactly as a user runs it.
+
+use crate::report::{header, histogram, ms, rate, row, us_from_ns};
+use hdrhistogram::Histogram;
+use ledger_client::LedgerClient;
+use ledger_core::Metadata;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio_stream::StreamExt;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Shorter runs.
+    #[arg(long)]
+    quick: bool,
+    /// The converge-ledger binary (default: next to this one).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Watcher counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
+    watchers: Vec<usize>,
+    /// Target append rate while watchers listen.
+    #[arg(long, default_value_t = 10_000)]
+    rate: u64,
+}
+
+/// A node process, killed on drop.
+pub struct NodeProcess {
+    child: Child,
+    pub url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl NodeProcess {
+    pub fn start(bin: &std::path::Path, extra: &[&str]) -> NodeProcess {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "warn"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        let v: serde_json::Value = serde_json::from_str(&line).expect("listening line is JSON");
+        let url = format!("http://{}", v["addr"].as_str().expect("addr"));
+        NodeProcess { child, url, _dir: dir }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn default_bin() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|d| d.join("converge-ledger")))
+        .unwrap_or_else(|| PathBuf::from("converge-ledger"))
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+pub fn run(args: Args) {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let bin = args.bin.clone().unwrap_or_else(default_bin);
+    println!(
+        "machine: {} cores; node: {}; mode: {}\n",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        bin.display(),
+        if args.quick { "quick" } else { "full" }
+    );
+    header();
+    rt.block_on(async {
+        let node = NodeProcess::start(&bin, &[]);
+        let client = LedgerClient::connect(&node.url).await.expect("connect");
+        let baseline = empty_round_trip(&node.url).await;
+        let base_text = format!(
+            "empty gRPC round trip (health check): p50 {}, p99 {}",
+            us_from_ns(baseline.value_at_quantile(0.5)),
+            us_from_ns(baseline.value_at_quantile(0.99))
+        );
+        get_10k(&client, &base_text, &baseline).await;
+        for &w in &args.watchers {
+            watch_latency(&node.url, &client, w, args.rate, if args.quick { 3 } else { 10 }, &base_text, &baseline).await;
+        }
+    });
+}
+
+async fn empty_round_trip(url: &str) -> Histogram<u64> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).expect("url").connect().await.expect("connect");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut h = histogram();
+    for i in 0..2000 {
+        let t = Instant::now();
+        health
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .expect("health check");
+        if i >= 200 {
+            h.record(t.elapsed().as_nanos() as u64).ok();
+        }
+    }
+    h
+}
+
+async fn get_10k(client: &LedgerClient, base_text: &str, baseline: &Histogram<u64>) {
+    let ctx = "bench-get-10k";
+    let mut tasks = Vec::new();
+    for w in 0..50 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..200 {
+                c.append(ctx, "facts", vec![(w * 7 + i) as u8; 256], Metadata::new(), None).await.expect("append");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.expect("filler");
+    }
+    let mut h = histogram();
+    for i in 0..25 {
+        let t = Instant::now();
+        let page = client.get(ctx, "", 0, 0).await.expect("get");
+        assert_eq!(page.entries.len(), 10_000);
+        assert!(!page.has_more);
+        if i >= 5 {
+            h.record(t.elapsed().as_nanos() as u64).ok();
+        }
+    }
+    let p50 = h.value_at_quantile(0.5);
+    row(
+        "Get of 10,000 entries of 256 B from one context, end to end",
+        &format!("p50 {}, p99 {}", ms(Duration::from_nanos(p50)), ms(Duration::from_nanos(h.value_at_quantile(0.99)))),
+        "≤ 20 ms",
+        base_text,
+        &format!("{:.0}× empty round trip (p50)", p50 as f64 / baseline.value_at_quantile(0.5) as f64),
+    );
+}
+
+async fn watch_latency(
+    url: &str,
+    client: &LedgerClient,
+    watchers: usize,
+    target_rate: u64,
+    secs: u64,
+    base_text: &str,
+    baseline: &Histogram<u64>,
+) {
+    let ctx = format!("bench-watch-{watchers}");
+    let hist = Arc::new(parking_lot_free::Mutex::new(histogram()));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    // Watchers spread over connections of at most 100 streams each, as separate observers.
+    let mut watcher_tasks = Vec::new();
+    let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(watchers.max(1));
+    let mut conn: Option<LedgerClient> = None;
+    for i in 0..watchers {
+        if i % 100 == 0 {
+            conn = Some(LedgerClient::connect(url).await.expect("connect watcher"));
+        }
+        let c = conn.clone().expect("connection");
+        let (ctx, hist, delivered, stop, ready) = (ctx.clone(), hist.clone(), delivered.clone(), stop.clone(), ready_tx.clone());
+        watcher_tasks.push(tokio::spawn(async move {
+            let mut s = c.watch(&ctx, "", 0).await.expect("watch");
+            ready.send(()).await.expect("ready");
+            let mut local = histogram();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(200), s.next()).await {
+                    Ok(Some(Ok(e))) => {
+                        local.record(now_ns().saturating_sub(e.appended_at_ns).max(1)).ok();
+                        n += 1;
+                    }
+                    Ok(_) => break,
+                    Err(_) => {}
+                }
+            }
+            delivered.fetch_add(n, Ordering::Relaxed);
+            hist.lock().add(&local).ok();
+        }));
+    }
+    for _ in 0..watchers {
+        ready_rx.recv().await.expect("watcher ready");
+    }
+    // Writers pace appends to the target rate.
+    let appended = Arc::new(AtomicU64::new(0));
+    let writers = 32u64;
+    let per_writer = Duration::from_secs_f64(writers as f64 / target_rate as f64);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut writer_tasks = Vec::new();
+    for _ in 0..writers {
+        let (c, ctx, appended) = (client.clone(), ctx.clone(), appended.clone());
+        writer_tasks.push(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(per_writer);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            while Instant::now() < deadline {
+                tick.tick().await;
+                c.append(&ctx, "traces", vec![1u8; 256], Metadata::new(), None).await.expect("append");
+                appended.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    let start = Instant::now();
+    for t in writer_tasks {
+        t.await.expect("writer");
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in watcher_tasks {
+        t.await.expect("watcher");
+    }
+    let h = hist.lock();
+    let n = appended.load(Ordering::Relaxed);
+    let d = delivered.load(Ordering::Relaxed);
+    let p99 = h.value_at_quantile(0.99);
+    row(
+        &format!(
+            "append → watcher delivery, {watchers} watcher(s) on one context; writer {} (target {}), {} deliveries ({}); {} of {} expected",
+            rate(n as f64 / elapsed),
+            rate(target_rate as f64),
+            d,
+            rate(d as f64 / elapsed),
+            d,
+            n * watchers as u64
+        ),
+        &format!("p50 {}, p99 {}", us_from_ns(h.value_at_quantile(0.5)), us_from_ns(p99)),
+        if watchers == 1000 { "p99 ≤ 5 ms" } else { "—" },
+        base_text,
+        &format!("{:.0}× empty round trip (p99)", p99 as f64 / baseline.value_at_quantile(0.99) as f64),
+    );
+}
+
+/// A tiny mutex wrapper so this file needs no extra dependency.
+mod parking_lot_free {
+    pub struct Mutex<T>(std::sync::Mutex<T>);
+    impl<T> Mutex<T> {
+        pub fn new(v: T) -> Self {
+            Mutex(std::sync::Mutex::new(v))
+        }
+        pub fn lock(&self) -> std::sync::MutexGuard<'_, T> {
+            self.0.lock().unwrap_or_else(|e| e.into_inner())
+        }
+    }
+}
