@@ -17,7 +17,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// Binds the configured address (port 0 picks a free port).
 pub async fn bind(config: &Config) -> Result<TcpListener, String> {
@@ -87,7 +86,11 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        .serve_with_incoming_shutdown(
+            // Replies must not wait for Nagle's algorithm and delayed ACKs (up to 40 ms).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            signal,
+        );
     tokio::select! {
         r = server => r.map_err(|e| format!("gRPC server failed: {e}"))?,
         () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
