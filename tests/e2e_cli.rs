@@ -13,7 +13,17 @@ fn append_get_snapshot_load_from_the_command_line() {
     let node = Node::start(dir.path(), &[]);
     let addr = node.url.as_str();
 
-    let (code, out, err) = cli(&["append", "--addr", addr, "ctx", "facts", "hello world", "--meta", "agent=a1", "--json"]);
+    let (code, out, err) = cli(&[
+        "append",
+        "--addr",
+        addr,
+        "ctx",
+        "facts",
+        "hello world",
+        "--meta",
+        "agent=a1",
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let e: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(e["sequence"], 1);
@@ -25,7 +35,16 @@ fn append_get_snapshot_load_from_the_command_line() {
     // Binary payloads are shown as base64.
     let bin = dir.path().join("payload.bin");
     std::fs::write(&bin, [0u8, 159, 146, 150]).unwrap();
-    let (code, out, err) = cli(&["append", "--addr", addr, "ctx", "traces", "--file", bin.to_str().unwrap(), "--json"]);
+    let (code, out, err) = cli(&[
+        "append",
+        "--addr",
+        addr,
+        "ctx",
+        "traces",
+        "--file",
+        bin.to_str().unwrap(),
+        "--json",
+    ]);
     assert_eq!(code, 0, "{err}");
     let e: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(e["payload_encoding"], "base64");
@@ -35,7 +54,13 @@ fn append_get_snapshot_load_from_the_command_line() {
     assert_eq!(code, 0);
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2);
-    assert!(lines[0].starts_with("#1 ") && lines[0].contains("facts") && lines[0].ends_with("hello world"), "{}", lines[0]);
+    assert!(
+        lines[0].starts_with("#1 ")
+            && lines[0].contains("facts")
+            && lines[0].ends_with("hello world"),
+        "{}",
+        lines[0]
+    );
     assert!(lines[0].contains("agent=a1"));
     assert!(lines[1].contains("base64:AJ+Slg=="), "{}", lines[1]);
 
@@ -44,23 +69,59 @@ fn append_get_snapshot_load_from_the_command_line() {
     assert_eq!(out.lines().count(), 1);
 
     let snap = dir.path().join("ctx.snap");
-    let (code, _, err) = cli(&["snapshot", "--addr", addr, "ctx", "--out", snap.to_str().unwrap()]);
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "--addr",
+        addr,
+        "ctx",
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("2 entries"), "{err}");
-    let (code, _, err) = cli(&["load", "--addr", addr, "copy", "--in", snap.to_str().unwrap(), "--fail-if-exists"]);
+    let (code, _, err) = cli(&[
+        "load",
+        "--addr",
+        addr,
+        "copy",
+        "--in",
+        snap.to_str().unwrap(),
+        "--fail-if-exists",
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(err.contains("2 entries restored"), "{err}");
-    let (code, _, err) = cli(&["load", "--addr", addr, "copy", "--in", snap.to_str().unwrap(), "--fail-if-exists"]);
+    let (code, _, err) = cli(&[
+        "load",
+        "--addr",
+        addr,
+        "copy",
+        "--in",
+        snap.to_str().unwrap(),
+        "--fail-if-exists",
+    ]);
     assert_ne!(code, 0);
-    assert!(err.contains("AlreadyExists") || err.contains("already"), "{err}");
+    assert!(
+        err.contains("AlreadyExists") || err.contains("already"),
+        "{err}"
+    );
 
     // Errors are clear and exit non-zero.
     let (code, _, err) = cli(&["append", "--addr", addr, "", "facts", "x"]);
     assert_ne!(code, 0);
     assert!(err.contains("context_id"), "{err}");
-    let (code, _, err) = cli(&["snapshot", "--addr", addr, "missing", "--out", snap.to_str().unwrap()]);
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "--addr",
+        addr,
+        "missing",
+        "--out",
+        snap.to_str().unwrap(),
+    ]);
     assert_ne!(code, 0);
-    assert!(err.contains("NotFound") || err.contains("no entries"), "{err}");
+    assert!(
+        err.contains("NotFound") || err.contains("no entries"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,11 +146,13 @@ fn watch_prints_entries_as_they_arrive() {
             }
         }
     });
-    let first: serde_json::Value = serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
+    let first: serde_json::Value =
+        serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
     assert_eq!(first["payload"], "first");
     for word in ["second", "third"] {
         cli(&["append", "--addr", &addr, "tail", "facts", word]);
-        let e: serde_json::Value = serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
+        let e: serde_json::Value =
+            serde_json::from_str(&rx.recv_timeout(Duration::from_secs(30)).unwrap()).unwrap();
         assert_eq!(e["payload"], word);
     }
     let _ = child.kill();

@@ -10,7 +10,10 @@ use support::{Node, data_dir};
 use tonic::Code;
 
 fn md(pairs: &[(&str, &str)]) -> Metadata {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[tokio::test]
@@ -19,12 +22,27 @@ async fn every_rpc_round_trips() {
     let node = Node::start(dir.path(), &[]);
     let c = node.client().await;
 
-    let e1 = c.append("ctx", "facts", b"{\"a\":1}".to_vec(), md(&[("agent", "planner")]), None).await.unwrap();
+    let e1 = c
+        .append(
+            "ctx",
+            "facts",
+            b"{\"a\":1}".to_vec(),
+            md(&[("agent", "planner")]),
+            None,
+        )
+        .await
+        .unwrap();
     assert_eq!(e1.sequence, 1);
     assert_eq!(e1.lamport_clock, 1);
-    assert!(e1.verify_content_hash(), "content hash recomputed by the client matches");
+    assert!(
+        e1.verify_content_hash(),
+        "content hash recomputed by the client matches"
+    );
     assert_eq!(uuid_version(&e1.id), 7);
-    let e2 = c.append("ctx", "proposals", vec![0, 255], Metadata::new(), Some(10)).await.unwrap();
+    let e2 = c
+        .append("ctx", "proposals", vec![0, 255], Metadata::new(), Some(10))
+        .await
+        .unwrap();
     assert_eq!((e2.sequence, e2.lamport_clock), (2, 11));
 
     let page = c.get("ctx", "", 0, 0).await.unwrap();
@@ -73,29 +91,63 @@ async fn bad_input_gets_clear_status_and_stores_nothing() {
     let dir = data_dir();
     let node = Node::start(dir.path(), &["--max-payload-bytes", "1024"]);
     let c = node.client().await;
-    c.append("ctx", "facts", b"ok".to_vec(), Metadata::new(), None).await.unwrap();
+    c.append("ctx", "facts", b"ok".to_vec(), Metadata::new(), None)
+        .await
+        .unwrap();
 
     let long_ctx = "c".repeat(257);
     let long_key = "k".repeat(129);
     let many: Metadata = (0..65).map(|i| (format!("k{i}"), "v".into())).collect();
     let cases: Vec<(&str, &str, Vec<u8>, Metadata, &str)> = vec![
         ("", "facts", vec![], Metadata::new(), "context_id"),
-        (&long_ctx, "facts", vec![], Metadata::new(), "context_id is 257 bytes; the limit is 256"),
-        ("ctx\u{7}", "facts", vec![], Metadata::new(), "control character"),
+        (
+            &long_ctx,
+            "facts",
+            vec![],
+            Metadata::new(),
+            "context_id is 257 bytes; the limit is 256",
+        ),
+        (
+            "ctx\u{7}",
+            "facts",
+            vec![],
+            Metadata::new(),
+            "control character",
+        ),
         ("ctx", "", vec![], Metadata::new(), "key"),
-        ("ctx", &long_key, vec![], Metadata::new(), "the limit is 128"),
+        (
+            "ctx",
+            &long_key,
+            vec![],
+            Metadata::new(),
+            "the limit is 128",
+        ),
         ("ctx", "facts", vec![], many, "64 pairs"),
-        ("ctx", "facts", vec![], md(&[("k", &"v".repeat(4097))]), "4096"),
+        (
+            "ctx",
+            "facts",
+            vec![],
+            md(&[("k", &"v".repeat(4097))]),
+            "4096",
+        ),
     ];
     for (ctx, key, payload, metadata, needle) in cases {
         let (code, msg) = code_of(c.append(ctx, key, payload, metadata, None).await).await;
         assert_eq!(code, Code::InvalidArgument, "{msg}");
         assert!(msg.contains(needle), "{msg:?} should mention {needle:?}");
     }
-    let (code, msg) = code_of(c.append("ctx", "facts", vec![0; 1025], Metadata::new(), None).await).await;
+    let (code, msg) = code_of(
+        c.append("ctx", "facts", vec![0; 1025], Metadata::new(), None)
+            .await,
+    )
+    .await;
     assert_eq!(code, Code::ResourceExhausted);
     assert!(msg.contains("1025") && msg.contains("1024"), "{msg}");
-    let (code, _) = code_of(c.append("ctx", "facts", vec![], Metadata::new(), Some(u64::MAX)).await).await;
+    let (code, _) = code_of(
+        c.append("ctx", "facts", vec![], Metadata::new(), Some(u64::MAX))
+            .await,
+    )
+    .await;
     assert_eq!(code, Code::InvalidArgument);
     let (code, _) = code_of(c.get("", "", 0, 0).await).await;
     assert_eq!(code, Code::InvalidArgument);
@@ -114,7 +166,9 @@ async fn snapshot_and_load_errors_have_their_codes() {
     assert_eq!(code, Code::NotFound, "{msg}");
 
     for i in 0..5u8 {
-        c.append("a", "facts", vec![i], Metadata::new(), None).await.unwrap();
+        c.append("a", "facts", vec![i], Metadata::new(), None)
+            .await
+            .unwrap();
     }
     let snap = c.snapshot("a").await.unwrap().snapshot;
 
@@ -131,7 +185,11 @@ async fn snapshot_and_load_errors_have_their_codes() {
     let (code, msg) = code_of(c.load("x", future, false).await).await;
     assert_eq!(code, Code::InvalidArgument);
     assert!(msg.contains("unsupported snapshot version 9"), "{msg}");
-    assert_eq!(c.get("x", "", 0, 0).await.unwrap().latest_sequence, 0, "nothing loaded");
+    assert_eq!(
+        c.get("x", "", 0, 0).await.unwrap().latest_sequence,
+        0,
+        "nothing loaded"
+    );
 
     // fail_if_exists on a non-empty context.
     let (code, _) = code_of(c.load("a", snap.clone(), true).await).await;
@@ -207,14 +265,22 @@ where
     Req: prost::Message + Send + Sync + 'static,
     Resp: prost::Message + Default + Send + Sync + 'static,
 {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let codec: tonic_prost::ProstCodec<Req, Resp> = tonic_prost::ProstCodec::default();
-    grpc.unary(tonic::Request::new(req), tonic::codegen::http::uri::PathAndQuery::from_static(path), codec)
-        .await
-        .unwrap()
-        .into_inner()
+    grpc.unary(
+        tonic::Request::new(req),
+        tonic::codegen::http::uri::PathAndQuery::from_static(path),
+        codec,
+    )
+    .await
+    .unwrap()
+    .into_inner()
 }
 
 #[tokio::test]
@@ -230,13 +296,21 @@ async fn clients_of_the_original_field_numbers_keep_working() {
     let resp: v0::AppendResponse =
         call_v0(&node.url, "/converge.context.v1.ContextService/Append", req).await;
     let e = resp.entry.unwrap();
-    assert_eq!((e.sequence, e.key.as_str(), e.payload.as_slice()), (1, "facts", &b"legacy"[..]));
+    assert_eq!(
+        (e.sequence, e.key.as_str(), e.payload.as_slice()),
+        (1, "facts", &b"legacy"[..])
+    );
     assert_eq!(e.metadata.get("from").map(String::as_str), Some("v0"));
     assert!(!e.id.is_empty() && e.appended_at_ns > 0);
     let resp: v0::GetResponse = call_v0(
         &node.url,
         "/converge.context.v1.ContextService/Get",
-        v0::GetRequest { context_id: "old".into(), key: String::new(), after_sequence: 0, limit: 0 },
+        v0::GetRequest {
+            context_id: "old".into(),
+            key: String::new(),
+            after_sequence: 0,
+            limit: 0,
+        },
     )
     .await;
     assert_eq!(resp.latest_sequence, 1);
@@ -254,40 +328,64 @@ async fn get_is_cut_at_the_response_size_with_has_more() {
     let node = Node::start(dir.path(), &["--max-response-bytes", "4096"]);
     let c = node.client().await;
     for i in 0..40u32 {
-        c.append("big", "facts", vec![i as u8; 500], Metadata::new(), None).await.unwrap();
+        c.append("big", "facts", vec![i as u8; 500], Metadata::new(), None)
+            .await
+            .unwrap();
     }
     let first = c.get("big", "", 0, 0).await.unwrap();
     assert!(first.has_more);
     assert!(!first.entries.is_empty() && first.entries.len() < 40);
     let bytes: usize = first.entries.iter().map(|e| e.encoded_len()).sum();
     assert!(bytes <= 4096, "{bytes} bytes in a 4096-byte response");
-    assert_eq!(first.next_after_sequence, first.entries.last().unwrap().sequence);
+    assert_eq!(
+        first.next_after_sequence,
+        first.entries.last().unwrap().sequence
+    );
     assert_eq!(first.latest_sequence, 40);
     // Following pages yields everything exactly once.
     let all = c.get_all("big", "", 0).await.unwrap();
     assert!(all.iter().map(|e| e.sequence).eq(1..=40));
     // A limit cuts too.
     let limited = c.get("big", "", 10, 3).await.unwrap();
-    assert_eq!(limited.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![11, 12, 13]);
+    assert_eq!(
+        limited
+            .entries
+            .iter()
+            .map(|e| e.sequence)
+            .collect::<Vec<_>>(),
+        vec![11, 12, 13]
+    );
     assert!(limited.has_more);
     assert_eq!(limited.next_after_sequence, 13);
     let leaves: Vec<Hash> = all.iter().map(|e| e.content_hash).collect();
     let snap = c.snapshot("big").await.unwrap();
-    assert_eq!(snap.metadata.unwrap().merkle_root, reference::root(&leaves).as_bytes().to_vec());
+    assert_eq!(
+        snap.metadata.unwrap().merkle_root,
+        reference::root(&leaves).as_bytes().to_vec()
+    );
 }
 
 #[tokio::test]
 async fn health_and_reflection_are_served() {
     let dir = data_dir();
     let node = Node::start(dir.path(), &[]);
-    let channel = tonic::transport::Endpoint::from_shared(node.url.clone()).unwrap().connect().await.unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(node.url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let r = health
-        .check(tonic_health::pb::HealthCheckRequest { service: "converge.context.v1.ContextService".into() })
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "converge.context.v1.ContextService".into(),
+        })
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(r.status(), tonic_health::pb::health_check_response::ServingStatus::Serving);
+    assert_eq!(
+        r.status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
 
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -298,13 +396,23 @@ async fn health_and_reflection_are_served() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut stream = refl.server_reflection_info(tokio_stream::iter(vec![req])).await.unwrap().into_inner();
+    let mut stream = refl
+        .server_reflection_info(tokio_stream::iter(vec![req]))
+        .await
+        .unwrap()
+        .into_inner();
     let resp = stream.message().await.unwrap().unwrap();
     let Some(MessageResponse::ListServicesResponse(list)) = resp.message_response else {
         panic!("unexpected reflection response")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    assert!(names.contains(&"converge.context.v1.ContextService".to_string()), "{names:?}");
-    assert!(names.contains(&"grpc.health.v1.Health".to_string()), "{names:?}");
+    assert!(
+        names.contains(&"converge.context.v1.ContextService".to_string()),
+        "{names:?}"
+    );
+    assert!(
+        names.contains(&"grpc.health.v1.Health".to_string()),
+        "{names:?}"
+    );
     let _ = pb::Entry::default();
 }

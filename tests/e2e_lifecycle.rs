@@ -18,7 +18,9 @@ async fn sigterm_and_restart_keep_everything_and_sequences_continue() {
     let mut node = Node::start(dir.path(), &[]);
     let c = node.client().await;
     for i in 0..50u8 {
-        c.append("keep", "facts", vec![i], Metadata::new(), None).await.unwrap();
+        c.append("keep", "facts", vec![i], Metadata::new(), None)
+            .await
+            .unwrap();
     }
     let before = c.get("keep", "", 0, 0).await.unwrap().entries;
     let status = node.terminate();
@@ -27,7 +29,10 @@ async fn sigterm_and_restart_keep_everything_and_sequences_continue() {
     let node = Node::start(dir.path(), &[]);
     let c = node.client().await;
     assert_eq!(c.get("keep", "", 0, 0).await.unwrap().entries, before);
-    let e = c.append("keep", "facts", vec![], Metadata::new(), None).await.unwrap();
+    let e = c
+        .append("keep", "facts", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
     assert_eq!(e.sequence, 51);
     assert_eq!(e.lamport_clock, 51);
 }
@@ -46,7 +51,16 @@ async fn sigkill_during_concurrent_appends_loses_no_acknowledged_entry() {
             writers.push(tokio::spawn(async move {
                 let ctx = format!("k{}", w % 4);
                 for i in 0u64.. {
-                    match c.append(&ctx, "facts", format!("{w}/{i}").into_bytes(), Metadata::new(), None).await {
+                    match c
+                        .append(
+                            &ctx,
+                            "facts",
+                            format!("{w}/{i}").into_bytes(),
+                            Metadata::new(),
+                            None,
+                        )
+                        .await
+                    {
                         Ok(e) => {
                             if tx.send((ctx.clone(), e.sequence, e.content_hash)).is_err() {
                                 return;
@@ -76,19 +90,35 @@ async fn sigkill_during_concurrent_appends_loses_no_acknowledged_entry() {
         for k in 0..4 {
             let ctx = format!("k{k}");
             let entries = c.get_all(&ctx, "", 0).await.unwrap();
-            assert!(entries.iter().map(|e| e.sequence).eq(1..=entries.len() as u64), "{ctx} gapless");
-            let stored: HashMap<u64, Hash> = entries.iter().map(|e| (e.sequence, e.content_hash)).collect();
+            assert!(
+                entries
+                    .iter()
+                    .map(|e| e.sequence)
+                    .eq(1..=entries.len() as u64),
+                "{ctx} gapless"
+            );
+            let stored: HashMap<u64, Hash> = entries
+                .iter()
+                .map(|e| (e.sequence, e.content_hash))
+                .collect();
             for e in &entries {
                 assert!(e.verify_content_hash());
             }
             for ((actx, seq), h) in &acked {
                 if *actx == ctx {
-                    assert_eq!(stored.get(seq), Some(h), "acknowledged {ctx}/{seq} survived SIGKILL");
+                    assert_eq!(
+                        stored.get(seq),
+                        Some(h),
+                        "acknowledged {ctx}/{seq} survived SIGKILL"
+                    );
                 }
             }
             let snap = c.snapshot(&ctx).await.unwrap();
             let leaves: Vec<Hash> = entries.iter().map(|e| e.content_hash).collect();
-            assert_eq!(snap.metadata.unwrap().merkle_root, reference::root(&leaves).as_bytes().to_vec());
+            assert_eq!(
+                snap.metadata.unwrap().merkle_root,
+                reference::root(&leaves).as_bytes().to_vec()
+            );
         }
     }
 }
@@ -98,12 +128,16 @@ async fn shutdown_ends_watch_streams_with_unavailable() {
     let dir = data_dir();
     let mut node = Node::start(dir.path(), &[]);
     let c = node.client().await;
-    c.append("w", "facts", vec![1], Metadata::new(), None).await.unwrap();
+    c.append("w", "facts", vec![1], Metadata::new(), None)
+        .await
+        .unwrap();
     let mut stream = c.watch("w", "", 0).await.unwrap();
     assert_eq!(stream.next().await.unwrap().unwrap().sequence, 1);
     let pid = node.pid();
     let term = tokio::task::spawn_blocking(move || node.terminate());
-    let end = tokio::time::timeout(Duration::from_secs(30), stream.next()).await.unwrap();
+    let end = tokio::time::timeout(Duration::from_secs(30), stream.next())
+        .await
+        .unwrap();
     match end {
         Some(Err(e)) => {
             assert_eq!(e.code(), Some(tonic::Code::Unavailable), "{e}");
@@ -115,7 +149,11 @@ async fn shutdown_ends_watch_streams_with_unavailable() {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test]
@@ -125,7 +163,10 @@ async fn configuration_precedence_file_env_grpc_port_flag() {
     let data = dir.path().join("from-file");
     std::fs::write(
         &file,
-        format!("data_dir = {:?}\ndurability = \"buffered\"\nhost = \"127.0.0.1\"\nport = 0\n", data),
+        format!(
+            "data_dir = {:?}\ndurability = \"buffered\"\nhost = \"127.0.0.1\"\nport = 0\n",
+            data
+        ),
     )
     .unwrap();
     let serve = |args: &[&str]| {
@@ -147,7 +188,11 @@ async fn configuration_precedence_file_env_grpc_port_flag() {
     let port2 = free_port();
     let node = Node::spawn(
         serve(&[]),
-        &[("GRPC_PORT", &port.to_string()), ("LEDGER_PORT", &port2.to_string()), ("LEDGER_DURABILITY", "sync")],
+        &[
+            ("GRPC_PORT", &port.to_string()),
+            ("LEDGER_PORT", &port2.to_string()),
+            ("LEDGER_DURABILITY", "sync"),
+        ],
     );
     assert_eq!(node.addr.port(), port2);
     assert_eq!(node.listening["durability"], "sync");
@@ -155,12 +200,17 @@ async fn configuration_precedence_file_env_grpc_port_flag() {
     // Flags over everything.
     let node = Node::spawn(
         serve(&["--port", "0", "--durability", "buffered"]),
-        &[("LEDGER_PORT", &port2.to_string()), ("LEDGER_DURABILITY", "sync")],
+        &[
+            ("LEDGER_PORT", &port2.to_string()),
+            ("LEDGER_DURABILITY", "sync"),
+        ],
     );
     assert_ne!(node.addr.port(), port2);
     assert_eq!(node.listening["durability"], "buffered");
     let c = node.client().await;
-    c.append("cfg", "facts", vec![], Metadata::new(), None).await.unwrap();
+    c.append("cfg", "facts", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
 }
 
 #[test]
@@ -168,7 +218,12 @@ fn bad_configuration_is_rejected_naming_the_setting() {
     let dir = data_dir();
     let run = |args: &[&str], env: &[(&str, &str)]| {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").args(["--data-dir", dir.path().to_str().unwrap(), "--host", "127.0.0.1"]);
+        cmd.arg("serve").args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--host",
+            "127.0.0.1",
+        ]);
         cmd.args(args);
         for (k, _) in std::env::vars() {
             if k.starts_with("LEDGER_") || k == "GRPC_PORT" {
@@ -177,7 +232,10 @@ fn bad_configuration_is_rejected_naming_the_setting() {
         }
         cmd.envs(env.iter().copied());
         let out = cmd.output().unwrap();
-        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     };
     let (ok, err) = run(&[], &[("LEDGER_PORT", "seventy")]);
     assert!(!ok);

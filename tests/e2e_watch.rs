@@ -12,7 +12,15 @@ use tokio_stream::StreamExt;
 
 async fn append_n(c: &LedgerClient, ctx: &str, n: usize) {
     for i in 0..n {
-        c.append(ctx, "facts", format!("{ctx}-{i}").into_bytes(), Metadata::new(), None).await.unwrap();
+        c.append(
+            ctx,
+            "facts",
+            format!("{ctx}-{i}").into_bytes(),
+            Metadata::new(),
+            None,
+        )
+        .await
+        .unwrap();
     }
 }
 
@@ -30,7 +38,11 @@ async fn catch_up_then_live_with_concurrent_appenders_is_exactly_once_in_order()
         })
         .collect();
     for want in 1..=1100u64 {
-        let e = tokio::time::timeout(Duration::from_secs(30), stream.next()).await.unwrap().unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(e.sequence, want);
         assert!(e.verify_content_hash());
         assert!(e.lamport_clock >= want);
@@ -64,7 +76,10 @@ async fn stalled_watcher_recovers_without_gap_while_appends_continue() {
         })
         .collect();
     for w in writers {
-        tokio::time::timeout(Duration::from_secs(120), w).await.expect("appends are not held up by a stalled watcher").unwrap();
+        tokio::time::timeout(Duration::from_secs(120), w)
+            .await
+            .expect("appends are not held up by a stalled watcher")
+            .unwrap();
     }
     let last = c.get("s", "", 0, 1).await.unwrap().latest_sequence;
     for want in 2..=last {
@@ -72,7 +87,11 @@ async fn stalled_watcher_recovers_without_gap_while_appends_continue() {
     }
     // Now the stalled watcher reads everything: no gap, no duplicate.
     for want in 2..=last {
-        let e = tokio::time::timeout(Duration::from_secs(30), stalled.next()).await.unwrap().unwrap().unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(30), stalled.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(e.sequence, want);
     }
     // And it is live again.
@@ -109,8 +128,12 @@ async fn watch_on_an_empty_context_waits_for_the_first_entry_and_filters_keys() 
     let mut evals = c.watch("fresh", "evals", 0).await.unwrap();
     let waiting = tokio::time::timeout(Duration::from_millis(300), evals.next()).await;
     assert!(waiting.is_err(), "nothing to deliver yet");
-    c.append("fresh", "facts", b"f".to_vec(), Metadata::new(), None).await.unwrap();
-    c.append("fresh", "evals", b"e".to_vec(), Metadata::new(), None).await.unwrap();
+    c.append("fresh", "facts", b"f".to_vec(), Metadata::new(), None)
+        .await
+        .unwrap();
+    c.append("fresh", "evals", b"e".to_vec(), Metadata::new(), None)
+        .await
+        .unwrap();
     let e = evals.next().await.unwrap().unwrap();
     assert_eq!((e.sequence, e.key.as_str()), (2, "evals"));
 }
@@ -145,7 +168,10 @@ async fn two_thousand_concurrent_watchers_each_see_every_entry() {
     }
     append_n(&c, "many", 20).await;
     for t in tasks {
-        let got = tokio::time::timeout(Duration::from_secs(60), t).await.unwrap().unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(60), t)
+            .await
+            .unwrap()
+            .unwrap();
         assert!(got.into_iter().eq(1..=20));
     }
 }

@@ -34,8 +34,15 @@ impl Node {
 
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
         let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--data-dir").arg(dir).args(["--host", "127.0.0.1"]);
-        if !args.contains(&"--port") && !env.iter().any(|(k, _)| *k == "GRPC_PORT" || *k == "LEDGER_PORT") {
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(dir)
+            .args(["--host", "127.0.0.1"]);
+        if !args.contains(&"--port")
+            && !env
+                .iter()
+                .any(|(k, _)| *k == "GRPC_PORT" || *k == "LEDGER_PORT")
+        {
             cmd.args(["--port", "0"]);
         }
         cmd.args(args);
@@ -46,8 +53,16 @@ impl Node {
     pub fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Node {
         clean(&mut cmd);
         cmd.envs(env.iter().copied());
-        let stderr = if std::env::var_os("LEDGER_TEST_LOGS").is_some() { Stdio::inherit() } else { Stdio::null() };
-        let mut child = cmd.stdout(Stdio::piped()).stderr(stderr).spawn().expect("start converge-ledger");
+        let stderr = if std::env::var_os("LEDGER_TEST_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(stderr)
+            .spawn()
+            .expect("start converge-ledger");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -60,10 +75,16 @@ impl Node {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("node printed its listening line");
-        let listening: serde_json::Value = serde_json::from_str(&line).expect("listening line is JSON");
+        let listening: serde_json::Value =
+            serde_json::from_str(&line).expect("listening line is JSON");
         assert_eq!(listening["event"], "listening");
         let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
-        Node { child: Some(child), addr, url: format!("http://{addr}"), listening }
+        Node {
+            child: Some(child),
+            addr,
+            url: format!("http://{addr}"),
+            listening,
+        }
     }
 
     pub async fn client(&self) -> LedgerClient {

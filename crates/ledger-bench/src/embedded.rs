@@ -44,7 +44,11 @@ impl Ctx {
 }
 
 pub fn run(args: Args) {
-    let ctx = Ctx { quick: args.quick, only: args.only, dir: args.dir };
+    let ctx = Ctx {
+        quick: args.quick,
+        only: args.only,
+        dir: args.dir,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -103,10 +107,18 @@ fn raw_rocks_puts_per_sec(ctx: &Ctx, sync: bool) -> f64 {
 }
 
 /// Appends per second, and the mean number of appends per store commit (fsync).
-async fn append_rate(ctx: &Ctx, durability: Durability, contexts: usize, per_context: usize) -> (f64, f64) {
+async fn append_rate(
+    ctx: &Ctx,
+    durability: Durability,
+    contexts: usize,
+    per_context: usize,
+) -> (f64, f64) {
     let dir = ctx.tempdir();
     let config = LedgerConfig {
-        rocks: RocksConfig { durability, ..RocksConfig::default() },
+        rocks: RocksConfig {
+            durability,
+            ..RocksConfig::default()
+        },
         ..LedgerConfig::default()
     };
     let ledger = Ledger::open(dir.path(), config).expect("open ledger");
@@ -116,8 +128,12 @@ async fn append_rate(ctx: &Ctx, durability: Durability, contexts: usize, per_con
     let mut tasks = Vec::new();
     for c in 0..contexts {
         for _ in 0..per_context {
-            let (ledger, stop, count, measuring) =
-                (ledger.clone(), stop.clone(), count.clone(), measuring.clone());
+            let (ledger, stop, count, measuring) = (
+                ledger.clone(),
+                stop.clone(),
+                count.clone(),
+                measuring.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let ctx_id = format!("bench-{c}");
                 let payload = vec![42u8; 256];
@@ -136,12 +152,18 @@ async fn append_rate(ctx: &Ctx, durability: Durability, contexts: usize, per_con
     tokio::time::sleep(Duration::from_millis(500)).await;
     measuring.store(true, Ordering::Relaxed);
     let stats = ledger.stats();
-    let (c0, e0) = (stats.commits.load(Ordering::Relaxed), stats.entries.load(Ordering::Relaxed));
+    let (c0, e0) = (
+        stats.commits.load(Ordering::Relaxed),
+        stats.entries.load(Ordering::Relaxed),
+    );
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(ctx.secs())).await;
     let n = count.load(Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let (c1, e1) = (stats.commits.load(Ordering::Relaxed), stats.entries.load(Ordering::Relaxed));
+    let (c1, e1) = (
+        stats.commits.load(Ordering::Relaxed),
+        stats.entries.load(Ordering::Relaxed),
+    );
     let group = (e1 - e0) as f64 / (c1 - c0).max(1) as f64;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
@@ -155,7 +177,9 @@ async fn appends(ctx: &Ctx) {
     for (durability, sync) in [(Durability::Sync, true), (Durability::Buffered, false)] {
         let rows = [(1usize, 1usize), (64, 1), (1, 64)];
         if !rows.iter().any(|(c, p)| {
-            ctx.wants(&format!("append 256 B, {durability}, {c} context(s) × {p} writer(s)"))
+            ctx.wants(&format!(
+                "append 256 B, {durability}, {c} context(s) × {p} writer(s)"
+            ))
         }) {
             continue;
         }
@@ -166,7 +190,8 @@ async fn appends(ctx: &Ctx) {
             (64, 1, if sync { "≥ 100k/s" } else { "≥ 300k/s" }),
             (1, 64, "—"),
         ] {
-            let name = format!("append 256 B, {durability}, {contexts} context(s) × {per} writer(s)");
+            let name =
+                format!("append 256 B, {durability}, {contexts} context(s) × {per} writer(s)");
             if !ctx.wants(&name) {
                 continue;
             }
@@ -185,7 +210,10 @@ async fn appends(ctx: &Ctx) {
 fn root_recomputation() {
     let payload = [9u8; 256];
     let entries: Vec<Entry> = (1..=10_000).map(|s| entry(s, &payload)).collect();
-    let inputs: Vec<Vec<u8>> = entries.iter().map(ledger_core::encoding::encode_leaf_input).collect();
+    let inputs: Vec<Vec<u8>> = entries
+        .iter()
+        .map(ledger_core::encoding::encode_leaf_input)
+        .collect();
     let all: Vec<u8> = inputs.concat();
     let base = median_of(21, || sha256(&all));
     let full = median_of(21, || {
@@ -194,13 +222,20 @@ fn root_recomputation() {
     });
     let leaves: Vec<Hash> = entries.iter().map(|e| e.content_hash).collect();
     let tree_only = median_of(21, || root_from_leaves(&leaves));
-    let baseline = format!("SHA-256 over the same {:.1} MB: {}", all.len() as f64 / 1e6, ms(base));
+    let baseline = format!(
+        "SHA-256 over the same {:.1} MB: {}",
+        all.len() as f64 / 1e6,
+        ms(base)
+    );
     row(
         "root recomputation, 10,000 entries (re-encode + leaf hashes + tree)",
         &ms(full),
         "≤ 5 ms",
         &baseline,
-        &format!("{:.2}× SHA-256 pass", full.as_secs_f64() / base.as_secs_f64()),
+        &format!(
+            "{:.2}× SHA-256 pass",
+            full.as_secs_f64() / base.as_secs_f64()
+        ),
     );
     row(
         "root from 10,000 stored leaf hashes (tree only)",
@@ -230,7 +265,10 @@ fn fill(store: &dyn LogStore, context_id: &str, n: u64, payload_len: usize) -> C
 }
 
 fn buffered() -> RocksConfig {
-    RocksConfig { durability: Durability::Buffered, ..RocksConfig::default() }
+    RocksConfig {
+        durability: Durability::Buffered,
+        ..RocksConfig::default()
+    }
 }
 
 async fn proofs(ctx: &Ctx) {
@@ -254,7 +292,11 @@ async fn proofs(ctx: &Ctx) {
     for _ in 0..samples {
         let seq = next(n);
         let t = Instant::now();
-        std::hint::black_box(store.nodes("big", &[ledger_core::NodeId::leaf(seq - 1)]).expect("node"));
+        std::hint::black_box(
+            store
+                .nodes("big", &[ledger_core::NodeId::leaf(seq - 1)])
+                .expect("node"),
+        );
         base.record(t.elapsed().as_nanos() as u64).ok();
     }
     let mut direct = histogram();
@@ -278,7 +320,12 @@ async fn proofs(ctx: &Ctx) {
         std::hint::black_box(plan.assemble(&hashes));
         direct_cons.record(t.elapsed().as_nanos() as u64).ok();
         let t = Instant::now();
-        std::hint::black_box(ledger.consistency_proof("big", first, 0).await.expect("proof"));
+        std::hint::black_box(
+            ledger
+                .consistency_proof("big", first, 0)
+                .await
+                .expect("proof"),
+        );
         cons.record(t.elapsed().as_nanos() as u64).ok();
     }
     let baseline = format!(
@@ -287,18 +334,37 @@ async fn proofs(ctx: &Ctx) {
         us_from_ns(base.value_at_quantile(0.99))
     );
     let ratio = |h: &hdrhistogram::Histogram<u64>| {
-        format!("{:.1}× point read (p50)", h.value_at_quantile(0.5) as f64 / base.value_at_quantile(0.5) as f64)
+        format!(
+            "{:.1}× point read (p50)",
+            h.value_at_quantile(0.5) as f64 / base.value_at_quantile(0.5) as f64
+        )
     };
     let label = format!("{n}-entry context (filled in {})", ms(fill_time));
     for (name, h) in [
-        (format!("inclusion proof from stored subtrees, {label}"), &direct),
-        (format!("consistency proof from stored subtrees, {label}"), &direct_cons),
-        (format!("inclusion proof via embedded API (+ size read), {label}"), &api),
-        (format!("consistency proof + both roots via embedded API, {label}"), &cons),
+        (
+            format!("inclusion proof from stored subtrees, {label}"),
+            &direct,
+        ),
+        (
+            format!("consistency proof from stored subtrees, {label}"),
+            &direct_cons,
+        ),
+        (
+            format!("inclusion proof via embedded API (+ size read), {label}"),
+            &api,
+        ),
+        (
+            format!("consistency proof + both roots via embedded API, {label}"),
+            &cons,
+        ),
     ] {
         row(
             &name,
-            &format!("p50 {}, p99 {}", us_from_ns(h.value_at_quantile(0.5)), us_from_ns(h.value_at_quantile(0.99))),
+            &format!(
+                "p50 {}, p99 {}",
+                us_from_ns(h.value_at_quantile(0.5)),
+                us_from_ns(h.value_at_quantile(0.99))
+            ),
             "≤ 50 µs",
             &baseline,
             &ratio(h),
@@ -324,7 +390,11 @@ async fn snapshots(ctx: &Ctx) {
     }
     let decode = median_of(3, || snapshot::decode(&blob.bytes).expect("decode"));
     let base = median_of(5, || sha256(&blob.bytes));
-    let baseline = format!("SHA-256 over the {:.1} MB blob: {}", blob.bytes.len() as f64 / 1e6, ms(base));
+    let baseline = format!(
+        "SHA-256 over the {:.1} MB blob: {}",
+        blob.bytes.len() as f64 / 1e6,
+        ms(base)
+    );
     row(
         "snapshot encode, 100,000 entries of 256 B (read from RocksDB + encode)",
         &ms(encode_best),
@@ -372,7 +442,10 @@ async fn reopen(ctx: &Ctx) {
     let (d, seq) = first_append(dir.path().to_path_buf(), "ctx-7").await;
     assert_eq!(seq, total / contexts + 1);
     row(
-        &format!("reopen a store of {total} entries ({contexts} contexts, filled in {}) until the first append is accepted", ms(fill_time)),
+        &format!(
+            "reopen a store of {total} entries ({contexts} contexts, filled in {}) until the first append is accepted",
+            ms(fill_time)
+        ),
         &ms(d),
         "≤ 1 s",
         &format!("open an empty store + first append: {}", ms(base)),

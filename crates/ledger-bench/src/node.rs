@@ -58,7 +58,11 @@ impl NodeProcess {
             .expect("listening line");
         let v: serde_json::Value = serde_json::from_str(&line).expect("listening line is JSON");
         let url = format!("http://{}", v["addr"].as_str().expect("addr"));
-        NodeProcess { child, url, _dir: dir }
+        NodeProcess {
+            child,
+            url,
+            _dir: dir,
+        }
     }
 }
 
@@ -77,11 +81,16 @@ pub fn default_bin() -> PathBuf {
 }
 
 fn now_ns() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 pub fn run(args: Args) {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let bin = args.bin.clone().unwrap_or_else(default_bin);
     println!(
         "machine: {} cores; node: {}; mode: {}\n",
@@ -101,19 +110,34 @@ pub fn run(args: Args) {
         );
         get_10k(&client, &base_text, &baseline).await;
         for &w in &args.watchers {
-            watch_latency(&node.url, &client, w, args.rate, if args.quick { 3 } else { 10 }, &base_text, &baseline).await;
+            watch_latency(
+                &node.url,
+                &client,
+                w,
+                args.rate,
+                if args.quick { 3 } else { 10 },
+                &base_text,
+                &baseline,
+            )
+            .await;
         }
     });
 }
 
 async fn empty_round_trip(url: &str) -> Histogram<u64> {
-    let channel = tonic::transport::Endpoint::from_shared(url.to_owned()).expect("url").connect().await.expect("connect");
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .expect("url")
+        .connect()
+        .await
+        .expect("connect");
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let mut h = histogram();
     for i in 0..2000 {
         let t = Instant::now();
         health
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .expect("health check");
         if i >= 200 {
@@ -130,7 +154,15 @@ async fn get_10k(client: &LedgerClient, base_text: &str, baseline: &Histogram<u6
         let c = client.clone();
         tasks.push(tokio::spawn(async move {
             for i in 0..200 {
-                c.append(ctx, "facts", vec![(w * 7 + i) as u8; 256], Metadata::new(), None).await.expect("append");
+                c.append(
+                    ctx,
+                    "facts",
+                    vec![(w * 7 + i) as u8; 256],
+                    Metadata::new(),
+                    None,
+                )
+                .await
+                .expect("append");
             }
         }));
     }
@@ -150,10 +182,17 @@ async fn get_10k(client: &LedgerClient, base_text: &str, baseline: &Histogram<u6
     let p50 = h.value_at_quantile(0.5);
     row(
         "Get of 10,000 entries of 256 B from one context, end to end",
-        &format!("p50 {}, p99 {}", ms(Duration::from_nanos(p50)), ms(Duration::from_nanos(h.value_at_quantile(0.99)))),
+        &format!(
+            "p50 {}, p99 {}",
+            ms(Duration::from_nanos(p50)),
+            ms(Duration::from_nanos(h.value_at_quantile(0.99)))
+        ),
         "≤ 20 ms",
         base_text,
-        &format!("{:.0}× empty round trip (p50)", p50 as f64 / baseline.value_at_quantile(0.5) as f64),
+        &format!(
+            "{:.0}× empty round trip (p50)",
+            p50 as f64 / baseline.value_at_quantile(0.5) as f64
+        ),
     );
 }
 
@@ -179,7 +218,13 @@ async fn watch_latency(
             conn = Some(LedgerClient::connect(url).await.expect("connect watcher"));
         }
         let c = conn.clone().expect("connection");
-        let (ctx, hist, delivered, stop, ready) = (ctx.clone(), hist.clone(), delivered.clone(), stop.clone(), ready_tx.clone());
+        let (ctx, hist, delivered, stop, ready) = (
+            ctx.clone(),
+            hist.clone(),
+            delivered.clone(),
+            stop.clone(),
+            ready_tx.clone(),
+        );
         watcher_tasks.push(tokio::spawn(async move {
             let mut s = c.watch(&ctx, "", 0).await.expect("watch");
             ready.send(()).await.expect("ready");
@@ -188,7 +233,9 @@ async fn watch_latency(
             while !stop.load(Ordering::Relaxed) {
                 match tokio::time::timeout(Duration::from_millis(200), s.next()).await {
                     Ok(Some(Ok(e))) => {
-                        local.record(now_ns().saturating_sub(e.appended_at_ns).max(1)).ok();
+                        local
+                            .record(now_ns().saturating_sub(e.appended_at_ns).max(1))
+                            .ok();
                         n += 1;
                     }
                     Ok(_) => break,
@@ -215,7 +262,9 @@ async fn watch_latency(
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             while Instant::now() < deadline {
                 tick.tick().await;
-                c.append(&ctx, "traces", vec![1u8; 256], Metadata::new(), None).await.expect("append");
+                c.append(&ctx, "traces", vec![1u8; 256], Metadata::new(), None)
+                    .await
+                    .expect("append");
                 appended.fetch_add(1, Ordering::Relaxed);
             }
         }));
@@ -244,10 +293,21 @@ async fn watch_latency(
             d,
             n * watchers as u64
         ),
-        &format!("p50 {}, p99 {}", us_from_ns(h.value_at_quantile(0.5)), us_from_ns(p99)),
-        if watchers == 1000 { "p99 ≤ 5 ms" } else { "—" },
+        &format!(
+            "p50 {}, p99 {}",
+            us_from_ns(h.value_at_quantile(0.5)),
+            us_from_ns(p99)
+        ),
+        if watchers == 1000 {
+            "p99 ≤ 5 ms"
+        } else {
+            "—"
+        },
         base_text,
-        &format!("{:.0}× empty round trip (p99)", p99 as f64 / baseline.value_at_quantile(0.99) as f64),
+        &format!(
+            "{:.0}× empty round trip (p99)",
+            p99 as f64 / baseline.value_at_quantile(0.99) as f64
+        ),
     );
 }
 

@@ -12,7 +12,11 @@ pub fn entry_to_pb(e: &Entry) -> pb::Entry {
         payload: e.payload.clone(),
         sequence: e.sequence,
         appended_at_ns: e.appended_at_ns,
-        metadata: e.metadata.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        metadata: e
+            .metadata
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         lamport_clock: e.lamport_clock,
         content_hash: e.content_hash.as_bytes().to_vec(),
     }

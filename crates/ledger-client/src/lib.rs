@@ -62,8 +62,15 @@ pub struct LedgerClient {
 impl LedgerClient {
     /// Connects to `addr` (`http://host:port`; a bare `host:port` gets `http://`).
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let url = if addr.contains("://") { addr.to_owned() } else { format!("http://{addr}") };
-        let err = |source| ClientError::Connect { addr: url.clone(), source };
+        let url = if addr.contains("://") {
+            addr.to_owned()
+        } else {
+            format!("http://{addr}")
+        };
+        let err = |source| ClientError::Connect {
+            addr: url.clone(),
+            source,
+        };
         let channel = Endpoint::from_shared(url.clone())
             .map_err(err)?
             .tcp_nodelay(true)
@@ -197,7 +204,9 @@ impl LedgerClient {
     pub async fn snapshot(&self, context_id: &str) -> Result<pb::SnapshotResponse, ClientError> {
         Ok(self
             .raw()
-            .snapshot(pb::SnapshotRequest { context_id: context_id.to_owned() })
+            .snapshot(pb::SnapshotRequest {
+                context_id: context_id.to_owned(),
+            })
             .await?
             .into_inner())
     }
@@ -210,7 +219,11 @@ impl LedgerClient {
     ) -> Result<pb::LoadResponse, ClientError> {
         Ok(self
             .raw()
-            .load(pb::LoadRequest { context_id: context_id.to_owned(), snapshot, fail_if_exists })
+            .load(pb::LoadRequest {
+                context_id: context_id.to_owned(),
+                snapshot,
+                fail_if_exists,
+            })
             .await?
             .into_inner())
     }

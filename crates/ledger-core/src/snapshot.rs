@@ -48,13 +48,17 @@ pub enum SnapshotError {
     ChecksumMismatch,
     #[error("snapshot is malformed: {0}")]
     Malformed(String),
-    #[error("snapshot entries are out of order or have a gap: expected sequence {expected}, found {found}")]
+    #[error(
+        "snapshot entries are out of order or have a gap: expected sequence {expected}, found {found}"
+    )]
     SequenceGap { expected: u64, found: u64 },
     #[error("snapshot Lamport clocks do not increase at sequence {sequence}")]
     LamportNotIncreasing { sequence: u64 },
     #[error("snapshot header says Lamport clock {header} but the last entry has {last}")]
     LamportMismatch { header: u64, last: u64 },
-    #[error("snapshot Merkle root {expected} does not match the root {computed} recomputed from its entries")]
+    #[error(
+        "snapshot Merkle root {expected} does not match the root {computed} recomputed from its entries"
+    )]
     RootMismatch { expected: Hash, computed: Hash },
 }
 
@@ -306,11 +310,14 @@ pub fn decode(blob: &[u8]) -> Result<Snapshot, SnapshotError> {
     for i in 0..header.tree_size {
         let expected = i + 1;
         let len = r.u32("entry length").map_err(|_| {
-            SnapshotError::Truncated(format!("entry {expected} of {} is missing", header.tree_size))
+            SnapshotError::Truncated(format!(
+                "entry {expected} of {} is missing",
+                header.tree_size
+            ))
         })? as usize;
-        let bytes = r.take(len, "entry").map_err(|_| {
-            SnapshotError::Truncated(format!("entry {expected} is cut short"))
-        })?;
+        let bytes = r
+            .take(len, "entry")
+            .map_err(|_| SnapshotError::Truncated(format!("entry {expected} is cut short")))?;
         let entry = decode_leaf_input(bytes)?;
         if entry.sequence != expected {
             return Err(SnapshotError::SequenceGap {

@@ -69,7 +69,11 @@ impl ValidationError {
     }
 }
 
-fn printable_identifier(field: &'static str, value: &str, max: usize) -> Result<(), ValidationError> {
+fn printable_identifier(
+    field: &'static str,
+    value: &str,
+    max: usize,
+) -> Result<(), ValidationError> {
     if value.is_empty() {
         return Err(ValidationError::Empty { field, max });
     }
@@ -178,7 +182,10 @@ mod tests {
         assert!(validate_context_id("ctx-1").is_ok());
         assert!(validate_context_id(&"a".repeat(256)).is_ok());
         let e = validate_context_id(&"a".repeat(257)).unwrap_err();
-        assert_eq!(e.to_string(), "context_id is 257 bytes; the limit is 256 bytes");
+        assert_eq!(
+            e.to_string(),
+            "context_id is 257 bytes; the limit is 256 bytes"
+        );
         let e = validate_context_id("").unwrap_err();
         assert!(e.to_string().starts_with("context_id must not be empty"));
         let e = validate_context_id("a\nb").unwrap_err();
@@ -193,7 +200,12 @@ mod tests {
     #[test]
     fn key_limits_are_named() {
         assert!(validate_key(&"k".repeat(128)).is_ok());
-        assert!(validate_key(&"k".repeat(129)).unwrap_err().to_string().contains("key is 129 bytes; the limit is 128"));
+        assert!(
+            validate_key(&"k".repeat(129))
+                .unwrap_err()
+                .to_string()
+                .contains("key is 129 bytes; the limit is 128")
+        );
         assert!(validate_key("").is_err());
         assert!(validate_key("a\u{7f}").is_err());
         assert!(validate_key_filter("").is_ok());
@@ -201,7 +213,9 @@ mod tests {
 
     #[test]
     fn payload_over_limit_is_resource_exhausted() {
-        let limits = Limits { max_payload_bytes: 10 };
+        let limits = Limits {
+            max_payload_bytes: 10,
+        };
         assert!(validate_payload(&[0; 10], &limits).is_ok());
         let e = validate_payload(&[0; 11], &limits).unwrap_err();
         assert!(e.is_resource_exhausted());
@@ -223,10 +237,20 @@ mod tests {
         ));
         let mut m = Metadata::new();
         m.insert("k".repeat(129), "v".into());
-        assert!(validate_metadata(&m).unwrap_err().to_string().contains("limit is 128 bytes"));
+        assert!(
+            validate_metadata(&m)
+                .unwrap_err()
+                .to_string()
+                .contains("limit is 128 bytes")
+        );
         let mut m = Metadata::new();
         m.insert("k".into(), "v".repeat(4097));
-        assert!(validate_metadata(&m).unwrap_err().to_string().contains("limit is 4096 bytes"));
+        assert!(
+            validate_metadata(&m)
+                .unwrap_err()
+                .to_string()
+                .contains("limit is 4096 bytes")
+        );
         m.insert("k".into(), "v".repeat(4096));
         assert!(validate_metadata(&m).is_ok());
     }

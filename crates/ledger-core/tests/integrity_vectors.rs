@@ -8,7 +8,10 @@ use ledger_core::{Entry, Metadata, sha256_hex};
 
 fn entries() -> Vec<Entry> {
     let md = |pairs: &[(&str, &str)]| -> Metadata {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     };
     vec![
         Entry::new(
@@ -63,9 +66,17 @@ fn leaf_inputs_and_content_hashes() {
         "c40446e9b030661ebafdb75629abd8d2032d10754f2665db317b0ef07f342190",
     ];
     for i in 0..3 {
-        let input: String = encode_leaf_input(&e[i]).iter().map(|b| format!("{b:02x}")).collect();
+        let input: String = encode_leaf_input(&e[i])
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(input, want_inputs[i], "leaf input of entry {}", i + 1);
-        assert_eq!(hex(&e[i].content_hash), want_hashes[i], "content hash of entry {}", i + 1);
+        assert_eq!(
+            hex(&e[i].content_hash),
+            want_hashes[i],
+            "content hash of entry {}",
+            i + 1
+        );
     }
 }
 
@@ -123,5 +134,8 @@ fn roots_and_proofs() {
 fn snapshot_of_the_three_entries() {
     let blob = ledger_core::snapshot::encode("ctx-vectors", 42, &entries()).unwrap();
     assert_eq!(blob.len(), 453);
-    assert_eq!(sha256_hex(&blob), "87730e7856632fbead004bf3bae581924496434e092b33bae63ab7d16275d137");
+    assert_eq!(
+        sha256_hex(&blob),
+        "87730e7856632fbead004bf3bae581924496434e092b33bae63ab7d16275d137"
+    );
 }

@@ -30,7 +30,11 @@ impl StoredTree {
             });
             roots.push(f.root());
         }
-        StoredTree { leaves, nodes, roots }
+        StoredTree {
+            leaves,
+            nodes,
+            roots,
+        }
     }
 
     fn fetch(&self, plan: &ledger_core::merkle::ProofPlan) -> Vec<Hash> {
@@ -54,13 +58,21 @@ fn every_index_of_every_small_tree_matches_reference() {
         for i in 0..n {
             let plan = inclusion_plan(i as u64, n as u64).unwrap();
             let proof = t.fetch(&plan);
-            assert_eq!(proof, reference::inclusion_path(i, &t.leaves), "incl {i}/{n}");
+            assert_eq!(
+                proof,
+                reference::inclusion_path(i, &t.leaves),
+                "incl {i}/{n}"
+            );
             verify_inclusion(i as u64, n as u64, &t.leaves[i], &proof, &t.roots[n]).unwrap();
         }
         for m in 0..=n {
             let plan = consistency_plan(m as u64, n as u64).unwrap();
             let proof = t.fetch(&plan);
-            assert_eq!(proof, reference::consistency_path(m, &t.leaves), "cons {m}/{n}");
+            assert_eq!(
+                proof,
+                reference::consistency_path(m, &t.leaves),
+                "cons {m}/{n}"
+            );
             verify_consistency(m as u64, n as u64, &t.roots[m], &t.roots[n], &proof).unwrap();
         }
     }

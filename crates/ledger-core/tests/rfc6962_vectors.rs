@@ -107,8 +107,14 @@ fn inclusion_proofs_match_rfc6962_vectors() {
             reference::inclusion_path(index as usize, &leaves[..size as usize]),
             want
         );
-        verify_inclusion(index, size, &leaves[index as usize], &got, &h(ROOTS[size as usize - 1]))
-            .unwrap();
+        verify_inclusion(
+            index,
+            size,
+            &leaves[index as usize],
+            &got,
+            &h(ROOTS[size as usize - 1]),
+        )
+        .unwrap();
     }
 }
 
@@ -149,8 +155,17 @@ fn consistency_proofs_match_rfc6962_vectors() {
         let plan = consistency_plan(m, n).unwrap();
         let got = proof_from_tree(&plan, &leaves[..n as usize]);
         assert_eq!(got, want, "consistency({m}, {n})");
-        assert_eq!(reference::consistency_path(m as usize, &leaves[..n as usize]), want);
-        verify_consistency(m, n, &h(ROOTS[m as usize - 1]), &h(ROOTS[n as usize - 1]), &got)
-            .unwrap();
+        assert_eq!(
+            reference::consistency_path(m as usize, &leaves[..n as usize]),
+            want
+        );
+        verify_consistency(
+            m,
+            n,
+            &h(ROOTS[m as usize - 1]),
+            &h(ROOTS[n as usize - 1]),
+            &got,
+        )
+        .unwrap();
     }
 }

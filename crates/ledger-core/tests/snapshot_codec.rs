@@ -70,7 +70,12 @@ fn rejects_wrong_magic() {
     blob[0] ^= 0xff;
     assert_eq!(decode(&blob), Err(SnapshotError::BadMagic));
     assert_eq!(decode(b"nope"), Err(SnapshotError::BadMagic));
-    assert_eq!(decode(b""), Err(SnapshotError::Truncated("0 bytes is shorter than the 12-byte fixed header".into())));
+    assert_eq!(
+        decode(b""),
+        Err(SnapshotError::Truncated(
+            "0 bytes is shorter than the 12-byte fixed header".into()
+        ))
+    );
 }
 
 #[test]
@@ -79,7 +84,10 @@ fn rejects_future_version_distinctly() {
     blob[8..10].copy_from_slice(&7u16.to_be_bytes());
     let err = decode(&blob).unwrap_err();
     assert_eq!(err, SnapshotError::UnsupportedVersion(7));
-    assert_eq!(err.to_string(), "unsupported snapshot version 7 (this build reads version 1)");
+    assert_eq!(
+        err.to_string(),
+        "unsupported snapshot version 7 (this build reads version 1)"
+    );
     // Even with nothing after the version.
     let mut short = MAGIC.to_vec();
     short.extend_from_slice(&2u16.to_be_bytes());
@@ -98,7 +106,11 @@ fn rejects_truncation_and_trailing_bytes() {
             t.truncate(t.len() - 32 - 32);
             let c = sha256(&t);
             t.extend_from_slice(c.as_bytes());
-            assert!(matches!(decode(&t), Err(SnapshotError::Truncated(_))), "cut {cut}: {:?}", decode(&t));
+            assert!(
+                matches!(decode(&t), Err(SnapshotError::Truncated(_))),
+                "cut {cut}: {:?}",
+                decode(&t)
+            );
         }
         assert!(decode(&blob[..blob.len() - cut]).is_err());
     }
@@ -127,14 +139,20 @@ fn rejects_gaps_and_reordering() {
     let blob = raw_blob("c", &es, None);
     assert_eq!(
         decode(&blob),
-        Err(SnapshotError::SequenceGap { expected: 2, found: 3 })
+        Err(SnapshotError::SequenceGap {
+            expected: 2,
+            found: 3
+        })
     );
     let mut es = entries(4);
     es.remove(1);
     let blob = raw_blob("c", &es, None);
     assert_eq!(
         decode(&blob),
-        Err(SnapshotError::SequenceGap { expected: 2, found: 3 })
+        Err(SnapshotError::SequenceGap {
+            expected: 2,
+            found: 3
+        })
     );
 }
 
@@ -142,14 +160,22 @@ fn rejects_gaps_and_reordering() {
 fn rejects_root_that_does_not_match_entries() {
     let es = entries(4);
     let blob = raw_blob("c", &es, Some(Hash([7; 32])));
-    assert!(matches!(decode(&blob), Err(SnapshotError::RootMismatch { .. })));
+    assert!(matches!(
+        decode(&blob),
+        Err(SnapshotError::RootMismatch { .. })
+    ));
     // A tampered entry whose checksum was recomputed is caught by the root.
     let mut es = entries(4);
-    let good_root = ledger_core::merkle::root_from_leaves(&es.iter().map(|e| e.content_hash).collect::<Vec<_>>());
+    let good_root = ledger_core::merkle::root_from_leaves(
+        &es.iter().map(|e| e.content_hash).collect::<Vec<_>>(),
+    );
     es[2].payload = b"changed".to_vec();
     es[2].content_hash = es[2].compute_content_hash();
     let blob = raw_blob("c", &es, Some(good_root));
-    assert!(matches!(decode(&blob), Err(SnapshotError::RootMismatch { .. })));
+    assert!(matches!(
+        decode(&blob),
+        Err(SnapshotError::RootMismatch { .. })
+    ));
 }
 
 #[test]
@@ -159,7 +185,10 @@ fn encoder_refuses_inconsistent_input() {
     for e in &es {
         enc.push(e).unwrap();
     }
-    assert!(matches!(enc.finish(), Err(snapshot::EncodeError::RootMismatch { .. })));
+    assert!(matches!(
+        enc.finish(),
+        Err(snapshot::EncodeError::RootMismatch { .. })
+    ));
     let mut enc = snapshot::SnapshotEncoder::new("c", 0, 3, 6, Hash([0; 32]), 0);
     assert!(enc.push(&es[1]).is_err());
 }
@@ -174,7 +203,9 @@ fn raw_blob(ctx: &str, es: &[Entry], root: Option<Hash>) -> Vec<u8> {
     out.extend_from_slice(&0u64.to_be_bytes());
     out.extend_from_slice(&(es.len() as u64).to_be_bytes());
     out.extend_from_slice(&es.last().map_or(0, |e| e.lamport_clock).to_be_bytes());
-    let computed = ledger_core::merkle::root_from_leaves(&es.iter().map(|e| e.content_hash).collect::<Vec<_>>());
+    let computed = ledger_core::merkle::root_from_leaves(
+        &es.iter().map(|e| e.content_hash).collect::<Vec<_>>(),
+    );
     out.extend_from_slice(root.unwrap_or(computed).as_bytes());
     for e in es {
         let li = ledger_core::encoding::encode_leaf_input(e);

@@ -159,7 +159,11 @@ impl WritePath {
     }
 
     /// Writes and makes durable in one call (used by loads, which run alone).
-    pub(crate) fn commit_now(&self, commits: &[ContextCommit], bases: &[ContextHead]) -> Result<(), String> {
+    pub(crate) fn commit_now(
+        &self,
+        commits: &[ContextCommit],
+        bases: &[ContextHead],
+    ) -> Result<(), String> {
         self.failed.check().map_err(|e| e.to_string())?;
         self.durable.before_write(commits, bases);
         if let Err(e) = self.store.commit(commits) {
@@ -192,7 +196,10 @@ impl WritePath {
                         Self::refuse(&mut g.replies, &reason);
                         continue;
                     }
-                    let written = Written { commits: g.commits, replies: g.replies };
+                    let written = Written {
+                        commits: g.commits,
+                        replies: g.replies,
+                    };
                     if tx.send(SyncWork::Written(written)).is_err() {
                         break;
                     }
@@ -222,7 +229,12 @@ impl WritePath {
     }
 
     /// One store commit; `durable` asks the store to wait for durability itself.
-    fn write(&self, commits: &[ContextCommit], bases: &[ContextHead], durable: bool) -> Result<(), String> {
+    fn write(
+        &self,
+        commits: &[ContextCommit],
+        bases: &[ContextHead],
+        durable: bool,
+    ) -> Result<(), String> {
         self.failed.check().map_err(|e| e.to_string())?;
         self.durable.before_write(commits, bases);
         let r = if durable {
@@ -252,13 +264,17 @@ impl WritePath {
                 next = rx.try_recv().ok();
             }
             if !pending.is_empty() {
-                let synced = self.failed.check().map_err(|e| e.to_string()).and_then(|()| {
-                    self.store.sync().map_err(|e| {
-                        let reason = e.to_string();
-                        self.failed.fail(reason.clone());
-                        reason
-                    })
-                });
+                let synced = self
+                    .failed
+                    .check()
+                    .map_err(|e| e.to_string())
+                    .and_then(|()| {
+                        self.store.sync().map_err(|e| {
+                            let reason = e.to_string();
+                            self.failed.fail(reason.clone());
+                            reason
+                        })
+                    });
                 self.stats.syncs.fetch_add(1, Ordering::Relaxed);
                 for mut g in pending.drain(..) {
                     match &synced {

@@ -35,7 +35,9 @@ pub enum LedgerError {
     #[error("storage failure while writing: {0}; the ledger stops accepting writes")]
     StorageFailed(String),
     /// A storage failure happened earlier; the ledger no longer accepts writes.
-    #[error("writes are stopped after a storage failure ({reason}); restart the node once storage is healthy")]
+    #[error(
+        "writes are stopped after a storage failure ({reason}); restart the node once storage is healthy"
+    )]
     WritesStopped { reason: String },
     #[error("the ledger is shutting down")]
     ShuttingDown,

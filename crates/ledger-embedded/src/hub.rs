@@ -54,7 +54,9 @@ impl WatchHub {
         if unwatched {
             let mut guard = self.channels.write();
             if let Some(map) = guard.as_mut()
-                && map.get(context_id).is_some_and(|tx| tx.receiver_count() == 0)
+                && map
+                    .get(context_id)
+                    .is_some_and(|tx| tx.receiver_count() == 0)
             {
                 map.remove(context_id);
             }

@@ -38,14 +38,14 @@ pub use ledger_storage::{ContextHead, Durability, ReadQuery, ReadResult, RocksCo
 pub use sequencer::LoadOutcome;
 pub use watch::WatchStream;
 
+pub use commit::Stats;
+use commit::{DurableView, WritePath};
 use hub::WatchHub;
 use ledger_core::merkle::{self, NodeId};
 use ledger_core::snapshot::{self, SnapshotEncoder};
 use ledger_core::validate;
 use ledger_storage::{LogStore, RocksStore};
 use parking_lot::{Mutex, RwLock};
-pub use commit::Stats;
-use commit::{DurableView, WritePath};
 use sequencer::{AppendCmd, Command, FailState, LoadCmd, Sequencer, unix_ns};
 use std::collections::HashMap;
 use std::path::Path;
@@ -140,7 +140,9 @@ struct Inner {
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Ledger").field("config", &self.config).finish()
+        f.debug_struct("Ledger")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -220,7 +222,12 @@ impl Ledger {
     }
 
     async fn send(&self, cmd: Command) -> Result<(), LedgerError> {
-        let tx = self.inner.tx.read().clone().ok_or(LedgerError::ShuttingDown)?;
+        let tx = self
+            .inner
+            .tx
+            .read()
+            .clone()
+            .ok_or(LedgerError::ShuttingDown)?;
         tx.send(cmd).await.map_err(|_| LedgerError::ShuttingDown)
     }
 
@@ -283,7 +290,11 @@ impl Ledger {
     }
 
     /// A read with every knob of [`ReadQuery`]. Only durable entries are visible.
-    pub async fn read(&self, context_id: &str, mut query: ReadQuery) -> Result<ReadResult, LedgerError> {
+    pub async fn read(
+        &self,
+        context_id: &str,
+        mut query: ReadQuery,
+    ) -> Result<ReadResult, LedgerError> {
         validate::validate_context_id(context_id)?;
         if let Some(k) = &query.key {
             validate::validate_key_filter(k)?;
@@ -335,7 +346,8 @@ impl Ledger {
             let created_at_ns = unix_ns();
             let size = head.size();
             let root = head.root();
-            let mut enc = SnapshotEncoder::new(&ctx, created_at_ns, size, head.lamport_clock, root, 0);
+            let mut enc =
+                SnapshotEncoder::new(&ctx, created_at_ns, size, head.lamport_clock, root, 0);
             let mut after = 0;
             while after < size {
                 let page = store.read(
@@ -423,7 +435,9 @@ impl Ledger {
 
     fn require_size(&self, context_id: &str) -> Result<u64, LedgerError> {
         match self.durable_size(context_id)? {
-            0 => Err(LedgerError::NotFound { context_id: context_id.to_owned() }),
+            0 => Err(LedgerError::NotFound {
+                context_id: context_id.to_owned(),
+            }),
             n => Ok(n),
         }
     }
@@ -488,9 +502,15 @@ impl Ledger {
         ids.extend_from_slice(first_plan.nodes());
         ids.extend_from_slice(second_plan.nodes());
         let hashes = self.inner.store.nodes(context_id, &ids)?;
-        let (a, b) = (plan.nodes().len(), plan.nodes().len() + first_plan.nodes().len());
+        let (a, b) = (
+            plan.nodes().len(),
+            plan.nodes().len() + first_plan.nodes().len(),
+        );
         let root_of = |p: &merkle::ProofPlan, hs: &[Hash]| {
-            p.assemble(hs).first().copied().unwrap_or_else(ledger_core::hash::empty_root)
+            p.assemble(hs)
+                .first()
+                .copied()
+                .unwrap_or_else(ledger_core::hash::empty_root)
         };
         Ok(ConsistencyProof {
             first,

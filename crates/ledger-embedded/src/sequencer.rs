@@ -221,7 +221,9 @@ impl Sequencer {
                     nodes: Vec::new(),
                 });
                 group.bases.push(head);
-                group.index.insert(a.context_id.clone(), group.commits.len() - 1);
+                group
+                    .index
+                    .insert(a.context_id.clone(), group.commits.len() - 1);
                 group.commits.len() - 1
             }
         };
@@ -283,10 +285,17 @@ impl Sequencer {
                 // stored tree to the snapshot's tree verifies.
                 let tree = SnapshotTree::new(&leaves);
                 let plan = merkle::consistency_plan(existing, incoming)?;
-                let proof = plan.assemble_with::<()>(|id| Ok(tree.node(id)))
+                let proof = plan
+                    .assemble_with::<()>(|id| Ok(tree.node(id)))
                     .expect("snapshot tree has every node");
-                merkle::verify_consistency(existing, incoming, &head.root(), &snapshot.merkle_root, &proof)
-                    .is_ok()
+                merkle::verify_consistency(
+                    existing,
+                    incoming,
+                    &head.root(),
+                    &snapshot.merkle_root,
+                    &proof,
+                )
+                .is_ok()
             };
             if !contained {
                 let sequence = self.first_difference(context_id, &leaves, existing)?;
@@ -314,7 +323,9 @@ impl Sequencer {
         for chunk in tail.chunks(LOAD_CHUNK) {
             let commit = head.extend(chunk.to_vec())?;
             let next = commit.head.clone();
-            let written = self.path.commit_now(std::slice::from_ref(&commit), std::slice::from_ref(&head));
+            let written = self
+                .path
+                .commit_now(std::slice::from_ref(&commit), std::slice::from_ref(&head));
             if let Err(reason) = written {
                 self.heads.clear();
                 return Err(LedgerError::StorageFailed(reason));
@@ -335,13 +346,19 @@ impl Sequencer {
         leaves: &[Hash],
         existing: u64,
     ) -> Result<u64, LedgerError> {
-        let common = leaves.len().min(usize::try_from(existing).unwrap_or(usize::MAX));
+        let common = leaves
+            .len()
+            .min(usize::try_from(existing).unwrap_or(usize::MAX));
         let mut start = 0usize;
         while start < common {
             let end = (start + 4096).min(common);
             let ids: Vec<NodeId> = (start..end).map(|i| NodeId::leaf(i as u64)).collect();
             let stored = self.store.nodes(context_id, &ids)?;
-            if let Some(off) = stored.iter().zip(&leaves[start..end]).position(|(a, b)| a != b) {
+            if let Some(off) = stored
+                .iter()
+                .zip(&leaves[start..end])
+                .position(|(a, b)| a != b)
+            {
                 return Ok((start + off + 1) as u64);
             }
             start = end;

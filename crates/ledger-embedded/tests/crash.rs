@@ -18,7 +18,9 @@ const CONTEXTS: usize = 4;
 #[test]
 #[ignore = "child process of sigkill_during_appends_loses_no_acknowledged_entry"]
 fn crash_child_process() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let ledger = Ledger::open(&dir, LedgerConfig::default()).unwrap();
@@ -36,7 +38,8 @@ fn crash_child_process() {
                         .append(&ctx, "facts", payload.into_bytes(), md, None)
                         .await
                         .unwrap();
-                    tx.send(format!("ACK {ctx} {} {}\n", e.sequence, e.content_hash)).unwrap();
+                    tx.send(format!("ACK {ctx} {} {}\n", e.sequence, e.content_hash))
+                        .unwrap();
                 }
             });
         }
@@ -57,7 +60,13 @@ async fn sigkill_during_appends_loses_no_acknowledged_entry() {
     let mut acked: HashMap<(String, u64), Hash> = HashMap::new();
     for round in 0..5u32 {
         let mut child = Command::new(&exe)
-            .args(["--exact", "crash_child_process", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_process",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -81,11 +90,18 @@ async fn sigkill_during_appends_loses_no_acknowledged_entry() {
         let lines = reader.join().unwrap();
         child.kill().expect("SIGKILL the child");
         child.wait().unwrap();
-        assert_eq!(lines.len(), kill_after, "child acknowledged appends before it was killed");
+        assert_eq!(
+            lines.len(),
+            kill_after,
+            "child acknowledged appends before it was killed"
+        );
         for line in lines {
             let parts: Vec<&str> = line.split(' ').collect();
             let seq: u64 = parts[2].parse().unwrap();
-            acked.insert((parts[1].to_owned(), seq), Hash::from_hex(parts[3]).unwrap());
+            acked.insert(
+                (parts[1].to_owned(), seq),
+                Hash::from_hex(parts[3]).unwrap(),
+            );
         }
 
         let ledger = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
@@ -93,7 +109,10 @@ async fn sigkill_during_appends_loses_no_acknowledged_entry() {
             let ctx = format!("crash-{c}");
             let r = ledger.get(&ctx, None, 0, None).await.unwrap();
             assert!(
-                r.entries.iter().map(|e| e.sequence).eq(1..=r.latest_sequence),
+                r.entries
+                    .iter()
+                    .map(|e| e.sequence)
+                    .eq(1..=r.latest_sequence),
                 "{ctx} has no gaps"
             );
             for e in &r.entries {
@@ -101,12 +120,23 @@ async fn sigkill_during_appends_loses_no_acknowledged_entry() {
             }
             let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
             let head = ledger.head(&ctx).await.unwrap().unwrap();
-            assert_eq!(head.root(), reference::root(&leaves), "{ctx} root matches its entries");
-            let by_seq: HashMap<u64, Hash> =
-                r.entries.iter().map(|e| (e.sequence, e.content_hash)).collect();
+            assert_eq!(
+                head.root(),
+                reference::root(&leaves),
+                "{ctx} root matches its entries"
+            );
+            let by_seq: HashMap<u64, Hash> = r
+                .entries
+                .iter()
+                .map(|e| (e.sequence, e.content_hash))
+                .collect();
             for ((actx, seq), hash) in &acked {
                 if *actx == ctx {
-                    assert_eq!(by_seq.get(seq), Some(hash), "acknowledged {ctx}/{seq} survived round {round}");
+                    assert_eq!(
+                        by_seq.get(seq),
+                        Some(hash),
+                        "acknowledged {ctx}/{seq} survived round {round}"
+                    );
                 }
             }
         }

@@ -14,22 +14,37 @@ fn memory_ledger() -> Ledger {
 }
 
 fn md(pairs: &[(&str, &str)]) -> Metadata {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 async fn append_n(l: &Ledger, ctx: &str, n: u64) {
     for i in 0..n {
-        l.append(ctx, "facts", format!("{ctx}-{i}").into_bytes(), Metadata::new(), None)
-            .await
-            .unwrap();
+        l.append(
+            ctx,
+            "facts",
+            format!("{ctx}-{i}").into_bytes(),
+            Metadata::new(),
+            None,
+        )
+        .await
+        .unwrap();
     }
 }
 
 #[tokio::test]
 async fn append_assigns_sequence_time_clock_id_and_hash() {
     let l = memory_ledger();
-    let a = l.append("c", "facts", b"one".to_vec(), md(&[("agent", "x")]), None).await.unwrap();
-    let b = l.append("c", "evals", b"two".to_vec(), Metadata::new(), None).await.unwrap();
+    let a = l
+        .append("c", "facts", b"one".to_vec(), md(&[("agent", "x")]), None)
+        .await
+        .unwrap();
+    let b = l
+        .append("c", "evals", b"two".to_vec(), Metadata::new(), None)
+        .await
+        .unwrap();
     assert_eq!((a.sequence, b.sequence), (1, 2));
     assert_eq!((a.lamport_clock, b.lamport_clock), (1, 2));
     assert!(b.appended_at_ns >= a.appended_at_ns && a.appended_at_ns > 1_600_000_000_000_000_000);
@@ -39,23 +54,39 @@ async fn append_assigns_sequence_time_clock_id_and_hash() {
     assert_ne!(a.id, b.id);
     assert_eq!(a.metadata.get("agent").map(String::as_str), Some("x"));
     // Another context starts at 1 again.
-    let c = l.append("d", "facts", vec![], Metadata::new(), None).await.unwrap();
+    let c = l
+        .append("d", "facts", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
     assert_eq!(c.sequence, 1);
 }
 
 #[tokio::test]
 async fn received_lamport_clock_orders_across_contexts() {
     let l = memory_ledger();
-    let a = l.append("a", "k", vec![], Metadata::new(), None).await.unwrap();
-    let a2 = l.append("a", "k", vec![], Metadata::new(), Some(41)).await.unwrap();
+    let a = l
+        .append("a", "k", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
+    let a2 = l
+        .append("a", "k", vec![], Metadata::new(), Some(41))
+        .await
+        .unwrap();
     assert_eq!(a2.lamport_clock, 42);
-    let b = l.append("b", "k", vec![], Metadata::new(), Some(a2.lamport_clock)).await.unwrap();
+    let b = l
+        .append("b", "k", vec![], Metadata::new(), Some(a2.lamport_clock))
+        .await
+        .unwrap();
     assert_eq!(b.lamport_clock, 43);
-    let a3 = l.append("a", "k", vec![], Metadata::new(), Some(1)).await.unwrap();
+    let a3 = l
+        .append("a", "k", vec![], Metadata::new(), Some(1))
+        .await
+        .unwrap();
     assert_eq!(a3.lamport_clock, 43, "max(42, 1) + 1");
     assert_eq!(a.lamport_clock, 1);
     assert!(matches!(
-        l.append("a", "k", vec![], Metadata::new(), Some(u64::MAX)).await,
+        l.append("a", "k", vec![], Metadata::new(), Some(u64::MAX))
+            .await,
         Err(LedgerError::Invalid(_))
     ));
 }
@@ -64,7 +95,12 @@ async fn received_lamport_clock_orders_across_contexts() {
 async fn invalid_input_is_refused_and_stores_nothing() {
     let l = Ledger::with_store(
         Arc::new(MemoryStore::new()),
-        LedgerConfig { limits: ledger_embedded::Limits { max_payload_bytes: 8 }, ..Default::default() },
+        LedgerConfig {
+            limits: ledger_embedded::Limits {
+                max_payload_bytes: 8,
+            },
+            ..Default::default()
+        },
     );
     let cases = [
         ("", "k", 0usize),
@@ -73,10 +109,16 @@ async fn invalid_input_is_refused_and_stores_nothing() {
         ("c", "k", 9),
     ];
     for (ctx, key, len) in cases {
-        let e = l.append(ctx, key, vec![0; len], Metadata::new(), None).await.unwrap_err();
+        let e = l
+            .append(ctx, key, vec![0; len], Metadata::new(), None)
+            .await
+            .unwrap_err();
         assert!(matches!(e, LedgerError::Invalid(_)), "{e}");
     }
-    let e = l.append("c", "k", vec![0; 9], Metadata::new(), None).await.unwrap_err();
+    let e = l
+        .append("c", "k", vec![0; 9], Metadata::new(), None)
+        .await
+        .unwrap_err();
     match e {
         LedgerError::Invalid(v) => assert!(v.is_resource_exhausted()),
         other => panic!("{other}"),
@@ -87,16 +129,24 @@ async fn invalid_input_is_refused_and_stores_nothing() {
 #[tokio::test]
 async fn get_pages_filters_and_reports_latest() {
     let l = memory_ledger();
-    assert_eq!(l.get("nothing", None, 0, None).await.unwrap(), ReadResult::default());
+    assert_eq!(
+        l.get("nothing", None, 0, None).await.unwrap(),
+        ReadResult::default()
+    );
     for i in 0..20u64 {
         let key = if i % 2 == 0 { "facts" } else { "traces" };
-        l.append("g", key, vec![i as u8], Metadata::new(), None).await.unwrap();
+        l.append("g", key, vec![i as u8], Metadata::new(), None)
+            .await
+            .unwrap();
     }
     let all = l.get("g", None, 0, None).await.unwrap();
     assert_eq!(all.entries.len(), 20);
     assert_eq!(all.latest_sequence, 20);
     let page = l.get("g", Some("traces"), 5, Some(3)).await.unwrap();
-    assert_eq!(page.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![6, 8, 10]);
+    assert_eq!(
+        page.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![6, 8, 10]
+    );
     assert!(page.has_more);
     assert_eq!(page.next_after_sequence, 10);
     assert_eq!(page.latest_sequence, 20);
@@ -113,7 +163,13 @@ async fn concurrent_appenders_get_gapless_sequences() {
             let mut seqs = Vec::new();
             for i in 0..100 {
                 let e = l
-                    .append(&ctx, "facts", format!("{w}-{i}").into_bytes(), Metadata::new(), None)
+                    .append(
+                        &ctx,
+                        "facts",
+                        format!("{w}-{i}").into_bytes(),
+                        Metadata::new(),
+                        None,
+                    )
                     .await
                     .unwrap();
                 seqs.push(e.sequence);
@@ -123,15 +179,25 @@ async fn concurrent_appenders_get_gapless_sequences() {
     }
     for t in tasks {
         let (_, seqs) = t.await.unwrap();
-        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "one writer sees increasing sequences");
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "one writer sees increasing sequences"
+        );
     }
     for c in 0..4 {
         let ctx = format!("ctx-{c}");
         let r = l.get(&ctx, None, 0, None).await.unwrap();
         assert!(r.entries.iter().map(|e| e.sequence).eq(1..=400));
-        assert!(r.entries.windows(2).all(|w| w[0].lamport_clock < w[1].lamport_clock));
+        assert!(
+            r.entries
+                .windows(2)
+                .all(|w| w[0].lamport_clock < w[1].lamport_clock)
+        );
         let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
-        assert_eq!(l.head(&ctx).await.unwrap().unwrap().root(), reference::root(&leaves));
+        assert_eq!(
+            l.head(&ctx).await.unwrap().unwrap().root(),
+            reference::root(&leaves)
+        );
     }
 }
 
@@ -158,18 +224,41 @@ async fn proofs_verify_against_reference_roots() {
     // tree_size 0 and second 0 mean "current".
     assert_eq!(l.inclusion_proof("p", 3, 0).await.unwrap().tree_size, 45);
     assert_eq!(l.consistency_proof("p", 3, 0).await.unwrap().second, 45);
-    assert!(matches!(l.inclusion_proof("p", 46, 0).await, Err(LedgerError::OutOfRange(_))));
-    assert!(matches!(l.inclusion_proof("p", 1, 46).await, Err(LedgerError::OutOfRange(_))));
-    assert!(matches!(l.inclusion_proof("p", 0, 0).await, Err(LedgerError::InvalidArgument(_))));
-    assert!(matches!(l.consistency_proof("p", 9, 5).await, Err(LedgerError::InvalidArgument(_))));
-    assert!(matches!(l.inclusion_proof("none", 1, 0).await, Err(LedgerError::NotFound { .. })));
+    assert!(matches!(
+        l.inclusion_proof("p", 46, 0).await,
+        Err(LedgerError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        l.inclusion_proof("p", 1, 46).await,
+        Err(LedgerError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        l.inclusion_proof("p", 0, 0).await,
+        Err(LedgerError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        l.consistency_proof("p", 9, 5).await,
+        Err(LedgerError::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        l.inclusion_proof("none", 1, 0).await,
+        Err(LedgerError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
 async fn snapshot_and_load_restore_exactly() {
     let l = memory_ledger();
     for i in 0..30u64 {
-        l.append("src", "facts", vec![i as u8; 3], md(&[("i", &i.to_string())]), Some(i * 3)).await.unwrap();
+        l.append(
+            "src",
+            "facts",
+            vec![i as u8; 3],
+            md(&[("i", &i.to_string())]),
+            Some(i * 3),
+        )
+        .await
+        .unwrap();
     }
     let snap = l.snapshot("src").await.unwrap();
     assert_eq!(snap.sequence, 30);
@@ -185,9 +274,15 @@ async fn snapshot_and_load_restore_exactly() {
         other.get("dst", None, 0, None).await.unwrap().entries,
         l.get("src", None, 0, None).await.unwrap().entries
     );
-    assert_eq!(other.head("dst").await.unwrap().unwrap().root(), snap.merkle_root);
+    assert_eq!(
+        other.head("dst").await.unwrap().unwrap().root(),
+        snap.merkle_root
+    );
     // Appends continue the restored history and clock.
-    let next = other.append("dst", "facts", vec![], Metadata::new(), None).await.unwrap();
+    let next = other
+        .append("dst", "facts", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
     assert_eq!(next.sequence, 31);
     assert_eq!(next.lamport_clock, decoded.lamport_clock + 1);
 
@@ -214,7 +309,10 @@ async fn load_appends_only_the_missing_tail() {
     replica.load("r", early.bytes, false).await.unwrap();
     let out = replica.load("r", late.bytes.clone(), false).await.unwrap();
     assert_eq!((out.entries_restored, out.latest_sequence), (7, 17));
-    assert_eq!(replica.head("r").await.unwrap().unwrap().root(), late.merkle_root);
+    assert_eq!(
+        replica.head("r").await.unwrap().unwrap().root(),
+        late.merkle_root
+    );
     // Loading the same snapshot again changes nothing.
     let out = replica.load("r", late.bytes, false).await.unwrap();
     assert_eq!(out.entries_restored, 0);
@@ -225,10 +323,18 @@ async fn load_of_diverging_history_names_the_first_differing_sequence() {
     let a = memory_ledger();
     let b = memory_ledger();
     for i in 0..12u64 {
-        let payload = if i < 8 { vec![i as u8] } else { vec![100 + i as u8] };
-        a.append("x", "facts", vec![i as u8], Metadata::new(), None).await.unwrap();
+        let payload = if i < 8 {
+            vec![i as u8]
+        } else {
+            vec![100 + i as u8]
+        };
+        a.append("x", "facts", vec![i as u8], Metadata::new(), None)
+            .await
+            .unwrap();
         // b differs from sequence 9 on, and its entry ids differ everywhere.
-        b.append("x", "facts", payload, Metadata::new(), None).await.unwrap();
+        b.append("x", "facts", payload, Metadata::new(), None)
+            .await
+            .unwrap();
     }
     let snap_b = b.snapshot("x").await.unwrap();
     match a.load("x", snap_b.bytes.clone(), false).await {
@@ -240,11 +346,15 @@ async fn load_of_diverging_history_names_the_first_differing_sequence() {
     let c = memory_ledger();
     let prefix = {
         let p = memory_ledger();
-        p.load("x", a.snapshot("x").await.unwrap().bytes, false).await.unwrap();
+        p.load("x", a.snapshot("x").await.unwrap().bytes, false)
+            .await
+            .unwrap();
         p
     };
     let _ = prefix;
-    c.load("x", a.snapshot("x").await.unwrap().bytes, false).await.unwrap();
+    c.load("x", a.snapshot("x").await.unwrap().bytes, false)
+        .await
+        .unwrap();
     let mut forged = snapshot::decode(&a.snapshot("x").await.unwrap().bytes).unwrap();
     for e in forged.entries.iter_mut().skip(8) {
         e.payload = b"rewritten".to_vec();
@@ -256,7 +366,11 @@ async fn load_of_diverging_history_names_the_first_differing_sequence() {
         Err(LedgerError::Diverged { sequence, .. }) => assert_eq!(sequence, 9),
         other => panic!("{other:?}"),
     }
-    assert_eq!(c.current_sequence("x").await.unwrap(), 12, "nothing overwritten");
+    assert_eq!(
+        c.current_sequence("x").await.unwrap(),
+        12,
+        "nothing overwritten"
+    );
     // A longer forged history that rewrites the middle is refused too.
     let mut longer = snapshot::decode(&a.snapshot("x").await.unwrap().bytes).unwrap();
     longer.entries[4].payload = b"evil".to_vec();
@@ -279,9 +393,18 @@ async fn load_rejects_malformed_snapshots() {
     append_n(&l, "s", 3).await;
     let mut blob = l.snapshot("s").await.unwrap().bytes;
     blob[20] ^= 1;
-    assert!(matches!(l.load("t", blob, false).await, Err(LedgerError::Snapshot(_))));
-    assert!(matches!(l.load("t", b"garbage".to_vec(), false).await, Err(LedgerError::Snapshot(_))));
-    assert!(matches!(l.snapshot("none").await, Err(LedgerError::NotFound { .. })));
+    assert!(matches!(
+        l.load("t", blob, false).await,
+        Err(LedgerError::Snapshot(_))
+    ));
+    assert!(matches!(
+        l.load("t", b"garbage".to_vec(), false).await,
+        Err(LedgerError::Snapshot(_))
+    ));
+    assert!(matches!(
+        l.snapshot("none").await,
+        Err(LedgerError::NotFound { .. })
+    ));
     assert_eq!(l.current_sequence("t").await.unwrap(), 0);
 }
 
@@ -305,16 +428,26 @@ async fn watch_catches_up_then_follows_live_without_gaps() {
 async fn watch_from_sequence_and_key_filter() {
     let l = memory_ledger();
     for i in 0..10u64 {
-        l.append("w", if i % 2 == 0 { "facts" } else { "evals" }, vec![], Metadata::new(), None)
-            .await
-            .unwrap();
+        l.append(
+            "w",
+            if i % 2 == 0 { "facts" } else { "evals" },
+            vec![],
+            Metadata::new(),
+            None,
+        )
+        .await
+        .unwrap();
     }
     let mut w = l.watch("w", Some("evals"), 4).unwrap();
     for want in [6, 8, 10] {
         assert_eq!(w.next().await.unwrap().sequence, want);
     }
-    l.append("w", "facts", vec![], Metadata::new(), None).await.unwrap();
-    l.append("w", "evals", vec![], Metadata::new(), None).await.unwrap();
+    l.append("w", "facts", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
+    l.append("w", "evals", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
     assert_eq!(w.next().await.unwrap().sequence, 12);
     assert_eq!(w.position(), 12);
 }
@@ -323,7 +456,10 @@ async fn watch_from_sequence_and_key_filter() {
 async fn stalled_watcher_recovers_from_storage_without_gaps() {
     let l = Ledger::with_store(
         Arc::new(MemoryStore::new()),
-        LedgerConfig { watch_buffer: 8, ..Default::default() },
+        LedgerConfig {
+            watch_buffer: 8,
+            ..Default::default()
+        },
     );
     let mut w = l.watch("s", None, 0).unwrap();
     let mut fast = l.watch("s", None, 0).unwrap();
@@ -367,7 +503,9 @@ struct FailingStore {
 impl LogStore for FailingStore {
     fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
         if self.commits.fetch_add(1, Ordering::SeqCst) >= self.ok {
-            return Err(StorageError::Io(std::io::Error::other("injected disk failure")));
+            return Err(StorageError::Io(std::io::Error::other(
+                "injected disk failure",
+            )));
         }
         self.inner.commit(batch)
     }
@@ -391,12 +529,22 @@ impl LogStore for FailingStore {
 #[tokio::test]
 async fn storage_failure_stops_writes_and_never_acknowledges() {
     let inner = MemoryStore::new();
-    let store = Arc::new(FailingStore { inner: inner.clone(), ok: 3, commits: AtomicUsize::new(0) });
+    let store = Arc::new(FailingStore {
+        inner: inner.clone(),
+        ok: 3,
+        commits: AtomicUsize::new(0),
+    });
     let l = Ledger::with_store(store, LedgerConfig::default());
     append_n(&l, "f", 3).await;
-    let e = l.append("f", "k", vec![], Metadata::new(), None).await.unwrap_err();
+    let e = l
+        .append("f", "k", vec![], Metadata::new(), None)
+        .await
+        .unwrap_err();
     assert!(matches!(e, LedgerError::StorageFailed(_)), "{e}");
-    let e = l.append("g", "k", vec![], Metadata::new(), None).await.unwrap_err();
+    let e = l
+        .append("g", "k", vec![], Metadata::new(), None)
+        .await
+        .unwrap_err();
     assert!(matches!(e, LedgerError::WritesStopped { .. }), "{e}");
     assert!(e.to_string().contains("injected disk failure"));
     assert!(!l.is_writable());
@@ -417,7 +565,13 @@ async fn rocks_ledger_survives_reopen() {
     };
     let l = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
     assert_eq!(l.head("r").await.unwrap().unwrap().root(), root);
-    let e = l.append("r", "facts", vec![], Metadata::new(), None).await.unwrap();
+    let e = l
+        .append("r", "facts", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
     assert_eq!(e.sequence, 26);
-    assert_eq!(l.list_contexts(None, 10).await.unwrap(), vec!["r".to_string()]);
+    assert_eq!(
+        l.list_contexts(None, 10).await.unwrap(),
+        vec!["r".to_string()]
+    );
 }

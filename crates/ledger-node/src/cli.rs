@@ -117,7 +117,10 @@ enum Command {
 /// Runs the command line; returns the process exit code.
 pub fn main() -> i32 {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -137,7 +140,9 @@ pub fn main() -> i32 {
 fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),
@@ -160,12 +165,25 @@ async fn run(command: Command) -> Result<(), String> {
             tracing::info!(%addr, data_dir = %config.data_dir.display(), durability = ?config.durability, "Converge Ledger serving");
             crate::server::serve(config, listener, crate::server::shutdown_signal()).await
         }
-        Command::Append { target, context, key, payload, file, meta, received_lamport, json } => {
+        Command::Append {
+            target,
+            context,
+            key,
+            payload,
+            file,
+            meta,
+            received_lamport,
+            json,
+        } => {
             let payload = match (payload.as_deref(), file) {
-                (_, Some(f)) => std::fs::read(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?,
+                (_, Some(f)) => {
+                    std::fs::read(&f).map_err(|e| format!("cannot read {}: {e}", f.display()))?
+                }
                 (Some("-"), None) => {
                     let mut buf = Vec::new();
-                    std::io::stdin().read_to_end(&mut buf).map_err(|e| format!("cannot read stdin: {e}"))?;
+                    std::io::stdin()
+                        .read_to_end(&mut buf)
+                        .map_err(|e| format!("cannot read stdin: {e}"))?;
                     buf
                 }
                 (Some(p), None) => p.as_bytes().to_vec(),
@@ -178,7 +196,9 @@ async fn run(command: Command) -> Result<(), String> {
                     .ok_or_else(|| format!("--meta {m:?} is not KEY=VALUE"))?;
                 metadata.insert(k.to_owned(), v.to_owned());
             }
-            let client = LedgerClient::connect(&target.addr).await.map_err(client_err)?;
+            let client = LedgerClient::connect(&target.addr)
+                .await
+                .map_err(client_err)?;
             let e = client
                 .append(&context, &key, payload, metadata, received_lamport)
                 .await
@@ -186,32 +206,69 @@ async fn run(command: Command) -> Result<(), String> {
             print_entry(&e, json);
             Ok(())
         }
-        Command::Get { target, context, key, after, limit, json } => {
-            let client = LedgerClient::connect(&target.addr).await.map_err(client_err)?;
+        Command::Get {
+            target,
+            context,
+            key,
+            after,
+            limit,
+            json,
+        } => {
+            let client = LedgerClient::connect(&target.addr)
+                .await
+                .map_err(client_err)?;
             if limit == 0 {
-                for e in client.get_all(&context, &key, after).await.map_err(client_err)? {
+                for e in client
+                    .get_all(&context, &key, after)
+                    .await
+                    .map_err(client_err)?
+                {
                     print_entry(&e, json);
                 }
             } else {
-                let page = client.get(&context, &key, after, limit).await.map_err(client_err)?;
+                let page = client
+                    .get(&context, &key, after, limit)
+                    .await
+                    .map_err(client_err)?;
                 for e in &page.entries {
                     print_entry(e, json);
                 }
                 if page.has_more && !json {
-                    eprintln!("(more entries: continue with --after {})", page.next_after_sequence);
+                    eprintln!(
+                        "(more entries: continue with --after {})",
+                        page.next_after_sequence
+                    );
                 }
             }
             Ok(())
         }
-        Command::Watch { target, context, key, from, no_reconnect, json } => {
-            watch(&target.addr, &context, &key, from, no_reconnect, json).await
-        }
-        Command::Snapshot { target, context, out } => {
-            let client = LedgerClient::connect(&target.addr).await.map_err(client_err)?;
+        Command::Watch {
+            target,
+            context,
+            key,
+            from,
+            no_reconnect,
+            json,
+        } => watch(&target.addr, &context, &key, from, no_reconnect, json).await,
+        Command::Snapshot {
+            target,
+            context,
+            out,
+        } => {
+            let client = LedgerClient::connect(&target.addr)
+                .await
+                .map_err(client_err)?;
             let started = Instant::now();
-            let resp = with_progress("snapshot", client.snapshot(&context)).await.map_err(client_err)?;
-            std::fs::write(&out, &resp.snapshot).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-            let root = resp.metadata.as_ref().map(|m| hex::encode(&m.merkle_root)).unwrap_or_default();
+            let resp = with_progress("snapshot", client.snapshot(&context))
+                .await
+                .map_err(client_err)?;
+            std::fs::write(&out, &resp.snapshot)
+                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+            let root = resp
+                .metadata
+                .as_ref()
+                .map(|m| hex::encode(&m.merkle_root))
+                .unwrap_or_default();
             eprintln!(
                 "wrote {} ({} bytes, {} entries, root {root}) in {:.1}s",
                 out.display(),
@@ -221,9 +278,17 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Load { target, context, input, fail_if_exists } => {
-            let bytes = std::fs::read(&input).map_err(|e| format!("cannot read {}: {e}", input.display()))?;
-            let client = LedgerClient::connect(&target.addr).await.map_err(client_err)?;
+        Command::Load {
+            target,
+            context,
+            input,
+            fail_if_exists,
+        } => {
+            let bytes = std::fs::read(&input)
+                .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+            let client = LedgerClient::connect(&target.addr)
+                .await
+                .map_err(client_err)?;
             let started = Instant::now();
             let size = bytes.len();
             let resp = with_progress("load", client.load(&context, bytes, fail_if_exists))
@@ -265,7 +330,14 @@ async fn with_progress<T>(what: &str, fut: impl std::future::Future<Output = T>)
     }
 }
 
-async fn watch(addr: &str, context: &str, key: &str, from: u64, no_reconnect: bool, json: bool) -> Result<(), String> {
+async fn watch(
+    addr: &str,
+    context: &str,
+    key: &str,
+    from: u64,
+    no_reconnect: bool,
+    json: bool,
+) -> Result<(), String> {
     let mut position = from;
     loop {
         let result: Result<(), ClientError> = async {

@@ -179,7 +179,10 @@ impl Config {
             return bad("max_payload_bytes", "must be at least 1".into());
         }
         if self.max_response_bytes < 1024 {
-            return bad("max_response_bytes", format!("{} is below the minimum of 1024", self.max_response_bytes));
+            return bad(
+                "max_response_bytes",
+                format!("{} is below the minimum of 1024", self.max_response_bytes),
+            );
         }
         if self.max_message_bytes < self.max_payload_bytes + (64 << 10) {
             return bad(
@@ -203,7 +206,10 @@ impl Config {
             return bad("watch_buffer/queue_depth", "must be at least 1".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
-            return bad("log_level", format!("{:?} is not a valid tracing filter", self.log_level));
+            return bad(
+                "log_level",
+                format!("{:?} is not a valid tracing filter", self.log_level),
+            );
         }
         Ok(())
     }
@@ -217,7 +223,9 @@ impl Config {
     pub fn ledger_config(&self) -> LedgerConfig {
         let defaults = LedgerConfig::default();
         LedgerConfig {
-            limits: Limits { max_payload_bytes: self.max_payload_bytes },
+            limits: Limits {
+                max_payload_bytes: self.max_payload_bytes,
+            },
             rocks: RocksConfig {
                 durability: match self.durability {
                     DurabilitySetting::Sync => Durability::Sync,
@@ -235,6 +243,8 @@ impl Config {
 }
 
 #[cfg(test)]
+// figment::Jail closures return figment::Error, which is large; fine in tests.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
 
@@ -261,17 +271,28 @@ mod tests {
     #[test]
     fn precedence_is_file_then_env_then_flags() {
         figment::Jail::expect_with(|jail| {
-            jail.create_file("ledger.toml", "port = 7000\ndata_dir = \"/file\"\nlog_format = \"json\"\n")?;
+            jail.create_file(
+                "ledger.toml",
+                "port = 7000\ndata_dir = \"/file\"\nlog_format = \"json\"\n",
+            )?;
             let file = Path::new("ledger.toml");
             let c = Config::load(Some(file), &Overrides::default()).unwrap();
             assert_eq!((c.port, c.log_format), (7000, LogFormat::Json));
             jail.set_env("GRPC_PORT", "7100");
-            assert_eq!(Config::load(Some(file), &Overrides::default()).unwrap().port, 7100);
+            assert_eq!(
+                Config::load(Some(file), &Overrides::default())
+                    .unwrap()
+                    .port,
+                7100
+            );
             jail.set_env("LEDGER_PORT", "7200");
             jail.set_env("LEDGER_DATA_DIR", "/env");
             let c = Config::load(Some(file), &Overrides::default()).unwrap();
             assert_eq!((c.port, c.data_dir.clone()), (7200, PathBuf::from("/env")));
-            let flags = Overrides { port: Some(7300), ..Default::default() };
+            let flags = Overrides {
+                port: Some(7300),
+                ..Default::default()
+            };
             let c = Config::load(Some(file), &flags).unwrap();
             assert_eq!((c.port, c.data_dir), (7300, PathBuf::from("/env")));
             Ok(())
@@ -289,8 +310,14 @@ mod tests {
         });
         assert!(e.contains("durability"), "{e}");
         let e = with_env(&[], || {
-            Config::load(None, &Overrides { max_payload_bytes: Some(0), ..Default::default() })
-                .unwrap_err()
+            Config::load(
+                None,
+                &Overrides {
+                    max_payload_bytes: Some(0),
+                    ..Default::default()
+                },
+            )
+            .unwrap_err()
         });
         assert!(e.contains("max_payload_bytes"), "{e}");
         figment::Jail::expect_with(|jail| {
@@ -300,8 +327,11 @@ mod tests {
             Ok(())
         });
         let e = with_env(&[], || {
-            Config::load(Some(Path::new("/nonexistent/ledger.toml")), &Overrides::default())
-                .unwrap_err()
+            Config::load(
+                Some(Path::new("/nonexistent/ledger.toml")),
+                &Overrides::default(),
+            )
+            .unwrap_err()
         });
         assert!(e.contains("does not exist"), "{e}");
     }

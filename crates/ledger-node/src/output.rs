@@ -9,7 +9,10 @@ pub fn payload_text(payload: &[u8]) -> (String, &'static str) {
         Ok(s) if s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t') => {
             (s.to_owned(), "utf8")
         }
-        _ => (base64::engine::general_purpose::STANDARD.encode(payload), "base64"),
+        _ => (
+            base64::engine::general_purpose::STANDARD.encode(payload),
+            "base64",
+        ),
     }
 }
 
@@ -92,7 +95,10 @@ mod tests {
     #[test]
     fn times_and_payloads_render() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(rfc3339(1_700_000_000_123_000_000), "2023-11-14T22:13:20.123Z");
+        assert_eq!(
+            rfc3339(1_700_000_000_123_000_000),
+            "2023-11-14T22:13:20.123Z"
+        );
         assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(payload_text(b"hello"), ("hello".into(), "utf8"));
         assert_eq!(payload_text(&[0, 159, 146, 150]).1, "base64");

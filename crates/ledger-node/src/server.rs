@@ -45,7 +45,10 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let ledger = Ledger::open(&config.data_dir, config.ledger_config()).map_err(|e| {
-        format!("cannot open the data dir {} (setting data_dir): {e}", config.data_dir.display())
+        format!(
+            "cannot open the data dir {} (setting data_dir): {e}",
+            config.data_dir.display()
+        )
     })?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter

@@ -31,7 +31,9 @@ fn log_result<T>(rpc: &'static str, context_id: &str, start: Instant, r: &Result
     let micros = start.elapsed().as_micros() as u64;
     match r {
         Ok(_) => tracing::debug!(rpc, context_id, micros, "ok"),
-        Err(s) => tracing::debug!(rpc, context_id, micros, code = ?s.code(), message = s.message(), "failed"),
+        Err(s) => {
+            tracing::debug!(rpc, context_id, micros, code = ?s.code(), message = s.message(), "failed")
+        }
     }
 }
 
@@ -50,15 +52,28 @@ impl ContextService for ContextApi {
         let metadata: Metadata = r.metadata.into_iter().collect();
         let result = self
             .ledger
-            .append(&r.context_id, &r.key, r.payload, metadata, r.received_lamport_clock)
+            .append(
+                &r.context_id,
+                &r.key,
+                r.payload,
+                metadata,
+                r.received_lamport_clock,
+            )
             .await
-            .map(|e| Response::new(pb::AppendResponse { entry: Some(entry_to_pb(&e)) }))
+            .map(|e| {
+                Response::new(pb::AppendResponse {
+                    entry: Some(entry_to_pb(&e)),
+                })
+            })
             .map_err(to_status);
         log_result("Append", &r.context_id, start, &result);
         result
     }
 
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let start = Instant::now();
         let r = request.into_inner();
         let limit = (r.limit > 0).then_some(r.limit as usize);
@@ -106,7 +121,10 @@ impl ContextService for ContextApi {
         result
     }
 
-    async fn load(&self, request: Request<pb::LoadRequest>) -> Result<Response<pb::LoadResponse>, Status> {
+    async fn load(
+        &self,
+        request: Request<pb::LoadRequest>,
+    ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
         let r = request.into_inner();
         let result = self
@@ -126,13 +144,21 @@ impl ContextService for ContextApi {
 
     type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.into_inner();
         let mut stream = self
             .ledger
             .watch(&r.context_id, key_filter(&r.key), r.from_sequence)
             .map_err(to_status)?;
-        tracing::debug!(rpc = "Watch", context_id = r.context_id, from = r.from_sequence, "started");
+        tracing::debug!(
+            rpc = "Watch",
+            context_id = r.context_id,
+            from = r.from_sequence,
+            "started"
+        );
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         tokio::spawn(async move {
             loop {
@@ -159,7 +185,12 @@ impl ContextService for ContextApi {
                     }
                 }
             }
-            tracing::debug!(rpc = "Watch", context_id = r.context_id, position = stream.position(), "ended");
+            tracing::debug!(
+                rpc = "Watch",
+                context_id = r.context_id,
+                position = stream.position(),
+                "ended"
+            );
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

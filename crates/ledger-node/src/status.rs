@@ -35,13 +35,46 @@ mod tests {
     #[test]
     fn codes_follow_the_contract() {
         let cases: Vec<(LedgerError, Code)> = vec![
-            (ValidationError::Empty { field: "key", max: 128 }.into(), Code::InvalidArgument),
-            (ValidationError::PayloadTooLarge { len: 5, max: 4 }.into(), Code::ResourceExhausted),
-            (LedgerError::NotFound { context_id: "c".into() }, Code::NotFound),
-            (LedgerError::AlreadyExists { context_id: "c".into(), size: 1 }, Code::AlreadyExists),
-            (LedgerError::Diverged { context_id: "c".into(), sequence: 3 }, Code::FailedPrecondition),
-            (SnapshotError::UnsupportedVersion(9).into(), Code::InvalidArgument),
-            (SnapshotError::ChecksumMismatch.into(), Code::InvalidArgument),
+            (
+                ValidationError::Empty {
+                    field: "key",
+                    max: 128,
+                }
+                .into(),
+                Code::InvalidArgument,
+            ),
+            (
+                ValidationError::PayloadTooLarge { len: 5, max: 4 }.into(),
+                Code::ResourceExhausted,
+            ),
+            (
+                LedgerError::NotFound {
+                    context_id: "c".into(),
+                },
+                Code::NotFound,
+            ),
+            (
+                LedgerError::AlreadyExists {
+                    context_id: "c".into(),
+                    size: 1,
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                LedgerError::Diverged {
+                    context_id: "c".into(),
+                    sequence: 3,
+                },
+                Code::FailedPrecondition,
+            ),
+            (
+                SnapshotError::UnsupportedVersion(9).into(),
+                Code::InvalidArgument,
+            ),
+            (
+                SnapshotError::ChecksumMismatch.into(),
+                Code::InvalidArgument,
+            ),
             (LedgerError::OutOfRange("x".into()), Code::OutOfRange),
             (LedgerError::StorageFailed("disk".into()), Code::Internal),
             (LedgerError::ShuttingDown, Code::Unavailable),
@@ -50,8 +83,15 @@ mod tests {
             assert_eq!(to_status(e).code(), code);
         }
         let s = to_status(SnapshotError::UnsupportedVersion(9).into());
-        assert!(s.message().contains("unsupported snapshot version 9"), "{}", s.message());
-        let s = to_status(LedgerError::Diverged { context_id: "c".into(), sequence: 3 });
+        assert!(
+            s.message().contains("unsupported snapshot version 9"),
+            "{}",
+            s.message()
+        );
+        let s = to_status(LedgerError::Diverged {
+            context_id: "c".into(),
+            sequence: 3,
+        });
         assert!(s.message().contains("sequence 3"));
     }
 }

@@ -115,7 +115,15 @@ mod tests {
 
     #[test]
     fn entry_and_head_round_trip() {
-        let e = Entry::new("id".into(), "facts".into(), vec![1, 2, 3], 1, 5, Metadata::new(), 1);
+        let e = Entry::new(
+            "id".into(),
+            "facts".into(),
+            vec![1, 2, 3],
+            1,
+            5,
+            Metadata::new(),
+            1,
+        );
         let v = encode_entry(&e);
         assert_eq!(decode_entry(&v).unwrap(), e);
         assert_eq!(entry_value_key(&v), Some("facts"));
@@ -123,7 +131,10 @@ mod tests {
         head.push(&e, &mut Vec::new()).unwrap();
         let rec = decode_head(&encode_head(&head)).unwrap();
         assert_eq!(rec.size, 1);
-        assert_eq!(rec.into_head(head.frontier.hashes().to_vec()).unwrap(), head);
+        assert_eq!(
+            rec.into_head(head.frontier.hashes().to_vec()).unwrap(),
+            head
+        );
         assert!(decode_head(&encode_head(&head)[..10]).is_err());
     }
 }

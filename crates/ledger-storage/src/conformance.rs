@@ -37,7 +37,13 @@ pub fn append_n<S: LogStore>(store: &S, context_id: &str, count: u64, key: &str)
         .unwrap_or_else(|| ContextHead::empty(context_id));
     let base = head.size();
     let entries = (1..=count)
-        .map(|i| make_entry(base + i, key, format!("{context_id}/{}", base + i).as_bytes()))
+        .map(|i| {
+            make_entry(
+                base + i,
+                key,
+                format!("{context_id}/{}", base + i).as_bytes(),
+            )
+        })
         .collect();
     let commit = head.extend(entries).expect("extend head");
     store.commit(std::slice::from_ref(&commit)).expect("commit");
@@ -72,7 +78,12 @@ pub fn appended_entries_read_back_exactly<H: Harness>(h: &mut H) {
     let c1 = append_n(&s, "rb", 3, "facts");
     let c2 = append_n(&s, "rb", 2, "evals");
     let r = s.read("rb", &ReadQuery::default()).unwrap();
-    let want: Vec<Entry> = c1.entries.iter().chain(&c2.entries).map(|e| Entry::clone(e)).collect();
+    let want: Vec<Entry> = c1
+        .entries
+        .iter()
+        .chain(&c2.entries)
+        .map(|e| Entry::clone(e))
+        .collect();
     assert_eq!(r.entries, want);
     assert_eq!(r.latest_sequence, 5);
     assert_eq!(r.next_after_sequence, 5);
@@ -84,13 +95,39 @@ pub fn appended_entries_read_back_exactly<H: Harness>(h: &mut H) {
     assert_eq!(head.root(), reference::root(&leaves));
     // after_sequence and up_to
     let r = s
-        .read("rb", &ReadQuery { after_sequence: 2, up_to: Some(4), ..Default::default() })
+        .read(
+            "rb",
+            &ReadQuery {
+                after_sequence: 2,
+                up_to: Some(4),
+                ..Default::default()
+            },
+        )
         .unwrap();
-    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![3, 4]);
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![3, 4]
+    );
     assert_eq!(r.latest_sequence, 5);
-    let r = s.read("rb", &ReadQuery { after_sequence: 5, ..Default::default() }).unwrap();
+    let r = s
+        .read(
+            "rb",
+            &ReadQuery {
+                after_sequence: 5,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert!(r.entries.is_empty());
-    let r = s.read("rb", &ReadQuery { after_sequence: 99, ..Default::default() }).unwrap();
+    let r = s
+        .read(
+            "rb",
+            &ReadQuery {
+                after_sequence: 99,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert!(r.entries.is_empty());
     assert_eq!(r.latest_sequence, 5);
 }
@@ -100,23 +137,66 @@ pub fn reads_filter_by_key_and_respect_limits<H: Harness>(h: &mut H) {
     for i in 0..10 {
         append_n(&s, "kf", 1, if i % 3 == 0 { "facts" } else { "traces" });
     }
-    let facts = ReadQuery { key: Some("facts".into()), ..Default::default() };
+    let facts = ReadQuery {
+        key: Some("facts".into()),
+        ..Default::default()
+    };
     let r = s.read("kf", &facts).unwrap();
-    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 4, 7, 10]);
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 4, 7, 10]
+    );
     assert!(!r.has_more);
-    let r = s.read("kf", &ReadQuery { limit: Some(2), ..facts.clone() }).unwrap();
-    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![1, 4]);
+    let r = s
+        .read(
+            "kf",
+            &ReadQuery {
+                limit: Some(2),
+                ..facts.clone()
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 4]
+    );
     assert!(r.has_more);
     assert_eq!(r.next_after_sequence, 4);
     let r = s
-        .read("kf", &ReadQuery { limit: Some(2), after_sequence: 4, ..facts.clone() })
+        .read(
+            "kf",
+            &ReadQuery {
+                limit: Some(2),
+                after_sequence: 4,
+                ..facts.clone()
+            },
+        )
         .unwrap();
-    assert_eq!(r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(), vec![7, 10]);
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![7, 10]
+    );
     assert!(!r.has_more, "no further facts after 10");
-    let r = s.read("kf", &ReadQuery { limit: Some(3), ..Default::default() }).unwrap();
+    let r = s
+        .read(
+            "kf",
+            &ReadQuery {
+                limit: Some(3),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(r.entries.len(), 3);
     assert!(r.has_more);
-    let r = s.read("kf", &ReadQuery { key: Some("none".into()), ..Default::default() }).unwrap();
+    let r = s
+        .read(
+            "kf",
+            &ReadQuery {
+                key: Some("none".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert!(r.entries.is_empty());
     assert!(!r.has_more);
 }
@@ -124,16 +204,38 @@ pub fn reads_filter_by_key_and_respect_limits<H: Harness>(h: &mut H) {
 pub fn byte_budget_cuts_reads_with_has_more<H: Harness>(h: &mut H) {
     let s = h.open();
     append_n(&s, "bb", 10, "facts");
-    let one = s.read("bb", &ReadQuery { limit: Some(1), ..Default::default() }).unwrap();
+    let one = s
+        .read(
+            "bb",
+            &ReadQuery {
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let size = one.entries[0].encoded_len();
     let r = s
-        .read("bb", &ReadQuery { max_bytes: Some(size * 3 + size / 2), ..Default::default() })
+        .read(
+            "bb",
+            &ReadQuery {
+                max_bytes: Some(size * 3 + size / 2),
+                ..Default::default()
+            },
+        )
         .unwrap();
     assert_eq!(r.entries.len(), 3);
     assert!(r.has_more);
     assert_eq!(r.next_after_sequence, 3);
     // At least one entry even when it alone is over budget.
-    let r = s.read("bb", &ReadQuery { max_bytes: Some(1), ..Default::default() }).unwrap();
+    let r = s
+        .read(
+            "bb",
+            &ReadQuery {
+                max_bytes: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert_eq!(r.entries.len(), 1);
     assert!(r.has_more);
 }
@@ -143,15 +245,30 @@ pub fn commits_that_are_not_gapless_are_refused_atomically<H: Harness>(h: &mut H
     append_n(&s, "gap", 2, "facts");
     let head = s.head("gap").unwrap().unwrap();
     // Stale base: built from an older head.
-    let stale = ContextHead::empty("gap").extend(vec![make_entry(1, "facts", b"x")]).unwrap();
-    assert!(matches!(s.commit(&[stale]), Err(StorageError::SizeConflict { expected: 0, actual: 2, .. })));
+    let stale = ContextHead::empty("gap")
+        .extend(vec![make_entry(1, "facts", b"x")])
+        .unwrap();
+    assert!(matches!(
+        s.commit(&[stale]),
+        Err(StorageError::SizeConflict {
+            expected: 0,
+            actual: 2,
+            ..
+        })
+    ));
     // A gap in the sequences.
     let mut bad = head.extend(vec![make_entry(3, "facts", b"x")]).unwrap();
     bad.entries = vec![make_entry(4, "facts", b"x")];
-    assert!(matches!(s.commit(&[bad]), Err(StorageError::NotGapless { .. })));
+    assert!(matches!(
+        s.commit(&[bad]),
+        Err(StorageError::NotGapless { .. })
+    ));
     // Nothing changed.
     assert_eq!(s.head("gap").unwrap().unwrap(), head);
-    assert_eq!(s.read("gap", &ReadQuery::default()).unwrap().entries.len(), 2);
+    assert_eq!(
+        s.read("gap", &ReadQuery::default()).unwrap().entries.len(),
+        2
+    );
     // Two commits of one context in one batch chain correctly.
     let c3 = head.extend(vec![make_entry(3, "facts", b"3")]).unwrap();
     let c4 = c3.head.extend(vec![make_entry(4, "facts", b"4")]).unwrap();
@@ -180,9 +297,15 @@ pub fn concurrent_commits_on_different_contexts_stay_gapless<H: Harness>(h: &mut
         let r = s.read(&ctx, &ReadQuery::default()).unwrap();
         let n = 50 * (1 + (t % 3));
         assert_eq!(r.latest_sequence, n);
-        assert!(r.entries.iter().map(|e| e.sequence).eq(1..=n), "{ctx} is gapless");
+        assert!(
+            r.entries.iter().map(|e| e.sequence).eq(1..=n),
+            "{ctx} is gapless"
+        );
         let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
-        assert_eq!(s.head(&ctx).unwrap().unwrap().root(), reference::root(&leaves));
+        assert_eq!(
+            s.head(&ctx).unwrap().unwrap().root(),
+            reference::root(&leaves)
+        );
     }
 }
 
@@ -198,7 +321,10 @@ pub fn reopen_keeps_everything<H: Harness>(h: &mut H) {
         )
     };
     let s = h.open();
-    assert_eq!(s.read("reopen", &ReadQuery::default()).unwrap().entries, before_entries);
+    assert_eq!(
+        s.read("reopen", &ReadQuery::default()).unwrap().entries,
+        before_entries
+    );
     assert_eq!(s.head("reopen").unwrap().unwrap(), before_head);
     let plan = merkle::inclusion_plan(5, 37).unwrap();
     assert_eq!(s.nodes("reopen", plan.nodes()).unwrap(), before_nodes);
@@ -219,16 +345,27 @@ pub fn proofs_from_store_match_reference_tree<H: Harness>(h: &mut H) {
     for n in 1..=size {
         let prefix = &leaves[..n as usize];
         let root = s.nodes("proofs", merkle::root_plan(n).nodes()).unwrap();
-        assert_eq!(merkle::root_plan(n).assemble(&root), vec![reference::root(prefix)]);
+        assert_eq!(
+            merkle::root_plan(n).assemble(&root),
+            vec![reference::root(prefix)]
+        );
         for i in 0..n {
             let plan = merkle::inclusion_plan(i, n).unwrap();
             let proof = plan.assemble(&s.nodes("proofs", plan.nodes()).unwrap());
-            assert_eq!(proof, reference::inclusion_path(i as usize, prefix), "incl {i}/{n}");
+            assert_eq!(
+                proof,
+                reference::inclusion_path(i as usize, prefix),
+                "incl {i}/{n}"
+            );
         }
         for m in 0..=n {
             let plan = merkle::consistency_plan(m, n).unwrap();
             let proof = plan.assemble(&s.nodes("proofs", plan.nodes()).unwrap());
-            assert_eq!(proof, reference::consistency_path(m as usize, prefix), "cons {m}/{n}");
+            assert_eq!(
+                proof,
+                reference::consistency_path(m as usize, prefix),
+                "cons {m}/{n}"
+            );
         }
     }
 }
@@ -259,10 +396,17 @@ pub fn list_contexts_pages_through_all<H: Harness>(h: &mut H) {
 pub fn multi_context_batch_is_atomic<H: Harness>(h: &mut H) {
     let s = h.open();
     append_n(&s, "atom-b", 1, "facts");
-    let a = ContextHead::empty("atom-a").extend(vec![make_entry(1, "facts", b"a")]).unwrap();
-    let stale_b = ContextHead::empty("atom-b").extend(vec![make_entry(1, "facts", b"b")]).unwrap();
+    let a = ContextHead::empty("atom-a")
+        .extend(vec![make_entry(1, "facts", b"a")])
+        .unwrap();
+    let stale_b = ContextHead::empty("atom-b")
+        .extend(vec![make_entry(1, "facts", b"b")])
+        .unwrap();
     assert!(s.commit(&[a.clone(), stale_b]).is_err());
-    assert!(s.head("atom-a").unwrap().is_none(), "nothing of a refused batch is written");
+    assert!(
+        s.head("atom-a").unwrap().is_none(),
+        "nothing of a refused batch is written"
+    );
     s.commit(&[a]).unwrap();
     assert_eq!(s.head("atom-a").unwrap().unwrap().size(), 1);
 }

@@ -70,9 +70,15 @@ mod tests {
     #[test]
     fn entry_keys_sort_by_sequence_within_a_context() {
         let c = context_key("ctx");
-        let mut keys: Vec<_> = [300u64, 2, 1, 256, u64::MAX].iter().map(|s| entry_key(&c, *s)).collect();
+        let mut keys: Vec<_> = [300u64, 2, 1, 256, u64::MAX]
+            .iter()
+            .map(|s| entry_key(&c, *s))
+            .collect();
         keys.sort();
-        let seqs: Vec<_> = keys.iter().map(|k| entry_key_sequence(k).unwrap()).collect();
+        let seqs: Vec<_> = keys
+            .iter()
+            .map(|k| entry_key_sequence(k).unwrap())
+            .collect();
         assert_eq!(seqs, vec![1, 2, 256, 300, u64::MAX]);
     }
 

@@ -7,8 +7,12 @@
 //! fsynced before `commit` returns. Opening the store reads no data: heads are loaded when a
 //! context is first touched (the head row plus the `nodes` rows of the frontier's subtrees).
 
-use crate::codec::{HeadRecord, decode_entry, decode_head, encode_entry_into, encode_head, entry_value_key};
-use crate::keys::{ContextKey, context_key, entry_key, entry_key_sequence, node_location, node_row_len};
+use crate::codec::{
+    HeadRecord, decode_entry, decode_head, encode_entry_into, encode_head, entry_value_key,
+};
+use crate::keys::{
+    ContextKey, context_key, entry_key, entry_key_sequence, node_location, node_row_len,
+};
 use crate::{
     ContextCommit, ContextHead, Durability, LogStore, ReadQuery, ReadResult, StorageError,
     check_commit, fits_budget,
@@ -17,8 +21,8 @@ use ledger_core::merkle::NodeId;
 use ledger_core::{Entry, Hash};
 use parking_lot::Mutex;
 use rocksdb::{
-    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
-    Options, ReadOptions, WriteBatch, WriteOptions,
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Options,
+    ReadOptions, WriteBatch, WriteOptions,
 };
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -167,14 +171,22 @@ impl RocksStore {
         let cfs = vec![
             cf(
                 CF_ENTRIES,
-                if config.compress_entries { DBCompressionType::Lz4 } else { DBCompressionType::None },
+                if config.compress_entries {
+                    DBCompressionType::Lz4
+                } else {
+                    DBCompressionType::None
+                },
                 false,
             ),
             cf(CF_HEADS, DBCompressionType::None, true),
             cf(CF_NODES, DBCompressionType::None, true),
         ];
-        let db = DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(rocks("open the database"))?;
-        match db.get(FORMAT_KEY).map_err(rocks("read the format marker"))? {
+        let db =
+            DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(rocks("open the database"))?;
+        match db
+            .get(FORMAT_KEY)
+            .map_err(rocks("read the format marker"))?
+        {
             None => {
                 db.put(FORMAT_KEY, FORMAT_VALUE)
                     .map_err(rocks("write the format marker"))?;
@@ -224,12 +236,19 @@ impl RocksStore {
         let Some(v) = v else { return Ok(None) };
         let rec = decode_head(&v)?;
         if rec.context_id != context_id {
-            return Err(StorageError::ContextKeyCollision(rec.context_id, context_id.to_owned()));
+            return Err(StorageError::ContextKeyCollision(
+                rec.context_id,
+                context_id.to_owned(),
+            ));
         }
         Ok(Some(rec))
     }
 
-    fn load_head(&self, key: &ContextKey, context_id: &str) -> Result<Option<ContextHead>, StorageError> {
+    fn load_head(
+        &self,
+        key: &ContextKey,
+        context_id: &str,
+    ) -> Result<Option<ContextHead>, StorageError> {
         let Some(rec) = self.load_record(key, context_id, None)? else {
             return Ok(None);
         };
@@ -239,14 +258,21 @@ impl RocksStore {
         rec.into_head(hashes).map(Some)
     }
 
-    fn read_nodes(&self, key: &ContextKey, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
+    fn read_nodes(
+        &self,
+        key: &ContextKey,
+        context_id: &str,
+        ids: &[NodeId],
+    ) -> Result<Vec<Hash>, StorageError> {
         // Many subtrees share a row (a row holds a whole right spine), so read each row once, in
         // key order.
         let mut rows: Vec<u64> = ids.iter().map(|id| node_location(*id).0).collect();
         rows.sort_unstable();
         rows.dedup();
         let keys: Vec<_> = rows.iter().map(|seq| entry_key(key, *seq)).collect();
-        let values = self.db.batched_multi_get_cf(self.cf(CF_NODES), keys.iter(), true);
+        let values = self
+            .db
+            .batched_multi_get_cf(self.cf(CF_NODES), keys.iter(), true);
         let values = values
             .into_iter()
             .map(|v| v.map_err(rocks("read Merkle nodes")))
@@ -254,11 +280,16 @@ impl RocksStore {
         ids.iter()
             .map(|id| {
                 let (seq, off) = node_location(*id);
-                let row = rows.binary_search(&seq).ok().and_then(|i| values[i].as_deref());
+                let row = rows
+                    .binary_search(&seq)
+                    .ok()
+                    .and_then(|i| values[i].as_deref());
                 row.and_then(|row| row.get(off..off + 32))
                     .and_then(Hash::from_slice)
                     .ok_or_else(|| {
-                        StorageError::Corrupt(format!("missing Merkle node {id:?} of {context_id:?}"))
+                        StorageError::Corrupt(format!(
+                            "missing Merkle node {id:?} of {context_id:?}"
+                        ))
                     })
             })
             .collect()
@@ -282,7 +313,10 @@ impl RocksStore {
                 None => match committed.get(&key) {
                     Some((known, size)) if known == id => *size,
                     Some((known, _)) => {
-                        return Err(StorageError::ContextKeyCollision(known.clone(), id.to_owned()));
+                        return Err(StorageError::ContextKeyCollision(
+                            known.clone(),
+                            id.to_owned(),
+                        ));
                     }
                     None => {
                         let size = self.load_record(&key, id, None)?.map_or(0, |r| r.size);
@@ -298,7 +332,7 @@ impl RocksStore {
         // Write each column family's keys in ascending order: the memtable skiplist then inserts
         // next to the previous key instead of searching from the top for every key. (A stable
         // sort keeps several commits of one context in sequence order.)
-        keyed.sort_by(|a, b| a.0.cmp(&b.0));
+        keyed.sort_by_key(|a| a.0);
         let (entries_cf, heads_cf, nodes_cf) =
             (self.cf(CF_ENTRIES), self.cf(CF_HEADS), self.cf(CF_NODES));
         let mut wb = WriteBatch::default();
@@ -358,7 +392,12 @@ impl RocksStore {
     /// Writes raw bytes under an entry's key, bypassing every check. For tests that simulate
     /// on-disk tampering and for fault injection; never used by the ledger itself.
     #[doc(hidden)]
-    pub fn tamper_entry_for_tests(&self, context_id: &str, sequence: u64, value: &[u8]) -> Result<(), StorageError> {
+    pub fn tamper_entry_for_tests(
+        &self,
+        context_id: &str,
+        sequence: u64,
+        value: &[u8],
+    ) -> Result<(), StorageError> {
         let k = entry_key(&context_key(context_id), sequence);
         self.db
             .put_cf(self.cf(CF_ENTRIES), k, value)
@@ -367,7 +406,11 @@ impl RocksStore {
 
     /// The raw stored value of an entry, for tests.
     #[doc(hidden)]
-    pub fn raw_entry_for_tests(&self, context_id: &str, sequence: u64) -> Result<Option<Vec<u8>>, StorageError> {
+    pub fn raw_entry_for_tests(
+        &self,
+        context_id: &str,
+        sequence: u64,
+    ) -> Result<Option<Vec<u8>>, StorageError> {
         let k = entry_key(&context_key(context_id), sequence);
         self.db
             .get_cf(self.cf(CF_ENTRIES), k)
@@ -401,7 +444,9 @@ impl LogStore for RocksStore {
     fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError> {
         let key = context_key(context_id);
         let snap = self.db.snapshot();
-        let latest = self.load_record(&key, context_id, Some(&snap))?.map_or(0, |r| r.size);
+        let latest = self
+            .load_record(&key, context_id, Some(&snap))?
+            .map_or(0, |r| r.size);
         let upper = query.up_to.map_or(latest, |u| u.min(latest));
         let mut out: Vec<Entry> = Vec::new();
         let mut bytes = 0usize;
@@ -422,7 +467,9 @@ impl LogStore for RocksStore {
                 expected += 1;
                 if let Some(want) = query.key.as_deref() {
                     let stored = entry_value_key(v).ok_or_else(|| {
-                        StorageError::Corrupt(format!("entry {seq} of {context_id:?} is unreadable"))
+                        StorageError::Corrupt(format!(
+                            "entry {seq} of {context_id:?} is unreadable"
+                        ))
                     })?;
                     if stored != want {
                         it.next();
@@ -489,13 +536,23 @@ impl LogStore for RocksStore {
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        self.db.flush_wal(true).map_err(rocks("sync the write-ahead log"))
+        self.db
+            .flush_wal(true)
+            .map_err(rocks("sync the write-ahead log"))
     }
 
     fn flush(&self) -> Result<(), StorageError> {
         self.sync()?;
-        let default = self.db.cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME).expect("default column family");
-        let cfs = [self.cf(CF_ENTRIES), self.cf(CF_NODES), self.cf(CF_HEADS), default];
+        let default = self
+            .db
+            .cf_handle(rocksdb::DEFAULT_COLUMN_FAMILY_NAME)
+            .expect("default column family");
+        let cfs = [
+            self.cf(CF_ENTRIES),
+            self.cf(CF_NODES),
+            self.cf(CF_HEADS),
+            default,
+        ];
         self.db
             .flush_cfs_opt(&cfs, &rocksdb::FlushOptions::default())
             .map_err(rocks("flush memtables"))

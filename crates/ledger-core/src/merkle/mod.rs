@@ -15,7 +15,7 @@ pub mod reference;
 
 pub use compact::Frontier;
 pub use proof::{
-    ProofError, ProofPlan, consistency_plan, inclusion_plan, root_plan, root_from_leaves,
+    ProofError, ProofPlan, consistency_plan, inclusion_plan, root_from_leaves, root_plan,
     verify_consistency, verify_inclusion,
 };
 
@@ -88,7 +88,10 @@ mod tests {
     fn decomposition_follows_set_bits() {
         let mut v = Vec::new();
         range_decomposition(0, 13, &mut v);
-        assert_eq!(v, vec![NodeId::new(3, 0), NodeId::new(2, 2), NodeId::new(0, 12)]);
+        assert_eq!(
+            v,
+            vec![NodeId::new(3, 0), NodeId::new(2, 2), NodeId::new(0, 12)]
+        );
         v.clear();
         range_decomposition(8, 11, &mut v);
         assert_eq!(v, vec![NodeId::new(1, 4), NodeId::new(0, 10)]);

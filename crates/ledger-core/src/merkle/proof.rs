@@ -72,7 +72,9 @@ impl ProofPlan {
             .map(|&(from, to)| {
                 let part = &hashes[from..to];
                 let (last, rest) = part.split_last().expect("proof element covers leaves");
-                rest.iter().rev().fold(*last, |acc, left| node_hash(left, &acc))
+                rest.iter()
+                    .rev()
+                    .fold(*last, |acc, left| node_hash(left, &acc))
             })
             .collect()
     }
@@ -356,5 +358,9 @@ pub fn consistency_path_len(first: u64, second: u64) -> usize {
     let inner = 64 - (f ^ s).leading_zeros();
     let border = f.checked_shr(inner).unwrap_or(0).count_ones();
     let base = (inner + border) as usize;
-    if first.is_power_of_two() { base } else { base + 1 }
+    if first.is_power_of_two() {
+        base
+    } else {
+        base + 1
+    }
 }

@@ -47,7 +47,11 @@ pub fn consistency_path(m: usize, leaves: &[Hash]) -> Vec<Hash> {
 fn subproof(m: usize, leaves: &[Hash], whole: bool) -> Vec<Hash> {
     let n = leaves.len();
     if m == n {
-        return if whole { Vec::new() } else { vec![root(leaves)] };
+        return if whole {
+            Vec::new()
+        } else {
+            vec![root(leaves)]
+        };
     }
     let k = split_point(n as u64) as usize;
     if m <= k {
