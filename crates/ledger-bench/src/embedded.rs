@@ -106,13 +106,13 @@ fn raw_rocks_puts_per_sec(ctx: &Ctx, sync: bool) -> f64 {
     n as f64 / start.elapsed().as_secs_f64()
 }
 
-/// Appends per second, and the mean number of appends per store commit (fsync).
+/// Appends per second, and the mean number of appends per store commit and per fsync.
 async fn append_rate(
     ctx: &Ctx,
     durability: Durability,
     contexts: usize,
     per_context: usize,
-) -> (f64, f64) {
+) -> (f64, f64, f64) {
     let dir = ctx.tempdir();
     let config = LedgerConfig {
         rocks: RocksConfig {
@@ -152,25 +152,28 @@ async fn append_rate(
     tokio::time::sleep(Duration::from_millis(500)).await;
     measuring.store(true, Ordering::Relaxed);
     let stats = ledger.stats();
-    let (c0, e0) = (
+    let (c0, e0, s0) = (
         stats.commits.load(Ordering::Relaxed),
         stats.entries.load(Ordering::Relaxed),
+        stats.syncs.load(Ordering::Relaxed),
     );
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs_f64(ctx.secs())).await;
     let n = count.load(Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    let (c1, e1) = (
+    let (c1, e1, s1) = (
         stats.commits.load(Ordering::Relaxed),
         stats.entries.load(Ordering::Relaxed),
+        stats.syncs.load(Ordering::Relaxed),
     );
     let group = (e1 - e0) as f64 / (c1 - c0).max(1) as f64;
+    let per_sync = (e1 - e0) as f64 / (s1 - s0).max(1) as f64;
     stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("appender");
     }
     ledger.close().await;
-    (n as f64 / elapsed, group)
+    (n as f64 / elapsed, group, per_sync)
 }
 
 async fn appends(ctx: &Ctx) {
@@ -195,9 +198,10 @@ async fn appends(ctx: &Ctx) {
             if !ctx.wants(&name) {
                 continue;
             }
-            let (r, group) = append_rate(ctx, durability, contexts, per).await;
+            let (r, group, per_sync) = append_rate(ctx, durability, contexts, per).await;
+            let per_sync = if sync { format!(", {per_sync:.1} per fsync") } else { String::new() };
             row(
-                &format!("{name} (mean {group:.1} appends per commit)"),
+                &format!("{name} (mean {group:.1} appends per commit{per_sync})"),
                 &rate(r),
                 target,
                 &baseline,
