@@ -24,4 +24,5 @@ fix:
 
 # Benchmarks (add --quick for a short run); figures go to docs/BENCHMARKS.md
 bench *ARGS:
-    cargo run --release -p ledger-bench -- embedded {{ARGS}}
+    cargo build --release --locked --workspace --bins
+    "$CARGO_TARGET_DIR/release/ledger-bench" embedded {{ARGS}}
