@@ -43,3 +43,57 @@ pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, String> {
         content_hash,
     })
 }
+
+use ledger_core::checkpoint::SignedTreeHead;
+use ledger_proto::ledger::v1 as lpb;
+
+/// Domain tree head → wire tree head.
+pub fn tree_head_to_pb(h: &SignedTreeHead) -> lpb::SignedTreeHead {
+    lpb::SignedTreeHead {
+        context_id: h.context_id.clone(),
+        tree_size: h.tree_size,
+        root_hash: h.root.as_bytes().to_vec(),
+        lamport_clock: h.lamport_clock,
+        timestamp_ns: h.timestamp_ns,
+        key_id: ledger_core::checkpoint::hex4(&h.key_id),
+        signature: h.signature.to_vec(),
+        checkpoint: h.checkpoint.clone(),
+        key_name: h.key_name.clone(),
+        note: h.note(),
+    }
+}
+
+/// Wire tree head → domain tree head (shapes checked; the signature is not verified here).
+pub fn tree_head_from_pb(h: lpb::SignedTreeHead) -> Result<SignedTreeHead, String> {
+    let root = Hash::from_slice(&h.root_hash)
+        .ok_or_else(|| format!("tree head root is {} bytes, expected 32", h.root_hash.len()))?;
+    let signature: [u8; 64] = h
+        .signature
+        .as_slice()
+        .try_into()
+        .map_err(|_| format!("tree head signature is {} bytes, expected 64", h.signature.len()))?;
+    let id = Hash::from_hex(&format!("{:0<64}", h.key_id))
+        .filter(|_| h.key_id.len() == 8)
+        .ok_or_else(|| format!("tree head key id {:?} is not 8 hex characters", h.key_id))?;
+    Ok(SignedTreeHead {
+        context_id: h.context_id,
+        tree_size: h.tree_size,
+        root,
+        lamport_clock: h.lamport_clock,
+        timestamp_ns: h.timestamp_ns,
+        key_name: h.key_name,
+        key_id: [id.0[0], id.0[1], id.0[2], id.0[3]],
+        checkpoint: h.checkpoint,
+        signature,
+    })
+}
+
+/// A list of 32-byte hashes from the wire.
+pub fn hashes_from_pb(list: Vec<Vec<u8>>, what: &str) -> Result<Vec<Hash>, String> {
+    list.iter()
+        .enumerate()
+        .map(|(i, b)| {
+            Hash::from_slice(b).ok_or_else(|| format!("{what}[{i}] is {} bytes, expected 32", b.len()))
+        })
+        .collect()
+}

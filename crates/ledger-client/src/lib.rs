@@ -3,11 +3,17 @@
 //! # Layout
 //! - [`LedgerClient`]: connect, append, get (one page or all), watch, snapshot, load.
 //! - [`convert`]: wire ↔ domain conversions, the only place the two meet.
+//! - [`verify`]: verification of tree heads, proofs, snapshots and watched streams against a
+//!   trusted key, without trusting the node. Pure, no network.
 
 pub mod convert;
+pub mod verify;
 
-use ledger_core::{Entry, Metadata};
+use ledger_core::checkpoint::{SignedTreeHead, VerifyingKey};
+use ledger_core::{Entry, Hash, Metadata};
 use ledger_proto::context::v1 as pb;
+use ledger_proto::ledger::v1 as lpb;
+use lpb::integrity_service_client::IntegrityServiceClient;
 use pb::context_service_client::ContextServiceClient;
 use thiserror::Error;
 use tokio_stream::StreamExt;
@@ -57,6 +63,36 @@ pub struct Page {
 #[derive(Clone, Debug)]
 pub struct LedgerClient {
     inner: ContextServiceClient<Channel>,
+    integrity: IntegrityServiceClient<Channel>,
+}
+
+/// An event of a watch stream that carries tree heads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchItem {
+    Entry(Entry),
+    TreeHead(SignedTreeHead),
+}
+
+/// An inclusion proof as served, with the signed head it is valid for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InclusionProof {
+    pub leaf_index: u64,
+    pub tree_size: u64,
+    pub leaf_hash: Hash,
+    pub path: Vec<Hash>,
+    pub tree_head: SignedTreeHead,
+}
+
+/// A consistency proof as served, with the signed heads of both sizes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsistencyProof {
+    pub path: Vec<Hash>,
+    pub first: SignedTreeHead,
+    pub second: SignedTreeHead,
+}
+
+fn invalid(e: String) -> ClientError {
+    ClientError::InvalidResponse(e)
 }
 
 impl LedgerClient {
@@ -83,9 +119,10 @@ impl LedgerClient {
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
         LedgerClient {
-            inner: ContextServiceClient::new(channel)
+            inner: ContextServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            integrity: IntegrityServiceClient::new(channel),
         }
     }
 
@@ -189,16 +226,104 @@ impl LedgerClient {
                 context_id: context_id.to_owned(),
                 key: key.to_owned(),
                 from_sequence,
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(stream.filter_map(|ev| match ev {
+            Err(s) => Some(Err(ClientError::from(s))),
+            // Only entries: tree heads are not requested here.
+            Ok(ev) => ev.entry.map(|e| convert::entry_from_pb(e).map_err(ClientError::InvalidResponse)),
+        }))
+    }
+
+    /// A stream of entries with sequence > `from_sequence`, interleaved with signed tree heads
+    /// covering exactly the entries delivered so far (every `every_entries` entries or
+    /// `every_ms` milliseconds; 0 = the node's default).
+    pub async fn watch_with_tree_heads(
+        &self,
+        context_id: &str,
+        from_sequence: u64,
+        every_entries: u32,
+        every_ms: u32,
+    ) -> Result<impl tokio_stream::Stream<Item = Result<WatchItem, ClientError>> + use<>, ClientError>
+    {
+        let stream = self
+            .raw()
+            .watch(pb::WatchRequest {
+                context_id: context_id.to_owned(),
+                key: String::new(),
+                from_sequence,
+                include_tree_heads: true,
+                tree_head_every_entries: every_entries,
+                tree_head_every_ms: every_ms,
             })
             .await?
             .into_inner();
         Ok(stream.map(|ev| {
             let ev = ev?;
-            let entry = ev
-                .entry
-                .ok_or_else(|| ClientError::InvalidResponse("watch event without entry".into()))?;
-            convert::entry_from_pb(entry).map_err(ClientError::InvalidResponse)
+            match (ev.entry, ev.tree_head) {
+                (Some(e), None) => convert::entry_from_pb(e).map(WatchItem::Entry).map_err(invalid),
+                (None, Some(h)) => convert::tree_head_from_pb(h).map(WatchItem::TreeHead).map_err(invalid),
+                _ => Err(invalid("watch event must carry exactly one of entry and tree_head".into())),
+            }
         }))
+    }
+
+    /// The context's signed tree head.
+    pub async fn tree_head(&self, context_id: &str) -> Result<SignedTreeHead, ClientError> {
+        let h = self
+            .integrity
+            .clone()
+            .get_tree_head(lpb::GetTreeHeadRequest { context_id: context_id.to_owned() })
+            .await?
+            .into_inner();
+        convert::tree_head_from_pb(h).map_err(invalid)
+    }
+
+    /// Inclusion proof of entry `sequence` in the tree of `tree_size` (0 = current).
+    pub async fn inclusion_proof(&self, context_id: &str, sequence: u64, tree_size: u64) -> Result<InclusionProof, ClientError> {
+        let p = self
+            .integrity
+            .clone()
+            .get_inclusion_proof(lpb::GetInclusionProofRequest { context_id: context_id.to_owned(), sequence, tree_size })
+            .await?
+            .into_inner();
+        let head = p.tree_head.ok_or_else(|| invalid("inclusion proof without tree head".into()))?;
+        Ok(InclusionProof {
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            leaf_hash: Hash::from_slice(&p.leaf_hash).ok_or_else(|| invalid("leaf hash is not 32 bytes".into()))?,
+            path: convert::hashes_from_pb(p.audit_path, "audit_path").map_err(invalid)?,
+            tree_head: convert::tree_head_from_pb(head).map_err(invalid)?,
+        })
+    }
+
+    /// Consistency proof from `first_size` to `second_size` (0 = current).
+    pub async fn consistency_proof(&self, context_id: &str, first_size: u64, second_size: u64) -> Result<ConsistencyProof, ClientError> {
+        let p = self
+            .integrity
+            .clone()
+            .get_consistency_proof(lpb::GetConsistencyProofRequest { context_id: context_id.to_owned(), first_size, second_size })
+            .await?
+            .into_inner();
+        let head = |h: Option<lpb::SignedTreeHead>, which: &str| {
+            h.ok_or_else(|| invalid(format!("consistency proof without {which} tree head")))
+                .and_then(|h| convert::tree_head_from_pb(h).map_err(invalid))
+        };
+        Ok(ConsistencyProof {
+            path: convert::hashes_from_pb(p.path, "path").map_err(invalid)?,
+            first: head(p.first_tree_head, "first")?,
+            second: head(p.second_tree_head, "second")?,
+        })
+    }
+
+    /// The node's signing key (trust on first use; pin it for real verification).
+    pub async fn public_key(&self) -> Result<(String, VerifyingKey), ClientError> {
+        let k = self.integrity.clone().get_public_key(lpb::GetPublicKeyRequest {}).await?.into_inner();
+        let bytes: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| invalid("public key is not 32 bytes".into()))?;
+        let key = VerifyingKey::from_bytes(&bytes).map_err(|e| invalid(format!("public key is invalid: {e}")))?;
+        Ok((k.key_name, key))
     }
 
     pub async fn snapshot(&self, context_id: &str) -> Result<pb::SnapshotResponse, ClientError> {

@@ -11,7 +11,9 @@
 //! - [`merkle`]: the per-context Merkle tree: frontier, proof plans, verifiers, reference tree.
 //! - [`lamport`]: per-context Lamport clocks.
 //! - [`snapshot`]: the versioned, self-verifying snapshot format.
+//! - [`checkpoint`]: signed tree heads (Ed25519 over a C2SP-style text checkpoint).
 
+pub mod checkpoint;
 pub mod encoding;
 pub mod entry;
 pub mod hash;

@@ -111,6 +111,17 @@ pub struct InclusionProof {
     pub root: Hash,
 }
 
+/// A context's tree at some size: what a tree head states.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeState {
+    pub size: u64,
+    pub root: Hash,
+    /// Lamport clock of the entry at `size` (0 for the empty tree).
+    pub lamport_clock: u64,
+    /// `appended_at_ns` of the entry at `size` (0 for the empty tree).
+    pub appended_at_ns: u64,
+}
+
 /// Proof that a context's tree of `first` entries is a prefix of its tree of `second`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConsistencyProof {
@@ -518,6 +529,58 @@ impl Ledger {
             path: plan.assemble(&hashes[..a]),
             first_root: root_of(&first_plan, &hashes[a..b]),
             second_root: root_of(&second_plan, &hashes[b..]),
+        })
+    }
+
+    /// The context's tree at `size` (0 = the current durable size): root, and the Lamport
+    /// clock and time of the entry at that size. `NotFound` for a context without entries.
+    pub async fn tree_state(&self, context_id: &str, size: u64) -> Result<TreeState, LedgerError> {
+        let current = self.require_size(context_id)?;
+        let size = resolve_size(size, current)?;
+        if let Some(h) = self.inner.durable.head(context_id).filter(|h| h.size() == size) {
+            return Ok(TreeState {
+                size,
+                root: h.root(),
+                lamport_clock: h.lamport_clock,
+                appended_at_ns: h.last_appended_at_ns,
+            });
+        }
+        let plan = merkle::root_plan(size);
+        let root = plan
+            .assemble(&self.inner.store.nodes(context_id, plan.nodes())?)
+            .first()
+            .copied()
+            .unwrap_or_else(ledger_core::hash::empty_root);
+        let (lamport_clock, appended_at_ns) = if size == 0 {
+            (0, 0)
+        } else {
+            let page = self
+                .read(context_id, ReadQuery { after_sequence: size - 1, limit: Some(1), up_to: Some(size), ..ReadQuery::default() })
+                .await?;
+            let e = page.entries.first().ok_or_else(|| {
+                LedgerError::Storage(ledger_storage::StorageError::Corrupt(format!(
+                    "entry {size} of {context_id:?} is missing"
+                )))
+            })?;
+            (e.lamport_clock, e.appended_at_ns)
+        };
+        Ok(TreeState { size, root, lamport_clock, appended_at_ns })
+    }
+
+    /// The Merkle frontier of the context's first `size` entries (for following the tree as
+    /// entries arrive, e.g. to sign heads along a watch stream).
+    pub async fn frontier_at(&self, context_id: &str, size: u64) -> Result<ledger_core::Frontier, LedgerError> {
+        let current = self.durable_size(context_id)?;
+        if size > current {
+            return Err(LedgerError::OutOfRange(format!(
+                "size {size} is beyond the context's current size {current}"
+            )));
+        }
+        let mut ids = Vec::new();
+        merkle::range_decomposition(0, size, &mut ids);
+        let hashes = if ids.is_empty() { Vec::new() } else { self.inner.store.nodes(context_id, &ids)? };
+        ledger_core::Frontier::from_parts(size, hashes).map_err(|e| {
+            LedgerError::Storage(ledger_storage::StorageError::Corrupt(e.to_string()))
         })
     }
 

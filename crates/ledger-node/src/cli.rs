@@ -100,6 +100,23 @@ enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
+    /// Print the signed tree head of a context (verified against the trusted key), optionally saving it
+    Head {
+        #[command(flatten)]
+        target: Target,
+        context: String,
+        /// Save the head to this file (JSON), for `verify snapshot --head`
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Trusted Ed25519 public key (base64); default: the node's, trusted on first use
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Verify data locally against signed tree heads, without trusting the node
+    Verify {
+        #[command(subcommand)]
+        what: VerifyCommand,
+    },
     /// Load a snapshot file into a context
     Load {
         #[command(flatten)]
@@ -111,6 +128,44 @@ enum Command {
         /// Fail if the context already has entries
         #[arg(long)]
         fail_if_exists: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum VerifyCommand {
+    /// A snapshot file: checksum, every content hash, the root (offline)
+    Snapshot {
+        file: PathBuf,
+        /// Expected Merkle root (hex)
+        #[arg(long, conflicts_with = "head")]
+        root: Option<String>,
+        /// A tree head file saved by `converge-ledger head --out`
+        #[arg(long)]
+        head: Option<PathBuf>,
+        /// Trusted Ed25519 public key (base64); default: the one in the head file
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// One entry: fetch it, its inclusion proof and the signed head, check them locally
+    Entry {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        context: String,
+        #[arg(long)]
+        sequence: u64,
+        /// Trusted Ed25519 public key (base64); default: the node's, trusted on first use
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// A whole context: recompute the root from every entry and compare with the signed head
+    Context {
+        #[command(flatten)]
+        target: Target,
+        context: String,
+        /// Trusted Ed25519 public key (base64); default: the node's, trusted on first use
+        #[arg(long)]
+        public_key: Option<String>,
     },
 }
 
@@ -160,10 +215,19 @@ async fn run(command: Command) -> Result<(), String> {
             init_logging(&config);
             let listener = crate::server::bind(&config).await?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            println!("{}", crate::server::listening_line(addr, &config));
+            let (ledger, signer) = crate::server::open(&config)?;
+            println!("{}", crate::server::listening_line(addr, &config, &signer));
             let _ = std::io::stdout().flush();
-            tracing::info!(%addr, data_dir = %config.data_dir.display(), durability = ?config.durability, "Converge Ledger serving");
-            crate::server::serve(config, listener, crate::server::shutdown_signal()).await
+            tracing::info!(
+                %addr,
+                data_dir = %config.data_dir.display(),
+                durability = ?config.durability,
+                public_key = %ledger_core::checkpoint::base64(signer.public_key().as_bytes()),
+                key_id = %signer.key_id_hex(),
+                key = %signer.source,
+                "Converge Ledger serving"
+            );
+            crate::server::serve(config, ledger, signer, listener, crate::server::shutdown_signal()).await
         }
         Command::Append {
             target,
@@ -277,6 +341,28 @@ async fn run(command: Command) -> Result<(), String> {
                 started.elapsed().as_secs_f64()
             );
             Ok(())
+        }
+        Command::Head { target, context, out, public_key } => {
+            crate::verify_cli::head(&target.addr, &context, out.as_deref(), public_key.as_deref())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        Command::Verify { what } => {
+            let r = match what {
+                VerifyCommand::Snapshot { file, root, head, public_key } => crate::verify_cli::snapshot(
+                    &file,
+                    root.as_deref(),
+                    head.as_deref(),
+                    public_key.as_deref(),
+                ),
+                VerifyCommand::Entry { target, context, sequence, public_key } => {
+                    crate::verify_cli::entry(&target.addr, &context, sequence, public_key.as_deref()).await
+                }
+                VerifyCommand::Context { target, context, public_key } => {
+                    crate::verify_cli::context(&target.addr, &context, public_key.as_deref()).await
+                }
+            };
+            r.map_err(|e| e.to_string())
         }
         Command::Load {
             target,

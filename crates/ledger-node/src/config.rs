@@ -52,6 +52,16 @@ pub struct Config {
     pub block_cache_bytes: usize,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace_ms: u64,
+    /// Name of this ledger: the first half of every checkpoint's origin line and the name of
+    /// its signing key.
+    pub ledger_name: String,
+    /// Ed25519 signing key file (base64 of the 32-byte seed); default `<data_dir>/signing.key`,
+    /// created on first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
+    /// The signing key itself (base64 seed), instead of a file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<String>,
 }
 
 impl Default for Config {
@@ -71,6 +81,9 @@ impl Default for Config {
             queue_depth: ledger.queue_depth,
             block_cache_bytes: ledger.rocks.block_cache_bytes,
             shutdown_grace_ms: 10_000,
+            ledger_name: "converge-ledger".into(),
+            signing_key_file: None,
+            signing_key: None,
         }
     }
 }
@@ -90,6 +103,9 @@ const ENV_KEYS: &[&str] = &[
     "queue_depth",
     "block_cache_bytes",
     "shutdown_grace_ms",
+    "ledger_name",
+    "signing_key_file",
+    "signing_key",
 ];
 
 /// Settings given as command-line flags (only those present override).
@@ -131,6 +147,14 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_message_bytes: Option<usize>,
+    /// Ledger name in checkpoints and key name [default: converge-ledger]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ledger_name: Option<String>,
+    /// Signing key file [default: <data-dir>/signing.key]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
 }
 
 /// One figment error as "invalid setting <name>: <problem> (from <source>)".
@@ -204,6 +228,14 @@ impl Config {
         }
         if self.watch_buffer == 0 || self.queue_depth == 0 {
             return bad("watch_buffer/queue_depth", "must be at least 1".into());
+        }
+        if self.ledger_name.is_empty()
+            || !self.ledger_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return bad(
+                "ledger_name",
+                format!("{:?} must be non-empty and use only letters, digits, '.', '_' and '-'", self.ledger_name),
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {
             return bad(

@@ -4,13 +4,19 @@
 //! - [`config`]: figment configuration (defaults, TOML, environment, flags) and validation.
 //! - [`server`]: bind, announce, serve, drain on shutdown.
 //! - [`service`]: `converge.context.v1.ContextService` over the embedded ledger.
+//! - [`integrity`]: `converge.ledger.v1.IntegrityService`: signed tree heads and proofs.
+//! - [`signer`]: the node's Ed25519 key.
+//! - [`verify_cli`]: `converge-ledger verify …` and `head`: checks done locally.
 //! - [`status`]: the one mapping from domain errors to gRPC status codes.
 //! - [`cli`]: the command line (serve, append, get, watch, snapshot, load).
 //! - [`output`]: how the CLI prints entries.
 
 pub mod cli;
 pub mod config;
+pub mod integrity;
 pub mod output;
 pub mod server;
 pub mod service;
+pub mod signer;
 pub mod status;
+pub mod verify_cli;

@@ -8,7 +8,10 @@
 //! 3. the ledger drains its write queue, syncs and closes RocksDB.
 
 use crate::config::Config;
+use crate::integrity::IntegrityApi;
 use crate::service::ContextApi;
+use crate::signer::Signer;
+use ledger_proto::ledger::v1::integrity_service_server::IntegrityServiceServer;
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1::context_service_server::ContextServiceServer;
 use std::future::Future;
@@ -27,32 +30,43 @@ pub async fn bind(config: &Config) -> Result<TcpListener, String> {
 }
 
 /// The machine-readable line printed on stdout once the node accepts connections.
-pub fn listening_line(addr: SocketAddr, config: &Config) -> String {
+pub fn listening_line(addr: SocketAddr, config: &Config, signer: &Signer) -> String {
     serde_json::json!({
         "event": "listening",
         "addr": addr.to_string(),
         "data_dir": config.data_dir.display().to_string(),
         "durability": format!("{:?}", config.durability).to_lowercase(),
+        "ledger_name": signer.name(),
+        "public_key": ledger_core::checkpoint::base64(signer.public_key().as_bytes()),
+        "key_id": signer.key_id_hex(),
     })
     .to_string()
 }
 
-/// Opens the ledger in the configured data dir and serves on `listener` until `shutdown`
-/// completes, then drains as described in the module docs.
+/// Opens the ledger in the configured data dir and loads (or creates) the signing key.
+pub fn open(config: &Config) -> Result<(Ledger, Arc<Signer>), String> {
+    let ledger = Ledger::open(&config.data_dir, config.ledger_config()).map_err(|e| {
+        format!("cannot open the data dir {} (setting data_dir): {e}", config.data_dir.display())
+    })?;
+    let signer = Arc::new(Signer::load_or_create(config)?);
+    Ok((ledger, signer))
+}
+
+/// Serves `ledger` on `listener` until `shutdown` completes, then drains as described in the
+/// module docs.
 pub async fn serve(
     config: Config,
+    ledger: Ledger,
+    signer: Arc<Signer>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
-    let ledger = Ledger::open(&config.data_dir, config.ledger_config()).map_err(|e| {
-        format!(
-            "cannot open the data dir {} (setting data_dir): {e}",
-            config.data_dir.display()
-        )
-    })?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<ContextServiceServer<ContextApi>>()
+        .await;
+    reporter
+        .set_serving::<IntegrityServiceServer<IntegrityApi>>()
         .await;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
@@ -64,9 +78,10 @@ pub async fn serve(
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let api = ContextServiceServer::new(ContextApi::new(ledger.clone()))
+    let api = ContextServiceServer::new(ContextApi::new(ledger.clone(), Arc::clone(&signer)))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
+    let integrity = IntegrityServiceServer::new(IntegrityApi::new(ledger.clone(), signer));
 
     let draining = Arc::new(Notify::new());
     let signal = {
@@ -76,6 +91,9 @@ pub async fn serve(
             tracing::info!("shutting down: ending watch streams, finishing in-flight requests");
             reporter
                 .set_not_serving::<ContextServiceServer<ContextApi>>()
+                .await;
+            reporter
+                .set_not_serving::<IntegrityServiceServer<IntegrityApi>>()
                 .await;
             ledger.stop_watchers();
             draining.notify_one();
@@ -89,6 +107,7 @@ pub async fn serve(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
+        .add_service(integrity)
         .serve_with_incoming_shutdown(
             // Replies must not wait for Nagle's algorithm and delayed ACKs (up to 40 ms).
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

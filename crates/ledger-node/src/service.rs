@@ -1,8 +1,11 @@
 //! `converge.context.v1.ContextService` over the embedded ledger.
 
+use crate::signer::Signer;
 use crate::status::to_status;
-use ledger_client::convert::entry_to_pb;
+use ledger_client::convert::{entry_to_pb, tree_head_to_pb};
+use ledger_core::{Entry, Frontier};
 use ledger_embedded::{Ledger, LedgerError, Metadata};
+use std::sync::Arc;
 use ledger_proto::context::v1 as pb;
 use pb::context_service_server::ContextService;
 use std::time::Instant;
@@ -15,15 +18,60 @@ use tonic::{Request, Response, Status};
 /// storage later; appends never wait for it.
 const WATCH_STREAM_BUFFER: usize = 256;
 
+/// Default tree-head interval of a watch stream, in entries.
+const DEFAULT_HEAD_EVERY_ENTRIES: u64 = 100;
+/// Default tree-head interval of a watch stream, in milliseconds.
+const DEFAULT_HEAD_EVERY_MS: u64 = 1000;
+
 /// The ContextService implementation.
 #[derive(Clone, Debug)]
 pub struct ContextApi {
     ledger: Ledger,
+    signer: Arc<Signer>,
 }
 
 impl ContextApi {
-    pub fn new(ledger: Ledger) -> Self {
-        ContextApi { ledger }
+    pub fn new(ledger: Ledger, signer: Arc<Signer>) -> Self {
+        ContextApi { ledger, signer }
+    }
+}
+
+/// Signs heads along a watch stream: follows the tree of the delivered entries.
+struct HeadTrail {
+    signer: Arc<Signer>,
+    context_id: String,
+    frontier: Frontier,
+    every_entries: u64,
+    since_head: u64,
+    lamport_clock: u64,
+    appended_at_ns: u64,
+}
+
+impl HeadTrail {
+    fn event(&mut self) -> pb::WatchEvent {
+        self.since_head = 0;
+        let h = self.signer.sign(
+            &self.context_id,
+            self.frontier.size(),
+            self.frontier.root(),
+            self.lamport_clock,
+            self.appended_at_ns,
+        );
+        pb::WatchEvent { entry: None, tree_head: Some(tree_head_to_pb(&h)) }
+    }
+
+    /// Records a delivered entry; returns a head event when one is due.
+    fn entry(&mut self, e: &Entry) -> Option<pb::WatchEvent> {
+        self.frontier.push_leaf(e.content_hash);
+        self.lamport_clock = e.lamport_clock;
+        self.appended_at_ns = e.appended_at_ns;
+        self.since_head += 1;
+        (self.since_head >= self.every_entries).then(|| self.event())
+    }
+
+    /// A head event if entries arrived since the last head.
+    fn tick(&mut self) -> Option<pb::WatchEvent> {
+        (self.since_head > 0).then(|| self.event())
     }
 }
 
@@ -144,30 +192,77 @@ impl ContextService for ContextApi {
 
     type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 
-    async fn watch(
-        &self,
-        request: Request<pb::WatchRequest>,
-    ) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.into_inner();
+        let mut trail = if r.include_tree_heads {
+            if !r.key.is_empty() {
+                return Err(Status::invalid_argument(
+                    "include_tree_heads needs every entry of the context: it cannot be combined with a key filter",
+                ));
+            }
+            let frontier = self.ledger.frontier_at(&r.context_id, r.from_sequence).await.map_err(to_status)?;
+            let t = if r.from_sequence > 0 {
+                Some(self.ledger.tree_state(&r.context_id, r.from_sequence).await.map_err(to_status)?)
+            } else {
+                None
+            };
+            Some(HeadTrail {
+                signer: Arc::clone(&self.signer),
+                context_id: r.context_id.clone(),
+                frontier,
+                every_entries: match r.tree_head_every_entries {
+                    0 => DEFAULT_HEAD_EVERY_ENTRIES,
+                    n => u64::from(n),
+                },
+                since_head: 0,
+                lamport_clock: t.as_ref().map_or(0, |t| t.lamport_clock),
+                appended_at_ns: t.as_ref().map_or(0, |t| t.appended_at_ns),
+            })
+        } else {
+            None
+        };
+        let every_ms = match r.tree_head_every_ms {
+            0 => DEFAULT_HEAD_EVERY_MS,
+            n => u64::from(n),
+        };
         let mut stream = self
             .ledger
             .watch(&r.context_id, key_filter(&r.key), r.from_sequence)
             .map_err(to_status)?;
-        tracing::debug!(
-            rpc = "Watch",
-            context_id = r.context_id,
-            from = r.from_sequence,
-            "started"
-        );
+        tracing::debug!(rpc = "Watch", context_id = r.context_id, from = r.from_sequence, heads = trail.is_some(), "started");
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         tokio::spawn(async move {
+            // A resumed stream starts with the head of what the watcher already has, so it can
+            // check its saved state against the node's before taking more.
+            if let Some(t) = trail.as_mut()
+                && r.from_sequence > 0
+                && tx.send(Ok(t.event())).await.is_err()
+            {
+                return;
+            }
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(every_ms));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            tick.tick().await;
             loop {
                 tokio::select! {
                     _ = tx.closed() => break,
+                    _ = tick.tick(), if trail.is_some() => {
+                        if let Some(ev) = trail.as_mut().and_then(HeadTrail::tick)
+                            && tx.send(Ok(ev)).await.is_err()
+                        {
+                            break;
+                        }
+                    }
                     next = stream.next() => match next {
                         Ok(e) => {
-                            let ev = pb::WatchEvent { entry: Some(entry_to_pb(&e)) };
+                            let head = trail.as_mut().and_then(|t| t.entry(&e));
+                            let ev = pb::WatchEvent { entry: Some(entry_to_pb(&e)), tree_head: None };
                             if tx.send(Ok(ev)).await.is_err() {
+                                break;
+                            }
+                            if let Some(h) = head
+                                && tx.send(Ok(h)).await.is_err()
+                            {
                                 break;
                             }
                         }
@@ -185,12 +280,7 @@ impl ContextService for ContextApi {
                     }
                 }
             }
-            tracing::debug!(
-                rpc = "Watch",
-                context_id = r.context_id,
-                position = stream.position(),
-                "ended"
-            );
+            tracing::debug!(rpc = "Watch", context_id = r.context_id, position = stream.position(), "ended");
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -1,4 +1,5 @@
-//! The wire contract of Converge Ledger, generated from `proto/` at build time.
+//! The wire contract of Converge Ledger, generated from `proto/` at build time:
+//! `converge.context.v1.ContextService` and `converge.ledger.v1.IntegrityService`.
 //!
 //! Generated types stay here and in the gRPC layer; the domain model (`ledger-core`) never
 //! derives from prost. Conversions between the two live in `ledger-client::convert`.
@@ -9,6 +10,13 @@
 pub mod context {
     pub mod v1 {
         tonic::include_proto!("converge.context.v1");
+    }
+}
+
+/// `converge.ledger.v1`: the IntegrityService (signed tree heads and proofs).
+pub mod ledger {
+    pub mod v1 {
+        tonic::include_proto!("converge.ledger.v1");
     }
 }
 

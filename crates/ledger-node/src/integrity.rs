@@ -1,0 +1,93 @@
+//! `converge.ledger.v1.IntegrityService`: signed tree heads and proofs, read-only.
+
+use crate::signer::Signer;
+use crate::status::to_status;
+use ledger_client::convert::tree_head_to_pb;
+use ledger_core::checkpoint::SignedTreeHead;
+use ledger_embedded::{Ledger, LedgerError, TreeState};
+use ledger_proto::ledger::v1 as lpb;
+use lpb::integrity_service_server::IntegrityService;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The IntegrityService implementation.
+#[derive(Clone, Debug)]
+pub struct IntegrityApi {
+    ledger: Ledger,
+    signer: Arc<Signer>,
+}
+
+impl IntegrityApi {
+    pub fn new(ledger: Ledger, signer: Arc<Signer>) -> Self {
+        IntegrityApi { ledger, signer }
+    }
+
+    /// The signed head of `context_id` at `size` (0 = current).
+    pub async fn head(&self, context_id: &str, size: u64) -> Result<SignedTreeHead, LedgerError> {
+        let t: TreeState = self.ledger.tree_state(context_id, size).await?;
+        Ok(self.signer.sign(context_id, t.size, t.root, t.lamport_clock, t.appended_at_ns))
+    }
+}
+
+#[tonic::async_trait]
+impl IntegrityService for IntegrityApi {
+    async fn get_tree_head(&self, request: Request<lpb::GetTreeHeadRequest>) -> Result<Response<lpb::SignedTreeHead>, Status> {
+        let r = request.into_inner();
+        let h = self.head(&r.context_id, 0).await.map_err(to_status)?;
+        Ok(Response::new(tree_head_to_pb(&h)))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<lpb::GetInclusionProofRequest>,
+    ) -> Result<Response<lpb::InclusionProof>, Status> {
+        let r = request.into_inner();
+        let p = self
+            .ledger
+            .inclusion_proof(&r.context_id, r.sequence, r.tree_size)
+            .await
+            .map_err(to_status)?;
+        let head = self.head(&r.context_id, p.tree_size).await.map_err(to_status)?;
+        Ok(Response::new(lpb::InclusionProof {
+            leaf_index: p.leaf_index,
+            tree_size: p.tree_size,
+            leaf_hash: p.leaf_hash.as_bytes().to_vec(),
+            audit_path: p.path.iter().map(|h| h.as_bytes().to_vec()).collect(),
+            tree_head: Some(tree_head_to_pb(&head)),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<lpb::GetConsistencyProofRequest>,
+    ) -> Result<Response<lpb::ConsistencyProof>, Status> {
+        let r = request.into_inner();
+        let p = self
+            .ledger
+            .consistency_proof(&r.context_id, r.first_size, r.second_size)
+            .await
+            .map_err(to_status)?;
+        let first = if p.first == 0 {
+            self.signer.sign(&r.context_id, 0, p.first_root, 0, 0)
+        } else {
+            self.head(&r.context_id, p.first).await.map_err(to_status)?
+        };
+        let second = self.head(&r.context_id, p.second).await.map_err(to_status)?;
+        Ok(Response::new(lpb::ConsistencyProof {
+            first_size: p.first,
+            second_size: p.second,
+            path: p.path.iter().map(|h| h.as_bytes().to_vec()).collect(),
+            first_tree_head: Some(tree_head_to_pb(&first)),
+            second_tree_head: Some(tree_head_to_pb(&second)),
+        }))
+    }
+
+    async fn get_public_key(&self, _request: Request<lpb::GetPublicKeyRequest>) -> Result<Response<lpb::PublicKey>, Status> {
+        Ok(Response::new(lpb::PublicKey {
+            algorithm: "ed25519".into(),
+            public_key: self.signer.public_key().as_bytes().to_vec(),
+            key_name: self.signer.name().to_owned(),
+            key_id: self.signer.key_id_hex(),
+        }))
+    }
+}
