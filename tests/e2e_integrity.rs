@@ -16,12 +16,23 @@ use tonic::Code;
 
 async fn append_n(c: &LedgerClient, ctx: &str, n: usize) {
     for i in 0..n {
-        c.append(ctx, "facts", format!("{ctx}-{i}").into_bytes(), Metadata::new(), None).await.unwrap();
+        c.append(
+            ctx,
+            "facts",
+            format!("{ctx}-{i}").into_bytes(),
+            Metadata::new(),
+            None,
+        )
+        .await
+        .unwrap();
     }
 }
 
 fn public_key(node: &Node) -> String {
-    node.listening["public_key"].as_str().expect("public key in the listening line").to_owned()
+    node.listening["public_key"]
+        .as_str()
+        .expect("public key in the listening line")
+        .to_owned()
 }
 
 #[tokio::test]
@@ -38,7 +49,13 @@ async fn heads_proofs_and_consistency_from_an_old_head_verify() {
     let old = c.tree_head("ctx").await.unwrap();
     verify::verify_tree_head(&old, &key).unwrap();
     assert_eq!(old.tree_size, 10);
-    assert_eq!(old.checkpoint, format!("converge-ledger/ctx\n10\n{}\n", checkpoint::base64(old.root.as_bytes())));
+    assert_eq!(
+        old.checkpoint,
+        format!(
+            "converge-ledger/ctx\n10\n{}\n",
+            checkpoint::base64(old.root.as_bytes())
+        )
+    );
     append_n(&c, "ctx", 23).await;
     let new = c.tree_head("ctx").await.unwrap();
     assert_eq!(new.tree_size, 33);
@@ -51,19 +68,52 @@ async fn heads_proofs_and_consistency_from_an_old_head_verify() {
     let entries = c.get_all("ctx", "", 0).await.unwrap();
     for seq in [1u64, 7, 10, 33] {
         let p = c.inclusion_proof("ctx", seq, 0).await.unwrap();
-        verify::verify_entry(&entries[seq as usize - 1], &p.leaf_hash, &p.path, &p.tree_head, &key).unwrap();
+        verify::verify_entry(
+            &entries[seq as usize - 1],
+            &p.leaf_hash,
+            &p.path,
+            &p.tree_head,
+            &key,
+        )
+        .unwrap();
         // And in the old tree, for entries it holds.
         if seq <= 10 {
             let p = c.inclusion_proof("ctx", seq, 10).await.unwrap();
             assert_eq!(p.tree_head.root, old.root);
-            verify::verify_entry(&entries[seq as usize - 1], &p.leaf_hash, &p.path, &p.tree_head, &key).unwrap();
+            verify::verify_entry(
+                &entries[seq as usize - 1],
+                &p.leaf_hash,
+                &p.path,
+                &p.tree_head,
+                &key,
+            )
+            .unwrap();
         }
     }
     // The CLI agrees.
-    let (code, out, err) = cli(&["verify", "entry", "--addr", &node.url, "--context", "ctx", "--sequence", "7", "--public-key", &public_key(&node)]);
+    let (code, out, err) = cli(&[
+        "verify",
+        "entry",
+        "--addr",
+        &node.url,
+        "--context",
+        "ctx",
+        "--sequence",
+        "7",
+        "--public-key",
+        &public_key(&node),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("OK: entry 7"), "{out}");
-    let (code, out, err) = cli(&["verify", "context", "--addr", &node.url, "ctx", "--public-key", &public_key(&node)]);
+    let (code, out, err) = cli(&[
+        "verify",
+        "context",
+        "--addr",
+        &node.url,
+        "ctx",
+        "--public-key",
+        &public_key(&node),
+    ]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("all 33 entries"), "{out}");
 }
@@ -78,15 +128,42 @@ async fn integrity_errors_have_their_codes() {
         Ok::<_, _>(_) => panic!("expected an error"),
         Err(e) => e.code().expect("a status"),
     };
-    assert_eq!(code(c.tree_head("unknown").await.map(|_| ())), Code::NotFound);
-    assert_eq!(code(c.inclusion_proof("unknown", 1, 0).await.map(|_| ())), Code::NotFound);
-    assert_eq!(code(c.inclusion_proof("e", 6, 0).await.map(|_| ())), Code::OutOfRange);
-    assert_eq!(code(c.inclusion_proof("e", 1, 6).await.map(|_| ())), Code::OutOfRange);
-    assert_eq!(code(c.inclusion_proof("e", 4, 3).await.map(|_| ())), Code::OutOfRange);
-    assert_eq!(code(c.inclusion_proof("e", 0, 0).await.map(|_| ())), Code::InvalidArgument);
-    assert_eq!(code(c.consistency_proof("e", 4, 3).await.map(|_| ())), Code::InvalidArgument);
-    assert_eq!(code(c.consistency_proof("e", 1, 9).await.map(|_| ())), Code::OutOfRange);
-    assert_eq!(code(c.tree_head("").await.map(|_| ())), Code::InvalidArgument);
+    assert_eq!(
+        code(c.tree_head("unknown").await.map(|_| ())),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.inclusion_proof("unknown", 1, 0).await.map(|_| ())),
+        Code::NotFound
+    );
+    assert_eq!(
+        code(c.inclusion_proof("e", 6, 0).await.map(|_| ())),
+        Code::OutOfRange
+    );
+    assert_eq!(
+        code(c.inclusion_proof("e", 1, 6).await.map(|_| ())),
+        Code::OutOfRange
+    );
+    assert_eq!(
+        code(c.inclusion_proof("e", 4, 3).await.map(|_| ())),
+        Code::OutOfRange
+    );
+    assert_eq!(
+        code(c.inclusion_proof("e", 0, 0).await.map(|_| ())),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(c.consistency_proof("e", 4, 3).await.map(|_| ())),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        code(c.consistency_proof("e", 1, 9).await.map(|_| ())),
+        Code::OutOfRange
+    );
+    assert_eq!(
+        code(c.tree_head("").await.map(|_| ())),
+        Code::InvalidArgument
+    );
     // Tree heads in a watch need every entry: no key filter.
     let r = c
         .raw()
@@ -108,35 +185,84 @@ async fn snapshots_verify_offline_against_a_saved_head() {
     append_n(&c, "s", 20).await;
     let snap = dir.path().join("s.snap");
     let head = dir.path().join("s.head.json");
-    let (code, _, err) = cli(&["snapshot", "--addr", &node.url, "s", "--out", &path_str(&snap)]);
+    let (code, _, err) = cli(&[
+        "snapshot",
+        "--addr",
+        &node.url,
+        "s",
+        "--out",
+        &path_str(&snap),
+    ]);
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = cli(&["head", "--addr", &node.url, "s", "--out", &path_str(&head), "--public-key", &public_key(&node)]);
+    let (code, out, err) = cli(&[
+        "head",
+        "--addr",
+        &node.url,
+        "s",
+        "--out",
+        &path_str(&head),
+        "--public-key",
+        &public_key(&node),
+    ]);
     assert_eq!(code, 0, "{err}");
     let saved: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(saved["tree_size"], 20);
     drop(node); // offline from here on
 
-    let (code, out, err) = cli(&["verify", "snapshot", &path_str(&snap), "--head", &path_str(&head)]);
+    let (code, out, err) = cli(&[
+        "verify",
+        "snapshot",
+        &path_str(&snap),
+        "--head",
+        &path_str(&head),
+    ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.starts_with("OK: snapshot of s with 20 entries"), "{out}");
+    assert!(
+        out.starts_with("OK: snapshot of s with 20 entries"),
+        "{out}"
+    );
     let root = saved["root"].as_str().unwrap();
     let (code, _, err) = cli(&["verify", "snapshot", &path_str(&snap), "--root", root]);
     assert_eq!(code, 0, "{err}");
-    let (code, _, err) = cli(&["verify", "snapshot", &path_str(&snap), "--root", &"0".repeat(64)]);
+    let (code, _, err) = cli(&[
+        "verify",
+        "snapshot",
+        &path_str(&snap),
+        "--root",
+        &"0".repeat(64),
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("snapshot root"), "{err}");
     // One changed byte anywhere is caught.
     let mut blob = std::fs::read(&snap).unwrap();
     blob[200] ^= 1;
     std::fs::write(&snap, &blob).unwrap();
-    let (code, _, err) = cli(&["verify", "snapshot", &path_str(&snap), "--head", &path_str(&head)]);
+    let (code, _, err) = cli(&[
+        "verify",
+        "snapshot",
+        &path_str(&snap),
+        "--head",
+        &path_str(&head),
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("verification FAILED"), "{err}");
     // A head signed by another key is refused.
-    let other = checkpoint::base64(checkpoint::SigningKey::from_bytes(&[9; 32]).verifying_key().as_bytes());
+    let other = checkpoint::base64(
+        checkpoint::SigningKey::from_bytes(&[9; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
     blob[200] ^= 1;
     std::fs::write(&snap, &blob).unwrap();
-    let (code, _, err) = cli(&["verify", "snapshot", &path_str(&snap), "--head", &path_str(&head), "--public-key", &other]);
+    let (code, _, err) = cli(&[
+        "verify",
+        "snapshot",
+        &path_str(&snap),
+        "--head",
+        &path_str(&head),
+        "--public-key",
+        &other,
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("signed by key"), "{err}");
 }
@@ -152,26 +278,67 @@ async fn tampering_with_a_stored_entry_is_caught_by_verify_context() {
 
     // Change one byte of entry 5's payload on disk, through the storage layer.
     {
-        let store = ledger_storage::RocksStore::open(dir.path(), &ledger_storage::RocksConfig::default()).unwrap();
+        let store =
+            ledger_storage::RocksStore::open(dir.path(), &ledger_storage::RocksConfig::default())
+                .unwrap();
         let mut v = store.raw_entry_for_tests("t", 5).unwrap().unwrap();
         let last = v.len() - 5; // inside the payload, before the metadata count
         v[last] ^= 0x20;
         store.tamper_entry_for_tests("t", 5, &v).unwrap();
     }
     let node = Node::start(dir.path(), &[]);
-    let (code, out, err) = cli(&["verify", "context", "--addr", &node.url, "t", "--public-key", &pk]);
+    let (code, out, err) = cli(&[
+        "verify",
+        "context",
+        "--addr",
+        &node.url,
+        "t",
+        "--public-key",
+        &pk,
+    ]);
     assert_ne!(code, 0, "tampering must be caught: {out}");
-    assert!(err.contains("verification FAILED") && err.contains("entry 5"), "{err}");
-    let (code, _, err) = cli(&["verify", "entry", "--addr", &node.url, "--context", "t", "--sequence", "5", "--public-key", &pk]);
+    assert!(
+        err.contains("verification FAILED") && err.contains("entry 5"),
+        "{err}"
+    );
+    let (code, _, err) = cli(&[
+        "verify",
+        "entry",
+        "--addr",
+        &node.url,
+        "--context",
+        "t",
+        "--sequence",
+        "5",
+        "--public-key",
+        &pk,
+    ]);
     assert_ne!(code, 0);
     assert!(err.contains("entry 5"), "{err}");
     // Untouched entries still verify.
-    let (code, _, err) = cli(&["verify", "entry", "--addr", &node.url, "--context", "t", "--sequence", "4", "--public-key", &pk]);
+    let (code, _, err) = cli(&[
+        "verify",
+        "entry",
+        "--addr",
+        &node.url,
+        "--context",
+        "t",
+        "--sequence",
+        "4",
+        "--public-key",
+        &pk,
+    ]);
     assert_eq!(code, 0, "{err}");
 }
 
-async fn next_item(s: &mut (impl tokio_stream::Stream<Item = Result<WatchItem, ledger_client::ClientError>> + Unpin)) -> WatchItem {
-    tokio::time::timeout(Duration::from_secs(30), s.next()).await.expect("event in time").expect("open").expect("ok")
+async fn next_item(
+    s: &mut (impl tokio_stream::Stream<Item = Result<WatchItem, ledger_client::ClientError>> + Unpin),
+) -> WatchItem {
+    tokio::time::timeout(Duration::from_secs(30), s.next())
+        .await
+        .expect("event in time")
+        .expect("open")
+        .expect("ok")
 }
 
 #[tokio::test]
@@ -200,7 +367,11 @@ async fn watch_with_tree_heads_verifies_across_a_reconnect_and_catches_gaps() {
         }
     } // dropped: a reconnect follows
     append_n(&c, "w", 17).await;
-    let mut s = Box::pin(c.watch_with_tree_heads("w", v.position(), 10, 50).await.unwrap());
+    let mut s = Box::pin(
+        c.watch_with_tree_heads("w", v.position(), 10, 50)
+            .await
+            .unwrap(),
+    );
     // The resumed stream opens with the head of what we already hold.
     match next_item(&mut s).await {
         WatchItem::TreeHead(h) => {
@@ -233,21 +404,42 @@ async fn watch_with_tree_heads_verifies_across_a_reconnect_and_catches_gaps() {
             break;
         }
     }
-    assert!(matches!(r, Err(VerifyError::Gap { position: 12, found: 14 })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(VerifyError::Gap {
+                position: 12,
+                found: 14
+            })
+        ),
+        "{r:?}"
+    );
     // Two entries swapped fail.
     let mut bad = WatchVerifier::new("w", key);
     let mut swapped = seen_entries.clone();
     swapped.swap(4, 5);
     let r = swapped.iter().try_for_each(|e| bad.entry(e));
-    assert!(matches!(r, Err(VerifyError::Gap { .. }) | Err(VerifyError::Reordered { .. })), "{r:?}");
+    assert!(
+        matches!(
+            r,
+            Err(VerifyError::Gap { .. }) | Err(VerifyError::Reordered { .. })
+        ),
+        "{r:?}"
+    );
     // A rewritten entry with a recomputed hash fails at the next head.
     let mut bad = WatchVerifier::new("w", key);
     let mut forged = seen_entries[..10].to_vec();
     forged[3].payload = b"rewritten".to_vec();
     forged[3].content_hash = forged[3].compute_content_hash();
     forged.iter().try_for_each(|e| bad.entry(e)).unwrap();
-    let head10 = seen_heads.iter().find(|h| h.tree_size == 10).expect("a head at 10");
-    assert!(matches!(bad.tree_head(head10), Err(VerifyError::Mismatch { .. })));
+    let head10 = seen_heads
+        .iter()
+        .find(|h| h.tree_size == 10)
+        .expect("a head at 10");
+    assert!(matches!(
+        bad.tree_head(head10),
+        Err(VerifyError::Mismatch { .. })
+    ));
 }
 
 #[test]
@@ -269,7 +461,11 @@ fn signing_key_is_created_private_and_kept_across_restarts() {
     let seed = checkpoint::base64(&[5u8; 32]);
     let other = data_dir();
     let node = Node::start_with_env(other.path(), &[], &[("LEDGER_SIGNING_KEY", &seed)]);
-    let expected = checkpoint::base64(checkpoint::SigningKey::from_bytes(&[5; 32]).verifying_key().as_bytes());
+    let expected = checkpoint::base64(
+        checkpoint::SigningKey::from_bytes(&[5; 32])
+            .verifying_key()
+            .as_bytes(),
+    );
     assert_eq!(public_key(&node), expected);
     assert!(!other.path().join("signing.key").exists());
 }

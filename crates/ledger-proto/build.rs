@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["converge/context/v1/context.proto", "converge/ledger/v1/integrity.proto"];
+    let files = [
+        "converge/context/v1/context.proto",
+        "converge/ledger/v1/integrity.proto",
+    ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());
     }

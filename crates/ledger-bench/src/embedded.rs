@@ -199,7 +199,11 @@ async fn appends(ctx: &Ctx) {
                 continue;
             }
             let (r, group, per_sync) = append_rate(ctx, durability, contexts, per).await;
-            let per_sync = if sync { format!(", {per_sync:.1} per fsync") } else { String::new() };
+            let per_sync = if sync {
+                format!(", {per_sync:.1} per fsync")
+            } else {
+                String::new()
+            };
             row(
                 &format!("{name} (mean {group:.1} appends per commit{per_sync})"),
                 &rate(r),

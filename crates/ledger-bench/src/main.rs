@@ -6,9 +6,11 @@
 //! ```text
 //! ledger-bench embedded [--quick] [--only NAME]   # store, Merkle, snapshot, reopen
 //! ledger-bench node [--quick] [--watchers 1,100,1000] [--rate 10000]   # a node over gRPC
+//! ledger-bench integrity [--quick]               # proofs over gRPC, signing, verification
 //! ```
 
 mod embedded;
+mod integrity;
 mod node;
 mod report;
 
@@ -27,6 +29,8 @@ enum Cmd {
     Embedded(embedded::Args),
     /// A node over gRPC: Get of 10,000 entries, watch delivery latency.
     Node(node::Args),
+    /// Signed tree heads and proofs: served over gRPC, signing and verification costs.
+    Integrity(integrity::Args),
 }
 
 fn main() {
@@ -34,5 +38,6 @@ fn main() {
     match cli.command {
         Cmd::Embedded(args) => embedded::run(args),
         Cmd::Node(args) => node::run(args),
+        Cmd::Integrity(args) => integrity::run(args),
     }
 }

@@ -67,11 +67,12 @@ pub fn tree_head_to_pb(h: &SignedTreeHead) -> lpb::SignedTreeHead {
 pub fn tree_head_from_pb(h: lpb::SignedTreeHead) -> Result<SignedTreeHead, String> {
     let root = Hash::from_slice(&h.root_hash)
         .ok_or_else(|| format!("tree head root is {} bytes, expected 32", h.root_hash.len()))?;
-    let signature: [u8; 64] = h
-        .signature
-        .as_slice()
-        .try_into()
-        .map_err(|_| format!("tree head signature is {} bytes, expected 64", h.signature.len()))?;
+    let signature: [u8; 64] = h.signature.as_slice().try_into().map_err(|_| {
+        format!(
+            "tree head signature is {} bytes, expected 64",
+            h.signature.len()
+        )
+    })?;
     let id = Hash::from_hex(&format!("{:0<64}", h.key_id))
         .filter(|_| h.key_id.len() == 8)
         .ok_or_else(|| format!("tree head key id {:?} is not 8 hex characters", h.key_id))?;
@@ -93,7 +94,8 @@ pub fn hashes_from_pb(list: Vec<Vec<u8>>, what: &str) -> Result<Vec<Hash>, Strin
     list.iter()
         .enumerate()
         .map(|(i, b)| {
-            Hash::from_slice(b).ok_or_else(|| format!("{what}[{i}] is {} bytes, expected 32", b.len()))
+            Hash::from_slice(b)
+                .ok_or_else(|| format!("{what}[{i}] is {} bytes, expected 32", b.len()))
         })
         .collect()
 }

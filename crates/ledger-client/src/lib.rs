@@ -233,7 +233,9 @@ impl LedgerClient {
         Ok(stream.filter_map(|ev| match ev {
             Err(s) => Some(Err(ClientError::from(s))),
             // Only entries: tree heads are not requested here.
-            Ok(ev) => ev.entry.map(|e| convert::entry_from_pb(e).map_err(ClientError::InvalidResponse)),
+            Ok(ev) => ev
+                .entry
+                .map(|e| convert::entry_from_pb(e).map_err(ClientError::InvalidResponse)),
         }))
     }
 
@@ -263,9 +265,15 @@ impl LedgerClient {
         Ok(stream.map(|ev| {
             let ev = ev?;
             match (ev.entry, ev.tree_head) {
-                (Some(e), None) => convert::entry_from_pb(e).map(WatchItem::Entry).map_err(invalid),
-                (None, Some(h)) => convert::tree_head_from_pb(h).map(WatchItem::TreeHead).map_err(invalid),
-                _ => Err(invalid("watch event must carry exactly one of entry and tree_head".into())),
+                (Some(e), None) => convert::entry_from_pb(e)
+                    .map(WatchItem::Entry)
+                    .map_err(invalid),
+                (None, Some(h)) => convert::tree_head_from_pb(h)
+                    .map(WatchItem::TreeHead)
+                    .map_err(invalid),
+                _ => Err(invalid(
+                    "watch event must carry exactly one of entry and tree_head".into(),
+                )),
             }
         }))
     }
@@ -275,36 +283,59 @@ impl LedgerClient {
         let h = self
             .integrity
             .clone()
-            .get_tree_head(lpb::GetTreeHeadRequest { context_id: context_id.to_owned() })
+            .get_tree_head(lpb::GetTreeHeadRequest {
+                context_id: context_id.to_owned(),
+            })
             .await?
             .into_inner();
         convert::tree_head_from_pb(h).map_err(invalid)
     }
 
     /// Inclusion proof of entry `sequence` in the tree of `tree_size` (0 = current).
-    pub async fn inclusion_proof(&self, context_id: &str, sequence: u64, tree_size: u64) -> Result<InclusionProof, ClientError> {
+    pub async fn inclusion_proof(
+        &self,
+        context_id: &str,
+        sequence: u64,
+        tree_size: u64,
+    ) -> Result<InclusionProof, ClientError> {
         let p = self
             .integrity
             .clone()
-            .get_inclusion_proof(lpb::GetInclusionProofRequest { context_id: context_id.to_owned(), sequence, tree_size })
+            .get_inclusion_proof(lpb::GetInclusionProofRequest {
+                context_id: context_id.to_owned(),
+                sequence,
+                tree_size,
+            })
             .await?
             .into_inner();
-        let head = p.tree_head.ok_or_else(|| invalid("inclusion proof without tree head".into()))?;
+        let head = p
+            .tree_head
+            .ok_or_else(|| invalid("inclusion proof without tree head".into()))?;
         Ok(InclusionProof {
             leaf_index: p.leaf_index,
             tree_size: p.tree_size,
-            leaf_hash: Hash::from_slice(&p.leaf_hash).ok_or_else(|| invalid("leaf hash is not 32 bytes".into()))?,
+            leaf_hash: Hash::from_slice(&p.leaf_hash)
+                .ok_or_else(|| invalid("leaf hash is not 32 bytes".into()))?,
             path: convert::hashes_from_pb(p.audit_path, "audit_path").map_err(invalid)?,
             tree_head: convert::tree_head_from_pb(head).map_err(invalid)?,
         })
     }
 
     /// Consistency proof from `first_size` to `second_size` (0 = current).
-    pub async fn consistency_proof(&self, context_id: &str, first_size: u64, second_size: u64) -> Result<ConsistencyProof, ClientError> {
+    pub async fn consistency_proof(
+        &self,
+        context_id: &str,
+        first_size: u64,
+        second_size: u64,
+    ) -> Result<ConsistencyProof, ClientError> {
         let p = self
             .integrity
             .clone()
-            .get_consistency_proof(lpb::GetConsistencyProofRequest { context_id: context_id.to_owned(), first_size, second_size })
+            .get_consistency_proof(lpb::GetConsistencyProofRequest {
+                context_id: context_id.to_owned(),
+                first_size,
+                second_size,
+            })
             .await?
             .into_inner();
         let head = |h: Option<lpb::SignedTreeHead>, which: &str| {
@@ -320,9 +351,19 @@ impl LedgerClient {
 
     /// The node's signing key (trust on first use; pin it for real verification).
     pub async fn public_key(&self) -> Result<(String, VerifyingKey), ClientError> {
-        let k = self.integrity.clone().get_public_key(lpb::GetPublicKeyRequest {}).await?.into_inner();
-        let bytes: [u8; 32] = k.public_key.as_slice().try_into().map_err(|_| invalid("public key is not 32 bytes".into()))?;
-        let key = VerifyingKey::from_bytes(&bytes).map_err(|e| invalid(format!("public key is invalid: {e}")))?;
+        let k = self
+            .integrity
+            .clone()
+            .get_public_key(lpb::GetPublicKeyRequest {})
+            .await?
+            .into_inner();
+        let bytes: [u8; 32] = k
+            .public_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| invalid("public key is not 32 bytes".into()))?;
+        let key = VerifyingKey::from_bytes(&bytes)
+            .map_err(|e| invalid(format!("public key is invalid: {e}")))?;
         Ok((k.key_name, key))
     }
 

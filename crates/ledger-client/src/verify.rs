@@ -18,11 +18,23 @@ pub enum VerifyError {
         #[source]
         source: CheckpointError,
     },
-    #[error("entry {sequence}: its content hash {stored} does not match its fields (recomputed {computed})")]
-    ContentHash { sequence: u64, stored: Hash, computed: Hash },
+    #[error(
+        "entry {sequence}: its content hash {stored} does not match its fields (recomputed {computed})"
+    )]
+    ContentHash {
+        sequence: u64,
+        stored: Hash,
+        computed: Hash,
+    },
     #[error("entry {sequence}: the proof is for leaf hash {proof}, the entry hashes to {entry}")]
-    LeafMismatch { sequence: u64, proof: Hash, entry: Hash },
-    #[error("inclusion proof of entry {sequence} in the tree of size {size} does not lead to the signed root: {source}")]
+    LeafMismatch {
+        sequence: u64,
+        proof: Hash,
+        entry: Hash,
+    },
+    #[error(
+        "inclusion proof of entry {sequence} in the tree of size {size} does not lead to the signed root: {source}"
+    )]
     Inclusion {
         sequence: u64,
         size: u64,
@@ -37,17 +49,27 @@ pub enum VerifyError {
         source: ProofError,
     },
     #[error("{what}: expected {expected}, found {found}")]
-    Mismatch { what: String, expected: String, found: String },
+    Mismatch {
+        what: String,
+        expected: String,
+        found: String,
+    },
     #[error("snapshot: {0}")]
     Snapshot(#[from] SnapshotError),
     #[error("watched stream skipped from sequence {position} to {found}: a gap")]
     Gap { position: u64, found: u64 },
-    #[error("watched stream went back from sequence {position} to {found}: reordered or duplicated")]
+    #[error(
+        "watched stream went back from sequence {position} to {found}: reordered or duplicated"
+    )]
     Reordered { position: u64, found: u64 },
 }
 
 fn head_err(h: &SignedTreeHead, source: CheckpointError) -> VerifyError {
-    VerifyError::TreeHead { context_id: h.context_id.clone(), size: h.tree_size, source }
+    VerifyError::TreeHead {
+        context_id: h.context_id.clone(),
+        size: h.tree_size,
+        source,
+    }
 }
 
 /// A signed tree head against a trusted key.
@@ -66,23 +88,43 @@ pub fn verify_entry(
     verify_tree_head(head, key)?;
     let computed = entry.compute_content_hash();
     if computed != entry.content_hash {
-        return Err(VerifyError::ContentHash { sequence: entry.sequence, stored: entry.content_hash, computed });
+        return Err(VerifyError::ContentHash {
+            sequence: entry.sequence,
+            stored: entry.content_hash,
+            computed,
+        });
     }
     if *leaf_hash != computed {
-        return Err(VerifyError::LeafMismatch { sequence: entry.sequence, proof: *leaf_hash, entry: computed });
+        return Err(VerifyError::LeafMismatch {
+            sequence: entry.sequence,
+            proof: *leaf_hash,
+            entry: computed,
+        });
     }
     verify_inclusion(entry.sequence, leaf_hash, path, head)
 }
 
 /// An inclusion proof of leaf `sequence` against a (separately verified) tree head.
-pub fn verify_inclusion(sequence: u64, leaf_hash: &Hash, path: &[Hash], head: &SignedTreeHead) -> Result<(), VerifyError> {
+pub fn verify_inclusion(
+    sequence: u64,
+    leaf_hash: &Hash,
+    path: &[Hash],
+    head: &SignedTreeHead,
+) -> Result<(), VerifyError> {
     let index = sequence.checked_sub(1).ok_or(VerifyError::Inclusion {
         sequence,
         size: head.tree_size,
-        source: ProofError::IndexOutOfRange { index: 0, size: head.tree_size },
+        source: ProofError::IndexOutOfRange {
+            index: 0,
+            size: head.tree_size,
+        },
     })?;
     merkle::verify_inclusion(index, head.tree_size, leaf_hash, path, &head.root).map_err(|source| {
-        VerifyError::Inclusion { sequence, size: head.tree_size, source }
+        VerifyError::Inclusion {
+            sequence,
+            size: head.tree_size,
+            source,
+        }
     })
 }
 
@@ -102,9 +144,13 @@ pub fn verify_consistency(
             found: new.context_id.clone(),
         });
     }
-    merkle::verify_consistency(old.tree_size, new.tree_size, &old.root, &new.root, path).map_err(|source| {
-        VerifyError::Consistency { first: old.tree_size, second: new.tree_size, source }
-    })
+    merkle::verify_consistency(old.tree_size, new.tree_size, &old.root, &new.root, path).map_err(
+        |source| VerifyError::Consistency {
+            first: old.tree_size,
+            second: new.tree_size,
+            source,
+        },
+    )
 }
 
 /// A snapshot blob: checksum, every content hash recomputed from the entries, the root — and,
@@ -152,14 +198,24 @@ pub fn root_of_entries(entries: &[Entry]) -> Result<Hash, VerifyError> {
         let want = i as u64 + 1;
         if e.sequence != want {
             return Err(if e.sequence > want {
-                VerifyError::Gap { position: want - 1, found: e.sequence }
+                VerifyError::Gap {
+                    position: want - 1,
+                    found: e.sequence,
+                }
             } else {
-                VerifyError::Reordered { position: want - 1, found: e.sequence }
+                VerifyError::Reordered {
+                    position: want - 1,
+                    found: e.sequence,
+                }
             });
         }
         let computed = e.compute_content_hash();
         if computed != e.content_hash {
-            return Err(VerifyError::ContentHash { sequence: e.sequence, stored: e.content_hash, computed });
+            return Err(VerifyError::ContentHash {
+                sequence: e.sequence,
+                stored: e.content_hash,
+                computed,
+            });
         }
         f.push_leaf(computed);
     }
@@ -182,12 +238,22 @@ pub struct WatchVerifier {
 impl WatchVerifier {
     /// A verifier for a stream that starts at the beginning of the context.
     pub fn new(context_id: &str, key: VerifyingKey) -> Self {
-        WatchVerifier { context_id: context_id.to_owned(), key, frontier: Frontier::new(), verified_heads: 0 }
+        WatchVerifier {
+            context_id: context_id.to_owned(),
+            key,
+            frontier: Frontier::new(),
+            verified_heads: 0,
+        }
     }
 
     /// A verifier resuming from saved state (the frontier after `position` entries).
     pub fn resume(context_id: &str, key: VerifyingKey, frontier: Frontier) -> Self {
-        WatchVerifier { context_id: context_id.to_owned(), key, frontier, verified_heads: 0 }
+        WatchVerifier {
+            context_id: context_id.to_owned(),
+            key,
+            frontier,
+            verified_heads: 0,
+        }
     }
 
     /// The last sequence seen: resume the watch from here.
@@ -209,14 +275,24 @@ impl WatchVerifier {
     pub fn entry(&mut self, e: &Entry) -> Result<(), VerifyError> {
         let position = self.frontier.size();
         if e.sequence > position + 1 {
-            return Err(VerifyError::Gap { position, found: e.sequence });
+            return Err(VerifyError::Gap {
+                position,
+                found: e.sequence,
+            });
         }
         if e.sequence <= position {
-            return Err(VerifyError::Reordered { position, found: e.sequence });
+            return Err(VerifyError::Reordered {
+                position,
+                found: e.sequence,
+            });
         }
         let computed = e.compute_content_hash();
         if computed != e.content_hash {
-            return Err(VerifyError::ContentHash { sequence: e.sequence, stored: e.content_hash, computed });
+            return Err(VerifyError::ContentHash {
+                sequence: e.sequence,
+                stored: e.content_hash,
+                computed,
+            });
         }
         self.frontier.push_leaf(computed);
         Ok(())

@@ -80,25 +80,41 @@ pub struct Checkpoint {
 /// Parses a checkpoint text (exactly three newline-terminated lines).
 pub fn parse_checkpoint(text: &str) -> Result<Checkpoint, CheckpointError> {
     let bad = |m: &str| CheckpointError::Malformed(m.to_owned());
-    let body = text.strip_suffix('\n').ok_or_else(|| bad("it does not end with a newline"))?;
+    let body = text
+        .strip_suffix('\n')
+        .ok_or_else(|| bad("it does not end with a newline"))?;
     let lines: Vec<&str> = body.split('\n').collect();
     if lines.len() != 3 {
-        return Err(bad(&format!("it has {} lines, a checkpoint has 3", lines.len())));
+        return Err(bad(&format!(
+            "it has {} lines, a checkpoint has 3",
+            lines.len()
+        )));
     }
     if lines[0].is_empty() {
         return Err(bad("the origin line is empty"));
     }
     let size = lines[1];
-    if size.is_empty() || !size.bytes().all(|b| b.is_ascii_digit()) || (size.len() > 1 && size.starts_with('0')) {
+    if size.is_empty()
+        || !size.bytes().all(|b| b.is_ascii_digit())
+        || (size.len() > 1 && size.starts_with('0'))
+    {
         return Err(bad("the size line is not a decimal number"));
     }
-    let tree_size = size.parse().map_err(|_| bad("the size does not fit 64 bits"))?;
-    let root_bytes = B64.decode(lines[2]).map_err(|_| bad("the root line is not base64"))?;
+    let tree_size = size
+        .parse()
+        .map_err(|_| bad("the size does not fit 64 bits"))?;
+    let root_bytes = B64
+        .decode(lines[2])
+        .map_err(|_| bad("the root line is not base64"))?;
     let root = Hash::from_slice(&root_bytes).ok_or_else(|| bad("the root is not 32 bytes"))?;
     if B64.encode(root.as_bytes()) != lines[2] {
         return Err(bad("the root line is not canonical base64"));
     }
-    Ok(Checkpoint { origin: lines[0].to_owned(), tree_size, root })
+    Ok(Checkpoint {
+        origin: lines[0].to_owned(),
+        tree_size,
+        root,
+    })
 }
 
 /// The C2SP signed-note key hash of an Ed25519 key with this name.
@@ -143,17 +159,29 @@ impl SignedTreeHead {
     /// canonical text of this head's origin, size and root; the key id is the trusted key's;
     /// the signature verifies.
     pub fn verify(&self, trusted: &VerifyingKey) -> Result<(), CheckpointError> {
-        let expected = checkpoint_text(&origin(&self.key_name, &self.context_id), self.tree_size, &self.root);
+        let expected = checkpoint_text(
+            &origin(&self.key_name, &self.context_id),
+            self.tree_size,
+            &self.root,
+        );
         if self.checkpoint != expected {
             let cp = parse_checkpoint(&self.checkpoint)?;
             let (field, exp, found) = if cp.origin != origin(&self.key_name, &self.context_id) {
-                ("origin", origin(&self.key_name, &self.context_id), cp.origin)
+                (
+                    "origin",
+                    origin(&self.key_name, &self.context_id),
+                    cp.origin,
+                )
             } else if cp.tree_size != self.tree_size {
                 ("size", self.tree_size.to_string(), cp.tree_size.to_string())
             } else {
                 ("root", self.root.to_hex(), cp.root.to_hex())
             };
-            return Err(CheckpointError::Mismatch { field, expected: exp, found });
+            return Err(CheckpointError::Mismatch {
+                field,
+                expected: exp,
+                found,
+            });
         }
         let trusted_id = key_id(&self.key_name, trusted);
         if trusted_id != self.key_id {
@@ -173,7 +201,12 @@ impl SignedTreeHead {
         let mut sig = Vec::with_capacity(68);
         sig.extend_from_slice(&self.key_id);
         sig.extend_from_slice(&self.signature);
-        format!("{}\n\u{2014} {} {}\n", self.checkpoint, self.key_name, B64.encode(sig))
+        format!(
+            "{}\n\u{2014} {} {}\n",
+            self.checkpoint,
+            self.key_name,
+            B64.encode(sig)
+        )
     }
 }
 
@@ -204,10 +237,22 @@ mod tests {
     fn checkpoint_text_is_three_lines() {
         let root = sha256(b"x");
         let t = checkpoint_text("converge-ledger/ctx 1", 42, &root);
-        assert_eq!(t, format!("converge-ledger/ctx 1\n42\n{}\n", B64.encode(root.0)));
+        assert_eq!(
+            t,
+            format!("converge-ledger/ctx 1\n42\n{}\n", B64.encode(root.0))
+        );
         let cp = parse_checkpoint(&t).unwrap();
-        assert_eq!((cp.origin.as_str(), cp.tree_size, cp.root), ("converge-ledger/ctx 1", 42, root));
-        for bad in ["a\n1\n", "a\n01\nAA==\n", "a\n1\nnot base64\n", "\n1\nAA==\n", "a\n1\nAAAA\n"] {
+        assert_eq!(
+            (cp.origin.as_str(), cp.tree_size, cp.root),
+            ("converge-ledger/ctx 1", 42, root)
+        );
+        for bad in [
+            "a\n1\n",
+            "a\n01\nAA==\n",
+            "a\n1\nnot base64\n",
+            "\n1\nAA==\n",
+            "a\n1\nAAAA\n",
+        ] {
             assert!(parse_checkpoint(bad).is_err(), "{bad:?}");
         }
     }
@@ -219,7 +264,10 @@ mod tests {
         h.verify(&k.verifying_key()).unwrap();
         let mut t = h.clone();
         t.tree_size = 6;
-        assert!(matches!(t.verify(&k.verifying_key()), Err(CheckpointError::Mismatch { field: "size", .. })));
+        assert!(matches!(
+            t.verify(&k.verifying_key()),
+            Err(CheckpointError::Mismatch { field: "size", .. })
+        ));
         let mut t = h.clone();
         t.root.0[0] ^= 1;
         assert!(t.verify(&k.verifying_key()).is_err());
@@ -228,9 +276,15 @@ mod tests {
         assert!(t.verify(&k.verifying_key()).is_err());
         let mut t = h.clone();
         t.signature[10] ^= 1;
-        assert_eq!(t.verify(&k.verifying_key()), Err(CheckpointError::BadSignature));
+        assert_eq!(
+            t.verify(&k.verifying_key()),
+            Err(CheckpointError::BadSignature)
+        );
         let other = SigningKey::from_bytes(&[8u8; 32]);
-        assert!(matches!(h.verify(&other.verifying_key()), Err(CheckpointError::WrongKey { .. })));
+        assert!(matches!(
+            h.verify(&other.verifying_key()),
+            Err(CheckpointError::WrongKey { .. })
+        ));
         assert!(h.note().starts_with(&h.checkpoint));
         assert!(h.note().contains("\u{2014} converge-ledger "));
     }

@@ -144,9 +144,21 @@ fn snapshot_of_the_three_entries() {
 fn signed_checkpoint_vector() {
     use ledger_core::checkpoint::{self, SigningKey};
     let key = SigningKey::from_bytes(&[0x42; 32]);
-    let root = Hash::from_hex("4870ab0bd0d0a96165042e3ed4865bd0ab56ebf36fcb87b6c00d0c921c76dee2").unwrap();
-    let h = checkpoint::sign_tree_head(&key, "converge-ledger", "ctx-vectors", 3, root, 8, 1_700_000_000_000_001_000);
-    assert_eq!(checkpoint::base64(key.verifying_key().as_bytes()), "IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI=");
+    let root =
+        Hash::from_hex("4870ab0bd0d0a96165042e3ed4865bd0ab56ebf36fcb87b6c00d0c921c76dee2").unwrap();
+    let h = checkpoint::sign_tree_head(
+        &key,
+        "converge-ledger",
+        "ctx-vectors",
+        3,
+        root,
+        8,
+        1_700_000_000_000_001_000,
+    );
+    assert_eq!(
+        checkpoint::base64(key.verifying_key().as_bytes()),
+        "IVL40Zt5HSRFMkLhXy6rbLfP+ntqXtMAl5YOBpiB2xI="
+    );
     assert_eq!(checkpoint::hex4(&h.key_id), "d153b944");
     assert_eq!(
         checkpoint::base64(&h.signature),
@@ -156,6 +168,9 @@ fn signed_checkpoint_vector() {
         h.note(),
         "converge-ledger/ctx-vectors\n3\nSHCrC9DQqWFlBC4+1IZb0KtW6/Nvy4e2wA0Mkhx23uI=\n\n\u{2014} converge-ledger 0VO5RFlNewRAxomoNohaB82JL35iWZ6A7me1rgaFmE0PKQT4TtYG85xfShfAkCSk1Ov+s2RQG+3CGLRE5m7SqBr3xQc=\n"
     );
-    assert_eq!(h.checkpoint, "converge-ledger/ctx-vectors\n3\nSHCrC9DQqWFlBC4+1IZb0KtW6/Nvy4e2wA0Mkhx23uI=\n");
+    assert_eq!(
+        h.checkpoint,
+        "converge-ledger/ctx-vectors\n3\nSHCrC9DQqWFlBC4+1IZb0KtW6/Nvy4e2wA0Mkhx23uI=\n"
+    );
     h.verify(&key.verifying_key()).unwrap();
 }

@@ -537,7 +537,12 @@ impl Ledger {
     pub async fn tree_state(&self, context_id: &str, size: u64) -> Result<TreeState, LedgerError> {
         let current = self.require_size(context_id)?;
         let size = resolve_size(size, current)?;
-        if let Some(h) = self.inner.durable.head(context_id).filter(|h| h.size() == size) {
+        if let Some(h) = self
+            .inner
+            .durable
+            .head(context_id)
+            .filter(|h| h.size() == size)
+        {
             return Ok(TreeState {
                 size,
                 root: h.root(),
@@ -555,7 +560,15 @@ impl Ledger {
             (0, 0)
         } else {
             let page = self
-                .read(context_id, ReadQuery { after_sequence: size - 1, limit: Some(1), up_to: Some(size), ..ReadQuery::default() })
+                .read(
+                    context_id,
+                    ReadQuery {
+                        after_sequence: size - 1,
+                        limit: Some(1),
+                        up_to: Some(size),
+                        ..ReadQuery::default()
+                    },
+                )
                 .await?;
             let e = page.entries.first().ok_or_else(|| {
                 LedgerError::Storage(ledger_storage::StorageError::Corrupt(format!(
@@ -564,12 +577,52 @@ impl Ledger {
             })?;
             (e.lamport_clock, e.appended_at_ns)
         };
-        Ok(TreeState { size, root, lamport_clock, appended_at_ns })
+        Ok(TreeState {
+            size,
+            root,
+            lamport_clock,
+            appended_at_ns,
+        })
+    }
+
+    /// The Lamport clock and append time of entry `size` (both 0 for size 0), without
+    /// touching the tree: what a tree head of that size states besides its root.
+    pub async fn clock_at(&self, context_id: &str, size: u64) -> Result<(u64, u64), LedgerError> {
+        if size == 0 {
+            return Ok((0, 0));
+        }
+        if let Some(h) = self
+            .inner
+            .durable
+            .head(context_id)
+            .filter(|h| h.size() == size)
+        {
+            return Ok((h.lamport_clock, h.last_appended_at_ns));
+        }
+        let page = self
+            .read(
+                context_id,
+                ReadQuery {
+                    after_sequence: size - 1,
+                    limit: Some(1),
+                    up_to: Some(size),
+                    ..ReadQuery::default()
+                },
+            )
+            .await?;
+        let e = page.entries.first().ok_or_else(|| {
+            LedgerError::OutOfRange(format!("entry {size} of {context_id:?} does not exist"))
+        })?;
+        Ok((e.lamport_clock, e.appended_at_ns))
     }
 
     /// The Merkle frontier of the context's first `size` entries (for following the tree as
     /// entries arrive, e.g. to sign heads along a watch stream).
-    pub async fn frontier_at(&self, context_id: &str, size: u64) -> Result<ledger_core::Frontier, LedgerError> {
+    pub async fn frontier_at(
+        &self,
+        context_id: &str,
+        size: u64,
+    ) -> Result<ledger_core::Frontier, LedgerError> {
         let current = self.durable_size(context_id)?;
         if size > current {
             return Err(LedgerError::OutOfRange(format!(
@@ -578,10 +631,13 @@ impl Ledger {
         }
         let mut ids = Vec::new();
         merkle::range_decomposition(0, size, &mut ids);
-        let hashes = if ids.is_empty() { Vec::new() } else { self.inner.store.nodes(context_id, &ids)? };
-        ledger_core::Frontier::from_parts(size, hashes).map_err(|e| {
-            LedgerError::Storage(ledger_storage::StorageError::Corrupt(e.to_string()))
-        })
+        let hashes = if ids.is_empty() {
+            Vec::new()
+        } else {
+            self.inner.store.nodes(context_id, &ids)?
+        };
+        ledger_core::Frontier::from_parts(size, hashes)
+            .map_err(|e| LedgerError::Storage(ledger_storage::StorageError::Corrupt(e.to_string())))
     }
 
     /// Watches a context: entries with sequence above `from_sequence` (0 = from the start),

@@ -227,7 +227,14 @@ async fn run(command: Command) -> Result<(), String> {
                 key = %signer.source,
                 "Converge Ledger serving"
             );
-            crate::server::serve(config, ledger, signer, listener, crate::server::shutdown_signal()).await
+            crate::server::serve(
+                config,
+                ledger,
+                signer,
+                listener,
+                crate::server::shutdown_signal(),
+            )
+            .await
         }
         Command::Append {
             target,
@@ -342,23 +349,51 @@ async fn run(command: Command) -> Result<(), String> {
             );
             Ok(())
         }
-        Command::Head { target, context, out, public_key } => {
-            crate::verify_cli::head(&target.addr, &context, out.as_deref(), public_key.as_deref())
-                .await
-                .map_err(|e| e.to_string())
-        }
+        Command::Head {
+            target,
+            context,
+            out,
+            public_key,
+        } => crate::verify_cli::head(
+            &target.addr,
+            &context,
+            out.as_deref(),
+            public_key.as_deref(),
+        )
+        .await
+        .map_err(|e| e.to_string()),
         Command::Verify { what } => {
             let r = match what {
-                VerifyCommand::Snapshot { file, root, head, public_key } => crate::verify_cli::snapshot(
+                VerifyCommand::Snapshot {
+                    file,
+                    root,
+                    head,
+                    public_key,
+                } => crate::verify_cli::snapshot(
                     &file,
                     root.as_deref(),
                     head.as_deref(),
                     public_key.as_deref(),
                 ),
-                VerifyCommand::Entry { target, context, sequence, public_key } => {
-                    crate::verify_cli::entry(&target.addr, &context, sequence, public_key.as_deref()).await
+                VerifyCommand::Entry {
+                    target,
+                    context,
+                    sequence,
+                    public_key,
+                } => {
+                    crate::verify_cli::entry(
+                        &target.addr,
+                        &context,
+                        sequence,
+                        public_key.as_deref(),
+                    )
+                    .await
                 }
-                VerifyCommand::Context { target, context, public_key } => {
+                VerifyCommand::Context {
+                    target,
+                    context,
+                    public_key,
+                } => {
                     crate::verify_cli::context(&target.addr, &context, public_key.as_deref()).await
                 }
             };

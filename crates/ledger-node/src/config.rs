@@ -230,11 +230,17 @@ impl Config {
             return bad("watch_buffer/queue_depth", "must be at least 1".into());
         }
         if self.ledger_name.is_empty()
-            || !self.ledger_name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            || !self
+                .ledger_name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
         {
             return bad(
                 "ledger_name",
-                format!("{:?} must be non-empty and use only letters, digits, '.', '_' and '-'", self.ledger_name),
+                format!(
+                    "{:?} must be non-empty and use only letters, digits, '.', '_' and '-'",
+                    self.ledger_name
+                ),
             );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log_level).is_err() {

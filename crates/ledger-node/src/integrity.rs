@@ -3,6 +3,7 @@
 use crate::signer::Signer;
 use crate::status::to_status;
 use ledger_client::convert::tree_head_to_pb;
+use ledger_core::Hash;
 use ledger_core::checkpoint::SignedTreeHead;
 use ledger_embedded::{Ledger, LedgerError, TreeState};
 use ledger_proto::ledger::v1 as lpb;
@@ -25,13 +26,33 @@ impl IntegrityApi {
     /// The signed head of `context_id` at `size` (0 = current).
     pub async fn head(&self, context_id: &str, size: u64) -> Result<SignedTreeHead, LedgerError> {
         let t: TreeState = self.ledger.tree_state(context_id, size).await?;
-        Ok(self.signer.sign(context_id, t.size, t.root, t.lamport_clock, t.appended_at_ns))
+        Ok(self.signer.sign(
+            context_id,
+            t.size,
+            t.root,
+            t.lamport_clock,
+            t.appended_at_ns,
+        ))
+    }
+
+    /// The signed head of a size whose root is already known (from a proof just computed).
+    async fn head_with_root(
+        &self,
+        context_id: &str,
+        size: u64,
+        root: Hash,
+    ) -> Result<SignedTreeHead, LedgerError> {
+        let (lamport, time) = self.ledger.clock_at(context_id, size).await?;
+        Ok(self.signer.sign(context_id, size, root, lamport, time))
     }
 }
 
 #[tonic::async_trait]
 impl IntegrityService for IntegrityApi {
-    async fn get_tree_head(&self, request: Request<lpb::GetTreeHeadRequest>) -> Result<Response<lpb::SignedTreeHead>, Status> {
+    async fn get_tree_head(
+        &self,
+        request: Request<lpb::GetTreeHeadRequest>,
+    ) -> Result<Response<lpb::SignedTreeHead>, Status> {
         let r = request.into_inner();
         let h = self.head(&r.context_id, 0).await.map_err(to_status)?;
         Ok(Response::new(tree_head_to_pb(&h)))
@@ -47,7 +68,10 @@ impl IntegrityService for IntegrityApi {
             .inclusion_proof(&r.context_id, r.sequence, r.tree_size)
             .await
             .map_err(to_status)?;
-        let head = self.head(&r.context_id, p.tree_size).await.map_err(to_status)?;
+        let head = self
+            .head_with_root(&r.context_id, p.tree_size, p.root)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(lpb::InclusionProof {
             leaf_index: p.leaf_index,
             tree_size: p.tree_size,
@@ -67,12 +91,14 @@ impl IntegrityService for IntegrityApi {
             .consistency_proof(&r.context_id, r.first_size, r.second_size)
             .await
             .map_err(to_status)?;
-        let first = if p.first == 0 {
-            self.signer.sign(&r.context_id, 0, p.first_root, 0, 0)
-        } else {
-            self.head(&r.context_id, p.first).await.map_err(to_status)?
-        };
-        let second = self.head(&r.context_id, p.second).await.map_err(to_status)?;
+        let first = self
+            .head_with_root(&r.context_id, p.first, p.first_root)
+            .await
+            .map_err(to_status)?;
+        let second = self
+            .head_with_root(&r.context_id, p.second, p.second_root)
+            .await
+            .map_err(to_status)?;
         Ok(Response::new(lpb::ConsistencyProof {
             first_size: p.first,
             second_size: p.second,
@@ -82,7 +108,10 @@ impl IntegrityService for IntegrityApi {
         }))
     }
 
-    async fn get_public_key(&self, _request: Request<lpb::GetPublicKeyRequest>) -> Result<Response<lpb::PublicKey>, Status> {
+    async fn get_public_key(
+        &self,
+        _request: Request<lpb::GetPublicKeyRequest>,
+    ) -> Result<Response<lpb::PublicKey>, Status> {
         Ok(Response::new(lpb::PublicKey {
             algorithm: "ed25519".into(),
             public_key: self.signer.public_key().as_bytes().to_vec(),

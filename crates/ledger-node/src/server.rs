@@ -11,9 +11,9 @@ use crate::config::Config;
 use crate::integrity::IntegrityApi;
 use crate::service::ContextApi;
 use crate::signer::Signer;
-use ledger_proto::ledger::v1::integrity_service_server::IntegrityServiceServer;
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1::context_service_server::ContextServiceServer;
+use ledger_proto::ledger::v1::integrity_service_server::IntegrityServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,7 +46,10 @@ pub fn listening_line(addr: SocketAddr, config: &Config, signer: &Signer) -> Str
 /// Opens the ledger in the configured data dir and loads (or creates) the signing key.
 pub fn open(config: &Config) -> Result<(Ledger, Arc<Signer>), String> {
     let ledger = Ledger::open(&config.data_dir, config.ledger_config()).map_err(|e| {
-        format!("cannot open the data dir {} (setting data_dir): {e}", config.data_dir.display())
+        format!(
+            "cannot open the data dir {} (setting data_dir): {e}",
+            config.data_dir.display()
+        )
     })?;
     let signer = Arc::new(Signer::load_or_create(config)?);
     Ok((ledger, signer))

@@ -5,9 +5,9 @@ use crate::status::to_status;
 use ledger_client::convert::{entry_to_pb, tree_head_to_pb};
 use ledger_core::{Entry, Frontier};
 use ledger_embedded::{Ledger, LedgerError, Metadata};
-use std::sync::Arc;
 use ledger_proto::context::v1 as pb;
 use pb::context_service_server::ContextService;
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -57,7 +57,10 @@ impl HeadTrail {
             self.lamport_clock,
             self.appended_at_ns,
         );
-        pb::WatchEvent { entry: None, tree_head: Some(tree_head_to_pb(&h)) }
+        pb::WatchEvent {
+            entry: None,
+            tree_head: Some(tree_head_to_pb(&h)),
+        }
     }
 
     /// Records a delivered entry; returns a head event when one is due.
@@ -192,7 +195,10 @@ impl ContextService for ContextApi {
 
     type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
 
-    async fn watch(&self, request: Request<pb::WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        request: Request<pb::WatchRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let r = request.into_inner();
         let mut trail = if r.include_tree_heads {
             if !r.key.is_empty() {
@@ -200,9 +206,18 @@ impl ContextService for ContextApi {
                     "include_tree_heads needs every entry of the context: it cannot be combined with a key filter",
                 ));
             }
-            let frontier = self.ledger.frontier_at(&r.context_id, r.from_sequence).await.map_err(to_status)?;
+            let frontier = self
+                .ledger
+                .frontier_at(&r.context_id, r.from_sequence)
+                .await
+                .map_err(to_status)?;
             let t = if r.from_sequence > 0 {
-                Some(self.ledger.tree_state(&r.context_id, r.from_sequence).await.map_err(to_status)?)
+                Some(
+                    self.ledger
+                        .tree_state(&r.context_id, r.from_sequence)
+                        .await
+                        .map_err(to_status)?,
+                )
             } else {
                 None
             };
@@ -229,7 +244,13 @@ impl ContextService for ContextApi {
             .ledger
             .watch(&r.context_id, key_filter(&r.key), r.from_sequence)
             .map_err(to_status)?;
-        tracing::debug!(rpc = "Watch", context_id = r.context_id, from = r.from_sequence, heads = trail.is_some(), "started");
+        tracing::debug!(
+            rpc = "Watch",
+            context_id = r.context_id,
+            from = r.from_sequence,
+            heads = trail.is_some(),
+            "started"
+        );
         let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
         tokio::spawn(async move {
             // A resumed stream starts with the head of what the watcher already has, so it can
@@ -280,7 +301,12 @@ impl ContextService for ContextApi {
                     }
                 }
             }
-            tracing::debug!(rpc = "Watch", context_id = r.context_id, position = stream.position(), "ended");
+            tracing::debug!(
+                rpc = "Watch",
+                context_id = r.context_id,
+                position = stream.position(),
+                "ended"
+            );
         });
         Ok(Response::new(ReceiverStream::new(rx)))
     }

@@ -42,7 +42,8 @@ pub fn parse_public_key(b64: &str) -> Result<VerifyingKey, Failure> {
     let arr: [u8; 32] = bytes
         .try_into()
         .map_err(|_| err("--public-key must be a 32-byte Ed25519 key in base64"))?;
-    VerifyingKey::from_bytes(&arr).map_err(|e| err(format!("--public-key is not a valid Ed25519 key: {e}")))
+    VerifyingKey::from_bytes(&arr)
+        .map_err(|e| err(format!("--public-key is not a valid Ed25519 key: {e}")))
 }
 
 /// The key to trust: the pinned one, else the node's (trust on first use, said so on stderr).
@@ -77,18 +78,29 @@ pub fn head_json(h: &SignedTreeHead, key: &VerifyingKey) -> serde_json::Value {
 
 /// Reads a head file written by `head --out`.
 pub fn read_head_file(path: &Path) -> Result<(SignedTreeHead, VerifyingKey), Failure> {
-    let text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| err(format!("{} is not a tree head file: {e}", path.display())))?;
-    let field = |k: &str| v[k].as_str().map(str::to_owned).ok_or_else(|| err(format!("{}: missing {k}", path.display())));
-    let num = |k: &str| v[k].as_u64().ok_or_else(|| err(format!("{}: missing {k}", path.display())));
-    let root = Hash::from_hex(&field("root")?).ok_or_else(|| err("root is not 64 hex characters"))?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| err(format!("cannot read {}: {e}", path.display())))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| err(format!("{} is not a tree head file: {e}", path.display())))?;
+    let field = |k: &str| {
+        v[k].as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| err(format!("{}: missing {k}", path.display())))
+    };
+    let num = |k: &str| {
+        v[k].as_u64()
+            .ok_or_else(|| err(format!("{}: missing {k}", path.display())))
+    };
+    let root =
+        Hash::from_hex(&field("root")?).ok_or_else(|| err("root is not 64 hex characters"))?;
     let key = parse_public_key(&field("public_key")?)?;
     let signature: [u8; 64] = checkpoint::from_base64(&field("signature")?)
         .and_then(|b| b.try_into().ok())
         .ok_or_else(|| err("signature is not 64 bytes of base64"))?;
     let id = field("key_id")?;
-    let id_bytes = Hash::from_hex(&format!("{id:0<64}")).filter(|_| id.len() == 8).ok_or_else(|| err("key_id is not 8 hex characters"))?;
+    let id_bytes = Hash::from_hex(&format!("{id:0<64}"))
+        .filter(|_| id.len() == 8)
+        .ok_or_else(|| err("key_id is not 8 hex characters"))?;
     let head = SignedTreeHead {
         context_id: field("context_id")?,
         tree_size: num("tree_size")?,
@@ -104,23 +116,39 @@ pub fn read_head_file(path: &Path) -> Result<(SignedTreeHead, VerifyingKey), Fai
 }
 
 /// `head C`: fetch, verify against the trusted key, print, and optionally save.
-pub async fn head(addr: &str, context: &str, out: Option<&Path>, pinned: Option<&str>) -> Result<(), Failure> {
+pub async fn head(
+    addr: &str,
+    context: &str,
+    out: Option<&Path>,
+    pinned: Option<&str>,
+) -> Result<(), Failure> {
     let client = LedgerClient::connect(addr).await.map_err(err)?;
     let key = trusted_key(&client, pinned).await?;
     let h = client.tree_head(context).await.map_err(err)?;
     verify::verify_tree_head(&h, &key)?;
     let json = serde_json::to_string_pretty(&head_json(&h, &key)).map_err(err)?;
     if let Some(path) = out {
-        std::fs::write(path, format!("{json}\n")).map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;
-        eprintln!("saved the signed tree head of {context} at size {} to {}", h.tree_size, path.display());
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;
+        eprintln!(
+            "saved the signed tree head of {context} at size {} to {}",
+            h.tree_size,
+            path.display()
+        );
     }
     println!("{json}");
     Ok(())
 }
 
 /// `verify snapshot FILE [--root HEX | --head FILE]`: entirely offline.
-pub fn snapshot(file: &Path, root: Option<&str>, head_file: Option<&Path>, pinned: Option<&str>) -> Result<(), Failure> {
-    let blob = std::fs::read(file).map_err(|e| err(format!("cannot read {}: {e}", file.display())))?;
+pub fn snapshot(
+    file: &Path,
+    root: Option<&str>,
+    head_file: Option<&Path>,
+    pinned: Option<&str>,
+) -> Result<(), Failure> {
+    let blob =
+        std::fs::read(file).map_err(|e| err(format!("cannot read {}: {e}", file.display())))?;
     let root = match root {
         Some(r) => Some(Hash::from_hex(r).ok_or_else(|| err("--root must be 64 hex characters"))?),
         None => None,
@@ -152,10 +180,18 @@ pub fn snapshot(file: &Path, root: Option<&str>, head_file: Option<&Path>, pinne
 }
 
 /// `verify entry --context C --sequence N`: entry + inclusion proof + signed head.
-pub async fn entry(addr: &str, context: &str, sequence: u64, pinned: Option<&str>) -> Result<(), Failure> {
+pub async fn entry(
+    addr: &str,
+    context: &str,
+    sequence: u64,
+    pinned: Option<&str>,
+) -> Result<(), Failure> {
     let client = LedgerClient::connect(addr).await.map_err(err)?;
     let key = trusted_key(&client, pinned).await?;
-    let proof = client.inclusion_proof(context, sequence, 0).await.map_err(err)?;
+    let proof = client
+        .inclusion_proof(context, sequence, 0)
+        .await
+        .map_err(err)?;
     let page = client
         .get(context, "", sequence.saturating_sub(1), 1)
         .await
@@ -193,7 +229,10 @@ pub async fn context(addr: &str, context: &str, pinned: Option<&str>) -> Result<
     let root = verify::root_of_entries(&entries)?;
     if root != head.root {
         return Err(VerifyError::Mismatch {
-            what: format!("root recomputed from the {} entries of {context}", entries.len()),
+            what: format!(
+                "root recomputed from the {} entries of {context}",
+                entries.len()
+            ),
             expected: head.root.to_hex(),
             found: root.to_hex(),
         }

@@ -28,29 +28,50 @@ struct Fixture {
 }
 
 fn fixture(n: u64) -> Fixture {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let ledger = Ledger::with_store(Arc::new(ledger_storage::MemoryStore::new()), LedgerConfig::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let ledger = Ledger::with_store(
+        Arc::new(ledger_storage::MemoryStore::new()),
+        LedgerConfig::default(),
+    );
     let signer = Arc::new(Signer::from_seed([3u8; 32], "test-ledger", "test".into()));
     let key = signer.public_key();
     rt.block_on(async {
         for i in 0..n {
-            ledger.append("p", "facts", i.to_be_bytes().to_vec(), Metadata::new(), None).await.unwrap();
+            ledger
+                .append(
+                    "p",
+                    "facts",
+                    i.to_be_bytes().to_vec(),
+                    Metadata::new(),
+                    None,
+                )
+                .await
+                .unwrap();
         }
     });
-    Fixture { rt, api: IntegrityApi::new(ledger, signer), key }
+    Fixture {
+        rt,
+        api: IntegrityApi::new(ledger, signer),
+        key,
+    }
 }
 
 impl Fixture {
     fn inclusion(&self, seq: u64, size: u64) -> (Hash, Vec<Hash>, SignedTreeHead) {
-        let p = self
-            .rt
-            .block_on(self.api.get_inclusion_proof(Request::new(lpb::GetInclusionProofRequest {
-                context_id: "p".into(),
-                sequence: seq,
-                tree_size: size,
-            })))
-            .unwrap()
-            .into_inner();
+        let p =
+            self.rt
+                .block_on(self.api.get_inclusion_proof(Request::new(
+                    lpb::GetInclusionProofRequest {
+                        context_id: "p".into(),
+                        sequence: seq,
+                        tree_size: size,
+                    },
+                )))
+                .unwrap()
+                .into_inner();
         (
             Hash::from_slice(&p.leaf_hash).unwrap(),
             hashes_from_pb(p.audit_path, "path").unwrap(),
@@ -61,11 +82,13 @@ impl Fixture {
     fn consistency(&self, first: u64, second: u64) -> (Vec<Hash>, SignedTreeHead, SignedTreeHead) {
         let p = self
             .rt
-            .block_on(self.api.get_consistency_proof(Request::new(lpb::GetConsistencyProofRequest {
-                context_id: "p".into(),
-                first_size: first,
-                second_size: second,
-            })))
+            .block_on(self.api.get_consistency_proof(Request::new(
+                lpb::GetConsistencyProofRequest {
+                    context_id: "p".into(),
+                    first_size: first,
+                    second_size: second,
+                },
+            )))
             .unwrap()
             .into_inner();
         (
@@ -133,9 +156,10 @@ proptest! {
 #[test]
 fn heads_are_signed_over_the_documented_checkpoint() {
     let f = fixture(3);
-    let h = f
-        .rt
-        .block_on(f.api.get_tree_head(Request::new(lpb::GetTreeHeadRequest { context_id: "p".into() })))
+    let h =
+        f.rt.block_on(f.api.get_tree_head(Request::new(lpb::GetTreeHeadRequest {
+            context_id: "p".into(),
+        })))
         .unwrap()
         .into_inner();
     let head = tree_head_from_pb(h.clone()).unwrap();
