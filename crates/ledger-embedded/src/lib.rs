@@ -310,18 +310,28 @@ impl Ledger {
         if let Some(k) = &query.key {
             validate::validate_key_filter(k)?;
         }
+        let cap = self.cap_at_durable(context_id, &mut query);
+        let store = Arc::clone(&self.inner.store);
+        let ctx = context_id.to_owned();
+        let mut r = blocking(move || store.read(&ctx, &query)).await?;
+        Self::report_durable(&mut r, cap);
+        Ok(r)
+    }
+
+    /// Caps a read at the context's durable size; returns the cap.
+    fn cap_at_durable(&self, context_id: &str, query: &mut ReadQuery) -> Option<u64> {
         let cap = self.inner.durable.size(context_id);
         if let Some(cap) = cap {
             query.up_to = Some(query.up_to.map_or(cap, |u| u.min(cap)));
         }
-        let store = Arc::clone(&self.inner.store);
-        let ctx = context_id.to_owned();
-        let mut r = blocking(move || store.read(&ctx, &query)).await?;
+        cap
+    }
+
+    /// Entries written but not yet durable are not reported, not even by number.
+    fn report_durable(r: &mut ReadResult, cap: Option<u64>) {
         if let Some(cap) = cap {
-            // Entries written but not yet durable are not reported, not even by number.
             r.latest_sequence = r.latest_sequence.min(cap);
         }
-        Ok(r)
     }
 
     /// Sequence of the context's last entry (0 if it has none).
@@ -599,17 +609,15 @@ impl Ledger {
         {
             return Ok((h.lamport_clock, h.last_appended_at_ns));
         }
-        let page = self
-            .read(
-                context_id,
-                ReadQuery {
-                    after_sequence: size - 1,
-                    limit: Some(1),
-                    up_to: Some(size),
-                    ..ReadQuery::default()
-                },
-            )
-            .await?;
+        // One entry: read on the caller's task, like the other point reads.
+        let mut query = ReadQuery {
+            after_sequence: size - 1,
+            limit: Some(1),
+            up_to: Some(size),
+            ..ReadQuery::default()
+        };
+        self.cap_at_durable(context_id, &mut query);
+        let page = self.inner.store.read(context_id, &query)?;
         let e = page.entries.first().ok_or_else(|| {
             LedgerError::OutOfRange(format!("entry {size} of {context_id:?} does not exist"))
         })?;
