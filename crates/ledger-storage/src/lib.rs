@@ -104,6 +104,30 @@ pub struct ReadResult {
     pub next_after_sequence: u64,
 }
 
+impl ReadResult {
+    /// The result of a read of `query` that scanned up to `upper` in a view of `latest`
+    /// entries: a cut read continues after its last entry, a complete one after `upper`.
+    pub(crate) fn finish(
+        query: &ReadQuery,
+        entries: Vec<Entry>,
+        latest: u64,
+        upper: u64,
+        has_more: bool,
+    ) -> Self {
+        let next_after_sequence = if has_more {
+            entries.last().map_or(query.after_sequence, |e| e.sequence)
+        } else {
+            query.after_sequence.max(upper)
+        };
+        ReadResult {
+            entries,
+            latest_sequence: latest,
+            has_more,
+            next_after_sequence,
+        }
+    }
+}
+
 /// Storage failures. I/O errors are fatal for writes: a node that cannot store stops accepting
 /// appends instead of acknowledging what it could not keep.
 #[derive(Debug, Error)]

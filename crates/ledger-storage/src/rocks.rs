@@ -492,17 +492,7 @@ impl LogStore for RocksStore {
                 )));
             }
         }
-        let next_after_sequence = if has_more {
-            out.last().map_or(query.after_sequence, |e| e.sequence)
-        } else {
-            query.after_sequence.max(upper)
-        };
-        Ok(ReadResult {
-            entries: out,
-            latest_sequence: latest,
-            has_more,
-            next_after_sequence,
-        })
+        Ok(ReadResult::finish(query, out, latest, upper, has_more))
     }
 
     fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
