@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Compares Converge Ledger with PostgreSQL, Redis Streams and NATS JetStream on the same
+# workloads, in one run on this machine, and writes docs/compare/results.md and SVG plots.
+#
+#   bench/compare.sh            # full run (~10 minutes)
+#   bench/compare.sh --quick    # under 3 minutes
+#
+# Installs the peers from Debian's packages if they are missing (postgresql, redis-server,
+# nats-server), builds the ledger and the harness, and lets the harness start every server on
+# loopback with a temporary data dir; everything it started is stopped when it ends.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/bootstrap.sh
+. scripts/env.sh
+
+need=()
+compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "compare: installing ${need[*]}" >&2
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian starts the packaged services; the harness runs its own instances on free ports.
+for svc in redis-server postgresql nats-server; do
+  (command -v systemctl >/dev/null 2>&1 && systemctl stop "$svc" 2>/dev/null) || true
+done
+
+cargo build $LEDGER_PROFILE_FLAG --locked -p ledger-node --bin converge-ledger
+COMPARE_TARGET="${CARGO_TARGET_DIR%/target}/compare-target"
+CARGO_TARGET_DIR="$COMPARE_TARGET" cargo build --release --manifest-path bench/compare/Cargo.toml
+"$COMPARE_TARGET/release/ledger-compare" \
+  --ledger-bin "$CARGO_TARGET_DIR/release/converge-ledger" \
+  --out docs/compare "$@"

@@ -1,0 +1,400 @@
+//! `ledger-compare`: the same workloads against Converge Ledger, PostgreSQL, Redis Streams and
+//! NATS JetStream, each through its ordinary Rust client, in one run on one machine. Run it with
+//! `bench/compare.sh`, which installs and starts nothing by hand: this program starts every
+//! server on loopback with a temporary data dir and stops it at the end.
+
+mod plot;
+mod procs;
+mod systems;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use systems::{Ledger, Nats, Postgres, Redis, System};
+
+#[derive(Parser, Debug)]
+#[command(about = "Compare Converge Ledger with PostgreSQL, Redis Streams and NATS JetStream")]
+struct Args {
+    /// A run of under three minutes (shorter phases, 100,000-entry restart).
+    #[arg(long)]
+    quick: bool,
+    /// The converge-ledger binary.
+    #[arg(long)]
+    ledger_bin: PathBuf,
+    /// Where to write results.md and the SVG plots.
+    #[arg(long, default_value = "docs/compare")]
+    out: PathBuf,
+}
+
+struct Report {
+    md: String,
+}
+
+impl Report {
+    fn section(&mut self, title: &str, header: &str) {
+        let _ = writeln!(self.md, "\n### {title}\n\n{header}");
+        let cols = header.matches('|').count() - 1;
+        let _ = writeln!(self.md, "|{}", "---|".repeat(cols));
+    }
+    fn row(&mut self, cells: &[String]) {
+        let _ = writeln!(self.md, "| {} |", cells.join(" | "));
+        println!("{}", cells.join(" | "));
+    }
+}
+
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram")
+}
+
+fn us(ns: u64) -> String {
+    if ns >= 10_000_000 {
+        format!("{:.1} ms", ns as f64 / 1e6)
+    } else {
+        format!("{:.0} µs", ns as f64 / 1e3)
+    }
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+}
+
+async fn wait_ready(sys: &dyn System, probe_ctx: &str) -> Result<Duration> {
+    let start = Instant::now();
+    loop {
+        match sys.read_first(probe_ctx).await {
+            Ok(_) => return Ok(start.elapsed()),
+            Err(e) if start.elapsed() > Duration::from_secs(120) => return Err(e.context("not ready after 120 s")),
+            Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+/// Appends per second and latency with `writers` concurrent writers over 64 contexts.
+async fn append_run(sys: &dyn System, tag: &str, writers: usize, secs: f64) -> Result<(f64, Histogram<u64>)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let mut writer = sys.writer(false).await?;
+        let (stop, measuring) = (stop.clone(), measuring.clone());
+        let tag = tag.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let payload = vec![7u8; 256];
+            let mut h = histogram();
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                // 64 writers own a context each; one writer goes round all 64.
+                let ctx = if writers == 1 { format!("{tag}-{}", i % 64) } else { format!("{tag}-{w}") };
+                i += 1;
+                let t = Instant::now();
+                writer.append(&ctx, &payload).await?;
+                if measuring.load(Ordering::Relaxed) {
+                    h.record(t.elapsed().as_nanos() as u64).ok();
+                }
+            }
+            anyhow::Ok(h)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = histogram();
+    for t in tasks {
+        all.add(t.await??).ok();
+    }
+    Ok((all.len() as f64 / elapsed, all))
+}
+
+/// Append-to-subscriber latency with `subs` subscribers while one writer appends at `rate`/s.
+async fn tail_run(sys: &dyn System, ctx: &str, subs: usize, rate: u64, secs: f64) -> Result<(Histogram<u64>, u64, u64)> {
+    let mut handles = Vec::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    for _ in 0..subs {
+        let mut s = sys.subscriber(ctx).await?;
+        let stop = stop.clone();
+        handles.push(tokio::spawn(async move {
+            let mut h = histogram();
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(Duration::from_millis(300), s.next()).await {
+                    Ok(Ok(p)) if p.len() >= 8 => {
+                        let sent = u64::from_be_bytes(p[..8].try_into().expect("8 bytes"));
+                        h.record(now_ns().saturating_sub(sent).max(1)).ok();
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(e)) => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            anyhow::Ok(h)
+        }));
+    }
+    // Let every subscription settle (blocking reads issued, consumers created).
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let mut w = sys.writer(true).await?;
+    let n = (rate as f64 * secs) as u64;
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate as f64));
+    for _ in 0..n {
+        tick.tick().await;
+        let mut payload = now_ns().to_be_bytes().to_vec();
+        payload.resize(256, 1);
+        w.append(ctx, &payload).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = histogram();
+    for h in handles {
+        all.add(h.await??).ok();
+    }
+    let delivered = all.len();
+    Ok((all, n, delivered))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let secs = if args.quick { 2.0 } else { 5.0 };
+    let restart_n: u64 = if args.quick { 100_000 } else { 1_000_000 };
+    std::fs::create_dir_all(&args.out)?;
+    let mut rep = Report { md: String::new() };
+    let _ = writeln!(
+        rep.md,
+        "Run {} on {} cores ({} mode). Every server on 127.0.0.1 with a fresh data dir; clients in one tokio process.",
+        std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if args.quick { "quick" } else { "full" }
+    );
+
+    // ---- start everything
+    let tmp = tempfile::tempdir()?;
+    let dir = |name: &str| -> Result<PathBuf> {
+        let d = tmp.path().join(name);
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    };
+    let (ledger_proc, ledger_url) = procs::start_ledger(&args.ledger_bin, &dir("ledger")?, "sync")?;
+    let (ledger_fast_proc, ledger_fast_url) = procs::start_ledger(&args.ledger_bin, &dir("ledger-fast")?, "buffered")?;
+    let pg_dir = dir("pg")?;
+    procs::init_postgres(&pg_dir)?;
+    let pg_port = procs::free_port();
+    let mut pg_proc = procs::start_postgres(&pg_dir, pg_port)?;
+    let redis_dir = dir("redis")?;
+    let redis_port = procs::free_port();
+    let mut redis_proc = procs::start_redis(&redis_dir, redis_port)?;
+    let nats_dir = dir("nats")?;
+    let nats_port = procs::free_port();
+    let mut nats_proc = procs::start_nats(&nats_dir, nats_port)?;
+
+    let ledger = Ledger::new(ledger_url, "sync");
+    let ledger_fast = Ledger::new(ledger_fast_url, "buffered");
+    let pg_on = Postgres { port: pg_port, synchronous_commit: true };
+    let pg_off = Postgres { port: pg_port, synchronous_commit: false };
+    let redis_always = Redis { port: redis_port, appendfsync: "always".into() };
+    let redis_no = Redis { port: redis_port, appendfsync: "no".into() };
+    let nats = Nats { port: nats_port };
+    wait_ready(&ledger, "probe").await?;
+    wait_ready(&ledger_fast, "probe").await?;
+    // PostgreSQL needs its table before a probe can succeed.
+    let start = Instant::now();
+    while pg_on.create_schema().await.is_err() {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "PostgreSQL did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_ready(&redis_always, "probe").await?;
+    let start = Instant::now();
+    while nats.create_stream().await.is_err() {
+        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "NATS did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // ---- 1. durable and fast appends
+    rep.section(
+        "1. Append, 256-byte payloads, 64 contexts",
+        "| system | setting | writers | appends/s | latency p50 | latency p99 | ledger / this (throughput) |",
+    );
+    let durable: Vec<&dyn System> = vec![&ledger, &pg_on, &redis_always, &nats];
+    let fast: Vec<&dyn System> = vec![&ledger_fast, &pg_off, &redis_no];
+    let mut plot_rows = Vec::new();
+    for (setting, group) in [("durable", &durable), ("fast / not durable", &fast)] {
+        for writers in [1usize, 64] {
+            let mut results = Vec::new();
+            for (i, sys) in group.iter().enumerate() {
+                if setting == "durable" && i == 2 {
+                    redis_always.configure().await?;
+                }
+                if setting != "durable" && i == 2 {
+                    redis_no.configure().await?;
+                }
+                let tag = format!("a{}{writers}{i}", if setting == "durable" { "d" } else { "f" });
+                let (rate, h) = append_run(*sys, &tag, writers, secs).await.with_context(|| sys.label())?;
+                results.push((sys.label(), rate, h));
+            }
+            let ledger_rate = results[0].1;
+            for (label, rate, h) in &results {
+                rep.row(&[
+                    label.clone(),
+                    setting.to_owned(),
+                    writers.to_string(),
+                    format!("{rate:.0}"),
+                    us(h.value_at_quantile(0.5)),
+                    us(h.value_at_quantile(0.99)),
+                    format!("{:.2}×", ledger_rate / rate),
+                ]);
+                if writers == 64 {
+                    plot_rows.push((format!("{label} [{setting}]"), rate / 1000.0));
+                }
+            }
+        }
+    }
+    plot::bars(&args.out.join("append.svg"), "Appends/s with 64 writers over 64 contexts (thousands)", "k appends/s", &plot_rows)?;
+    redis_always.configure().await?;
+
+    // ---- 2. read a 10,000-entry context from the start
+    rep.section(
+        "2. Read a 10,000-entry context from the start (256-byte payloads)",
+        "| system | how | time (median of 7) | ledger / this (time; < 1 is faster) |",
+    );
+    let readers: Vec<(&dyn System, &str)> = vec![
+        (&ledger, "Get (pages of up to 16 MiB)"),
+        (&pg_on, "SELECT … ORDER BY seq"),
+        (&redis_always, "XRANGE - +"),
+        (&nats, "ordered pull consumer replay"),
+    ];
+    let mut times = Vec::new();
+    for (sys, how) in &readers {
+        sys.fill("read10k", 10_000, &[5u8; 256]).await.with_context(|| sys.label())?;
+        anyhow::ensure!(sys.read_all("read10k").await? == 10_000, "{} did not return 10,000 entries", sys.label());
+        let mut samples = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            sys.read_all("read10k").await?;
+            samples.push(t.elapsed());
+        }
+        samples.sort();
+        times.push((sys.label(), how.to_string(), samples[3]));
+    }
+    let ledger_time = times[0].2.as_secs_f64();
+    for (label, how, t) in &times {
+        rep.row(&[label.clone(), how.clone(), format!("{:.2} ms", t.as_secs_f64() * 1e3), format!("{:.2}×", ledger_time / t.as_secs_f64())]);
+    }
+    plot::bars(
+        &args.out.join("read.svg"),
+        "Read 10,000 entries from the start (ms, lower is better)",
+        "ms",
+        &times.iter().map(|(l, _, t)| (l.clone(), t.as_secs_f64() * 1e3)).collect::<Vec<_>>(),
+    )?;
+
+    // ---- 3. live tail
+    let tail_rate = 200u64;
+    rep.section(
+        &format!("3. Live tail: append-to-subscriber latency, 100 subscribers, one writer at {tail_rate} appends/s"),
+        "| system | how | delivered | p50 | p99 | ledger / this (p99; < 1 is faster) |",
+    );
+    let tails: Vec<(&dyn System, &str)> = vec![
+        (&ledger, "Watch"),
+        (&pg_on, "LISTEN/NOTIFY + SELECT"),
+        (&redis_always, "XREAD BLOCK"),
+        (&nats, "ordered push consumer"),
+    ];
+    let mut tail_rows = Vec::new();
+    let mut lat = Vec::new();
+    for (sys, how) in &tails {
+        let (h, sent, delivered) = tail_run(*sys, "tail", 100, tail_rate, secs).await.with_context(|| sys.label())?;
+        lat.push((sys.label(), how.to_string(), h, sent * 100, delivered));
+    }
+    let ledger_p99 = lat[0].2.value_at_quantile(0.99) as f64;
+    for (label, how, h, expected, delivered) in &lat {
+        rep.row(&[
+            label.clone(),
+            how.clone(),
+            format!("{delivered} of {expected}"),
+            us(h.value_at_quantile(0.5)),
+            us(h.value_at_quantile(0.99)),
+            format!("{:.2}×", ledger_p99 / h.value_at_quantile(0.99) as f64),
+        ]);
+        tail_rows.push((format!("{label} p99"), h.value_at_quantile(0.99) as f64 / 1e3));
+    }
+    plot::bars(&args.out.join("tail.svg"), "Live tail p99, 100 subscribers (µs, lower is better)", "µs", &tail_rows)?;
+
+    // ---- 4. resume after restart
+    rep.section(
+        &format!("4. Resume after restart: process start to the first served read of a {restart_n}-entry context"),
+        "| system | time | ledger / this (time; < 1 is faster) |",
+    );
+    let mut restarts = Vec::new();
+    // The ledger.
+    {
+        ledger.fill("restart", restart_n, &[3u8; 256]).await?;
+        let mut p = ledger_proc;
+        p.stop();
+        let t = Instant::now();
+        let (_p2, url) = procs::start_ledger(&args.ledger_bin, &tmp.path().join("ledger"), "sync")?;
+        let l2 = Ledger::new(url, "sync");
+        let n = loop {
+            if let Ok(n) = l2.read_first("restart").await {
+                break n;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        anyhow::ensure!(n == 100, "ledger returned {n} entries after restart");
+        restarts.push((l2.label(), t.elapsed()));
+    }
+    drop(ledger_fast_proc);
+    // PostgreSQL.
+    {
+        pg_on.fill("restart", restart_n, &[3u8; 256]).await?;
+        pg_proc.stop();
+        let t = Instant::now();
+        let _p = procs::start_postgres(&pg_dir, pg_port)?;
+        while pg_on.read_first("restart").await.ok() != Some(100) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        restarts.push((pg_on.label(), t.elapsed()));
+    }
+    // Redis (reloads its append-only file).
+    {
+        redis_no.configure().await?;
+        redis_always.fill("restart", restart_n, &[3u8; 256]).await?;
+        redis_always.configure().await?;
+        redis_proc.stop();
+        let t = Instant::now();
+        let _p = procs::start_redis(&redis_dir, redis_port)?;
+        while redis_always.read_first("restart").await.ok() != Some(100) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        restarts.push((redis_always.label(), t.elapsed()));
+    }
+    // NATS JetStream (recovers its file store).
+    {
+        nats.fill("restart", restart_n, &[3u8; 256]).await?;
+        nats_proc.stop();
+        let t = Instant::now();
+        let _p = procs::start_nats(&nats_dir, nats_port)?;
+        while nats.read_first("restart").await.ok() != Some(100) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        restarts.push((nats.label(), t.elapsed()));
+    }
+    let ledger_restart = restarts[0].1.as_secs_f64();
+    for (label, t) in &restarts {
+        rep.row(&[label.clone(), format!("{:.0} ms", t.as_secs_f64() * 1e3), format!("{:.2}×", ledger_restart / t.as_secs_f64())]);
+    }
+    plot::bars(
+        &args.out.join("restart.svg"),
+        &format!("Restart to first read, {restart_n} entries (ms, lower is better)"),
+        "ms",
+        &restarts.iter().map(|(l, t)| (l.clone(), t.as_secs_f64() * 1e3)).collect::<Vec<_>>(),
+    )?;
+
+    std::fs::write(args.out.join("results.md"), &rep.md)?;
+    println!("\nwrote {}", args.out.join("results.md").display());
+    Ok(())
+}

@@ -1,0 +1,150 @@
+//! Starting and stopping the servers under test, each on loopback with a temporary data dir.
+
+use anyhow::{Context, Result, bail};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A server process, stopped (SIGTERM, then SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Option<Child>,
+    /// The signal for a clean, fast stop (PostgreSQL's "fast" shutdown is SIGINT).
+    pub stop_signal: i32,
+}
+
+impl Proc {
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            // SAFETY: signalling our own child process.
+            unsafe {
+                libc::kill(c.id() as i32, self.stop_signal);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = c.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The converge-ledger node.
+pub fn start_ledger(bin: &Path, dir: &Path, durability: &str) -> Result<(Proc, String)> {
+    let mut child = Command::new(bin)
+        .arg("serve")
+        .arg("--data-dir")
+        .arg(dir)
+        .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "warn", "--durability", durability])
+        .args(["--max-message-bytes", "1073741824"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("start {}", bin.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let v: serde_json::Value = serde_json::from_str(&line).context("listening line")?;
+    let url = format!("http://{}", v["addr"].as_str().context("addr")?);
+    Ok((Proc { child: Some(child), stop_signal: libc::SIGTERM }, url))
+}
+
+fn pg_bin(tool: &str) -> PathBuf {
+    for v in ["17", "16", "15", "14", "13"] {
+        let p = PathBuf::from(format!("/usr/lib/postgresql/{v}/bin/{tool}"));
+        if p.exists() {
+            return p;
+        }
+    }
+    PathBuf::from(tool)
+}
+
+/// Runs a command as the `postgres` user when we are root (PostgreSQL refuses to run as root).
+fn as_postgres(tool: &str) -> Command {
+    let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    if is_root {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(pg_bin(tool));
+        c
+    } else {
+        Command::new(pg_bin(tool))
+    }
+}
+
+/// Initializes a PostgreSQL cluster in `dir` (owned by the postgres user when root).
+pub fn init_postgres(dir: &Path) -> Result<()> {
+    let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status();
+    let out = as_postgres("initdb")
+        .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+        .arg(dir.join("pg"))
+        .output()
+        .context("initdb")?;
+    if !out.status.success() {
+        bail!("initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+/// Starts PostgreSQL on `port` over the cluster in `dir`.
+pub fn start_postgres(dir: &Path, port: u16) -> Result<Proc> {
+    let child = as_postgres("postgres")
+        .arg("-D")
+        .arg(dir.join("pg"))
+        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
+        .args(["-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "max_connections=300"])
+        .args(["-c", "shared_buffers=512MB", "-c", "max_wal_size=4GB"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start postgres")?;
+    Ok(Proc { child: Some(child), stop_signal: libc::SIGINT })
+}
+
+/// Starts Redis with an append-only file in `dir`.
+pub fn start_redis(dir: &Path, port: u16) -> Result<Proc> {
+    let child = Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
+        .args(["--appendfsync", "always", "--protected-mode", "no", "--maxclients", "10000"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start redis-server")?;
+    Ok(Proc { child: Some(child), stop_signal: libc::SIGTERM })
+}
+
+/// Starts NATS with JetStream file storage in `dir`.
+pub fn start_nats(dir: &Path, port: u16) -> Result<Proc> {
+    let child = Command::new(nats_bin())
+        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("start nats-server")?;
+    Ok(Proc { child: Some(child), stop_signal: libc::SIGTERM })
+}
+
+pub fn nats_bin() -> PathBuf {
+    for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
+        if Path::new(p).exists() {
+            return PathBuf::from(p);
+        }
+    }
+    PathBuf::from("nats-server")
+}
