@@ -60,7 +60,9 @@ fn us(ns: u64) -> String {
 }
 
 fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as u64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 async fn wait_ready(sys: &dyn System, probe_ctx: &str) -> Result<Duration> {
@@ -68,14 +70,21 @@ async fn wait_ready(sys: &dyn System, probe_ctx: &str) -> Result<Duration> {
     loop {
         match sys.read_first(probe_ctx).await {
             Ok(_) => return Ok(start.elapsed()),
-            Err(e) if start.elapsed() > Duration::from_secs(120) => return Err(e.context("not ready after 120 s")),
+            Err(e) if start.elapsed() > Duration::from_secs(120) => {
+                return Err(e.context("not ready after 120 s"));
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
         }
     }
 }
 
 /// Appends per second and latency with `writers` concurrent writers over 64 contexts.
-async fn append_run(sys: &dyn System, tag: &str, writers: usize, secs: f64) -> Result<(f64, Histogram<u64>)> {
+async fn append_run(
+    sys: &dyn System,
+    tag: &str,
+    writers: usize,
+    secs: f64,
+) -> Result<(f64, Histogram<u64>)> {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
@@ -89,7 +98,11 @@ async fn append_run(sys: &dyn System, tag: &str, writers: usize, secs: f64) -> R
             let mut i = 0usize;
             while !stop.load(Ordering::Relaxed) {
                 // 64 writers own a context each; one writer goes round all 64.
-                let ctx = if writers == 1 { format!("{tag}-{}", i % 64) } else { format!("{tag}-{w}") };
+                let ctx = if writers == 1 {
+                    format!("{tag}-{}", i % 64)
+                } else {
+                    format!("{tag}-{w}")
+                };
                 i += 1;
                 let t = Instant::now();
                 writer.append(&ctx, &payload).await?;
@@ -115,7 +128,13 @@ async fn append_run(sys: &dyn System, tag: &str, writers: usize, secs: f64) -> R
 }
 
 /// Append-to-subscriber latency with `subs` subscribers while one writer appends at `rate`/s.
-async fn tail_run(sys: &dyn System, ctx: &str, subs: usize, rate: u64, secs: f64) -> Result<(Histogram<u64>, u64, u64)> {
+async fn tail_run(
+    sys: &dyn System,
+    ctx: &str,
+    subs: usize,
+    rate: u64,
+    secs: f64,
+) -> Result<(Histogram<u64>, u64, u64)> {
     let mut handles = Vec::new();
     let stop = Arc::new(AtomicBool::new(false));
     for _ in 0..subs {
@@ -168,7 +187,12 @@ async fn main() -> Result<()> {
     let _ = writeln!(
         rep.md,
         "Run {} on {} cores ({} mode). Every server on 127.0.0.1 with a fresh data dir; clients in one tokio process.",
-        std::process::Command::new("date").arg("-u").arg("+%Y-%m-%d %H:%M UTC").output().map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned()).unwrap_or_default(),
+        std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d %H:%M UTC")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if args.quick { "quick" } else { "full" }
     );
@@ -181,7 +205,8 @@ async fn main() -> Result<()> {
         Ok(d)
     };
     let (ledger_proc, ledger_url) = procs::start_ledger(&args.ledger_bin, &dir("ledger")?, "sync")?;
-    let (ledger_fast_proc, ledger_fast_url) = procs::start_ledger(&args.ledger_bin, &dir("ledger-fast")?, "buffered")?;
+    let (ledger_fast_proc, ledger_fast_url) =
+        procs::start_ledger(&args.ledger_bin, &dir("ledger-fast")?, "buffered")?;
     let pg_dir = dir("pg")?;
     procs::init_postgres(&pg_dir)?;
     let pg_port = procs::free_port();
@@ -195,23 +220,41 @@ async fn main() -> Result<()> {
 
     let ledger = Ledger::new(ledger_url, "sync");
     let ledger_fast = Ledger::new(ledger_fast_url, "buffered");
-    let pg_on = Postgres { port: pg_port, synchronous_commit: true };
-    let pg_off = Postgres { port: pg_port, synchronous_commit: false };
-    let redis_always = Redis { port: redis_port, appendfsync: "always".into() };
-    let redis_no = Redis { port: redis_port, appendfsync: "no".into() };
+    let pg_on = Postgres {
+        port: pg_port,
+        synchronous_commit: true,
+    };
+    let pg_off = Postgres {
+        port: pg_port,
+        synchronous_commit: false,
+    };
+    let redis_always = Redis {
+        port: redis_port,
+        appendfsync: "always".into(),
+    };
+    let redis_no = Redis {
+        port: redis_port,
+        appendfsync: "no".into(),
+    };
     let nats = Nats { port: nats_port };
     wait_ready(&ledger, "probe").await?;
     wait_ready(&ledger_fast, "probe").await?;
     // PostgreSQL needs its table before a probe can succeed.
     let start = Instant::now();
     while pg_on.create_schema().await.is_err() {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "PostgreSQL did not start");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "PostgreSQL did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     wait_ready(&redis_always, "probe").await?;
     let start = Instant::now();
     while nats.create_stream().await.is_err() {
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "NATS did not start");
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "NATS did not start"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -233,8 +276,13 @@ async fn main() -> Result<()> {
                 if setting != "durable" && i == 2 {
                     redis_no.configure().await?;
                 }
-                let tag = format!("a{}{writers}{i}", if setting == "durable" { "d" } else { "f" });
-                let (rate, h) = append_run(*sys, &tag, writers, secs).await.with_context(|| sys.label())?;
+                let tag = format!(
+                    "a{}{writers}{i}",
+                    if setting == "durable" { "d" } else { "f" }
+                );
+                let (rate, h) = append_run(*sys, &tag, writers, secs)
+                    .await
+                    .with_context(|| sys.label())?;
                 results.push((sys.label(), rate, h));
             }
             let ledger_rate = results[0].1;
@@ -254,7 +302,12 @@ async fn main() -> Result<()> {
             }
         }
     }
-    plot::bars(&args.out.join("append.svg"), "Appends/s with 64 writers over 64 contexts (thousands)", "k appends/s", &plot_rows)?;
+    plot::bars(
+        &args.out.join("append.svg"),
+        "Appends/s with 64 writers over 64 contexts (thousands)",
+        "k appends/s",
+        &plot_rows,
+    )?;
     redis_always.configure().await?;
 
     // ---- 2. read a 10,000-entry context from the start
@@ -270,8 +323,14 @@ async fn main() -> Result<()> {
     ];
     let mut times = Vec::new();
     for (sys, how) in &readers {
-        sys.fill("read10k", 10_000, &[5u8; 256]).await.with_context(|| sys.label())?;
-        anyhow::ensure!(sys.read_all("read10k").await? == 10_000, "{} did not return 10,000 entries", sys.label());
+        sys.fill("read10k", 10_000, &[5u8; 256])
+            .await
+            .with_context(|| sys.label())?;
+        anyhow::ensure!(
+            sys.read_all("read10k").await? == 10_000,
+            "{} did not return 10,000 entries",
+            sys.label()
+        );
         let mut samples = Vec::new();
         for _ in 0..7 {
             let t = Instant::now();
@@ -283,13 +342,21 @@ async fn main() -> Result<()> {
     }
     let ledger_time = times[0].2.as_secs_f64();
     for (label, how, t) in &times {
-        rep.row(&[label.clone(), how.clone(), format!("{:.2} ms", t.as_secs_f64() * 1e3), format!("{:.2}×", ledger_time / t.as_secs_f64())]);
+        rep.row(&[
+            label.clone(),
+            how.clone(),
+            format!("{:.2} ms", t.as_secs_f64() * 1e3),
+            format!("{:.2}×", ledger_time / t.as_secs_f64()),
+        ]);
     }
     plot::bars(
         &args.out.join("read.svg"),
         "Read 10,000 entries from the start (ms, lower is better)",
         "ms",
-        &times.iter().map(|(l, _, t)| (l.clone(), t.as_secs_f64() * 1e3)).collect::<Vec<_>>(),
+        &times
+            .iter()
+            .map(|(l, _, t)| (l.clone(), t.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>(),
     )?;
 
     // ---- 3. live tail
@@ -307,7 +374,9 @@ async fn main() -> Result<()> {
     let mut tail_rows = Vec::new();
     let mut lat = Vec::new();
     for (sys, how) in &tails {
-        let (h, sent, delivered) = tail_run(*sys, "tail", 100, tail_rate, secs).await.with_context(|| sys.label())?;
+        let (h, sent, delivered) = tail_run(*sys, "tail", 100, tail_rate, secs)
+            .await
+            .with_context(|| sys.label())?;
         lat.push((sys.label(), how.to_string(), h, sent * 100, delivered));
     }
     let ledger_p99 = lat[0].2.value_at_quantile(0.99) as f64;
@@ -320,9 +389,17 @@ async fn main() -> Result<()> {
             us(h.value_at_quantile(0.99)),
             format!("{:.2}×", ledger_p99 / h.value_at_quantile(0.99) as f64),
         ]);
-        tail_rows.push((format!("{label} p99"), h.value_at_quantile(0.99) as f64 / 1e3));
+        tail_rows.push((
+            format!("{label} p99"),
+            h.value_at_quantile(0.99) as f64 / 1e3,
+        ));
     }
-    plot::bars(&args.out.join("tail.svg"), "Live tail p99, 100 subscribers (µs, lower is better)", "µs", &tail_rows)?;
+    plot::bars(
+        &args.out.join("tail.svg"),
+        "Live tail p99, 100 subscribers (µs, lower is better)",
+        "µs",
+        &tail_rows,
+    )?;
 
     // ---- 4. resume after restart
     rep.section(
@@ -385,13 +462,20 @@ async fn main() -> Result<()> {
     }
     let ledger_restart = restarts[0].1.as_secs_f64();
     for (label, t) in &restarts {
-        rep.row(&[label.clone(), format!("{:.0} ms", t.as_secs_f64() * 1e3), format!("{:.2}×", ledger_restart / t.as_secs_f64())]);
+        rep.row(&[
+            label.clone(),
+            format!("{:.0} ms", t.as_secs_f64() * 1e3),
+            format!("{:.2}×", ledger_restart / t.as_secs_f64()),
+        ]);
     }
     plot::bars(
         &args.out.join("restart.svg"),
         &format!("Restart to first read, {restart_n} entries (ms, lower is better)"),
         "ms",
-        &restarts.iter().map(|(l, t)| (l.clone(), t.as_secs_f64() * 1e3)).collect::<Vec<_>>(),
+        &restarts
+            .iter()
+            .map(|(l, t)| (l.clone(), t.as_secs_f64() * 1e3))
+            .collect::<Vec<_>>(),
     )?;
 
     std::fs::write(args.out.join("results.md"), &rep.md)?;

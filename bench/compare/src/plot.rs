@@ -27,11 +27,25 @@ pub fn bars(path: &Path, title: &str, unit: &str, rows: &[(String, f64)]) -> Res
         })
         .draw()?;
     chart.draw_series(rows.iter().enumerate().map(|(i, (label, v))| {
-        let color = if label.starts_with("Converge Ledger") { RGBColor(33, 102, 172) } else { RGBColor(150, 150, 150) };
-        Rectangle::new([(0.0, SegmentValue::Exact(i)), (*v, SegmentValue::Exact(i + 1))], color.filled())
+        let color = if label.starts_with("Converge Ledger") {
+            RGBColor(33, 102, 172)
+        } else {
+            RGBColor(150, 150, 150)
+        };
+        Rectangle::new(
+            [
+                (0.0, SegmentValue::Exact(i)),
+                (*v, SegmentValue::Exact(i + 1)),
+            ],
+            color.filled(),
+        )
     }))?;
     chart.draw_series(rows.iter().enumerate().map(|(i, (_, v))| {
-        Text::new(format!(" {v:.3}"), (*v, SegmentValue::CenterOf(i)), ("sans-serif", 14))
+        Text::new(
+            format!(" {v:.3}"),
+            (*v, SegmentValue::CenterOf(i)),
+            ("sans-serif", 14),
+        )
     }))?;
     root.present()?;
     Ok(())

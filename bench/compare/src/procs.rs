@@ -40,7 +40,11 @@ impl Drop for Proc {
 }
 
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// The converge-ledger node.
@@ -49,7 +53,16 @@ pub fn start_ledger(bin: &Path, dir: &Path, durability: &str) -> Result<(Proc, S
         .arg("serve")
         .arg("--data-dir")
         .arg(dir)
-        .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "warn", "--durability", durability])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--log-level",
+            "warn",
+            "--durability",
+            durability,
+        ])
         .args(["--max-message-bytes", "1073741824"])
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -59,7 +72,13 @@ pub fn start_ledger(bin: &Path, dir: &Path, durability: &str) -> Result<(Proc, S
     BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
     let v: serde_json::Value = serde_json::from_str(&line).context("listening line")?;
     let url = format!("http://{}", v["addr"].as_str().context("addr")?);
-    Ok((Proc { child: Some(child), stop_signal: libc::SIGTERM }, url))
+    Ok((
+        Proc {
+            child: Some(child),
+            stop_signal: libc::SIGTERM,
+        },
+        url,
+    ))
 }
 
 fn pg_bin(tool: &str) -> PathBuf {
@@ -75,7 +94,11 @@ fn pg_bin(tool: &str) -> PathBuf {
 /// Runs a command as the `postgres` user when we are root (PostgreSQL refuses to run as root).
 fn as_postgres(tool: &str) -> Command {
     let is_root = std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0"))
+            .unwrap_or(false);
     if is_root {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--"]).arg(pg_bin(tool));
@@ -87,7 +110,10 @@ fn as_postgres(tool: &str) -> Command {
 
 /// Initializes a PostgreSQL cluster in `dir` (owned by the postgres user when root).
 pub fn init_postgres(dir: &Path) -> Result<()> {
-    let _ = Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir).status();
+    let _ = Command::new("chown")
+        .args(["-R", "postgres:postgres"])
+        .arg(dir)
+        .status();
     let out = as_postgres("initdb")
         .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
         .arg(dir.join("pg"))
@@ -104,28 +130,64 @@ pub fn start_postgres(dir: &Path, port: u16) -> Result<Proc> {
     let child = as_postgres("postgres")
         .arg("-D")
         .arg(dir.join("pg"))
-        .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="])
-        .args(["-c", "fsync=on", "-c", "synchronous_commit=on", "-c", "max_connections=300"])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+        ])
+        .args([
+            "-c",
+            "fsync=on",
+            "-c",
+            "synchronous_commit=on",
+            "-c",
+            "max_connections=300",
+        ])
         .args(["-c", "shared_buffers=512MB", "-c", "max_wal_size=4GB"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("start postgres")?;
-    Ok(Proc { child: Some(child), stop_signal: libc::SIGINT })
+    Ok(Proc {
+        child: Some(child),
+        stop_signal: libc::SIGINT,
+    })
 }
 
 /// Starts Redis with an append-only file in `dir`.
 pub fn start_redis(dir: &Path, port: u16) -> Result<Proc> {
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "yes"])
-        .args(["--appendfsync", "always", "--protected-mode", "no", "--maxclients", "10000"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+        ])
+        .args([
+            "--appendfsync",
+            "always",
+            "--protected-mode",
+            "no",
+            "--maxclients",
+            "10000",
+        ])
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("start redis-server")?;
-    Ok(Proc { child: Some(child), stop_signal: libc::SIGTERM })
+    Ok(Proc {
+        child: Some(child),
+        stop_signal: libc::SIGTERM,
+    })
 }
 
 /// Starts NATS with JetStream file storage in `dir`.
@@ -137,7 +199,10 @@ pub fn start_nats(dir: &Path, port: u16) -> Result<Proc> {
         .stderr(Stdio::null())
         .spawn()
         .context("start nats-server")?;
-    Ok(Proc { child: Some(child), stop_signal: libc::SIGTERM })
+    Ok(Proc {
+        child: Some(child),
+        stop_signal: libc::SIGTERM,
+    })
 }
 
 pub fn nats_bin() -> PathBuf {

@@ -48,7 +48,12 @@ pub struct Ledger {
 
 impl Ledger {
     pub fn new(url: String, durability: &str) -> Self {
-        Ledger { url, durability: durability.to_owned(), pool: Default::default(), next: Default::default() }
+        Ledger {
+            url,
+            durability: durability.to_owned(),
+            pool: Default::default(),
+            next: Default::default(),
+        }
     }
 }
 
@@ -57,17 +62,30 @@ struct LedgerWriter(LedgerClient);
 #[async_trait]
 impl Writer for LedgerWriter {
     async fn append(&mut self, ctx: &str, payload: &[u8]) -> Result<()> {
-        self.0.append(ctx, "facts", payload.to_vec(), Metadata::new(), None).await?;
+        self.0
+            .append(ctx, "facts", payload.to_vec(), Metadata::new(), None)
+            .await?;
         Ok(())
     }
 }
 
-struct LedgerSub(std::pin::Pin<Box<dyn futures::Stream<Item = Result<ledger_core::Entry, ledger_client::ClientError>> + Send>>);
+struct LedgerSub(
+    std::pin::Pin<
+        Box<
+            dyn futures::Stream<Item = Result<ledger_core::Entry, ledger_client::ClientError>>
+                + Send,
+        >,
+    >,
+);
 
 #[async_trait]
 impl Subscriber for LedgerSub {
     async fn next(&mut self) -> Result<Vec<u8>> {
-        let e = self.0.next().await.ok_or_else(|| anyhow!("watch ended"))??;
+        let e = self
+            .0
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("watch ended"))??;
         Ok(e.payload)
     }
 }
@@ -78,7 +96,10 @@ impl System for Ledger {
         format!("Converge Ledger (durability {})", self.durability)
     }
     async fn writer(&self, _notify: bool) -> Result<Box<dyn Writer>> {
-        let conns: usize = std::env::var("LEDGER_CONNS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+        let conns: usize = std::env::var("LEDGER_CONNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
         let pool = self
             .pool
             .get_or_try_init(|| async {
@@ -98,10 +119,22 @@ impl System for Ledger {
         while start <= n {
             let end = (start + 200_000 - 1).min(n);
             // Build a snapshot of the next chunk (extending what is there) and load it.
-            let existing = if start > 1 { c.get_all(ctx, "", 0).await? } else { Vec::new() };
+            let existing = if start > 1 {
+                c.get_all(ctx, "", 0).await?
+            } else {
+                Vec::new()
+            };
             let mut entries = existing;
             for s in start..=end {
-                entries.push(ledger_core::Entry::new(format!("fill-{s}"), "facts".into(), payload.to_vec(), s, 1_700_000_000_000_000_000 + s, Metadata::new(), s));
+                entries.push(ledger_core::Entry::new(
+                    format!("fill-{s}"),
+                    "facts".into(),
+                    payload.to_vec(),
+                    s,
+                    1_700_000_000_000_000_000 + s,
+                    Metadata::new(),
+                    s,
+                ));
             }
             let blob = ledger_core::snapshot::encode(ctx, 0, &entries)?;
             c.load(ctx, blob, false).await?;
@@ -136,7 +169,10 @@ pub struct Postgres {
 impl Postgres {
     pub async fn connect(&self) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
         let (client, conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port),
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            ),
             tokio_postgres::NoTls,
         )
         .await?;
@@ -176,7 +212,9 @@ struct PgWriter {
 }
 
 fn now_ns() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i64)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as i64)
 }
 
 #[async_trait]
@@ -188,13 +226,21 @@ impl Writer for PgWriter {
                 *s
             }
             None => {
-                let row = self.client.query_one("SELECT COALESCE(MAX(seq), 0) FROM entries WHERE context_id = $1", &[&ctx]).await?;
+                let row = self
+                    .client
+                    .query_one(
+                        "SELECT COALESCE(MAX(seq), 0) FROM entries WHERE context_id = $1",
+                        &[&ctx],
+                    )
+                    .await?;
                 let s: i64 = row.get::<_, i64>(0) + 1;
                 self.seqs.insert(ctx.to_owned(), s);
                 s
             }
         };
-        self.client.execute(&self.insert, &[&ctx, &seq, &"facts", &payload, &now_ns()]).await?;
+        self.client
+            .execute(&self.insert, &[&ctx, &seq, &"facts", &payload, &now_ns()])
+            .await?;
         Ok(())
     }
 }
@@ -209,20 +255,33 @@ struct PgSub {
 #[async_trait]
 impl Subscriber for PgSub {
     async fn next(&mut self) -> Result<Vec<u8>> {
-        let seq = self.rx.recv().await.ok_or_else(|| anyhow!("listen connection closed"))?;
-        let row = self.client.query_one(&self.select, &[&self.ctx, &seq]).await?;
+        let seq = self
+            .rx
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("listen connection closed"))?;
+        let row = self
+            .client
+            .query_one(&self.select, &[&self.ctx, &seq])
+            .await?;
         Ok(row.get(0))
     }
 }
 
 fn channel_of(ctx: &str) -> String {
-    format!("ch_{}", ctx.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+    format!(
+        "ch_{}",
+        ctx.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
 }
 
 #[async_trait]
 impl System for Postgres {
     fn label(&self) -> String {
-        format!("PostgreSQL 15 (synchronous_commit={})", if self.synchronous_commit { "on" } else { "off" })
+        format!(
+            "PostgreSQL 15 (synchronous_commit={})",
+            if self.synchronous_commit { "on" } else { "off" }
+        )
     }
     async fn writer(&self, notify: bool) -> Result<Box<dyn Writer>> {
         let (client, conn) = self.connect().await?;
@@ -234,7 +293,12 @@ impl System for Postgres {
             "INSERT INTO entries VALUES ($1, $2, $3, $4, $5)"
         };
         let insert = client.prepare(sql).await?;
-        Ok(Box::new(PgWriter { client, insert, seqs: HashMap::new(), _conn: conn }))
+        Ok(Box::new(PgWriter {
+            client,
+            insert,
+            seqs: HashMap::new(),
+            _conn: conn,
+        }))
     }
     async fn fill(&self, ctx: &str, n: u64, payload: &[u8]) -> Result<()> {
         let (c, _h) = self.connect().await?;
@@ -257,7 +321,10 @@ impl System for Postgres {
     }
     async fn subscriber(&self, ctx: &str) -> Result<Box<dyn Subscriber>> {
         let (client, mut conn) = tokio_postgres::connect(
-            &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port),
+            &format!(
+                "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                self.port
+            ),
             tokio_postgres::NoTls,
         )
         .await?;
@@ -273,9 +340,18 @@ impl System for Postgres {
                 }
             }
         });
-        client.batch_execute(&format!("LISTEN {}", channel_of(ctx))).await?;
-        let select = client.prepare("SELECT payload FROM entries WHERE context_id = $1 AND seq = $2").await?;
-        Ok(Box::new(PgSub { rx, client, select, ctx: ctx.to_owned() }))
+        client
+            .batch_execute(&format!("LISTEN {}", channel_of(ctx)))
+            .await?;
+        let select = client
+            .prepare("SELECT payload FROM entries WHERE context_id = $1 AND seq = $2")
+            .await?;
+        Ok(Box::new(PgSub {
+            rx,
+            client,
+            select,
+            ctx: ctx.to_owned(),
+        }))
     }
 }
 
@@ -294,7 +370,12 @@ impl Redis {
     }
     pub async fn configure(&self) -> Result<()> {
         let mut c = self.conn().await?;
-        redis::cmd("CONFIG").arg("SET").arg("appendfsync").arg(&self.appendfsync).query_async::<()>(&mut c).await?;
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("appendfsync")
+            .arg(&self.appendfsync)
+            .query_async::<()>(&mut c)
+            .await?;
         Ok(())
     }
 }
@@ -304,7 +385,15 @@ struct RedisWriter(redis::aio::MultiplexedConnection);
 #[async_trait]
 impl Writer for RedisWriter {
     async fn append(&mut self, ctx: &str, payload: &[u8]) -> Result<()> {
-        redis::cmd("XADD").arg(ctx).arg("*").arg("key").arg("facts").arg("payload").arg(payload).query_async::<String>(&mut self.0).await?;
+        redis::cmd("XADD")
+            .arg(ctx)
+            .arg("*")
+            .arg("key")
+            .arg("facts")
+            .arg("payload")
+            .arg(payload)
+            .query_async::<String>(&mut self.0)
+            .await?;
         Ok(())
     }
 }
@@ -323,8 +412,16 @@ impl Subscriber for RedisSub {
             if let Some(p) = self.buffer.pop_front() {
                 return Ok(p);
             }
-            let opts = redis::streams::StreamReadOptions::default().block(0).count(1000);
-            let reply: redis::streams::StreamReadReply = redis::AsyncCommands::xread_options(&mut self.conn, &[&self.ctx], &[&self.last], &opts).await?;
+            let opts = redis::streams::StreamReadOptions::default()
+                .block(0)
+                .count(1000);
+            let reply: redis::streams::StreamReadReply = redis::AsyncCommands::xread_options(
+                &mut self.conn,
+                &[&self.ctx],
+                &[&self.last],
+                &opts,
+            )
+            .await?;
             for key in reply.keys {
                 for id in key.ids {
                     self.last = id.id.clone();
@@ -340,7 +437,10 @@ impl Subscriber for RedisSub {
 #[async_trait]
 impl System for Redis {
     fn label(&self) -> String {
-        format!("Redis 7 Streams (appendonly yes, appendfsync {})", self.appendfsync)
+        format!(
+            "Redis 7 Streams (appendonly yes, appendfsync {})",
+            self.appendfsync
+        )
     }
     async fn writer(&self, _notify: bool) -> Result<Box<dyn Writer>> {
         // A connection of its own per writer, as separate engine processes would have.
@@ -353,7 +453,14 @@ impl System for Redis {
             let batch = (n - done).min(5_000);
             let mut pipe = redis::pipe();
             for _ in 0..batch {
-                pipe.cmd("XADD").arg(ctx).arg("*").arg("key").arg("facts").arg("payload").arg(payload).ignore();
+                pipe.cmd("XADD")
+                    .arg(ctx)
+                    .arg("*")
+                    .arg("key")
+                    .arg("facts")
+                    .arg("payload")
+                    .arg(payload)
+                    .ignore();
             }
             pipe.query_async::<()>(&mut c).await?;
             done += batch;
@@ -362,16 +469,23 @@ impl System for Redis {
     }
     async fn read_all(&self, ctx: &str) -> Result<u64> {
         let mut c = self.conn().await?;
-        let r: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_all(&mut c, ctx).await?;
+        let r: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_all(&mut c, ctx).await?;
         Ok(r.ids.len() as u64)
     }
     async fn read_first(&self, ctx: &str) -> Result<u64> {
         let mut c = self.conn().await?;
-        let r: redis::streams::StreamRangeReply = redis::AsyncCommands::xrange_count(&mut c, ctx, "-", "+", 100).await?;
+        let r: redis::streams::StreamRangeReply =
+            redis::AsyncCommands::xrange_count(&mut c, ctx, "-", "+", 100).await?;
         Ok(r.ids.len() as u64)
     }
     async fn subscriber(&self, ctx: &str) -> Result<Box<dyn Subscriber>> {
-        Ok(Box::new(RedisSub { conn: self.conn().await?, ctx: ctx.to_owned(), last: "$".into(), buffer: Default::default() }))
+        Ok(Box::new(RedisSub {
+            conn: self.conn().await?,
+            ctx: ctx.to_owned(),
+            last: "$".into(),
+            buffer: Default::default(),
+        }))
     }
 }
 
@@ -403,16 +517,26 @@ impl Nats {
 }
 
 fn subject(ctx: &str) -> String {
-    format!("ctx.{}", ctx.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_"))
+    format!(
+        "ctx.{}",
+        ctx.replace(|c: char| !c.is_ascii_alphanumeric() && c != '-', "_")
+    )
 }
 
 /// The client is kept so its connection lives as long as the writer.
-struct NatsWriter(async_nats::jetstream::Context, #[allow(dead_code)] async_nats::Client);
+struct NatsWriter(
+    async_nats::jetstream::Context,
+    #[allow(dead_code)] async_nats::Client,
+);
 
 #[async_trait]
 impl Writer for NatsWriter {
     async fn append(&mut self, ctx: &str, payload: &[u8]) -> Result<()> {
-        let ack = self.0.publish(subject(ctx), payload.to_vec().into()).await.map_err(|e| anyhow!("publish: {e}"))?;
+        let ack = self
+            .0
+            .publish(subject(ctx), payload.to_vec().into())
+            .await
+            .map_err(|e| anyhow!("publish: {e}"))?;
         ack.await.map_err(|e| anyhow!("publish ack: {e}"))?;
         Ok(())
     }
@@ -426,7 +550,10 @@ struct NatsSub {
 #[async_trait]
 impl Subscriber for NatsSub {
     async fn next(&mut self) -> Result<Vec<u8>> {
-        self.messages.next().await.ok_or_else(|| anyhow!("consumer ended"))?
+        self.messages
+            .next()
+            .await
+            .ok_or_else(|| anyhow!("consumer ended"))?
     }
 }
 
@@ -443,7 +570,11 @@ impl System for Nats {
         let (_c, js) = self.js().await?;
         let mut pending = Vec::with_capacity(2048);
         for _ in 0..n {
-            pending.push(js.publish(subject(ctx), payload.to_vec().into()).await.map_err(|e| anyhow!("publish: {e}"))?);
+            pending.push(
+                js.publish(subject(ctx), payload.to_vec().into())
+                    .await
+                    .map_err(|e| anyhow!("publish: {e}"))?,
+            );
             if pending.len() >= 2048 {
                 for a in pending.drain(..) {
                     a.await.map_err(|e| anyhow!("ack: {e}"))?;
@@ -464,7 +595,10 @@ impl System for Nats {
     async fn subscriber(&self, ctx: &str) -> Result<Box<dyn Subscriber>> {
         use async_nats::jetstream::consumer;
         let (c, js) = self.js().await?;
-        let stream = js.get_stream("LEDGER").await.map_err(|e| anyhow!("get stream: {e}"))?;
+        let stream = js
+            .get_stream("LEDGER")
+            .await
+            .map_err(|e| anyhow!("get stream: {e}"))?;
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: c.new_inbox(),
@@ -474,9 +608,18 @@ impl System for Nats {
             })
             .await
             .map_err(|e| anyhow!("create consumer: {e}"))?;
-        let msgs = consumer.messages().await.map_err(|e| anyhow!("messages: {e}"))?;
-        let messages = msgs.map(|m| m.map(|m| m.payload.to_vec()).map_err(|e| anyhow!("message: {e}")));
-        Ok(Box::new(NatsSub { messages: Box::pin(messages), _client: c }))
+        let msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| anyhow!("messages: {e}"))?;
+        let messages = msgs.map(|m| {
+            m.map(|m| m.payload.to_vec())
+                .map_err(|e| anyhow!("message: {e}"))
+        });
+        Ok(Box::new(NatsSub {
+            messages: Box::pin(messages),
+            _client: c,
+        }))
     }
 }
 
@@ -486,7 +629,10 @@ impl Nats {
     async fn read_n(&self, ctx: &str, limit: Option<u64>) -> Result<u64> {
         use async_nats::jetstream::consumer;
         let (_c, js) = self.js().await?;
-        let stream = js.get_stream("LEDGER").await.map_err(|e| anyhow!("get stream: {e}"))?;
+        let stream = js
+            .get_stream("LEDGER")
+            .await
+            .map_err(|e| anyhow!("get stream: {e}"))?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: subject(ctx),
@@ -495,10 +641,17 @@ impl Nats {
             })
             .await
             .map_err(|e| anyhow!("create consumer: {e}"))?;
-        let mut msgs = consumer.messages().await.map_err(|e| anyhow!("messages: {e}"))?;
+        let mut msgs = consumer
+            .messages()
+            .await
+            .map_err(|e| anyhow!("messages: {e}"))?;
         let mut n = 0;
         loop {
-            let m = msgs.next().await.context("consumer ended")?.map_err(|e| anyhow!("message: {e}"))?;
+            let m = msgs
+                .next()
+                .await
+                .context("consumer ended")?
+                .map_err(|e| anyhow!("message: {e}"))?;
             n += 1;
             let pending = m.info().map_err(|e| anyhow!("message info: {e}"))?.pending;
             if pending == 0 || limit.is_some_and(|l| n >= l) {
