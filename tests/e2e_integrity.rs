@@ -5,28 +5,13 @@
 
 mod support;
 
+use ledger_client::WatchItem;
 use ledger_client::verify::{self, VerifyError, WatchVerifier};
-use ledger_client::{LedgerClient, WatchItem};
-use ledger_core::Metadata;
 use ledger_core::checkpoint::{self, SignedTreeHead};
 use std::time::Duration;
-use support::{Node, cli, data_dir, path_str};
+use support::{Node, append_n, cli, data_dir, path_str};
 use tokio_stream::StreamExt;
 use tonic::Code;
-
-async fn append_n(c: &LedgerClient, ctx: &str, n: usize) {
-    for i in 0..n {
-        c.append(
-            ctx,
-            "facts",
-            format!("{ctx}-{i}").into_bytes(),
-            Metadata::new(),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-}
 
 fn public_key(node: &Node) -> String {
     node.listening["public_key"]

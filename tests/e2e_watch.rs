@@ -7,22 +7,8 @@ mod support;
 use ledger_client::LedgerClient;
 use ledger_core::Metadata;
 use std::time::Duration;
-use support::{Node, data_dir};
+use support::{Node, append_n, data_dir};
 use tokio_stream::StreamExt;
-
-async fn append_n(c: &LedgerClient, ctx: &str, n: usize) {
-    for i in 0..n {
-        c.append(
-            ctx,
-            "facts",
-            format!("{ctx}-{i}").into_bytes(),
-            Metadata::new(),
-            None,
-        )
-        .await
-        .unwrap();
-    }
-}
 
 #[tokio::test]
 async fn catch_up_then_live_with_concurrent_appenders_is_exactly_once_in_order() {

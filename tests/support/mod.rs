@@ -166,3 +166,18 @@ pub fn path_str(p: &Path) -> String {
 pub fn tmp_file(dir: &Path, name: &str) -> PathBuf {
     dir.join(name)
 }
+
+/// Appends `n` entries with key `facts` and payload `"<ctx>-<i>"`.
+pub async fn append_n(c: &LedgerClient, ctx: &str, n: usize) {
+    for i in 0..n {
+        c.append(
+            ctx,
+            "facts",
+            format!("{ctx}-{i}").into_bytes(),
+            ledger_core::Metadata::new(),
+            None,
+        )
+        .await
+        .unwrap();
+    }
+}

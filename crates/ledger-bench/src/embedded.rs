@@ -288,13 +288,8 @@ async fn proofs(ctx: &Ctx) {
     let fill_time = t.elapsed();
     let ledger = Ledger::with_store(store.clone(), LedgerConfig::default());
     let samples = if ctx.quick { 2_000 } else { 10_000 };
-    let mut rng = 0x2545_f491_4f6c_dd1du64;
-    let mut next = move |m: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        1 + rng % m
-    };
+    let mut rng = crate::report::XorShift::new(0x2545_f491_4f6c_dd1d);
+    let mut next = move |m: u64| rng.next_in(m);
     // Baseline: one point read of a random leaf hash from the same store.
     let mut base = histogram();
     for _ in 0..samples {
@@ -368,11 +363,7 @@ async fn proofs(ctx: &Ctx) {
     ] {
         row(
             &name,
-            &format!(
-                "p50 {}, p99 {}",
-                us_from_ns(h.value_at_quantile(0.5)),
-                us_from_ns(h.value_at_quantile(0.99))
-            ),
+            &crate::report::p50_p99(h),
             "≤ 50 µs",
             &baseline,
             &ratio(h),

@@ -168,13 +168,8 @@ async fn served_proofs(bin: &std::path::Path, n: u64, samples: usize) {
             .expect("health");
         base.record(t.elapsed().as_nanos() as u64).ok();
     }
-    let mut rng = 0x9e37_79b9_7f4a_7c15u64;
-    let mut next = move |m: u64| {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        1 + rng % m
-    };
+    let mut rng = crate::report::XorShift::new(0x9e37_79b9_7f4a_7c15);
+    let mut next = move |m: u64| rng.next_in(m);
     let (mut incl, mut cons, mut head) = (histogram(), histogram(), histogram());
     for i in 0..samples {
         let seq = next(n);
@@ -221,11 +216,7 @@ async fn served_proofs(bin: &std::path::Path, n: u64, samples: usize) {
     ] {
         row(
             &name,
-            &format!(
-                "p50 {}, p99 {}",
-                us_from_ns(h.value_at_quantile(0.5)),
-                us_from_ns(h.value_at_quantile(0.99))
-            ),
+            &crate::report::p50_p99(h),
             "p99 ≤ 1 ms",
             &baseline,
             &format!(

@@ -47,3 +47,30 @@ pub fn header() {
 pub fn row(name: &str, result: &str, target: &str, baseline: &str, ratio: &str) {
     println!("| {name} | {result} | {target} | {baseline} | {ratio} |");
 }
+
+/// `p50 …, p99 …` of a latency histogram in nanoseconds.
+pub fn p50_p99(h: &Histogram<u64>) -> String {
+    format!(
+        "p50 {}, p99 {}",
+        us_from_ns(h.value_at_quantile(0.5)),
+        us_from_ns(h.value_at_quantile(0.99))
+    )
+}
+
+/// A xorshift generator of numbers in `1..=m`: cheap, deterministic sampling for benchmarks.
+#[derive(Debug)]
+pub struct XorShift(u64);
+
+impl XorShift {
+    pub fn new(seed: u64) -> Self {
+        XorShift(seed.max(1))
+    }
+
+    /// A number in `1..=m`.
+    pub fn next_in(&mut self, m: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        1 + self.0 % m
+    }
+}
