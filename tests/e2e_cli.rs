@@ -105,6 +105,14 @@ fn append_get_snapshot_load_from_the_command_line() {
         "{err}"
     );
 
+    // The files can also be given positionally.
+    let snap2 = dir.path().join("ctx2.snap");
+    let (code, _, err) = cli(&["snapshot", "--addr", addr, "ctx", snap2.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = cli(&["load", "--addr", addr, "copy2", snap2.to_str().unwrap()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("2 entries restored"), "{err}");
+
     // Errors are clear and exit non-zero.
     let (code, _, err) = cli(&["append", "--addr", addr, "", "facts", "x"]);
     assert_ne!(code, 0);

@@ -96,9 +96,11 @@ enum Command {
         #[command(flatten)]
         target: Target,
         context: String,
+        /// Output file (or give it as the last argument)
+        #[arg(long, short, required_unless_present = "file", conflicts_with = "file")]
+        out: Option<PathBuf>,
         /// Output file
-        #[arg(long, short)]
-        out: PathBuf,
+        file: Option<PathBuf>,
     },
     /// Print the signed tree head of a context (verified against the trusted key), optionally saving it
     Head {
@@ -122,9 +124,16 @@ enum Command {
         #[command(flatten)]
         target: Target,
         context: String,
+        /// Snapshot file (or give it as the last argument)
+        #[arg(
+            long = "in",
+            short,
+            required_unless_present = "file",
+            conflicts_with = "file"
+        )]
+        input: Option<PathBuf>,
         /// Snapshot file
-        #[arg(long = "in", short)]
-        input: PathBuf,
+        file: Option<PathBuf>,
         /// Fail if the context already has entries
         #[arg(long)]
         fail_if_exists: bool,
@@ -325,7 +334,9 @@ async fn run(command: Command) -> Result<(), String> {
             target,
             context,
             out,
+            file,
         } => {
+            let out = out.or(file).ok_or("give the output file")?;
             let client = LedgerClient::connect(&target.addr)
                 .await
                 .map_err(client_err)?;
@@ -403,8 +414,10 @@ async fn run(command: Command) -> Result<(), String> {
             target,
             context,
             input,
+            file,
             fail_if_exists,
         } => {
+            let input = input.or(file).ok_or("give the snapshot file")?;
             let bytes = std::fs::read(&input)
                 .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
             let client = LedgerClient::connect(&target.addr)
