@@ -22,6 +22,20 @@ pub fn entry_to_pb(e: &Entry) -> pb::Entry {
     }
 }
 
+/// Domain entry → wire entry, moving the fields (no copy of the payload).
+pub fn entry_into_pb(e: Entry) -> pb::Entry {
+    pb::Entry {
+        content_hash: e.content_hash.as_bytes().to_vec(),
+        id: e.id,
+        key: e.key,
+        payload: e.payload,
+        sequence: e.sequence,
+        appended_at_ns: e.appended_at_ns,
+        metadata: e.metadata.into_iter().collect(),
+        lamport_clock: e.lamport_clock,
+    }
+}
+
 /// Wire entry → domain entry. The content hash is taken as sent (32 bytes); use
 /// [`Entry::verify_content_hash`] to check it against the fields.
 pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, String> {

@@ -2,7 +2,7 @@
 
 use crate::signer::Signer;
 use crate::status::to_status;
-use ledger_client::convert::{entry_to_pb, tree_head_to_pb};
+use ledger_client::convert::{entry_into_pb, entry_to_pb, tree_head_to_pb};
 use ledger_core::{Entry, Frontier};
 use ledger_embedded::{Ledger, LedgerError, Metadata};
 use ledger_proto::context::v1 as pb;
@@ -134,7 +134,7 @@ impl ContextService for ContextApi {
             .await
             .map(|page| {
                 Response::new(pb::GetResponse {
-                    entries: page.entries.iter().map(entry_to_pb).collect(),
+                    entries: page.entries.into_iter().map(entry_into_pb).collect(),
                     latest_sequence: page.latest_sequence,
                     has_more: page.has_more,
                     next_after_sequence: page.next_after_sequence,
