@@ -194,32 +194,38 @@ pub fn verify_snapshot(
 /// The root of a list of entries (sequences 1..n), recomputing every content hash.
 pub fn root_of_entries(entries: &[Entry]) -> Result<Hash, VerifyError> {
     let mut f = Frontier::new();
-    for (i, e) in entries.iter().enumerate() {
-        let want = i as u64 + 1;
-        if e.sequence != want {
-            return Err(if e.sequence > want {
-                VerifyError::Gap {
-                    position: want - 1,
-                    found: e.sequence,
-                }
-            } else {
-                VerifyError::Reordered {
-                    position: want - 1,
-                    found: e.sequence,
-                }
-            });
-        }
-        let computed = e.compute_content_hash();
-        if computed != e.content_hash {
-            return Err(VerifyError::ContentHash {
-                sequence: e.sequence,
-                stored: e.content_hash,
-                computed,
-            });
-        }
-        f.push_leaf(computed);
+    for e in entries {
+        extend(&mut f, e)?;
     }
     Ok(f.root())
+}
+
+/// Adds `e` to the tree of the entries before it: it must have the next sequence and a content
+/// hash that matches its fields.
+fn extend(frontier: &mut Frontier, e: &Entry) -> Result<(), VerifyError> {
+    let position = frontier.size();
+    if e.sequence > position + 1 {
+        return Err(VerifyError::Gap {
+            position,
+            found: e.sequence,
+        });
+    }
+    if e.sequence <= position {
+        return Err(VerifyError::Reordered {
+            position,
+            found: e.sequence,
+        });
+    }
+    let computed = e.compute_content_hash();
+    if computed != e.content_hash {
+        return Err(VerifyError::ContentHash {
+            sequence: e.sequence,
+            stored: e.content_hash,
+            computed,
+        });
+    }
+    frontier.push_leaf(computed);
+    Ok(())
 }
 
 /// Follows a watched stream of entries and tree heads and proves it is a gapless, unrewritten
@@ -273,29 +279,7 @@ impl WatchVerifier {
 
     /// The next entry of the stream.
     pub fn entry(&mut self, e: &Entry) -> Result<(), VerifyError> {
-        let position = self.frontier.size();
-        if e.sequence > position + 1 {
-            return Err(VerifyError::Gap {
-                position,
-                found: e.sequence,
-            });
-        }
-        if e.sequence <= position {
-            return Err(VerifyError::Reordered {
-                position,
-                found: e.sequence,
-            });
-        }
-        let computed = e.compute_content_hash();
-        if computed != e.content_hash {
-            return Err(VerifyError::ContentHash {
-                sequence: e.sequence,
-                stored: e.content_hash,
-                computed,
-            });
-        }
-        self.frontier.push_leaf(computed);
-        Ok(())
+        extend(&mut self.frontier, e)
     }
 
     /// A tree head of the stream: it must cover exactly the entries seen so far.
