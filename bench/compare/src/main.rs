@@ -218,8 +218,10 @@ async fn main() -> Result<()> {
     let nats_port = procs::free_port();
     let mut nats_proc = procs::start_nats(&nats_dir, nats_port)?;
 
-    let ledger = Ledger::new(ledger_url, "sync");
-    let ledger_fast = Ledger::new(ledger_fast_url, "buffered");
+    let ledger = Ledger::new(ledger_url.clone(), "sync", true);
+    let ledger_unary = Ledger::new(ledger_url, "sync", false);
+    let ledger_fast = Ledger::new(ledger_fast_url.clone(), "buffered", true);
+    let ledger_fast_unary = Ledger::new(ledger_fast_url, "buffered", false);
     let pg_on = Postgres {
         port: pg_port,
         synchronous_commit: true,
@@ -263,19 +265,19 @@ async fn main() -> Result<()> {
         "1. Append, 256-byte payloads, 64 contexts",
         "| system | setting | writers | appends/s | latency p50 | latency p99 | ledger / this (throughput) |",
     );
-    let durable: Vec<&dyn System> = vec![&ledger, &pg_on, &redis_always, &nats];
-    let fast: Vec<&dyn System> = vec![&ledger_fast, &pg_off, &redis_no];
+    // The first row of each group is the one every ratio is taken against.
+    let durable: Vec<&dyn System> = vec![&ledger, &ledger_unary, &pg_on, &redis_always, &nats];
+    let fast: Vec<&dyn System> = vec![&ledger_fast, &ledger_fast_unary, &pg_off, &redis_no];
     let mut plot_rows = Vec::new();
     for (setting, group) in [("durable", &durable), ("fast / not durable", &fast)] {
         for writers in [1usize, 64] {
             let mut results = Vec::new();
+            if setting == "durable" {
+                redis_always.configure().await?;
+            } else {
+                redis_no.configure().await?;
+            }
             for (i, sys) in group.iter().enumerate() {
-                if setting == "durable" && i == 2 {
-                    redis_always.configure().await?;
-                }
-                if setting != "durable" && i == 2 {
-                    redis_no.configure().await?;
-                }
                 let tag = format!(
                     "a{}{writers}{i}",
                     if setting == "durable" { "d" } else { "f" }
@@ -283,7 +285,7 @@ async fn main() -> Result<()> {
                 let (rate, h) = append_run(*sys, &tag, writers, secs)
                     .await
                     .with_context(|| sys.label())?;
-                results.push((sys.label(), rate, h));
+                results.push((format!("{}{}", sys.label(), sys.append_how()), rate, h));
             }
             let ledger_rate = results[0].1;
             for (label, rate, h) in &results {
@@ -414,7 +416,7 @@ async fn main() -> Result<()> {
         p.stop();
         let t = Instant::now();
         let (_p2, url) = procs::start_ledger(&args.ledger_bin, &tmp.path().join("ledger"), "sync")?;
-        let l2 = Ledger::new(url, "sync");
+        let l2 = Ledger::new(url, "sync", false);
         let n = loop {
             if let Ok(n) = l2.read_first("restart").await {
                 break n;

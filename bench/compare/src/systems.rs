@@ -3,7 +3,7 @@
 use anyhow::{Context, Result, anyhow};
 use async_trait::async_trait;
 use futures::StreamExt;
-use ledger_client::LedgerClient;
+use ledger_client::{AppendPipeline, LedgerClient};
 use ledger_core::Metadata;
 use std::collections::HashMap;
 
@@ -23,6 +23,10 @@ pub trait Subscriber: Send {
 pub trait System: Send + Sync {
     /// How this system is set up, for the results table.
     fn label(&self) -> String;
+    /// How appends are sent, when a system has more than one way.
+    fn append_how(&self) -> &'static str {
+        ""
+    }
     /// A writer; `notify` when subscribers must be told (only PostgreSQL needs it explicitly).
     async fn writer(&self, notify: bool) -> Result<Box<dyn Writer>>;
     /// Fills `ctx` with `n` entries of `payload` quickly (set-up only, not measured).
@@ -41,30 +45,45 @@ pub trait System: Send + Sync {
 pub struct Ledger {
     pub url: String,
     pub durability: String,
-    /// Writers share these HTTP/2 connections (gRPC multiplexes calls), as an engine does.
-    pub pool: tokio::sync::OnceCell<Vec<LedgerClient>>,
+    /// Appends on the pipelined stream (`converge.ledger.v1.AppendPipeline`) instead of one
+    /// unary `ContextService/Append` call each.
+    pub pipelined: bool,
+    /// Writers share these HTTP/2 connections (gRPC multiplexes calls), as an engine does;
+    /// pipelined writers also share one append stream per connection.
+    pub pool: tokio::sync::OnceCell<Vec<(LedgerClient, AppendPipeline)>>,
     pub next: std::sync::atomic::AtomicUsize,
 }
 
 impl Ledger {
-    pub fn new(url: String, durability: &str) -> Self {
+    pub fn new(url: String, durability: &str, pipelined: bool) -> Self {
         Ledger {
             url,
             durability: durability.to_owned(),
+            pipelined,
             pool: Default::default(),
             next: Default::default(),
         }
     }
 }
 
-struct LedgerWriter(LedgerClient);
+enum LedgerWriter {
+    Unary(LedgerClient),
+    Pipelined(AppendPipeline),
+}
 
 #[async_trait]
 impl Writer for LedgerWriter {
     async fn append(&mut self, ctx: &str, payload: &[u8]) -> Result<()> {
-        self.0
-            .append(ctx, "facts", payload.to_vec(), Metadata::new(), None)
-            .await?;
+        match self {
+            LedgerWriter::Unary(c) => {
+                c.append(ctx, "facts", payload.to_vec(), Metadata::new(), None)
+                    .await?;
+            }
+            LedgerWriter::Pipelined(p) => {
+                p.append(ctx, "facts", payload.to_vec(), Metadata::new(), None)
+                    .await?;
+            }
+        }
         Ok(())
     }
 }
@@ -95,6 +114,13 @@ impl System for Ledger {
     fn label(&self) -> String {
         format!("Converge Ledger (durability {})", self.durability)
     }
+    fn append_how(&self) -> &'static str {
+        if self.pipelined {
+            ", AppendPipeline stream"
+        } else {
+            ", unary Append"
+        }
+    }
     async fn writer(&self, _notify: bool) -> Result<Box<dyn Writer>> {
         let conns: usize = std::env::var("LEDGER_CONNS")
             .ok()
@@ -105,13 +131,20 @@ impl System for Ledger {
             .get_or_try_init(|| async {
                 let mut v = Vec::new();
                 for _ in 0..conns {
-                    v.push(LedgerClient::connect(&self.url).await?);
+                    let c = LedgerClient::connect(&self.url).await?;
+                    let p = c.pipeline();
+                    v.push((c, p));
                 }
                 anyhow::Ok(v)
             })
             .await?;
         let i = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(Box::new(LedgerWriter(pool[i % pool.len()].clone())))
+        let (client, pipeline) = &pool[i % pool.len()];
+        Ok(Box::new(if self.pipelined {
+            LedgerWriter::Pipelined(pipeline.clone())
+        } else {
+            LedgerWriter::Unary(client.clone())
+        }))
     }
     async fn fill(&self, ctx: &str, n: u64, payload: &[u8]) -> Result<()> {
         let c = LedgerClient::connect(&self.url).await?;

@@ -2,17 +2,20 @@
 //!
 //! # Layout
 //! - [`LedgerClient`]: connect, append, get (one page or all), watch, snapshot, load.
+//! - [`pipeline`]: [`AppendPipeline`], appends pipelined on one stream shared by many tasks.
 //! - [`convert`]: wire ↔ domain conversions, the only place the two meet.
 //! - [`verify`]: verification of tree heads, proofs, snapshots and watched streams against a
 //!   trusted key, without trusting the node. Pure, no network.
 
 pub mod convert;
+pub mod pipeline;
 pub mod verify;
 
 use ledger_core::checkpoint::{SignedTreeHead, VerifyingKey};
 use ledger_core::{Entry, Hash, Metadata};
 use ledger_proto::context::v1 as pb;
 use ledger_proto::ledger::v1 as lpb;
+use lpb::append_pipeline_client::AppendPipelineClient;
 use lpb::integrity_service_client::IntegrityServiceClient;
 use pb::context_service_client::ContextServiceClient;
 use thiserror::Error;
@@ -20,6 +23,7 @@ use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 pub use ledger_proto;
+pub use pipeline::AppendPipeline;
 
 /// Largest message the client accepts or sends (snapshots of big contexts are single messages).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
@@ -64,6 +68,7 @@ pub struct Page {
 pub struct LedgerClient {
     inner: ContextServiceClient<Channel>,
     integrity: IntegrityServiceClient<Channel>,
+    pipeline: AppendPipelineClient<Channel>,
 }
 
 /// An event of a watch stream that carries tree heads.
@@ -122,7 +127,10 @@ impl LedgerClient {
             inner: ContextServiceClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            integrity: IntegrityServiceClient::new(channel),
+            integrity: IntegrityServiceClient::new(channel.clone()),
+            pipeline: AppendPipelineClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
 
@@ -131,6 +139,14 @@ impl LedgerClient {
         self.inner.clone()
     }
 
+    /// A handle for pipelined appends on this connection (`converge.ledger.v1.AppendPipeline`):
+    /// the same operation as [`LedgerClient::append`], but concurrent appends share one
+    /// stream instead of one HTTP/2 request each. Each handle opens its own stream on first use.
+    pub fn pipeline(&self) -> AppendPipeline {
+        AppendPipeline::new(self.pipeline.clone())
+    }
+
+    /// Appends one entry (one unary `ContextService/Append` call) and returns it as stored.
     pub async fn append(
         &self,
         context_id: &str,

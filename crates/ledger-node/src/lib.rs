@@ -5,6 +5,7 @@
 //! - [`server`]: bind, announce, serve, drain on shutdown.
 //! - [`service`]: `converge.context.v1.ContextService` over the embedded ledger.
 //! - [`integrity`]: `converge.ledger.v1.IntegrityService`: signed tree heads and proofs.
+//! - [`pipeline`]: `converge.ledger.v1.AppendPipeline`: appends pipelined on one stream.
 //! - [`signer`]: the node's Ed25519 key.
 //! - [`verify_cli`]: `converge-ledger verify …` and `head`: checks done locally.
 //! - [`status`]: the one mapping from domain errors to gRPC status codes.
@@ -15,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod integrity;
 pub mod output;
+pub mod pipeline;
 pub mod server;
 pub mod service;
 pub mod signer;

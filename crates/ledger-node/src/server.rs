@@ -2,24 +2,27 @@
 //!
 //! Shutdown order (SIGTERM or Ctrl-C):
 //! 1. health turns NOT_SERVING and every Watch stream ends with `UNAVAILABLE` (clients resume
-//!    from their last sequence elsewhere or after restart);
+//!    from their last sequence elsewhere or after restart); append streams stop reading,
+//!    answer the appends already taken, then end with `UNAVAILABLE`;
 //! 2. the gRPC server stops accepting connections and waits (up to `shutdown_grace_ms`) for
 //!    in-flight requests, so started appends finish and are answered;
 //! 3. the ledger drains its write queue, syncs and closes RocksDB.
 
 use crate::config::Config;
 use crate::integrity::IntegrityApi;
+use crate::pipeline::PipelineApi;
 use crate::service::ContextApi;
 use crate::signer::Signer;
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1::context_service_server::ContextServiceServer;
+use ledger_proto::ledger::v1::append_pipeline_server::AppendPipelineServer;
 use ledger_proto::ledger::v1::integrity_service_server::IntegrityServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 /// Binds the configured address (port 0 picks a free port).
 pub async fn bind(config: &Config) -> Result<TcpListener, String> {
@@ -71,6 +74,9 @@ pub async fn serve(
     reporter
         .set_serving::<IntegrityServiceServer<IntegrityApi>>()
         .await;
+    reporter
+        .set_serving::<AppendPipelineServer<PipelineApi>>()
+        .await;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -85,6 +91,10 @@ pub async fn serve(
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let integrity = IntegrityServiceServer::new(IntegrityApi::new(ledger.clone(), signer));
+    let (stop_streams, streams_stopping) = watch::channel(false);
+    let pipeline = AppendPipelineServer::new(PipelineApi::new(ledger.clone(), streams_stopping))
+        .max_decoding_message_size(config.max_message_bytes)
+        .max_encoding_message_size(config.max_message_bytes);
 
     let draining = Arc::new(Notify::new());
     let signal = {
@@ -98,7 +108,11 @@ pub async fn serve(
             reporter
                 .set_not_serving::<IntegrityServiceServer<IntegrityApi>>()
                 .await;
+            reporter
+                .set_not_serving::<AppendPipelineServer<PipelineApi>>()
+                .await;
             ledger.stop_watchers();
+            let _ = stop_streams.send(true);
             draining.notify_one();
         }
     };
@@ -111,6 +125,7 @@ pub async fn serve(
         .add_service(reflection_v1alpha)
         .add_service(api)
         .add_service(integrity)
+        .add_service(pipeline)
         .serve_with_incoming_shutdown(
             // Replies must not wait for Nagle's algorithm and delayed ACKs (up to 40 ms).
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),

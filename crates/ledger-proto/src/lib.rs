@@ -13,7 +13,8 @@ pub mod context {
     }
 }
 
-/// `converge.ledger.v1`: the IntegrityService (signed tree heads and proofs).
+/// `converge.ledger.v1`: the IntegrityService (signed tree heads and proofs) and the
+/// AppendPipeline (pipelined appends on one stream).
 pub mod ledger {
     pub mod v1 {
         tonic::include_proto!("converge.ledger.v1");

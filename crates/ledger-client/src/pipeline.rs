@@ -1,0 +1,224 @@
+//! Pipelined appends: many appends in flight on one `converge.ledger.v1.AppendPipeline`
+//! stream, shared by every task that holds the [`AppendPipeline`].
+//!
+//! Each [`AppendPipeline::append`] sends one request on the stream and waits for its answer, so
+//! the call reads exactly like [`crate::LedgerClient::append`], while many concurrent callers
+//! share one HTTP/2 stream (as Redis and NATS clients pipeline commands on one connection).
+//! Answers come back in request order; a queue of waiting callers in the same order routes
+//! them, and the echoed request id checks the routing.
+//!
+//! When the stream breaks (the node restarts, the connection drops), every append still
+//! waiting fails with that error, and the next append opens a new stream. A failed append is
+//! never retried here: it may have been stored, and only the caller knows whether to append
+//! again after reading the context.
+
+use crate::{ClientError, convert, invalid};
+use ledger_core::{Entry, Metadata};
+use ledger_proto::context::v1 as pb;
+use ledger_proto::ledger::v1 as lpb;
+use lpb::append_pipeline_client::AppendPipelineClient;
+use lpb::append_stream_response::Result as Outcome;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use tokio::sync::{mpsc, oneshot};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Channel;
+use tonic::{Code, Status, Streaming};
+
+/// Requests the client queues on a stream before a caller waits for room.
+pub const PIPELINE_WINDOW: usize = 1024;
+
+type Reply = oneshot::Sender<Result<Entry, ClientError>>;
+
+/// A handle to a pipelined append stream. Cheap to clone; clones share the stream.
+#[derive(Clone, Debug)]
+pub struct AppendPipeline {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    client: AppendPipelineClient<Channel>,
+    current: Mutex<Option<Arc<Stream>>>,
+    /// Serialises opening a new stream.
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// One open stream: the sending half and the callers waiting for answers.
+#[derive(Debug)]
+struct Stream {
+    tx: mpsc::Sender<lpb::AppendStreamRequest>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct Shared {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    next_id: u64,
+    waiting: VecDeque<(u64, Reply)>,
+    /// Set once the stream has ended: why.
+    ended: Option<Ended>,
+}
+
+#[derive(Clone, Debug)]
+enum Ended {
+    Status(Code, String),
+    Invalid(String),
+}
+
+impl Ended {
+    fn error(&self) -> ClientError {
+        match self {
+            Ended::Status(code, message) => ClientError::Status(Status::new(*code, message)),
+            Ended::Invalid(message) => invalid(message.clone()),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock leaves consistent data (every step is one push or pop).
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl AppendPipeline {
+    pub(crate) fn new(client: AppendPipelineClient<Channel>) -> Self {
+        AppendPipeline {
+            inner: Arc::new(Inner {
+                client,
+                current: Mutex::new(None),
+                opening: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Appends one entry and returns it as stored, once durable: the same contract as
+    /// [`crate::LedgerClient::append`]. Appends to one context from one task are applied in
+    /// call order.
+    pub async fn append(
+        &self,
+        context_id: &str,
+        key: &str,
+        payload: Vec<u8>,
+        metadata: Metadata,
+        received_lamport_clock: Option<u64>,
+    ) -> Result<Entry, ClientError> {
+        let stream = self.stream().await?;
+        let permit = match stream.tx.reserve().await {
+            Ok(p) => p,
+            Err(_) => return Err(stream.shared.ended_error()),
+        };
+        let (reply, answer) = oneshot::channel();
+        {
+            let mut state = lock(&stream.shared.state);
+            if let Some(ended) = &state.ended {
+                return Err(ended.error());
+            }
+            state.next_id += 1;
+            let request_id = state.next_id;
+            state.waiting.push_back((request_id, reply));
+            // Sent while holding the lock, so the wire order is the order of `waiting`.
+            permit.send(lpb::AppendStreamRequest {
+                request_id,
+                append: Some(pb::AppendRequest {
+                    context_id: context_id.to_owned(),
+                    key: key.to_owned(),
+                    payload,
+                    metadata: metadata.into_iter().collect(),
+                    received_lamport_clock,
+                }),
+            });
+        }
+        match answer.await {
+            Ok(result) => result,
+            Err(_) => Err(stream.shared.ended_error()),
+        }
+    }
+
+    /// The open stream, or a new one if there is none or it has ended.
+    async fn stream(&self) -> Result<Arc<Stream>, ClientError> {
+        if let Some(s) = self.live() {
+            return Ok(s);
+        }
+        let _opening = self.inner.opening.lock().await;
+        if let Some(s) = self.live() {
+            return Ok(s);
+        }
+        let (tx, rx) = mpsc::channel(PIPELINE_WINDOW);
+        let inbound = self
+            .inner
+            .client
+            .clone()
+            .append_stream(ReceiverStream::new(rx))
+            .await?
+            .into_inner();
+        let shared = Arc::new(Shared::default());
+        tokio::spawn(read_answers(Arc::clone(&shared), inbound));
+        let stream = Arc::new(Stream { tx, shared });
+        *lock(&self.inner.current) = Some(Arc::clone(&stream));
+        Ok(stream)
+    }
+
+    fn live(&self) -> Option<Arc<Stream>> {
+        lock(&self.inner.current)
+            .as_ref()
+            .filter(|s| lock(&s.shared.state).ended.is_none())
+            .cloned()
+    }
+}
+
+impl Shared {
+    fn ended_error(&self) -> ClientError {
+        lock(&self.state)
+            .ended
+            .as_ref()
+            .map_or_else(|| invalid("the append stream closed".into()), Ended::error)
+    }
+}
+
+/// Routes each answer to its caller, in order; on the stream's end, fails every caller still
+/// waiting with the reason.
+async fn read_answers(shared: Arc<Shared>, mut inbound: Streaming<lpb::AppendStreamResponse>) {
+    let ended = loop {
+        let answer = match inbound.message().await {
+            Ok(Some(a)) => a,
+            Ok(None) => {
+                break Ended::Status(Code::Unavailable, "the node ended the append stream".into());
+            }
+            Err(s) => break Ended::Status(s.code(), s.message().to_owned()),
+        };
+        let Some((request_id, reply)) = lock(&shared.state).waiting.pop_front() else {
+            break Ended::Invalid(format!(
+                "answer to request {} that was never sent",
+                answer.request_id
+            ));
+        };
+        if answer.request_id != request_id {
+            let _ = reply.send(Err(invalid(format!(
+                "answer to request {} where request {request_id} was next",
+                answer.request_id
+            ))));
+            break Ended::Invalid("answers out of order".into());
+        }
+        let result = match answer.result {
+            Some(Outcome::Entry(e)) => convert::entry_from_pb(e).map_err(invalid),
+            Some(Outcome::Error(e)) => Err(ClientError::Status(Status::new(
+                Code::from_i32(e.code),
+                e.message,
+            ))),
+            None => Err(invalid(format!("answer to request {request_id} is empty"))),
+        };
+        let _ = reply.send(result);
+    };
+    let waiting = {
+        let mut state = lock(&shared.state);
+        state.ended = Some(ended.clone());
+        std::mem::take(&mut state.waiting)
+    };
+    for (_, reply) in waiting {
+        let _ = reply.send(Err(ended.error()));
+    }
+}

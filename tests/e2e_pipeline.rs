@@ -1,0 +1,372 @@
+//! Pipelined appends (`converge.ledger.v1.AppendPipeline/AppendStream`) against the real binary:
+//! the same entries as unary Append, answers in request order with echoed ids, a refused
+//! append does not end the stream, a client that stops reading holds back only itself,
+//! acknowledged appends survive SIGKILL, and shutdown answers what it took and then ends the
+//! stream with UNAVAILABLE.
+
+mod support;
+
+use ledger_client::ClientError;
+use ledger_core::{Entry, Hash, Metadata};
+use ledger_proto::context::v1 as pb;
+use ledger_proto::ledger::v1 as lpb;
+use lpb::append_pipeline_client::AppendPipelineClient;
+use lpb::append_stream_response::Result as Outcome;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use support::{Node, data_dir};
+use tonic::Code;
+
+fn request(id: u64, ctx: &str, key: &str, payload: Vec<u8>) -> lpb::AppendStreamRequest {
+    lpb::AppendStreamRequest {
+        request_id: id,
+        append: Some(pb::AppendRequest {
+            context_id: ctx.into(),
+            key: key.into(),
+            payload,
+            metadata: Default::default(),
+            received_lamport_clock: None,
+        }),
+    }
+}
+
+#[tokio::test]
+async fn concurrent_pipelined_appends_are_stored_like_unary_ones_in_call_order() {
+    let dir = data_dir();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client().await;
+    let pipeline = c.pipeline();
+    let mut tasks = Vec::new();
+    for w in 0..16u32 {
+        let p = pipeline.clone();
+        tasks.push(tokio::spawn(async move {
+            let ctx = format!("p{}", w % 4);
+            let mut got = Vec::new();
+            for i in 0..150u32 {
+                let mut md = Metadata::new();
+                md.insert("writer".into(), w.to_string());
+                let e = p
+                    .append(&ctx, "facts", format!("{w}/{i}").into_bytes(), md, None)
+                    .await
+                    .unwrap();
+                got.push(e);
+            }
+            (ctx, got)
+        }));
+    }
+    let mut acked: Vec<(String, Entry)> = Vec::new();
+    for t in tasks {
+        let (ctx, got) = t.await.unwrap();
+        // One task's appends to a context land in the order it made them.
+        assert!(got.windows(2).all(|w| w[0].sequence < w[1].sequence));
+        acked.extend(got.into_iter().map(|e| (ctx.clone(), e)));
+    }
+    for k in 0..4 {
+        let ctx = format!("p{k}");
+        let stored = c.get_all(&ctx, "", 0).await.unwrap();
+        assert_eq!(stored.len(), 4 * 150);
+        assert!(
+            stored.iter().map(|e| e.sequence).eq(1..=600),
+            "{ctx} gapless"
+        );
+        assert!(stored.iter().map(|e| e.lamport_clock).eq(1..=600));
+        let by_seq: HashMap<u64, &Entry> = stored.iter().map(|e| (e.sequence, e)).collect();
+        for (_, e) in acked.iter().filter(|(c, _)| *c == ctx) {
+            assert!(e.verify_content_hash());
+            assert_eq!(
+                by_seq[&e.sequence], e,
+                "the acknowledged entry is the stored one"
+            );
+        }
+    }
+    // Unary and pipelined appends interleave on one context without gaps.
+    let u = c
+        .append("p0", "facts", vec![1], Metadata::new(), None)
+        .await
+        .unwrap();
+    let p = pipeline
+        .append("p0", "facts", vec![2], Metadata::new(), Some(10_000))
+        .await
+        .unwrap();
+    assert_eq!((u.sequence, p.sequence), (601, 602));
+    assert_eq!(p.lamport_clock, 10_001, "received clock honoured");
+}
+
+#[tokio::test]
+async fn answers_come_in_request_order_and_a_refused_append_does_not_end_the_stream() {
+    let dir = data_dir();
+    let node = Node::start(dir.path(), &["--max-payload-bytes", "1024"]);
+    let mut raw = AppendPipelineClient::connect(node.url.clone())
+        .await
+        .unwrap();
+    let mut missing = request(13, "", "", vec![]);
+    missing.append = None;
+    let requests = vec![
+        request(10, "r", "facts", vec![1]),
+        request(11, "r", "", vec![2]),            // empty key
+        request(12, "r", "facts", vec![0; 2048]), // over --max-payload-bytes
+        missing,
+        request(14, "", "facts", vec![3]), // empty context id
+        request(15, "r", "facts", vec![4]),
+    ];
+    let mut answers = raw
+        .append_stream(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut got = Vec::new();
+    while let Some(a) = answers.message().await.unwrap() {
+        got.push(a);
+    }
+    let ids: Vec<u64> = got.iter().map(|a| a.request_id).collect();
+    assert_eq!(
+        ids,
+        vec![10, 11, 12, 13, 14, 15],
+        "one answer each, in order"
+    );
+    let entry = |i: usize| match &got[i].result {
+        Some(Outcome::Entry(e)) => e.clone(),
+        other => panic!("answer {i}: expected an entry, got {other:?}"),
+    };
+    let error = |i: usize| match &got[i].result {
+        Some(Outcome::Error(e)) => e.clone(),
+        other => panic!("answer {i}: expected an error, got {other:?}"),
+    };
+    assert_eq!(entry(0).sequence, 1);
+    assert_eq!(entry(0).payload, vec![1]);
+    assert_eq!(error(1).code, Code::InvalidArgument as i32);
+    assert!(error(1).message.contains("key"), "{}", error(1).message);
+    assert_eq!(error(2).code, Code::ResourceExhausted as i32);
+    assert!(error(2).message.contains("1024"), "{}", error(2).message);
+    assert_eq!(error(3).code, Code::InvalidArgument as i32);
+    assert!(error(3).message.contains("append"), "{}", error(3).message);
+    assert_eq!(error(4).code, Code::InvalidArgument as i32);
+    // Refused appends take no sequence: the next one is 2.
+    assert_eq!(entry(5).sequence, 2);
+    assert_eq!(entry(5).payload, vec![4]);
+
+    // Nothing refused was stored.
+    let c = node.client().await;
+    let stored = c.get_all("r", "", 0).await.unwrap();
+    assert_eq!(
+        stored.iter().map(|e| e.payload.clone()).collect::<Vec<_>>(),
+        vec![vec![1], vec![4]]
+    );
+
+    // The client handle reports a refusal as that append's status and carries on.
+    let p = c.pipeline();
+    let err = p
+        .append("r", "", vec![5], Metadata::new(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(Code::InvalidArgument), "{err}");
+    let e = p
+        .append("r", "facts", vec![6], Metadata::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(e.sequence, 3);
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_holds_back_only_itself() {
+    let dir = data_dir();
+    let node = Node::start(dir.path(), &[]);
+    let mut raw = AppendPipelineClient::connect(node.url.clone())
+        .await
+        .unwrap();
+    // 5,000 requests and not one answer read while they go out.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let sender = tokio::spawn(async move {
+        for i in 1..=5_000u64 {
+            if tx
+                .send(request(i, "slow", "facts", vec![7; 512]))
+                .await
+                .is_err()
+            {
+                return i;
+            }
+        }
+        0
+    });
+    let mut answers = raw
+        .append_stream(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Meanwhile other writers are served promptly.
+    let c = node.client().await;
+    let start = Instant::now();
+    for i in 0..20u8 {
+        c.append("other", "facts", vec![i], Metadata::new(), None)
+            .await
+            .unwrap();
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "other writers waited {:?}",
+        start.elapsed()
+    );
+
+    // Then every answer arrives, in order, and the context is complete.
+    let mut next = 1u64;
+    while next <= 5_000 {
+        let a = answers.message().await.unwrap().expect("an answer");
+        assert_eq!(a.request_id, next);
+        match a.result {
+            Some(Outcome::Entry(e)) => assert_eq!(e.sequence, next),
+            other => panic!("request {next}: {other:?}"),
+        }
+        next += 1;
+    }
+    assert_eq!(sender.await.unwrap(), 0);
+    assert_eq!(c.get_all("slow", "", 0).await.unwrap().len(), 5_000);
+}
+
+#[tokio::test]
+async fn acknowledged_pipelined_appends_survive_sigkill() {
+    let dir = data_dir();
+    for round in 0..2 {
+        let mut node = Node::start(dir.path(), &[]);
+        let c = node.client().await;
+        let pipeline = c.pipeline();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, Hash)>();
+        let mut writers = Vec::new();
+        for w in 0..32 {
+            let (p, tx) = (pipeline.clone(), tx.clone());
+            writers.push(tokio::spawn(async move {
+                let ctx = format!("k{}", w % 8);
+                for i in 0u64.. {
+                    let payload = format!("{w}/{i}").into_bytes();
+                    match p
+                        .append(&ctx, "facts", payload, Metadata::new(), None)
+                        .await
+                    {
+                        Ok(e) => {
+                            if tx.send((ctx.clone(), e.sequence, e.content_hash)).is_err() {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        drop(tx);
+        let mut acked: HashMap<(String, u64), Hash> = HashMap::new();
+        while acked.len() < 2_000 * (round + 1) {
+            let (ctx, seq, h) = rx.recv().await.unwrap();
+            acked.insert((ctx, seq), h);
+        }
+        node.kill();
+        for w in writers {
+            let _ = w.await;
+        }
+        while let Ok((ctx, seq, h)) = rx.try_recv() {
+            acked.insert((ctx, seq), h);
+        }
+
+        let node = Node::start(dir.path(), &[]);
+        let c = node.client().await;
+        for k in 0..8 {
+            let ctx = format!("k{k}");
+            let entries = c.get_all(&ctx, "", 0).await.unwrap();
+            assert!(
+                entries
+                    .iter()
+                    .map(|e| e.sequence)
+                    .eq(1..=entries.len() as u64),
+                "{ctx} gapless"
+            );
+            let stored: HashMap<u64, Hash> = entries
+                .iter()
+                .map(|e| (e.sequence, e.content_hash))
+                .collect();
+            for ((actx, seq), h) in &acked {
+                if *actx == ctx {
+                    assert_eq!(stored.get(seq), Some(h), "acknowledged {ctx}/{seq} kept");
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn shutdown_answers_taken_appends_then_ends_the_stream_with_unavailable() {
+    let dir = data_dir();
+    // A long grace period: the node must not need it, open streams end on their own.
+    let mut node = Node::start_with_env(dir.path(), &[], &[("LEDGER_SHUTDOWN_GRACE_MS", "60000")]);
+    let c = node.client().await;
+    let pipeline = c.pipeline();
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let p = pipeline.clone();
+        writers.push(tokio::spawn(async move {
+            let ctx = format!("s{w}");
+            let mut acked = 0u64;
+            loop {
+                match p
+                    .append(&ctx, "facts", vec![1; 64], Metadata::new(), None)
+                    .await
+                {
+                    Ok(e) => {
+                        acked += 1;
+                        assert_eq!(e.sequence, acked, "{ctx}: acknowledged in order");
+                    }
+                    Err(e) => return (ctx, acked, e),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let start = Instant::now();
+    let status = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert!(status.success(), "clean exit: {status:?}");
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "open append streams held shutdown for {:?}",
+        start.elapsed()
+    );
+    let mut ends = Vec::new();
+    for w in writers {
+        ends.push(w.await.unwrap());
+    }
+    for (_, _, e) in &ends {
+        // UNAVAILABLE from the node, or the connection going away after it.
+        assert!(
+            matches!(
+                e.code(),
+                Some(Code::Unavailable) | Some(Code::Unknown) | Some(Code::Cancelled)
+            ) || matches!(e, ClientError::InvalidResponse(_)),
+            "writer ended with {e}"
+        );
+    }
+    assert!(
+        ends.iter()
+            .any(|(_, _, e)| e.code() == Some(Code::Unavailable)),
+        "at least one writer saw UNAVAILABLE: {:?}",
+        ends.iter()
+            .map(|(_, _, e)| e.to_string())
+            .collect::<Vec<_>>()
+    );
+
+    // Every acknowledged append is there after restart, and the pipeline of a new client works.
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client().await;
+    for (ctx, acked, _) in &ends {
+        let stored = c.get_all(ctx, "", 0).await.unwrap().len() as u64;
+        assert!(
+            stored >= *acked,
+            "{ctx}: {stored} stored < {acked} acknowledged"
+        );
+    }
+    let e = c
+        .pipeline()
+        .append("s0", "facts", vec![], Metadata::new(), None)
+        .await
+        .unwrap();
+    assert!(e.sequence > ends.iter().find(|x| x.0 == "s0").unwrap().1);
+}
