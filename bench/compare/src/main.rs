@@ -26,6 +26,9 @@ struct Args {
     /// The converge-ledger binary.
     #[arg(long)]
     ledger_bin: PathBuf,
+    /// The nats-server binary (2.10 or later can fsync every message: `sync_interval: always`).
+    #[arg(long)]
+    nats_bin: Option<PathBuf>,
     /// Where to write results.md and the SVG plots.
     #[arg(long, default_value = "docs/compare")]
     out: PathBuf,
@@ -214,9 +217,24 @@ async fn main() -> Result<()> {
     let redis_dir = dir("redis")?;
     let redis_port = procs::free_port();
     let mut redis_proc = procs::start_redis(&redis_dir, redis_port)?;
+    let nats_bin = args.nats_bin.clone().unwrap_or_else(procs::default_nats_bin);
+    let (major, minor) = procs::nats_version(&nats_bin)?;
+    // `sync_interval: always` exists from NATS 2.10; older servers only sync every 2 minutes.
+    let nats_can_sync = (major, minor) >= (2, 10);
     let nats_dir = dir("nats")?;
     let nats_port = procs::free_port();
-    let mut nats_proc = procs::start_nats(&nats_dir, nats_port)?;
+    let mut nats_proc = procs::start_nats(&nats_bin, &nats_dir, nats_port, nats_can_sync)?;
+    let nats_fast_port = procs::free_port();
+    let _nats_fast_proc = if nats_can_sync {
+        Some(procs::start_nats(
+            &nats_bin,
+            &dir("nats-fast")?,
+            nats_fast_port,
+            false,
+        )?)
+    } else {
+        None
+    };
 
     let ledger = Ledger::new(ledger_url.clone(), "sync", true);
     let ledger_unary = Ledger::new(ledger_url, "sync", false);
@@ -238,7 +256,16 @@ async fn main() -> Result<()> {
         port: redis_port,
         appendfsync: "no".into(),
     };
-    let nats = Nats { port: nats_port };
+    let nats = Nats {
+        port: nats_port,
+        version: format!("{major}.{minor}"),
+        sync_always: nats_can_sync,
+    };
+    let nats_fast = Nats {
+        port: nats_fast_port,
+        version: format!("{major}.{minor}"),
+        sync_always: false,
+    };
     wait_ready(&ledger, "probe").await?;
     wait_ready(&ledger_fast, "probe").await?;
     // PostgreSQL needs its table before a probe can succeed.
@@ -252,12 +279,19 @@ async fn main() -> Result<()> {
     }
     wait_ready(&redis_always, "probe").await?;
     let start = Instant::now();
-    while nats.create_stream().await.is_err() {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(60),
-            "NATS did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let nats_servers: Vec<&Nats> = if nats_can_sync {
+        vec![&nats, &nats_fast]
+    } else {
+        vec![&nats]
+    };
+    for n in &nats_servers {
+        while n.create_stream().await.is_err() {
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "NATS did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     // ---- 1. durable and fast appends
@@ -267,7 +301,10 @@ async fn main() -> Result<()> {
     );
     // The first row of each group is the one every ratio is taken against.
     let durable: Vec<&dyn System> = vec![&ledger, &ledger_unary, &pg_on, &redis_always, &nats];
-    let fast: Vec<&dyn System> = vec![&ledger_fast, &ledger_fast_unary, &pg_off, &redis_no];
+    let mut fast: Vec<&dyn System> = vec![&ledger_fast, &ledger_fast_unary, &pg_off, &redis_no];
+    if nats_can_sync {
+        fast.push(&nats_fast);
+    }
     let mut plot_rows = Vec::new();
     for (setting, group) in [("durable", &durable), ("fast / not durable", &fast)] {
         for writers in [1usize, 64] {
@@ -453,10 +490,18 @@ async fn main() -> Result<()> {
     }
     // NATS JetStream (recovers its file store).
     {
-        nats.fill("restart", restart_n, &[3u8; 256]).await?;
+        // Filled without per-message fsync (as Redis above), then restarted as configured.
         nats_proc.stop();
+        let mut filler = procs::start_nats(&nats_bin, &nats_dir, nats_port, false)?;
+        let start = Instant::now();
+        while nats.create_stream().await.is_err() {
+            anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "NATS did not restart");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        nats.fill("restart", restart_n, &[3u8; 256]).await?;
+        filler.stop();
         let t = Instant::now();
-        let _p = procs::start_nats(&nats_dir, nats_port)?;
+        let _p = procs::start_nats(&nats_bin, &nats_dir, nats_port, nats_can_sync)?;
         while nats.read_first("restart").await.ok() != Some(100) {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -190,26 +190,60 @@ pub fn start_redis(dir: &Path, port: u16) -> Result<Proc> {
     })
 }
 
-/// Starts NATS with JetStream file storage in `dir`.
-pub fn start_nats(dir: &Path, port: u16) -> Result<Proc> {
-    let child = Command::new(nats_bin())
-        .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
-        .arg(dir)
+/// Starts NATS with JetStream file storage in `dir`; with `sync_always`, the server fsyncs
+/// every stored message before acknowledging it (`sync_interval: always`, NATS 2.10+).
+pub fn start_nats(bin: &Path, dir: &Path, port: u16, sync_always: bool) -> Result<Proc> {
+    let conf = dir.join("nats.conf");
+    let store = dir.join("jetstream");
+    std::fs::write(
+        &conf,
+        format!(
+            "listen: \"127.0.0.1:{port}\"\njetstream {{\n  store_dir: {store:?}\n{}}}\n",
+            if sync_always {
+                "  sync_interval: always\n"
+            } else {
+                ""
+            }
+        ),
+    )?;
+    let child = Command::new(bin)
+        .arg("-c")
+        .arg(&conf)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .context("start nats-server")?;
+        .with_context(|| format!("start {}", bin.display()))?;
     Ok(Proc {
         child: Some(child),
         stop_signal: libc::SIGTERM,
     })
 }
 
-pub fn nats_bin() -> PathBuf {
+/// The packaged nats-server, when no other is given.
+pub fn default_nats_bin() -> PathBuf {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {
         if Path::new(p).exists() {
             return PathBuf::from(p);
         }
     }
     PathBuf::from("nats-server")
+}
+
+/// `(major, minor)` of a nats-server binary (`nats-server: v2.15.1`).
+pub fn nats_version(bin: &Path) -> Result<(u32, u32)> {
+    let out = Command::new(bin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("run {} --version", bin.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v = text
+        .trim()
+        .rsplit('v')
+        .next()
+        .context("no version in nats-server --version")?;
+    let mut parts = v.split('.').map(|p| p.parse::<u32>());
+    match (parts.next(), parts.next()) {
+        (Some(Ok(major)), Some(Ok(minor))) => Ok((major, minor)),
+        _ => anyhow::bail!("cannot read the nats-server version from {text:?}"),
+    }
 }

@@ -527,6 +527,10 @@ impl System for Redis {
 
 pub struct Nats {
     pub port: u16,
+    /// e.g. "2.15"
+    pub version: String,
+    /// `sync_interval: always`: every message fsynced before its acknowledgement.
+    pub sync_always: bool,
 }
 
 impl Nats {
@@ -593,7 +597,15 @@ impl Subscriber for NatsSub {
 #[async_trait]
 impl System for Nats {
     fn label(&self) -> String {
-        "NATS 2.9 JetStream (file storage, default sync; sync_interval unsupported in 2.9)".into()
+        format!(
+            "NATS {} JetStream (file storage, {})",
+            self.version,
+            if self.sync_always {
+                "sync_interval always"
+            } else {
+                "default sync: every 2 min"
+            }
+        )
     }
     async fn writer(&self, _notify: bool) -> Result<Box<dyn Writer>> {
         let (c, js) = self.js().await?;

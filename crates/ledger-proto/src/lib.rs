@@ -6,6 +6,8 @@
 
 #![allow(missing_debug_implementations, clippy::all)]
 
+pub mod codec;
+
 /// `converge.context.v1`: the engine's ContextService.
 pub mod context {
     pub mod v1 {
