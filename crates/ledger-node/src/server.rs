@@ -20,6 +20,7 @@ use ledger_proto::ledger::v1::integrity_service_server::IntegrityServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
@@ -138,7 +139,13 @@ pub async fn serve(
         }
     }
     ledger.close().await;
-    tracing::info!("stopped; storage closed cleanly");
+    let stats = ledger.stats();
+    tracing::info!(
+        entries = stats.entries.load(Ordering::Relaxed),
+        commits = stats.commits.load(Ordering::Relaxed),
+        syncs = stats.syncs.load(Ordering::Relaxed),
+        "stopped; storage closed cleanly"
+    );
     Ok(())
 }
 
