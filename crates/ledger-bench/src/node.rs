@@ -109,6 +109,7 @@ pub fn run(args: Args) {
             us_from_ns(baseline.value_at_quantile(0.99))
         );
         get_10k(&client, &base_text, &baseline).await;
+        append_64_writers(&client, if args.quick { 2 } else { 5 }).await;
         for &w in &args.watchers {
             watch_latency(
                 &node.url,
@@ -194,6 +195,75 @@ async fn get_10k(client: &LedgerClient, base_text: &str, baseline: &Histogram<u6
             p50 as f64 / baseline.value_at_quantile(0.5) as f64
         ),
     );
+}
+
+/// Durable appends with 64 concurrent writers (one context each), unary calls against the
+/// pipelined stream, on the same node and connection.
+async fn append_64_writers(client: &LedgerClient, secs: u64) {
+    let unary = append_rate(client, false, secs).await;
+    let piped = append_rate(client, true, secs).await;
+    row(
+        "durable appends, 64 writers on 64 contexts, 256 B, one connection: AppendPipeline stream",
+        &format!(
+            "{:.1} k/s, p50 {}, p99 {}",
+            piped.0 / 1e3,
+            us_from_ns(piped.1.value_at_quantile(0.5)),
+            us_from_ns(piped.1.value_at_quantile(0.99))
+        ),
+        "—",
+        &format!(
+            "unary Append, same writers: {:.1} k/s, p50 {}, p99 {}",
+            unary.0 / 1e3,
+            us_from_ns(unary.1.value_at_quantile(0.5)),
+            us_from_ns(unary.1.value_at_quantile(0.99))
+        ),
+        &format!("{:.2}× unary (throughput)", piped.0 / unary.0),
+    );
+}
+
+/// Appends per second and latency of 64 writers for `secs` (after half a second of warm-up).
+async fn append_rate(client: &LedgerClient, pipelined: bool, secs: u64) -> (f64, Histogram<u64>) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let measuring = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let pipeline = client.pipeline();
+    let mut tasks = Vec::new();
+    for w in 0..64 {
+        let (c, p) = (client.clone(), pipeline.clone());
+        let (stop, measuring) = (stop.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            use std::sync::atomic::Ordering::Relaxed;
+            let ctx = format!("bench-append-{}-{w}", if pipelined { "p" } else { "u" });
+            let mut h = histogram();
+            while !stop.load(Relaxed) {
+                let t = Instant::now();
+                let payload = vec![w as u8; 256];
+                if pipelined {
+                    p.append(&ctx, "facts", payload, Metadata::new(), None)
+                        .await
+                } else {
+                    c.append(&ctx, "facts", payload, Metadata::new(), None)
+                        .await
+                }
+                .expect("append");
+                if measuring.load(Relaxed) {
+                    h.record(t.elapsed().as_nanos() as u64).ok();
+                }
+            }
+            h
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    measuring.store(false, std::sync::atomic::Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut all = histogram();
+    for t in tasks {
+        all.add(t.await.expect("writer")).ok();
+    }
+    (all.len() as f64 / elapsed, all)
 }
 
 async fn watch_latency(

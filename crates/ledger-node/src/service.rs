@@ -9,14 +9,7 @@ use ledger_proto::context::v1 as pb;
 use pb::context_service_server::ContextService;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
-
-/// Events buffered per Watch stream between the ledger and the HTTP/2 stream. When the client
-/// reads slower than this drains, the watcher's live buffer overflows and it catches up from
-/// storage later; appends never wait for it.
-const WATCH_STREAM_BUFFER: usize = 256;
 
 /// Default tree-head interval of a watch stream, in entries.
 const DEFAULT_HEAD_EVERY_ENTRIES: u64 = 100;
@@ -193,7 +186,8 @@ impl ContextService for ContextApi {
         result
     }
 
-    type WatchStream = ReceiverStream<Result<pb::WatchEvent, Status>>;
+    type WatchStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
     async fn watch(
         &self,
@@ -240,7 +234,7 @@ impl ContextService for ContextApi {
             0 => DEFAULT_HEAD_EVERY_MS,
             n => u64::from(n),
         };
-        let mut stream = self
+        let stream = self
             .ledger
             .watch(&r.context_id, key_filter(&r.key), r.from_sequence)
             .map_err(to_status)?;
@@ -251,63 +245,81 @@ impl ContextService for ContextApi {
             heads = trail.is_some(),
             "started"
         );
-        let (tx, rx) = mpsc::channel(WATCH_STREAM_BUFFER);
-        tokio::spawn(async move {
-            // A resumed stream starts with the head of what the watcher already has, so it can
-            // check its saved state against the node's before taking more.
-            if let Some(t) = trail.as_mut()
-                && r.from_sequence > 0
-                && tx.send(Ok(t.event())).await.is_err()
-            {
-                return;
-            }
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(every_ms));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => break,
-                    _ = tick.tick(), if trail.is_some() => {
-                        if let Some(ev) = trail.as_mut().and_then(HeadTrail::tick)
-                            && tx.send(Ok(ev)).await.is_err()
-                        {
-                            break;
-                        }
+        // A resumed stream starts with the head of what the watcher already has, so it can
+        // check its saved state against the node's before taking more.
+        let queued = trail
+            .as_mut()
+            .filter(|_| r.from_sequence > 0)
+            .map(HeadTrail::event);
+        let every = std::time::Duration::from_millis(every_ms);
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let state = WatchState {
+            stream,
+            trail,
+            tick,
+            queued,
+            ended: false,
+        };
+        // The response body polls the ledger's watch stream directly (no task and channel in
+        // between): one hop less per delivered entry. A client that stops reading stops the
+        // polling; the watcher's ring then overflows and it catches up from storage later,
+        // without ever holding back appends.
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            state,
+            WatchState::next_event,
+        ))))
+    }
+}
+
+/// One Watch stream: the ledger's watch stream, the head trail, and an event waiting to go out.
+struct WatchState {
+    stream: ledger_embedded::WatchStream,
+    trail: Option<HeadTrail>,
+    tick: tokio::time::Interval,
+    queued: Option<pb::WatchEvent>,
+    ended: bool,
+}
+
+type WatchItem = Result<pb::WatchEvent, Status>;
+
+impl WatchState {
+    async fn next_event(mut self) -> Option<(WatchItem, Self)> {
+        if let Some(ev) = self.queued.take() {
+            return Some((Ok(ev), self));
+        }
+        if self.ended {
+            tracing::debug!(rpc = "Watch", position = self.stream.position(), "ended");
+            return None;
+        }
+        loop {
+            tokio::select! {
+                _ = self.tick.tick(), if self.trail.is_some() => {
+                    if let Some(ev) = self.trail.as_mut().and_then(HeadTrail::tick) {
+                        return Some((Ok(ev), self));
                     }
-                    next = stream.next() => match next {
+                }
+                next = self.stream.next() => {
+                    return match next {
                         Ok(e) => {
-                            let head = trail.as_mut().and_then(|t| t.entry(&e));
+                            self.queued = self.trail.as_mut().and_then(|t| t.entry(&e));
                             let ev = pb::WatchEvent { entry: Some(entry_to_pb(&e)), tree_head: None };
-                            if tx.send(Ok(ev)).await.is_err() {
-                                break;
-                            }
-                            if let Some(h) = head
-                                && tx.send(Ok(h)).await.is_err()
-                            {
-                                break;
-                            }
+                            Some((Ok(ev), self))
                         }
                         Err(e) => {
                             let status = match e {
                                 LedgerError::ShuttingDown => Status::unavailable(format!(
                                     "the node is shutting down; resume with from_sequence {}",
-                                    stream.position()
+                                    self.stream.position()
                                 )),
                                 other => to_status(other),
                             };
-                            let _ = tx.send(Err(status)).await;
-                            break;
+                            self.ended = true;
+                            Some((Err(status), self))
                         }
-                    }
+                    };
                 }
             }
-            tracing::debug!(
-                rpc = "Watch",
-                context_id = r.context_id,
-                position = stream.position(),
-                "ended"
-            );
-        });
-        Ok(Response::new(ReceiverStream::new(rx)))
+        }
     }
 }
