@@ -28,6 +28,13 @@ pub use pipeline::AppendPipeline;
 /// Largest message the client accepts or sends (snapshots of big contexts are single messages).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
 
+/// HTTP/2 flow-control window per stream the client grants the node.
+pub const STREAM_WINDOW_BYTES: u32 = 8 << 20;
+/// HTTP/2 flow-control window per connection the client grants the node.
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 << 20;
+/// Largest HTTP/2 frame the client accepts.
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
+
 /// What a client call can fail with.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -115,6 +122,11 @@ impl LedgerClient {
         let channel = Endpoint::from_shared(url.clone())
             .map_err(err)?
             .tcp_nodelay(true)
+            // HTTP/2's default windows (64 KiB) make a multi-megabyte Get or snapshot wait for
+            // a WINDOW_UPDATE round trip every 64 KiB; large frames cut per-frame work.
+            .initial_stream_window_size(STREAM_WINDOW_BYTES)
+            .initial_connection_window_size(CONNECTION_WINDOW_BYTES)
+            .max_frame_size(MAX_FRAME_BYTES)
             .connect()
             .await
             .map_err(err)?;

@@ -1,28 +1,26 @@
 //! `converge.ledger.v1.AppendPipeline`: appends pipelined on one bidirectional stream.
 //!
-//! Each stream gets one task that reads requests, hands each to the ledger as soon as it
-//! arrives (so the sequencer can group appends of many requests into one write and one fsync),
-//! and answers in request order as the appends become durable. It reads at most
-//! [`MAX_IN_FLIGHT`] requests ahead of its answers, and stops reading while the client does not
-//! take answers, so a slow client holds back only itself (HTTP/2 flow control does the rest).
+//! Each stream's response body reads requests, hands each to the ledger as soon as it arrives
+//! (so the sequencer can group appends of many requests into one write and one fsync), and
+//! answers in request order as the appends become durable. It reads at most [`MAX_IN_FLIGHT`]
+//! requests ahead of its answers, and reads nothing while the client does not take answers, so
+//! a slow client holds back only itself (HTTP/2 flow control does the rest).
 
 use crate::status::to_status;
-use futures::stream::{FuturesOrdered, StreamExt};
+use futures::future::BoxFuture;
+use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use ledger_client::convert::entry_to_pb;
 use ledger_embedded::{Ledger, Metadata};
 use ledger_proto::context::v1 as pb;
 use ledger_proto::ledger::v1 as lpb;
 use lpb::append_pipeline_server::AppendPipeline;
 use lpb::append_stream_response::Result as Outcome;
-use tokio::sync::{mpsc, watch};
-use tokio_stream::wrappers::ReceiverStream;
+use std::pin::Pin;
+use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
 /// Requests a stream may have in the ledger before its oldest one is answered.
 pub const MAX_IN_FLIGHT: usize = 1024;
-
-/// Answers buffered between a stream's task and the HTTP/2 stream.
-const RESPONSE_BUFFER: usize = 256;
 
 /// The AppendPipeline implementation.
 #[derive(Clone, Debug)]
@@ -41,7 +39,8 @@ impl PipelineApi {
 
 #[tonic::async_trait]
 impl AppendPipeline for PipelineApi {
-    type AppendStreamStream = ReceiverStream<Result<lpb::AppendStreamResponse, Status>>;
+    type AppendStreamStream =
+        Pin<Box<dyn Stream<Item = Result<lpb::AppendStreamResponse, Status>> + Send>>;
 
     async fn append_stream(
         &self,
@@ -50,14 +49,21 @@ impl AppendPipeline for PipelineApi {
         if *self.draining.borrow() {
             return Err(shutting_down());
         }
-        let (tx, rx) = mpsc::channel(RESPONSE_BUFFER);
-        tokio::spawn(run_stream(
-            self.ledger.clone(),
-            request.into_inner(),
-            tx,
-            self.draining.clone(),
-        ));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let state = StreamState {
+            ledger: self.ledger.clone(),
+            inbound: request.into_inner(),
+            draining: self.draining.clone(),
+            in_flight: FuturesOrdered::new(),
+            reading: true,
+            end: None,
+        };
+        // The response body drives the stream itself (no task and channel in between): each
+        // time HTTP/2 wants the next answer it reads requests, submits them and waits for the
+        // oldest one.
+        Ok(Response::new(Box::pin(futures::stream::unfold(
+            state,
+            StreamState::next_answer,
+        ))))
     }
 }
 
@@ -68,48 +74,53 @@ fn shutting_down() -> Status {
     )
 }
 
-/// One stream: read, submit, answer in order; end when the client ends its side and every
-/// answer is out, or when the node shuts down.
-async fn run_stream(
+/// One stream: requests read, appends in flight (oldest first), and how it ends.
+struct StreamState {
     ledger: Ledger,
-    mut inbound: Streaming<lpb::AppendStreamRequest>,
-    tx: mpsc::Sender<Result<lpb::AppendStreamResponse, Status>>,
-    mut draining: watch::Receiver<bool>,
-) {
-    let mut in_flight = FuturesOrdered::new();
-    let mut reading = true;
-    let mut end: Option<Status> = None;
-    while reading || !in_flight.is_empty() {
-        tokio::select! {
-            biased;
-            Some(answer) = in_flight.next(), if !in_flight.is_empty() => {
-                if tx.send(Ok(answer)).await.is_err() {
-                    // The client is gone. Appends already handed to the ledger complete there
-                    // (like a cancelled unary Append); nobody is left to tell.
-                    return;
-                }
+    inbound: Streaming<lpb::AppendStreamRequest>,
+    draining: watch::Receiver<bool>,
+    in_flight: FuturesOrdered<BoxFuture<'static, lpb::AppendStreamResponse>>,
+    reading: bool,
+    /// The status the stream ends with once every answer is out (shutdown).
+    end: Option<Status>,
+}
+
+impl StreamState {
+    /// The next answer, in request order; the stream ends when the client has ended its side
+    /// and every answer is out, or when the node shuts down (after the answers it owes). If the
+    /// client goes away, the body is dropped with it: appends already handed to the ledger
+    /// complete there (like a cancelled unary Append), nobody is left to tell.
+    async fn next_answer(mut self) -> Option<(Result<lpb::AppendStreamResponse, Status>, Self)> {
+        loop {
+            if !self.reading && self.in_flight.is_empty() {
+                return self.end.take().map(|status| (Err(status), self));
             }
-            changed = draining.changed(), if reading => {
-                if changed.is_err() || *draining.borrow() {
-                    reading = false;
-                    end = Some(shutting_down());
+            tokio::select! {
+                biased;
+                Some(answer) = self.in_flight.next(), if !self.in_flight.is_empty() => {
+                    return Some((Ok(answer), self));
                 }
-            }
-            message = inbound.message(), if reading && in_flight.len() < MAX_IN_FLIGHT => {
-                match message {
-                    Ok(Some(request)) => in_flight.push_back(append_one(ledger.clone(), request)),
-                    Ok(None) => reading = false,
-                    Err(status) => {
-                        // A broken or cancelled client stream: answer nothing more.
-                        tracing::debug!(code = ?status.code(), message = status.message(), "append stream ended by the client");
-                        return;
+                changed = self.draining.changed(), if self.reading => {
+                    if changed.is_err() || *self.draining.borrow() {
+                        self.reading = false;
+                        self.end = Some(shutting_down());
+                    }
+                }
+                message = self.inbound.message(), if self.reading && self.in_flight.len() < MAX_IN_FLIGHT => {
+                    match message {
+                        Ok(Some(request)) => self
+                            .in_flight
+                            .push_back(Box::pin(append_one(self.ledger.clone(), request))),
+                        Ok(None) => self.reading = false,
+                        Err(status) => {
+                            // A broken or cancelled client stream: answer nothing more.
+                            tracing::debug!(code = ?status.code(), message = status.message(), "append stream ended by the client");
+                            return None;
+                        }
                     }
                 }
             }
         }
-    }
-    if let Some(status) = end {
-        let _ = tx.send(Err(status)).await;
     }
 }
 

@@ -3,14 +3,19 @@
 //!
 //! tonic's prost codec encodes into a buffer that starts at 8 KiB and grows by doubling as
 //! fields are written, so a multi-megabyte Get response is copied several times while it is
-//! being built. Reserving `encoded_len()` first writes it once. Every end-to-end test goes
+//! being built. Reserving `encoded_len()` first writes it once, and large messages are
+//! encoded into a `Vec` and copied in once (see [`ReservingEncoder`]). Every end-to-end test goes
 //! through this codec on both sides.
 
+use bytes::BufMut;
 use prost::Message;
 use std::marker::PhantomData;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_prost::ProstDecoder;
+
+/// Messages from this size on are encoded through a `Vec` (see [`ReservingEncoder`]).
+const DIRECT_ENCODE_LIMIT: usize = 16 * 1024;
 
 /// Prost codec that sizes the output buffer up front.
 #[derive(Debug, Clone, Copy)]
@@ -50,9 +55,22 @@ impl<T: Message> Encoder for ReservingEncoder<T> {
     type Error = Status;
 
     fn encode(&mut self, item: T, buf: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        buf.reserve(item.encoded_len());
-        item.encode(buf)
-            .map_err(|e| Status::internal(format!("encoding a response: {e}")))
+        let len = item.encoded_len();
+        if len < DIRECT_ENCODE_LIMIT {
+            buf.reserve(len);
+            return item
+                .encode(buf)
+                .map_err(|e| Status::internal(format!("encoding a message: {e}")));
+        }
+        // Large messages (Get pages, snapshots) are encoded into a plain Vec first: prost writes
+        // a Vec with inlined copies, while every varint byte written through `EncodeBuf` is a
+        // separate `put_slice` call; one bulk copy afterwards is far cheaper.
+        let mut v = Vec::with_capacity(len);
+        item.encode(&mut v)
+            .map_err(|e| Status::internal(format!("encoding a message: {e}")))?;
+        buf.reserve(len);
+        buf.put_slice(&v);
+        Ok(())
     }
 }
 
