@@ -9,7 +9,7 @@ use ledger_core::{Hash, Metadata};
 use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
-use support::{BIN, Node, data_dir};
+use support::{BIN, Node, data_dir, free_port};
 use tokio_stream::StreamExt;
 
 #[tokio::test]
@@ -23,7 +23,11 @@ async fn sigterm_and_restart_keep_everything_and_sequences_continue() {
             .unwrap();
     }
     let before = c.get("keep", "", 0, 0).await.unwrap().entries;
-    let status = node.terminate();
+    // Off the runtime thread: the client's connection must keep running to take the node's
+    // GOAWAY, or the node waits out its grace period for it.
+    let status = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
     assert!(status.success(), "clean exit on SIGTERM: {status:?}");
 
     let node = Node::start(dir.path(), &[]);
@@ -146,14 +150,6 @@ async fn shutdown_ends_watch_streams_with_unavailable() {
         other => panic!("expected UNAVAILABLE, got {other:?} (pid {pid})"),
     }
     assert!(term.await.unwrap().success());
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -14,7 +14,7 @@ use lpb::append_pipeline_client::AppendPipelineClient;
 use lpb::append_stream_response::Result as Outcome;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::{Node, data_dir};
+use support::{Node, data_dir, free_port};
 use tonic::Code;
 
 fn request(id: u64, ctx: &str, key: &str, payload: Vec<u8>) -> lpb::AppendStreamRequest {
@@ -369,4 +369,57 @@ async fn shutdown_answers_taken_appends_then_ends_the_stream_with_unavailable() 
         .await
         .unwrap();
     assert!(e.sequence > ends.iter().find(|x| x.0 == "s0").unwrap().1);
+}
+
+#[tokio::test]
+async fn a_pipeline_opens_a_new_stream_after_the_node_restarts() {
+    let dir = data_dir();
+    let port = free_port().to_string();
+    let mut node = Node::start(dir.path(), &["--port", &port]);
+    let c = node.client().await;
+    let pipeline = c.pipeline();
+    let first = pipeline
+        .append("r", "facts", vec![1], Metadata::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(first.sequence, 1);
+    // Off the runtime thread, so the client's connection takes the node's GOAWAY.
+    let status = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert!(status.success());
+
+    // While the node is down, an append fails promptly instead of hanging.
+    let down = tokio::time::timeout(
+        Duration::from_secs(20),
+        pipeline.append("r", "facts", vec![2], Metadata::new(), None),
+    )
+    .await
+    .expect("an append to a stopped node fails, it does not hang");
+    assert!(down.is_err());
+
+    let _node = Node::start(dir.path(), &["--port", &port]);
+    // The same handle opens a new stream on the restarted node (the channel reconnects).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let e = loop {
+        match pipeline
+            .append("r", "facts", vec![3], Metadata::new(), None)
+            .await
+        {
+            Ok(e) => break e,
+            Err(e) if Instant::now() < deadline => {
+                assert!(
+                    matches!(e.code(), Some(Code::Unavailable) | Some(Code::Unknown)),
+                    "while reconnecting: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("no new stream after restart: {e}"),
+        }
+    };
+    assert_eq!(
+        e.sequence, 2,
+        "the failed append was not stored; sequences continue"
+    );
+    assert_eq!(e.payload, vec![3]);
 }

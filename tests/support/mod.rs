@@ -143,6 +143,15 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
 }
 
 /// A fresh data dir.
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
 }
