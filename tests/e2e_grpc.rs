@@ -386,6 +386,23 @@ async fn health_and_reflection_are_served() {
         r.status(),
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
+    for service in [
+        "converge.ledger.v1.IntegrityService",
+        "converge.ledger.v1.AppendPipeline",
+    ] {
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status(),
+            tonic_health::pb::health_check_response::ServingStatus::Serving,
+            "{service}"
+        );
+    }
 
     use tonic_reflection::pb::v1::{
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
@@ -410,9 +427,12 @@ async fn health_and_reflection_are_served() {
         names.contains(&"converge.context.v1.ContextService".to_string()),
         "{names:?}"
     );
-    assert!(
-        names.contains(&"grpc.health.v1.Health".to_string()),
-        "{names:?}"
-    );
+    for service in [
+        "grpc.health.v1.Health",
+        "converge.ledger.v1.IntegrityService",
+        "converge.ledger.v1.AppendPipeline",
+    ] {
+        assert!(names.contains(&service.to_string()), "{names:?}");
+    }
     let _ = pb::Entry::default();
 }
