@@ -38,6 +38,25 @@ pub use ledger_storage::{ContextHead, Durability, ReadQuery, ReadResult, RocksCo
 pub use sequencer::LoadOutcome;
 pub use watch::WatchStream;
 
+/// A queued append (from [`Ledger::submit_append`]): resolves to the stored entry once it is
+/// durable, or to the error that stopped it.
+#[derive(Debug)]
+#[must_use = "the append is queued either way; the ack tells whether and how it was stored"]
+pub struct AppendAck(oneshot::Receiver<Result<Arc<Entry>, LedgerError>>);
+
+impl std::future::Future for AppendAck {
+    type Output = Result<Arc<Entry>, LedgerError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(LedgerError::ShuttingDown)))
+    }
+}
+
 pub use commit::Stats;
 use commit::{DurableView, WritePath};
 use hub::WatchHub;
@@ -255,6 +274,27 @@ impl Ledger {
         metadata: Metadata,
         received_lamport_clock: Option<u64>,
     ) -> Result<Arc<Entry>, LedgerError> {
+        self.submit_append(context_id, key, payload, metadata, received_lamport_clock)
+            .await?
+            .await
+    }
+
+    /// The first half of [`Ledger::append`]: validates the append and queues it for the
+    /// sequencer, waiting only for room in the queue. The returned [`AppendAck`] resolves to
+    /// the stored entry once it is durable.
+    ///
+    /// Appends queued one after another (each `submit_append` awaited before the next starts)
+    /// are applied in that order, while their acknowledgements are awaited concurrently: this
+    /// is how a pipelined stream keeps many appends of one context in flight without
+    /// reordering them.
+    pub async fn submit_append(
+        &self,
+        context_id: &str,
+        key: &str,
+        payload: Vec<u8>,
+        metadata: Metadata,
+        received_lamport_clock: Option<u64>,
+    ) -> Result<AppendAck, LedgerError> {
         validate::validate_append(
             context_id,
             key,
@@ -274,7 +314,7 @@ impl Ledger {
             reply,
         }))
         .await?;
-        rx.await.map_err(|_| LedgerError::ShuttingDown)?
+        Ok(AppendAck(rx))
     }
 
     /// Entries of a context after `after_sequence`, optionally only those with key

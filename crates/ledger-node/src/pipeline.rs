@@ -108,9 +108,12 @@ impl StreamState {
                 }
                 message = self.inbound.message(), if self.reading && self.in_flight.len() < MAX_IN_FLIGHT => {
                     match message {
-                        Ok(Some(request)) => self
-                            .in_flight
-                            .push_back(Box::pin(append_one(self.ledger.clone(), request))),
+                        Ok(Some(request)) => {
+                            // Queued here, one request after another, so appends are applied in
+                            // stream order; only their acknowledgements run concurrently.
+                            let answer = submit(&self.ledger, request).await;
+                            self.in_flight.push_back(answer);
+                        }
                         Ok(None) => self.reading = false,
                         Err(status) => {
                             // A broken or cancelled client stream: answer nothing more.
@@ -124,13 +127,15 @@ impl StreamState {
     }
 }
 
-/// The answer to one request: the stored entry, or the status the unary Append would return.
-async fn append_one(
-    ledger: Ledger,
+/// Validates and queues one request's append (waiting for room in the ledger's queue) and
+/// returns the future of its answer: the stored entry once durable, or the status the unary
+/// Append would return.
+async fn submit(
+    ledger: &Ledger,
     request: lpb::AppendStreamRequest,
-) -> lpb::AppendStreamResponse {
+) -> BoxFuture<'static, lpb::AppendStreamResponse> {
     let request_id = request.request_id;
-    let result = match request.append {
+    let queued = match request.append {
         None => Err(Status::invalid_argument(
             "AppendStreamRequest.append is missing: set it to the AppendRequest to apply",
         )),
@@ -143,19 +148,25 @@ async fn append_one(
         }) => {
             let metadata: Metadata = metadata.into_iter().collect();
             ledger
-                .append(&context_id, &key, payload, metadata, received_lamport_clock)
+                .submit_append(&context_id, &key, payload, metadata, received_lamport_clock)
                 .await
                 .map_err(to_status)
         }
     };
-    lpb::AppendStreamResponse {
-        request_id,
-        result: Some(match result {
-            Ok(entry) => Outcome::Entry(entry_to_pb(&entry)),
-            Err(status) => Outcome::Error(lpb::AppendError {
-                code: status.code() as i32,
-                message: status.message().to_owned(),
+    Box::pin(async move {
+        let result = match queued {
+            Ok(ack) => ack.await.map_err(to_status),
+            Err(status) => Err(status),
+        };
+        lpb::AppendStreamResponse {
+            request_id,
+            result: Some(match result {
+                Ok(entry) => Outcome::Entry(entry_to_pb(&entry)),
+                Err(status) => Outcome::Error(lpb::AppendError {
+                    code: status.code() as i32,
+                    message: status.message().to_owned(),
+                }),
             }),
-        }),
-    }
+        }
+    })
 }
