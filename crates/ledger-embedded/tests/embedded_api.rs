@@ -575,3 +575,52 @@ async fn rocks_ledger_survives_reopen() {
         vec!["r".to_string()]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_appends_apply_in_submission_order_while_acks_are_awaited_together() {
+    // A queue of 4 makes most submissions wait for room, while other tasks compete for it.
+    let config = LedgerConfig {
+        queue_depth: 4,
+        ..LedgerConfig::default()
+    };
+    let l = Ledger::with_store(Arc::new(MemoryStore::new()), config);
+    let mut tasks = Vec::new();
+    for t in 0..4 {
+        let l = l.clone();
+        tasks.push(tokio::spawn(async move {
+            let ctx = format!("submit-{t}");
+            let mut acks = futures::stream::FuturesOrdered::new();
+            for i in 1..=2_000u64 {
+                let ack = l
+                    .submit_append(
+                        &ctx,
+                        "facts",
+                        i.to_be_bytes().to_vec(),
+                        Metadata::new(),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                acks.push_back(ack);
+            }
+            let mut i = 0u64;
+            while let Some(e) = futures::StreamExt::next(&mut acks).await {
+                i += 1;
+                let e = e.unwrap();
+                assert_eq!(e.sequence, i, "{ctx}: submission {i} stored out of order");
+                assert_eq!(e.payload, i.to_be_bytes().to_vec());
+            }
+            i
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 2_000);
+    }
+    // A refused submission is refused at once and queues nothing.
+    let err = l
+        .submit_append("submit-0", "", vec![], Metadata::new(), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LedgerError::Invalid(_)), "{err}");
+    assert_eq!(l.current_sequence("submit-0").await.unwrap(), 2_000);
+}
