@@ -36,6 +36,23 @@ pub fn entry_into_pb(e: Entry) -> pb::Entry {
     }
 }
 
+/// The wire request of one append (unary `Append` and pipelined `AppendStream` alike).
+pub fn append_request_to_pb(
+    context_id: &str,
+    key: &str,
+    payload: Vec<u8>,
+    metadata: Metadata,
+    received_lamport_clock: Option<u64>,
+) -> pb::AppendRequest {
+    pb::AppendRequest {
+        context_id: context_id.to_owned(),
+        key: key.to_owned(),
+        payload,
+        metadata: metadata.into_iter().collect(),
+        received_lamport_clock,
+    }
+}
+
 /// Wire entry → domain entry. The content hash is taken as sent (32 bytes); use
 /// [`Entry::verify_content_hash`] to check it against the fields.
 pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, String> {

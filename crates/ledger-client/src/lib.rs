@@ -169,13 +169,13 @@ impl LedgerClient {
     ) -> Result<Entry, ClientError> {
         let resp = self
             .raw()
-            .append(pb::AppendRequest {
-                context_id: context_id.to_owned(),
-                key: key.to_owned(),
+            .append(convert::append_request_to_pb(
+                context_id,
+                key,
                 payload,
-                metadata: metadata.into_iter().collect(),
+                metadata,
                 received_lamport_clock,
-            })
+            ))
             .await?
             .into_inner();
         let entry = resp

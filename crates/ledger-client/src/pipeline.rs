@@ -14,7 +14,6 @@
 
 use crate::{ClientError, convert, invalid};
 use ledger_core::{Entry, Metadata};
-use ledger_proto::context::v1 as pb;
 use ledger_proto::ledger::v1 as lpb;
 use lpb::append_pipeline_client::AppendPipelineClient;
 use lpb::append_stream_response::Result as Outcome;
@@ -44,18 +43,14 @@ struct Inner {
     opening: tokio::sync::Mutex<()>,
 }
 
-/// One open stream: the sending half and the callers waiting for answers.
+/// One open stream: the sending half, and the state it shares with its answer reader.
 #[derive(Debug)]
 struct Stream {
     tx: mpsc::Sender<lpb::AppendStreamRequest>,
-    shared: Arc<Shared>,
+    state: Arc<Mutex<State>>,
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    state: Mutex<State>,
-}
-
+/// The callers waiting for answers, in request order.
 #[derive(Debug, Default)]
 struct State {
     next_id: u64,
@@ -109,11 +104,11 @@ impl AppendPipeline {
         let stream = self.stream().await?;
         let permit = match stream.tx.reserve().await {
             Ok(p) => p,
-            Err(_) => return Err(stream.shared.ended_error()),
+            Err(_) => return Err(lock(&stream.state).ended_error()),
         };
         let (reply, answer) = oneshot::channel();
         {
-            let mut state = lock(&stream.shared.state);
+            let mut state = lock(&stream.state);
             if let Some(ended) = &state.ended {
                 return Err(ended.error());
             }
@@ -123,18 +118,18 @@ impl AppendPipeline {
             // Sent while holding the lock, so the wire order is the order of `waiting`.
             permit.send(lpb::AppendStreamRequest {
                 request_id,
-                append: Some(pb::AppendRequest {
-                    context_id: context_id.to_owned(),
-                    key: key.to_owned(),
+                append: Some(convert::append_request_to_pb(
+                    context_id,
+                    key,
                     payload,
-                    metadata: metadata.into_iter().collect(),
+                    metadata,
                     received_lamport_clock,
-                }),
+                )),
             });
         }
         match answer.await {
             Ok(result) => result,
-            Err(_) => Err(stream.shared.ended_error()),
+            Err(_) => Err(lock(&stream.state).ended_error()),
         }
     }
 
@@ -155,9 +150,9 @@ impl AppendPipeline {
             .append_stream(ReceiverStream::new(rx))
             .await?
             .into_inner();
-        let shared = Arc::new(Shared::default());
-        tokio::spawn(read_answers(Arc::clone(&shared), inbound));
-        let stream = Arc::new(Stream { tx, shared });
+        let state = Arc::new(Mutex::new(State::default()));
+        tokio::spawn(read_answers(Arc::clone(&state), inbound));
+        let stream = Arc::new(Stream { tx, state });
         *lock(&self.inner.current) = Some(Arc::clone(&stream));
         Ok(stream)
     }
@@ -165,15 +160,14 @@ impl AppendPipeline {
     fn live(&self) -> Option<Arc<Stream>> {
         lock(&self.inner.current)
             .as_ref()
-            .filter(|s| lock(&s.shared.state).ended.is_none())
+            .filter(|s| lock(&s.state).ended.is_none())
             .cloned()
     }
 }
 
-impl Shared {
+impl State {
     fn ended_error(&self) -> ClientError {
-        lock(&self.state)
-            .ended
+        self.ended
             .as_ref()
             .map_or_else(|| invalid("the append stream closed".into()), Ended::error)
     }
@@ -181,7 +175,7 @@ impl Shared {
 
 /// Routes each answer to its caller, in order; on the stream's end, fails every caller still
 /// waiting with the reason.
-async fn read_answers(shared: Arc<Shared>, mut inbound: Streaming<lpb::AppendStreamResponse>) {
+async fn read_answers(state: Arc<Mutex<State>>, mut inbound: Streaming<lpb::AppendStreamResponse>) {
     let ended = loop {
         let answer = match inbound.message().await {
             Ok(Some(a)) => a,
@@ -190,7 +184,7 @@ async fn read_answers(shared: Arc<Shared>, mut inbound: Streaming<lpb::AppendStr
             }
             Err(s) => break Ended::Status(s.code(), s.message().to_owned()),
         };
-        let Some((request_id, reply)) = lock(&shared.state).waiting.pop_front() else {
+        let Some((request_id, reply)) = lock(&state).waiting.pop_front() else {
             break Ended::Invalid(format!(
                 "answer to request {} that was never sent",
                 answer.request_id
@@ -214,7 +208,7 @@ async fn read_answers(shared: Arc<Shared>, mut inbound: Streaming<lpb::AppendStr
         let _ = reply.send(result);
     };
     let waiting = {
-        let mut state = lock(&shared.state);
+        let mut state = lock(&state);
         state.ended = Some(ended.clone());
         std::mem::take(&mut state.waiting)
     };
