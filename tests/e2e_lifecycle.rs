@@ -6,10 +6,9 @@ mod support;
 
 use ledger_core::merkle::reference;
 use ledger_core::{Hash, Metadata};
-use std::collections::HashMap;
 use std::process::Command;
 use std::time::Duration;
-use support::{BIN, Node, data_dir, free_port};
+use support::{BIN, Node, append_until_killed, assert_acknowledged_kept, data_dir, free_port};
 use tokio_stream::StreamExt;
 
 #[tokio::test]
@@ -47,75 +46,22 @@ async fn sigkill_during_concurrent_appends_loses_no_acknowledged_entry() {
     for round in 0..3 {
         let mut node = Node::start(dir.path(), &[]);
         let c = node.client().await;
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, Hash)>();
-        let mut writers = Vec::new();
-        for w in 0..16 {
+        let append = move |ctx: String, payload: Vec<u8>| {
             let c = c.clone();
-            let tx = tx.clone();
-            writers.push(tokio::spawn(async move {
-                let ctx = format!("k{}", w % 4);
-                for i in 0u64.. {
-                    match c
-                        .append(
-                            &ctx,
-                            "facts",
-                            format!("{w}/{i}").into_bytes(),
-                            Metadata::new(),
-                            None,
-                        )
-                        .await
-                    {
-                        Ok(e) => {
-                            if tx.send((ctx.clone(), e.sequence, e.content_hash)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => return, // the node died under us
-                    }
-                }
-            }));
-        }
-        drop(tx);
-        let mut acked: HashMap<(String, u64), Hash> = HashMap::new();
-        while acked.len() < 500 + 500 * round {
-            let (ctx, seq, h) = rx.recv().await.unwrap();
-            acked.insert((ctx, seq), h);
-        }
-        node.kill();
-        for w in writers {
-            let _ = w.await;
-        }
-        while let Ok((ctx, seq, h)) = rx.try_recv() {
-            acked.insert((ctx, seq), h);
-        }
+            async move {
+                c.append(&ctx, "facts", payload, Metadata::new(), None)
+                    .await
+            }
+        };
+        let acked = append_until_killed(&mut node, 16, 4, 500 + 500 * round, append).await;
 
         let node = Node::start(dir.path(), &[]);
         let c = node.client().await;
         for k in 0..4 {
             let ctx = format!("k{k}");
-            let entries = c.get_all(&ctx, "", 0).await.unwrap();
-            assert!(
-                entries
-                    .iter()
-                    .map(|e| e.sequence)
-                    .eq(1..=entries.len() as u64),
-                "{ctx} gapless"
-            );
-            let stored: HashMap<u64, Hash> = entries
-                .iter()
-                .map(|e| (e.sequence, e.content_hash))
-                .collect();
+            let entries = assert_acknowledged_kept(&c, &ctx, &acked).await;
             for e in &entries {
                 assert!(e.verify_content_hash());
-            }
-            for ((actx, seq), h) in &acked {
-                if *actx == ctx {
-                    assert_eq!(
-                        stored.get(seq),
-                        Some(h),
-                        "acknowledged {ctx}/{seq} survived SIGKILL"
-                    );
-                }
             }
             let snap = c.snapshot(&ctx).await.unwrap();
             let leaves: Vec<Hash> = entries.iter().map(|e| e.content_hash).collect();

@@ -7,14 +7,14 @@
 mod support;
 
 use ledger_client::ClientError;
-use ledger_core::{Entry, Hash, Metadata};
+use ledger_core::{Entry, Metadata};
 use ledger_proto::context::v1 as pb;
 use ledger_proto::ledger::v1 as lpb;
 use lpb::append_pipeline_client::AppendPipelineClient;
 use lpb::append_stream_response::Result as Outcome;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-use support::{Node, data_dir, free_port};
+use support::{Node, append_until_killed, assert_acknowledged_kept, data_dir, free_port};
 use tonic::Code;
 
 fn request(id: u64, ctx: &str, key: &str, payload: Vec<u8>) -> lpb::AppendStreamRequest {
@@ -229,65 +229,20 @@ async fn acknowledged_pipelined_appends_survive_sigkill() {
     let dir = data_dir();
     for round in 0..2 {
         let mut node = Node::start(dir.path(), &[]);
-        let c = node.client().await;
-        let pipeline = c.pipeline();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, Hash)>();
-        let mut writers = Vec::new();
-        for w in 0..32 {
-            let (p, tx) = (pipeline.clone(), tx.clone());
-            writers.push(tokio::spawn(async move {
-                let ctx = format!("k{}", w % 8);
-                for i in 0u64.. {
-                    let payload = format!("{w}/{i}").into_bytes();
-                    match p
-                        .append(&ctx, "facts", payload, Metadata::new(), None)
-                        .await
-                    {
-                        Ok(e) => {
-                            if tx.send((ctx.clone(), e.sequence, e.content_hash)).is_err() {
-                                return;
-                            }
-                        }
-                        Err(_) => return,
-                    }
-                }
-            }));
-        }
-        drop(tx);
-        let mut acked: HashMap<(String, u64), Hash> = HashMap::new();
-        while acked.len() < 2_000 * (round + 1) {
-            let (ctx, seq, h) = rx.recv().await.unwrap();
-            acked.insert((ctx, seq), h);
-        }
-        node.kill();
-        for w in writers {
-            let _ = w.await;
-        }
-        while let Ok((ctx, seq, h)) = rx.try_recv() {
-            acked.insert((ctx, seq), h);
-        }
+        let pipeline = node.client().await.pipeline();
+        let append = move |ctx: String, payload: Vec<u8>| {
+            let p = pipeline.clone();
+            async move {
+                p.append(&ctx, "facts", payload, Metadata::new(), None)
+                    .await
+            }
+        };
+        let acked = append_until_killed(&mut node, 32, 8, 2_000 * (round + 1), append).await;
 
         let node = Node::start(dir.path(), &[]);
         let c = node.client().await;
         for k in 0..8 {
-            let ctx = format!("k{k}");
-            let entries = c.get_all(&ctx, "", 0).await.unwrap();
-            assert!(
-                entries
-                    .iter()
-                    .map(|e| e.sequence)
-                    .eq(1..=entries.len() as u64),
-                "{ctx} gapless"
-            );
-            let stored: HashMap<u64, Hash> = entries
-                .iter()
-                .map(|e| (e.sequence, e.content_hash))
-                .collect();
-            for ((actx, seq), h) in &acked {
-                if *actx == ctx {
-                    assert_eq!(stored.get(seq), Some(h), "acknowledged {ctx}/{seq} kept");
-                }
-            }
+            assert_acknowledged_kept(&c, &format!("k{k}"), &acked).await;
         }
     }
 }

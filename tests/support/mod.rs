@@ -190,3 +190,85 @@ pub async fn append_n(c: &LedgerClient, ctx: &str, n: usize) {
         .unwrap();
     }
 }
+
+/// Acknowledged appends: (context, sequence) → content hash.
+pub type Acks = std::collections::HashMap<(String, u64), ledger_core::Hash>;
+
+/// Runs `writers` tasks that append `"<writer>/<i>"` payloads to contexts `k0`, `k1`, …
+/// (writer `w` on `k{w % contexts}`) through `append` until an append fails, SIGKILLs `node`
+/// once `kill_after` appends are acknowledged, and returns every acknowledgement received.
+pub async fn append_until_killed<A, F>(
+    node: &mut Node,
+    writers: usize,
+    contexts: usize,
+    kill_after: usize,
+    append: A,
+) -> Acks
+where
+    A: Fn(String, Vec<u8>) -> F + Clone + Send + 'static,
+    F: std::future::Future<Output = Result<ledger_core::Entry, ledger_client::ClientError>> + Send,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(String, u64, ledger_core::Hash)>();
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (append, tx) = (append.clone(), tx.clone());
+        tasks.push(tokio::spawn(async move {
+            let ctx = format!("k{}", w % contexts);
+            for i in 0u64.. {
+                match append(ctx.clone(), format!("{w}/{i}").into_bytes()).await {
+                    Ok(e) => {
+                        if tx.send((ctx.clone(), e.sequence, e.content_hash)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(_) => return, // the node died under us
+                }
+            }
+        }));
+    }
+    drop(tx);
+    let mut acked = Acks::new();
+    while acked.len() < kill_after {
+        let (ctx, seq, h) = rx.recv().await.unwrap();
+        acked.insert((ctx, seq), h);
+    }
+    node.kill();
+    for t in tasks {
+        let _ = t.await;
+    }
+    while let Ok((ctx, seq, h)) = rx.try_recv() {
+        acked.insert((ctx, seq), h);
+    }
+    acked
+}
+
+/// Reads `ctx` back and asserts it is gapless and holds every acknowledged entry of it
+/// unchanged; returns its entries.
+pub async fn assert_acknowledged_kept(
+    c: &LedgerClient,
+    ctx: &str,
+    acked: &Acks,
+) -> Vec<ledger_core::Entry> {
+    let entries = c.get_all(ctx, "", 0).await.unwrap();
+    assert!(
+        entries
+            .iter()
+            .map(|e| e.sequence)
+            .eq(1..=entries.len() as u64),
+        "{ctx} gapless"
+    );
+    let stored: std::collections::HashMap<u64, ledger_core::Hash> = entries
+        .iter()
+        .map(|e| (e.sequence, e.content_hash))
+        .collect();
+    for ((actx, seq), h) in acked {
+        if actx == ctx {
+            assert_eq!(
+                stored.get(seq),
+                Some(h),
+                "acknowledged {ctx}/{seq} survived SIGKILL"
+            );
+        }
+    }
+    entries
+}
