@@ -1,6 +1,6 @@
 //! Benchmarks of the embedded ledger (issue: core and durable store).
 
-use crate::report::{header, histogram, median_of, ms, rate, row, us_from_ns};
+use crate::report::{header, histogram, median_of, ms, p50_p99, rate, row};
 use ledger_core::merkle::root_from_leaves;
 use ledger_core::{Entry, Hash, Metadata, hash::sha256, snapshot};
 use ledger_embedded::{Durability, Ledger, LedgerConfig, RocksConfig};
@@ -331,11 +331,7 @@ async fn proofs(ctx: &Ctx) {
         );
         cons.record(t.elapsed().as_nanos() as u64).ok();
     }
-    let baseline = format!(
-        "one RocksDB point read: p50 {}, p99 {}",
-        us_from_ns(base.value_at_quantile(0.5)),
-        us_from_ns(base.value_at_quantile(0.99))
-    );
+    let baseline = format!("one RocksDB point read: {}", p50_p99(&base));
     let ratio = |h: &hdrhistogram::Histogram<u64>| {
         format!(
             "{:.1}× point read (p50)",

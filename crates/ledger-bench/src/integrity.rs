@@ -3,7 +3,7 @@
 //! to verify a proof.
 
 use crate::node::{NodeProcess, default_bin};
-use crate::report::{header, histogram, median_of, row, us_from_ns};
+use crate::report::{header, histogram, median_of, p50_p99, row, us_from_ns};
 use ledger_client::LedgerClient;
 use ledger_client::verify;
 use ledger_core::checkpoint::{self, SigningKey};
@@ -197,11 +197,7 @@ async fn served_proofs(bin: &std::path::Path, n: u64, samples: usize) {
         client.tree_head("big").await.expect("head");
         head.record(t.elapsed().as_nanos() as u64).ok();
     }
-    let baseline = format!(
-        "empty gRPC round trip (health check): p50 {}, p99 {}",
-        us_from_ns(base.value_at_quantile(0.5)),
-        us_from_ns(base.value_at_quantile(0.99))
-    );
+    let baseline = format!("empty gRPC round trip (health check): {}", p50_p99(&base));
     let label = format!("{n}-entry context (loaded in {:.1} s)", fill.as_secs_f64());
     for (name, h) in [
         (

@@ -4,7 +4,7 @@
 //! The node is the real `converge-ledger` binary, started on a temporary data dir and port 0,
 //! exactly as a user runs it.
 
-use crate::report::{header, histogram, ms, rate, row, us_from_ns};
+use crate::report::{header, histogram, ms, p50_p99, rate, row, us_from_ns};
 use hdrhistogram::Histogram;
 use ledger_client::LedgerClient;
 use ledger_core::Metadata;
@@ -104,9 +104,8 @@ pub fn run(args: Args) {
         let client = LedgerClient::connect(&node.url).await.expect("connect");
         let baseline = empty_round_trip(&node.url).await;
         let base_text = format!(
-            "empty gRPC round trip (health check): p50 {}, p99 {}",
-            us_from_ns(baseline.value_at_quantile(0.5)),
-            us_from_ns(baseline.value_at_quantile(0.99))
+            "empty gRPC round trip (health check): {}",
+            p50_p99(&baseline)
         );
         get_10k(&client, &base_text, &baseline).await;
         append_64_writers(&client, if args.quick { 2 } else { 5 }).await;
@@ -204,18 +203,12 @@ async fn append_64_writers(client: &LedgerClient, secs: u64) {
     let piped = append_rate(client, true, secs).await;
     row(
         "durable appends, 64 writers on 64 contexts, 256 B, one connection: AppendPipeline stream",
-        &format!(
-            "{:.1} k/s, p50 {}, p99 {}",
-            piped.0 / 1e3,
-            us_from_ns(piped.1.value_at_quantile(0.5)),
-            us_from_ns(piped.1.value_at_quantile(0.99))
-        ),
+        &format!("{}, {}", rate(piped.0), p50_p99(&piped.1)),
         "—",
         &format!(
-            "unary Append, same writers: {:.1} k/s, p50 {}, p99 {}",
-            unary.0 / 1e3,
-            us_from_ns(unary.1.value_at_quantile(0.5)),
-            us_from_ns(unary.1.value_at_quantile(0.99))
+            "unary Append, same writers: {}, {}",
+            rate(unary.0),
+            p50_p99(&unary.1)
         ),
         &format!("{:.2}× unary (throughput)", piped.0 / unary.0),
     );
@@ -223,18 +216,17 @@ async fn append_64_writers(client: &LedgerClient, secs: u64) {
 
 /// Appends per second and latency of 64 writers for `secs` (after half a second of warm-up).
 async fn append_rate(client: &LedgerClient, pipelined: bool, secs: u64) -> (f64, Histogram<u64>) {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let measuring = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
     let pipeline = client.pipeline();
     let mut tasks = Vec::new();
     for w in 0..64 {
         let (c, p) = (client.clone(), pipeline.clone());
         let (stop, measuring) = (stop.clone(), measuring.clone());
         tasks.push(tokio::spawn(async move {
-            use std::sync::atomic::Ordering::Relaxed;
             let ctx = format!("bench-append-{}-{w}", if pipelined { "p" } else { "u" });
             let mut h = histogram();
-            while !stop.load(Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let payload = vec![w as u8; 256];
                 if pipelined {
@@ -245,7 +237,7 @@ async fn append_rate(client: &LedgerClient, pipelined: bool, secs: u64) -> (f64,
                         .await
                 }
                 .expect("append");
-                if measuring.load(Relaxed) {
+                if measuring.load(Ordering::Relaxed) {
                     h.record(t.elapsed().as_nanos() as u64).ok();
                 }
             }
@@ -253,12 +245,12 @@ async fn append_rate(client: &LedgerClient, pipelined: bool, secs: u64) -> (f64,
         }));
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    measuring.store(true, std::sync::atomic::Ordering::Relaxed);
+    measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
-    measuring.store(false, std::sync::atomic::Ordering::Relaxed);
+    measuring.store(false, Ordering::Relaxed);
     let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
     let mut all = histogram();
     for t in tasks {
         all.add(t.await.expect("writer")).ok();
