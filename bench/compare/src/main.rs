@@ -217,7 +217,10 @@ async fn main() -> Result<()> {
     let redis_dir = dir("redis")?;
     let redis_port = procs::free_port();
     let mut redis_proc = procs::start_redis(&redis_dir, redis_port)?;
-    let nats_bin = args.nats_bin.clone().unwrap_or_else(procs::default_nats_bin);
+    let nats_bin = args
+        .nats_bin
+        .clone()
+        .unwrap_or_else(procs::default_nats_bin);
     let (major, minor) = procs::nats_version(&nats_bin)?;
     // `sync_interval: always` exists from NATS 2.10; older servers only sync every 2 minutes.
     let nats_can_sync = (major, minor) >= (2, 10);
@@ -495,7 +498,10 @@ async fn main() -> Result<()> {
         let mut filler = procs::start_nats(&nats_bin, &nats_dir, nats_port, false)?;
         let start = Instant::now();
         while nats.create_stream().await.is_err() {
-            anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "NATS did not restart");
+            anyhow::ensure!(
+                start.elapsed() < Duration::from_secs(60),
+                "NATS did not restart"
+            );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         nats.fill("restart", restart_n, &[3u8; 256]).await?;

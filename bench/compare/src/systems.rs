@@ -67,7 +67,7 @@ impl Ledger {
 }
 
 enum LedgerWriter {
-    Unary(LedgerClient),
+    Unary(Box<LedgerClient>),
     Pipelined(AppendPipeline),
 }
 
@@ -143,7 +143,7 @@ impl System for Ledger {
         Ok(Box::new(if self.pipelined {
             LedgerWriter::Pipelined(pipeline.clone())
         } else {
-            LedgerWriter::Unary(client.clone())
+            LedgerWriter::Unary(Box::new(client.clone()))
         }))
     }
     async fn fill(&self, ctx: &str, n: u64, payload: &[u8]) -> Result<()> {
@@ -525,6 +525,9 @@ impl System for Redis {
 // ---------------------------------------------------------------------------------------------
 // NATS JetStream: one stream, a subject per context.
 
+/// The one JetStream stream; a subject per context.
+const STREAM: &str = "LEDGER";
+
 pub struct Nats {
     pub port: u16,
     /// e.g. "2.15"
@@ -539,10 +542,19 @@ impl Nats {
         let js = async_nats::jetstream::new(client.clone());
         Ok((client, js))
     }
+    /// A connection and the ledger's stream on it.
+    async fn stream(&self) -> Result<(async_nats::Client, async_nats::jetstream::stream::Stream)> {
+        let (c, js) = self.js().await?;
+        let stream = js
+            .get_stream(STREAM)
+            .await
+            .map_err(|e| anyhow!("get stream: {e}"))?;
+        Ok((c, stream))
+    }
     pub async fn create_stream(&self) -> Result<()> {
         let (_c, js) = self.js().await?;
         js.get_or_create_stream(async_nats::jetstream::stream::Config {
-            name: "LEDGER".into(),
+            name: STREAM.into(),
             subjects: vec!["ctx.>".into()],
             storage: async_nats::jetstream::stream::StorageType::File,
             ..Default::default()
@@ -639,11 +651,7 @@ impl System for Nats {
     }
     async fn subscriber(&self, ctx: &str) -> Result<Box<dyn Subscriber>> {
         use async_nats::jetstream::consumer;
-        let (c, js) = self.js().await?;
-        let stream = js
-            .get_stream("LEDGER")
-            .await
-            .map_err(|e| anyhow!("get stream: {e}"))?;
+        let (c, stream) = self.stream().await?;
         let consumer = stream
             .create_consumer(consumer::push::OrderedConfig {
                 deliver_subject: c.new_inbox(),
@@ -673,11 +681,7 @@ impl Nats {
     /// reports nothing pending (or `limit` messages).
     async fn read_n(&self, ctx: &str, limit: Option<u64>) -> Result<u64> {
         use async_nats::jetstream::consumer;
-        let (_c, js) = self.js().await?;
-        let stream = js
-            .get_stream("LEDGER")
-            .await
-            .map_err(|e| anyhow!("get stream: {e}"))?;
+        let (_c, stream) = self.stream().await?;
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: subject(ctx),
