@@ -255,6 +255,7 @@ impl ContextService for ContextApi {
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = WatchState {
+            context_id: r.context_id,
             stream,
             trail,
             tick,
@@ -274,6 +275,7 @@ impl ContextService for ContextApi {
 
 /// One Watch stream: the ledger's watch stream, the head trail, and an event waiting to go out.
 struct WatchState {
+    context_id: String,
     stream: ledger_embedded::WatchStream,
     trail: Option<HeadTrail>,
     tick: tokio::time::Interval,
@@ -289,7 +291,12 @@ impl WatchState {
             return Some((Ok(ev), self));
         }
         if self.ended {
-            tracing::debug!(rpc = "Watch", position = self.stream.position(), "ended");
+            tracing::debug!(
+                rpc = "Watch",
+                context_id = self.context_id,
+                position = self.stream.position(),
+                "ended"
+            );
             return None;
         }
         loop {

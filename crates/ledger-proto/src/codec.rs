@@ -11,13 +11,13 @@ use bytes::BufMut;
 use prost::Message;
 use std::marker::PhantomData;
 use tonic::Status;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic_prost::ProstDecoder;
 
 /// Messages from this size on are encoded through a `Vec` (see [`ReservingEncoder`]).
 const DIRECT_ENCODE_LIMIT: usize = 16 * 1024;
 
-/// Prost codec that sizes the output buffer up front.
+/// Prost codec that sizes the output buffer up front (decoding is tonic's own).
 #[derive(Debug, Clone, Copy)]
 pub struct ReservingCodec<T, U>(PhantomData<(T, U)>);
 
@@ -35,14 +35,14 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = ReservingEncoder<T>;
-    type Decoder = ReservingDecoder<U>;
+    type Decoder = ProstDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ReservingEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ReservingDecoder(ProstDecoder::default())
+        ProstDecoder::default()
     }
 }
 
@@ -58,31 +58,19 @@ impl<T: Message> Encoder for ReservingEncoder<T> {
         let len = item.encoded_len();
         if len < DIRECT_ENCODE_LIMIT {
             buf.reserve(len);
-            return item
-                .encode(buf)
-                .map_err(|e| Status::internal(format!("encoding a message: {e}")));
+            return item.encode(buf).map_err(encode_error);
         }
         // Large messages (Get pages, snapshots) are encoded into a plain Vec first: prost writes
         // a Vec with inlined copies, while every varint byte written through `EncodeBuf` is a
         // separate `put_slice` call; one bulk copy afterwards is far cheaper.
         let mut v = Vec::with_capacity(len);
-        item.encode(&mut v)
-            .map_err(|e| Status::internal(format!("encoding a message: {e}")))?;
+        item.encode(&mut v).map_err(encode_error)?;
         buf.reserve(len);
         buf.put_slice(&v);
         Ok(())
     }
 }
 
-/// Decodes `U` exactly as tonic's prost codec does.
-#[derive(Debug)]
-pub struct ReservingDecoder<U>(ProstDecoder<U>);
-
-impl<U: Message + Default> Decoder for ReservingDecoder<U> {
-    type Item = U;
-    type Error = Status;
-
-    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
-        self.0.decode(buf)
-    }
+fn encode_error(e: prost::EncodeError) -> Status {
+    Status::internal(format!("encoding a message: {e}"))
 }
