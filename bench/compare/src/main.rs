@@ -81,6 +81,24 @@ async fn wait_ready(sys: &dyn System, probe_ctx: &str) -> Result<Duration> {
     }
 }
 
+/// How long a server may take to start.
+fn start_deadline() -> Instant {
+    Instant::now() + Duration::from_secs(60)
+}
+
+/// Retries `f` every 50 ms until it succeeds; fails with `what` once `deadline` has passed.
+async fn until_ok<F, Fut>(what: &str, deadline: Instant, mut f: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    while f().await.is_err() {
+        anyhow::ensure!(Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
 /// Appends per second and latency with `writers` concurrent writers over 64 contexts.
 async fn append_run(
     sys: &dyn System,
@@ -272,29 +290,19 @@ async fn main() -> Result<()> {
     wait_ready(&ledger, "probe").await?;
     wait_ready(&ledger_fast, "probe").await?;
     // PostgreSQL needs its table before a probe can succeed.
-    let start = Instant::now();
-    while pg_on.create_schema().await.is_err() {
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(60),
-            "PostgreSQL did not start"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_ok("PostgreSQL did not start", start_deadline(), || {
+        pg_on.create_schema()
+    })
+    .await?;
     wait_ready(&redis_always, "probe").await?;
-    let start = Instant::now();
     let nats_servers: Vec<&Nats> = if nats_can_sync {
         vec![&nats, &nats_fast]
     } else {
         vec![&nats]
     };
+    let deadline = start_deadline();
     for n in &nats_servers {
-        while n.create_stream().await.is_err() {
-            anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(60),
-                "NATS did not start"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_ok("NATS did not start", deadline, || n.create_stream()).await?;
     }
 
     // ---- 1. durable and fast appends
@@ -496,14 +504,10 @@ async fn main() -> Result<()> {
         // Filled without per-message fsync (as Redis above), then restarted as configured.
         nats_proc.stop();
         let mut filler = procs::start_nats(&nats_bin, &nats_dir, nats_port, false)?;
-        let start = Instant::now();
-        while nats.create_stream().await.is_err() {
-            anyhow::ensure!(
-                start.elapsed() < Duration::from_secs(60),
-                "NATS did not restart"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        until_ok("NATS did not restart", start_deadline(), || {
+            nats.create_stream()
+        })
+        .await?;
         nats.fill("restart", restart_n, &[3u8; 256]).await?;
         filler.stop();
         let t = Instant::now();
