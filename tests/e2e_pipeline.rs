@@ -26,6 +26,7 @@ fn request(id: u64, ctx: &str, key: &str, payload: Vec<u8>) -> lpb::AppendStream
             payload,
             metadata: Default::default(),
             received_lamport_clock: None,
+            idempotency_key: None,
         }),
     }
 }

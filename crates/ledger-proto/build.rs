@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "converge/context/v1/context.proto",
         "converge/ledger/v1/integrity.proto",
         "converge/ledger/v1/append.proto",
+        "converge/ledger/v1/snapshot.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

@@ -3,27 +3,33 @@
 //! # Layout
 //! - [`LedgerClient`]: connect, append, get (one page or all), watch, snapshot, load.
 //! - [`pipeline`]: [`AppendPipeline`], appends pipelined on one stream shared by many tasks.
-//! - [`convert`]: wire ↔ domain conversions, the only place the two meet.
+//! - [`retry`]: appends retried safely after timeouts and outages (idempotency keys).
+//! - [`transfer`]: snapshots saved and loaded as streams, with bounded memory.
+//! - [`convert`]: wire ↔ domain conversions (re-exported from `ledger-proto`).
 //! - [`verify`]: verification of tree heads, proofs, snapshots and watched streams against a
 //!   trusted key, without trusting the node. Pure, no network.
 
-pub mod convert;
 pub mod pipeline;
+pub mod retry;
+pub mod transfer;
 pub mod verify;
 
 use ledger_core::checkpoint::{SignedTreeHead, VerifyingKey};
-use ledger_core::{Entry, Hash, Metadata};
+use ledger_core::{Entry, Hash, Metadata, NewEntry};
 use ledger_proto::context::v1 as pb;
 use ledger_proto::ledger::v1 as lpb;
 use lpb::append_pipeline_client::AppendPipelineClient;
 use lpb::integrity_service_client::IntegrityServiceClient;
+use lpb::snapshot_service_client::SnapshotServiceClient;
 use pb::context_service_client::ContextServiceClient;
 use thiserror::Error;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint};
 
 pub use ledger_proto;
+pub use ledger_proto::convert;
 pub use pipeline::AppendPipeline;
+pub use retry::RetryPolicy;
 
 /// Largest message the client accepts or sends (snapshots of big contexts are single messages).
 pub const MAX_MESSAGE_BYTES: usize = 1 << 30;
@@ -49,6 +55,13 @@ pub enum ClientError {
     Status(#[from] tonic::Status),
     #[error("the node sent an invalid response: {0}")]
     InvalidResponse(String),
+    /// Reading or writing a local file or stream failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl ClientError {
@@ -76,6 +89,7 @@ pub struct LedgerClient {
     inner: ContextServiceClient<Channel>,
     integrity: IntegrityServiceClient<Channel>,
     pipeline: AppendPipelineClient<Channel>,
+    snapshots: SnapshotServiceClient<Channel>,
 }
 
 /// An event of a watch stream that carries tree heads.
@@ -140,7 +154,10 @@ impl LedgerClient {
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
             integrity: IntegrityServiceClient::new(channel.clone()),
-            pipeline: AppendPipelineClient::new(channel)
+            pipeline: AppendPipelineClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            snapshots: SnapshotServiceClient::new(channel)
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         }
@@ -167,17 +184,33 @@ impl LedgerClient {
         metadata: Metadata,
         received_lamport_clock: Option<u64>,
     ) -> Result<Entry, ClientError> {
-        let resp = self
-            .raw()
-            .append(convert::append_request_to_pb(
-                context_id,
-                key,
-                payload,
-                metadata,
-                received_lamport_clock,
-            ))
-            .await?
-            .into_inner();
+        self.append_entry(NewEntry {
+            context_id: context_id.to_owned(),
+            key: key.to_owned(),
+            payload,
+            metadata,
+            received_lamport_clock,
+            idempotency_key: None,
+        })
+        .await
+    }
+
+    /// Appends `entry` with every option (an idempotency key, for one) in one unary call.
+    pub async fn append_entry(&self, entry: NewEntry) -> Result<Entry, ClientError> {
+        self.append_with_timeout(entry, None).await
+    }
+
+    /// One unary append, with a deadline for the whole call when `timeout` is set.
+    pub(crate) async fn append_with_timeout(
+        &self,
+        entry: NewEntry,
+        timeout: Option<std::time::Duration>,
+    ) -> Result<Entry, ClientError> {
+        let mut request = tonic::Request::new(convert::append_request_to_pb(entry));
+        if let Some(t) = timeout {
+            request.set_timeout(t);
+        }
+        let resp = self.raw().append(request).await?.into_inner();
         let entry = resp
             .entry
             .ok_or_else(|| ClientError::InvalidResponse("append response without entry".into()))?;

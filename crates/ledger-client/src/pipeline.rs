@@ -13,7 +13,7 @@
 //! again after reading the context.
 
 use crate::{ClientError, convert, invalid};
-use ledger_core::{Entry, Metadata};
+use ledger_core::{Entry, Metadata, NewEntry};
 use ledger_proto::ledger::v1 as lpb;
 use lpb::append_pipeline_client::AppendPipelineClient;
 use lpb::append_stream_response::Result as Outcome;
@@ -101,6 +101,19 @@ impl AppendPipeline {
         metadata: Metadata,
         received_lamport_clock: Option<u64>,
     ) -> Result<Entry, ClientError> {
+        self.append_entry(NewEntry {
+            context_id: context_id.to_owned(),
+            key: key.to_owned(),
+            payload,
+            metadata,
+            received_lamport_clock,
+            idempotency_key: None,
+        })
+        .await
+    }
+
+    /// Appends `entry` with every option (an idempotency key, for one) on the shared stream.
+    pub async fn append_entry(&self, entry: NewEntry) -> Result<Entry, ClientError> {
         let stream = self.stream().await?;
         let permit = match stream.tx.reserve().await {
             Ok(p) => p,
@@ -118,13 +131,7 @@ impl AppendPipeline {
             // Sent while holding the lock, so the wire order is the order of `waiting`.
             permit.send(lpb::AppendStreamRequest {
                 request_id,
-                append: Some(convert::append_request_to_pb(
-                    context_id,
-                    key,
-                    payload,
-                    metadata,
-                    received_lamport_clock,
-                )),
+                append: Some(convert::append_request_to_pb(entry)),
             });
         }
         match answer.await {

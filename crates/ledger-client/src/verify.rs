@@ -4,6 +4,7 @@
 use ledger_core::checkpoint::{CheckpointError, SignedTreeHead, VerifyingKey};
 use ledger_core::merkle::{self, Frontier, ProofError};
 use ledger_core::snapshot::{self, Snapshot, SnapshotError};
+use ledger_core::tail::{TailError, TailVerifier};
 use ledger_core::{Entry, Hash};
 use thiserror::Error;
 
@@ -62,6 +63,8 @@ pub enum VerifyError {
         "watched stream went back from sequence {position} to {found}: reordered or duplicated"
     )]
     Reordered { position: u64, found: u64 },
+    #[error("{0}")]
+    Tail(TailError),
 }
 
 fn head_err(h: &SignedTreeHead, source: CheckpointError) -> VerifyError {
@@ -193,39 +196,36 @@ pub fn verify_snapshot(
 
 /// The root of a list of entries (sequences 1..n), recomputing every content hash.
 pub fn root_of_entries(entries: &[Entry]) -> Result<Hash, VerifyError> {
-    let mut f = Frontier::new();
+    let mut t = TailVerifier::default();
     for e in entries {
-        extend(&mut f, e)?;
+        t.push(e).map_err(VerifyError::from)?;
     }
-    Ok(f.root())
+    Ok(t.root())
 }
 
-/// Adds `e` to the tree of the entries before it: it must have the next sequence and a content
-/// hash that matches its fields.
-fn extend(frontier: &mut Frontier, e: &Entry) -> Result<(), VerifyError> {
-    let position = frontier.size();
-    if e.sequence > position + 1 {
-        return Err(VerifyError::Gap {
-            position,
-            found: e.sequence,
-        });
+impl From<TailError> for VerifyError {
+    fn from(e: TailError) -> Self {
+        match e {
+            TailError::Gap { expected, found } => VerifyError::Gap {
+                position: expected - 1,
+                found,
+            },
+            TailError::Reordered { expected, found } => VerifyError::Reordered {
+                position: expected - 1,
+                found,
+            },
+            TailError::ContentHash {
+                sequence,
+                stored,
+                computed,
+            } => VerifyError::ContentHash {
+                sequence,
+                stored,
+                computed,
+            },
+            other => VerifyError::Tail(other),
+        }
     }
-    if e.sequence <= position {
-        return Err(VerifyError::Reordered {
-            position,
-            found: e.sequence,
-        });
-    }
-    let computed = e.compute_content_hash();
-    if computed != e.content_hash {
-        return Err(VerifyError::ContentHash {
-            sequence: e.sequence,
-            stored: e.content_hash,
-            computed,
-        });
-    }
-    frontier.push_leaf(computed);
-    Ok(())
 }
 
 /// Follows a watched stream of entries and tree heads and proves it is a gapless, unrewritten
@@ -237,7 +237,7 @@ fn extend(frontier: &mut Frontier, e: &Entry) -> Result<(), VerifyError> {
 pub struct WatchVerifier {
     context_id: String,
     key: VerifyingKey,
-    frontier: Frontier,
+    tail: TailVerifier,
     verified_heads: u64,
 }
 
@@ -247,29 +247,31 @@ impl WatchVerifier {
         WatchVerifier {
             context_id: context_id.to_owned(),
             key,
-            frontier: Frontier::new(),
+            tail: TailVerifier::default(),
             verified_heads: 0,
         }
     }
 
-    /// A verifier resuming from saved state (the frontier after `position` entries).
+    /// A verifier resuming from saved state (the frontier after `position` entries). The
+    /// saved state has no Lamport clock, so the next entry's clock is only checked to be
+    /// positive; later ones must increase as usual.
     pub fn resume(context_id: &str, key: VerifyingKey, frontier: Frontier) -> Self {
         WatchVerifier {
             context_id: context_id.to_owned(),
             key,
-            frontier,
+            tail: TailVerifier::new(frontier, 0),
             verified_heads: 0,
         }
     }
 
     /// The last sequence seen: resume the watch from here.
     pub fn position(&self) -> u64 {
-        self.frontier.size()
+        self.tail.size()
     }
 
     /// The state to save for resuming later.
     pub fn frontier(&self) -> &Frontier {
-        &self.frontier
+        self.tail.frontier()
     }
 
     /// Tree heads verified so far.
@@ -279,7 +281,7 @@ impl WatchVerifier {
 
     /// The next entry of the stream.
     pub fn entry(&mut self, e: &Entry) -> Result<(), VerifyError> {
-        extend(&mut self.frontier, e)
+        self.tail.push(e).map_err(VerifyError::from)
     }
 
     /// A tree head of the stream: it must cover exactly the entries seen so far.
@@ -292,14 +294,14 @@ impl WatchVerifier {
                 found: h.context_id.clone(),
             });
         }
-        if h.tree_size != self.frontier.size() {
+        if h.tree_size != self.tail.size() {
             return Err(VerifyError::Mismatch {
                 what: "tree head size against the entries seen".into(),
-                expected: self.frontier.size().to_string(),
+                expected: self.tail.size().to_string(),
                 found: h.tree_size.to_string(),
             });
         }
-        let root = self.frontier.root();
+        let root = self.tail.root();
         if h.root != root {
             return Err(VerifyError::Mismatch {
                 what: format!("root of the first {} entries seen", h.tree_size),

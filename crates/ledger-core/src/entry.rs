@@ -69,3 +69,18 @@ impl Entry {
         crate::encoding::leaf_input_len(self) + crate::hash::HASH_LEN
     }
 }
+
+/// One append as a client asks for it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewEntry {
+    pub context_id: String,
+    pub key: String,
+    pub payload: Vec<u8>,
+    pub metadata: Metadata,
+    /// The clock of an event in another context that caused this one; the entry's clock is
+    /// then `max(local, received) + 1`.
+    pub received_lamport_clock: Option<u64>,
+    /// Makes a retry safe: an append to the same context with a key seen within the dedupe
+    /// window is answered with the entry stored the first time, and stores nothing.
+    pub idempotency_key: Option<String>,
+}

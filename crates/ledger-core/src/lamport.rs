@@ -1,4 +1,18 @@
 //! Lamport clocks: one per context, ordering events causally across contexts.
+//!
+//! A context's clock stays below [`LAMPORT_LIMIT`] (2^63) except through 2^63 local appends:
+//! a received clock (from a request or a loaded snapshot) may raise it at most to
+//! `LAMPORT_LIMIT − 1`, so no single request can push a context to a clock it cannot advance
+//! from.
+
+/// Clocks carried in from outside (a request's `received_lamport_clock`, a loaded snapshot's
+/// entries) must keep the context's clock below this: 2^63. The other 2^63 values are
+/// headroom that only local appends, one tick each, can use.
+pub const LAMPORT_LIMIT: u64 = 1 << 63;
+
+/// Largest `received_lamport_clock` a request may carry: the clock it leads to,
+/// `received + 1`, is then `LAMPORT_LIMIT − 1` at most.
+pub const MAX_RECEIVED_LAMPORT: u64 = LAMPORT_LIMIT - 2;
 
 /// The Lamport clock of one context. Its value is the clock of the context's last entry
 /// (0 before the first).

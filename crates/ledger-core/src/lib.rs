@@ -10,19 +10,25 @@
 //! - [`hash`]: SHA-256 and the RFC 9162 leaf/node hash functions.
 //! - [`merkle`]: the per-context Merkle tree: frontier, proof plans, verifiers, reference tree.
 //! - [`lamport`]: per-context Lamport clocks.
-//! - [`snapshot`]: the versioned, self-verifying snapshot format.
+//! - [`idempotency`]: what makes a retried append "the same append".
+//! - [`snapshot`]: the versioned, self-verifying snapshot format, encoded and decoded whole or
+//!   in pieces.
+//! - [`tail`]: the one verifier of entries that continue a known tree (snapshots, shipped
+//!   batches, watched streams).
 //! - [`checkpoint`]: signed tree heads (Ed25519 over a C2SP-style text checkpoint).
 
 pub mod checkpoint;
 pub mod encoding;
 pub mod entry;
 pub mod hash;
+pub mod idempotency;
 pub mod lamport;
 pub mod merkle;
 pub mod snapshot;
+pub mod tail;
 pub mod validate;
 
-pub use entry::{Entry, Metadata};
+pub use entry::{Entry, Metadata, NewEntry};
 pub use hash::Hash;
 pub use lamport::LamportClock;
 pub use merkle::{Frontier, NodeId};

@@ -20,8 +20,9 @@
 
 use crate::encoding::{LeafDecodeError, Reader, decode_leaf_input, write_leaf_input};
 use crate::entry::Entry;
-use crate::hash::{HASH_LEN, Hash, sha256};
+use crate::hash::{HASH_LEN, Hash};
 use crate::merkle::Frontier;
+use crate::tail::{TailError, TailVerifier};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -100,9 +101,13 @@ pub struct SnapshotHeader {
 }
 
 /// Writes a snapshot entry by entry, so a large context never needs two copies in memory.
+/// The output can be taken in pieces as it grows ([`SnapshotEncoder::take_output`]) to stream a
+/// snapshot of any size with bounded memory.
 #[derive(Debug)]
 pub struct SnapshotEncoder {
     out: Vec<u8>,
+    /// SHA-256 of the bytes already taken out.
+    hasher: Sha256,
     tree_size: u64,
     lamport_clock: u64,
     merkle_root: Hash,
@@ -147,6 +152,7 @@ impl SnapshotEncoder {
         out.extend_from_slice(merkle_root.as_bytes());
         SnapshotEncoder {
             out,
+            hasher: Sha256::new(),
             tree_size,
             lamport_clock,
             merkle_root,
@@ -174,7 +180,24 @@ impl SnapshotEncoder {
         Ok(())
     }
 
-    /// Checks the entries against the promised head and appends the checksum.
+    /// Bytes encoded but not yet taken.
+    pub fn pending_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Entries pushed so far.
+    pub fn entries_pushed(&self) -> u64 {
+        self.frontier.size()
+    }
+
+    /// Takes the bytes encoded so far (the next piece of the snapshot).
+    pub fn take_output(&mut self) -> Vec<u8> {
+        self.hasher.update(&self.out);
+        std::mem::take(&mut self.out)
+    }
+
+    /// Checks the entries against the promised head and appends the checksum; returns the
+    /// rest of the snapshot (all of it if nothing was taken before).
     pub fn finish(mut self) -> Result<Vec<u8>, EncodeError> {
         if self.frontier.size() != self.tree_size {
             return Err(EncodeError::CountMismatch {
@@ -195,8 +218,9 @@ impl SnapshotEncoder {
                 last: self.last_lamport,
             });
         }
-        let checksum = sha256(&self.out);
-        self.out.extend_from_slice(checksum.as_bytes());
+        self.hasher.update(&self.out);
+        let checksum = self.hasher.finalize();
+        self.out.extend_from_slice(&checksum);
         Ok(self.out)
     }
 }
@@ -264,21 +288,26 @@ pub fn peek_header(blob: &[u8]) -> Result<SnapshotHeader, SnapshotError> {
     read_header(&mut Reader::new(blob))
 }
 
-/// Decodes and fully verifies a snapshot: magic, version, checksum, framing, every entry's
-/// encoding and sequence, Lamport order, and the Merkle root recomputed from the entries.
-/// Never panics, whatever the input.
-pub fn decode(blob: &[u8]) -> Result<Snapshot, SnapshotError> {
-    // Magic and version first, so a future format is reported as such, not as corruption.
-    let magic_len = blob.len().min(MAGIC.len());
-    if blob[..magic_len] != MAGIC[..magic_len] {
+/// Magic and version first, so a future format is reported as such, not as corruption.
+fn check_prefix(bytes: &[u8]) -> Result<(), SnapshotError> {
+    let magic_len = bytes.len().min(MAGIC.len());
+    if bytes[..magic_len] != MAGIC[..magic_len] {
         return Err(SnapshotError::BadMagic);
     }
-    if blob.len() >= 10 {
-        let version = u16::from_be_bytes([blob[8], blob[9]]);
+    if bytes.len() >= 10 {
+        let version = u16::from_be_bytes([bytes[8], bytes[9]]);
         if version != VERSION {
             return Err(SnapshotError::UnsupportedVersion(version));
         }
     }
+    Ok(())
+}
+
+/// Decodes and fully verifies a snapshot: magic, version, checksum, framing, every entry's
+/// encoding and sequence, Lamport order, and the Merkle root recomputed from the entries.
+/// Never panics, whatever the input.
+pub fn decode(blob: &[u8]) -> Result<Snapshot, SnapshotError> {
+    check_prefix(blob)?;
     if blob.len() < FIXED_HEADER {
         return Err(SnapshotError::Truncated(format!(
             "{} bytes is shorter than the {FIXED_HEADER}-byte fixed header",
@@ -288,66 +317,16 @@ pub fn decode(blob: &[u8]) -> Result<Snapshot, SnapshotError> {
     if blob.len() < FIXED_HEADER + HASH_LEN {
         return Err(SnapshotError::Truncated("no room for the checksum".into()));
     }
+    // The checksum first: a corrupted blob is reported as such, not by whatever field the
+    // corruption happened to hit.
     let (body, checksum) = blob.split_at(blob.len() - HASH_LEN);
     if Sha256::digest(body).as_slice() != checksum {
         return Err(SnapshotError::ChecksumMismatch);
     }
-
-    let mut r = Reader::new(body);
-    let header = read_header(&mut r)?;
-    // Each entry takes at least 4 + 41 bytes; refuse absurd counts before allocating.
-    let min_entry = 4 + 1 + 24 + 16;
-    if header.tree_size > (r.remaining() / min_entry) as u64 {
-        return Err(SnapshotError::Truncated(format!(
-            "header promises {} entries but only {} bytes follow",
-            header.tree_size,
-            r.remaining()
-        )));
-    }
-    let mut entries = Vec::with_capacity(header.tree_size as usize);
-    let mut frontier = Frontier::new();
-    let mut last_lamport = 0u64;
-    for i in 0..header.tree_size {
-        let expected = i + 1;
-        let len = r.u32("entry length").map_err(|_| {
-            SnapshotError::Truncated(format!(
-                "entry {expected} of {} is missing",
-                header.tree_size
-            ))
-        })? as usize;
-        let bytes = r
-            .take(len, "entry")
-            .map_err(|_| SnapshotError::Truncated(format!("entry {expected} is cut short")))?;
-        let entry = decode_leaf_input(bytes)?;
-        if entry.sequence != expected {
-            return Err(SnapshotError::SequenceGap {
-                expected,
-                found: entry.sequence,
-            });
-        }
-        if i > 0 && entry.lamport_clock <= last_lamport {
-            return Err(SnapshotError::LamportNotIncreasing { sequence: expected });
-        }
-        last_lamport = entry.lamport_clock;
-        frontier.push_leaf(entry.content_hash);
-        entries.push(entry);
-    }
-    if r.remaining() != 0 {
-        return Err(SnapshotError::TrailingBytes(r.remaining()));
-    }
-    if header.lamport_clock != last_lamport {
-        return Err(SnapshotError::LamportMismatch {
-            header: header.lamport_clock,
-            last: last_lamport,
-        });
-    }
-    let computed = frontier.root();
-    if computed != header.merkle_root {
-        return Err(SnapshotError::RootMismatch {
-            expected: header.merkle_root,
-            computed,
-        });
-    }
+    let mut decoder = SnapshotDecoder::checksum_verified();
+    let mut entries = Vec::new();
+    decoder.feed(blob, &mut entries)?;
+    let header = decoder.finish()?;
     Ok(Snapshot {
         context_id: header.context_id,
         created_at_ns: header.created_at_ns,
@@ -355,4 +334,224 @@ pub fn decode(blob: &[u8]) -> Result<Snapshot, SnapshotError> {
         merkle_root: header.merkle_root,
         entries,
     })
+}
+
+/// Decodes a snapshot as it arrives, in pieces of any size, with memory bounded by the largest
+/// entry: [`SnapshotDecoder::feed`] returns each entry as soon as its bytes are complete,
+/// verified on its own (encoding, sequence, Lamport order, content hash computed from its
+/// bytes); [`SnapshotDecoder::finish`] checks what needs the whole snapshot (entry count,
+/// checksum, the header's Lamport clock and Merkle root). Until `finish` returns `Ok`, the
+/// entries must be treated as unverified.
+#[derive(Debug)]
+pub struct SnapshotDecoder {
+    /// Received bytes not yet consumed (at most one partial entry, or the checksum).
+    pending: Vec<u8>,
+    /// Running SHA-256 of the consumed bytes; `None` when the caller verified the checksum.
+    hasher: Option<Sha256>,
+    header: Option<SnapshotHeader>,
+    verifier: TailVerifier,
+    /// Bytes consumed so far (for messages).
+    consumed: u64,
+    /// Largest entry accepted (its length prefix is checked before its bytes are awaited).
+    max_entry_bytes: usize,
+}
+
+impl Default for SnapshotDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SnapshotDecoder {
+    /// A decoder that verifies everything, the checksum included.
+    pub fn new() -> Self {
+        SnapshotDecoder {
+            pending: Vec::new(),
+            hasher: Some(Sha256::new()),
+            header: None,
+            verifier: TailVerifier::default(),
+            consumed: 0,
+            max_entry_bytes: u32::MAX as usize,
+        }
+    }
+
+    /// Refuses entries longer than `max` bytes as soon as their length prefix arrives, so a
+    /// stream cannot make the decoder buffer more than that.
+    pub fn with_max_entry_bytes(mut self, max: usize) -> Self {
+        self.max_entry_bytes = max;
+        self
+    }
+
+    /// Bytes of the snapshot consumed so far.
+    pub fn bytes_consumed(&self) -> u64 {
+        self.consumed
+    }
+
+    /// A decoder for a blob whose checksum the caller has already verified.
+    fn checksum_verified() -> Self {
+        SnapshotDecoder {
+            hasher: None,
+            ..Self::new()
+        }
+    }
+
+    /// The header, once its bytes have arrived.
+    pub fn header(&self) -> Option<&SnapshotHeader> {
+        self.header.as_ref()
+    }
+
+    /// Entries decoded so far.
+    pub fn entries_decoded(&self) -> u64 {
+        self.verifier.size()
+    }
+
+    /// Takes the next bytes of the snapshot and appends every entry they complete to `out`.
+    pub fn feed(&mut self, bytes: &[u8], out: &mut Vec<Entry>) -> Result<(), SnapshotError> {
+        self.feed_with(bytes, |e| {
+            out.push(e);
+            Ok::<(), SnapshotError>(())
+        })
+    }
+
+    /// Takes the next bytes of the snapshot and hands every entry they complete to `sink`, in
+    /// order, as soon as it is decoded (so a large input is never held twice).
+    pub fn feed_with<E: From<SnapshotError>>(
+        &mut self,
+        bytes: &[u8],
+        mut sink: impl FnMut(Entry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut at = 0usize;
+        if self.pending.is_empty() {
+            // Decode straight from the input; keep only its unconsumed end.
+            let r = self.consume(bytes, &mut at, &mut sink);
+            self.pending.extend_from_slice(&bytes[at..]);
+            return r;
+        }
+        let mut buf = std::mem::take(&mut self.pending);
+        buf.extend_from_slice(bytes);
+        let r = self.consume(&buf, &mut at, &mut sink);
+        buf.drain(..at);
+        self.pending = buf;
+        r
+    }
+
+    /// Consumes complete items from `buf[*at..]`, never the final 32 bytes (they may be the
+    /// checksum).
+    fn consume<E: From<SnapshotError>>(
+        &mut self,
+        buf: &[u8],
+        at: &mut usize,
+        sink: &mut impl FnMut(Entry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        if self.header.is_none() {
+            check_prefix(buf)?;
+            // The last 32 bytes may be the checksum: never read the header from them.
+            let mut r = Reader::new(&buf[..buf.len().saturating_sub(HASH_LEN)]);
+            let header = match read_header(&mut r) {
+                Ok(h) => h,
+                Err(SnapshotError::Truncated(_)) => return Ok(()), // wait for more bytes
+                Err(e) => return Err(e.into()),
+            };
+            let len = r.position();
+            self.take(buf, at, len);
+            self.header = Some(header);
+        }
+        let tree_size = self.header.as_ref().map_or(0, |h| h.tree_size);
+        while self.verifier.size() < tree_size {
+            let avail = &buf[*at..];
+            if avail.len() < 4 + HASH_LEN {
+                return Ok(());
+            }
+            let len = u32::from_be_bytes([avail[0], avail[1], avail[2], avail[3]]) as usize;
+            if len > self.max_entry_bytes {
+                return Err(SnapshotError::Malformed(format!(
+                    "entry {} is {len} bytes; the limit is {} bytes",
+                    self.verifier.size() + 1,
+                    self.max_entry_bytes
+                ))
+                .into());
+            }
+            if avail.len() < 4 + len + HASH_LEN {
+                return Ok(());
+            }
+            let entry = decode_leaf_input(&avail[4..4 + len]).map_err(SnapshotError::from)?;
+            self.verifier.push_hashed(&entry).map_err(tail_error)?;
+            self.take(buf, at, 4 + len);
+            sink(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Marks `n` bytes of `buf` from `*at` as consumed (hashing them).
+    fn take(&mut self, buf: &[u8], at: &mut usize, n: usize) {
+        if let Some(h) = self.hasher.as_mut() {
+            h.update(&buf[*at..*at + n]);
+        }
+        *at += n;
+        self.consumed += n as u64;
+    }
+
+    /// The snapshot has ended: checks the entry count, the checksum, and the header's Lamport
+    /// clock and Merkle root against the entries. Returns the header.
+    pub fn finish(self) -> Result<SnapshotHeader, SnapshotError> {
+        let Some(header) = self.header else {
+            check_prefix(&self.pending)?;
+            if self.pending.len() < FIXED_HEADER {
+                return Err(SnapshotError::Truncated(format!(
+                    "{} bytes is shorter than the {FIXED_HEADER}-byte fixed header",
+                    self.pending.len()
+                )));
+            }
+            let body = &self.pending[..self.pending.len() - HASH_LEN.min(self.pending.len())];
+            return Err(match read_header(&mut Reader::new(body)) {
+                Err(e) => e,
+                Ok(_) => SnapshotError::Truncated("no room for the checksum".into()),
+            });
+        };
+        if self.verifier.size() < header.tree_size {
+            let expected = self.verifier.size() + 1;
+            let cut = self.pending.len() > HASH_LEN + 4;
+            return Err(SnapshotError::Truncated(if cut {
+                format!("entry {expected} is cut short")
+            } else {
+                format!("entry {expected} of {} is missing", header.tree_size)
+            }));
+        }
+        if self.pending.len() < HASH_LEN {
+            return Err(SnapshotError::Truncated("no room for the checksum".into()));
+        }
+        if self.pending.len() > HASH_LEN {
+            return Err(SnapshotError::TrailingBytes(self.pending.len() - HASH_LEN));
+        }
+        if let Some(h) = self.hasher
+            && h.finalize().as_slice() != self.pending.as_slice()
+        {
+            return Err(SnapshotError::ChecksumMismatch);
+        }
+        if header.lamport_clock != self.verifier.lamport_clock() {
+            return Err(SnapshotError::LamportMismatch {
+                header: header.lamport_clock,
+                last: self.verifier.lamport_clock(),
+            });
+        }
+        self.verifier
+            .check_root(&header.merkle_root)
+            .map_err(tail_error)?;
+        Ok(header)
+    }
+}
+
+fn tail_error(e: TailError) -> SnapshotError {
+    match e {
+        TailError::Gap { expected, found } | TailError::Reordered { expected, found } => {
+            SnapshotError::SequenceGap { expected, found }
+        }
+        TailError::LamportNotIncreasing { sequence, .. } => {
+            SnapshotError::LamportNotIncreasing { sequence }
+        }
+        TailError::RootMismatch {
+            expected, computed, ..
+        } => SnapshotError::RootMismatch { expected, computed },
+        other => SnapshotError::Malformed(other.to_string()),
+    }
 }

@@ -57,7 +57,10 @@ pub enum ValidationError {
     MetadataKeyTooLong { key: String, len: usize, max: usize },
     #[error("metadata value of key {key:?} is {len} bytes; the limit is {max} bytes")]
     MetadataValueTooLong { key: String, len: usize, max: usize },
-    #[error("received_lamport_clock {0} is too large: it must be below 18446744073709551615")]
+    #[error(
+        "received_lamport_clock {0} is too large: it must be at most 9223372036854775806 \
+         (2^63 - 2), so the context's clock stays below 2^63 and can always advance"
+    )]
     LamportOverflow(u64),
 }
 
@@ -102,6 +105,15 @@ pub fn validate_context_id(context_id: &str) -> Result<(), ValidationError> {
 /// An entry key: 1–128 bytes of UTF-8 without control characters.
 pub fn validate_key(key: &str) -> Result<(), ValidationError> {
     printable_identifier("key", key, MAX_KEY_BYTES)
+}
+
+/// An append's idempotency key: 1–128 bytes of printable UTF-8.
+pub fn validate_idempotency_key(key: &str) -> Result<(), ValidationError> {
+    printable_identifier(
+        "idempotency_key",
+        key,
+        crate::idempotency::MAX_IDEMPOTENCY_KEY_BYTES,
+    )
 }
 
 /// A key filter of a read: empty (all keys) or a valid key.
@@ -166,7 +178,7 @@ pub fn validate_append(
     validate_key(key)?;
     validate_metadata(metadata)?;
     if let Some(r) = received_lamport_clock
-        && r == u64::MAX
+        && r > crate::lamport::MAX_RECEIVED_LAMPORT
     {
         return Err(ValidationError::LamportOverflow(r));
     }
@@ -256,13 +268,15 @@ mod tests {
     }
 
     #[test]
-    fn received_clock_at_max_is_refused() {
+    fn received_clock_beyond_the_bound_is_refused() {
         let m = Metadata::new();
         let l = Limits::default();
-        assert!(validate_append("c", "k", b"", &m, Some(u64::MAX - 1), &l).is_ok());
-        assert_eq!(
-            validate_append("c", "k", b"", &m, Some(u64::MAX), &l),
-            Err(ValidationError::LamportOverflow(u64::MAX))
-        );
+        let max = crate::lamport::MAX_RECEIVED_LAMPORT;
+        assert!(validate_append("c", "k", b"", &m, Some(max), &l).is_ok());
+        for r in [max + 1, u64::MAX - 1, u64::MAX] {
+            let e = validate_append("c", "k", b"", &m, Some(r), &l).unwrap_err();
+            assert_eq!(e, ValidationError::LamportOverflow(r));
+            assert!(e.to_string().contains("9223372036854775806"), "{e}");
+        }
     }
 }

@@ -16,8 +16,8 @@
 //! writing: nothing of the failed group or any later one is acknowledged.
 
 use crate::error::LedgerError;
+use crate::fail::FailState;
 use crate::hub::WatchHub;
-use crate::sequencer::FailState;
 use ledger_core::Entry;
 use ledger_storage::{ContextCommit, ContextHead, Durability, LogStore};
 use parking_lot::RwLock;
@@ -30,8 +30,40 @@ use tokio::sync::oneshot;
 /// Groups written but not yet synced that the committer may run ahead by.
 const SYNC_QUEUE: usize = 64;
 
-/// A caller's answer channel and the entry it is waiting for.
-pub(crate) type Reply = (oneshot::Sender<Result<Arc<Entry>, LedgerError>>, Arc<Entry>);
+/// A caller waiting for its part of a group to be durable, and what it will be told.
+pub(crate) enum Reply {
+    /// An append (or a retry of one): the entry as stored.
+    Append(oneshot::Sender<Result<Arc<Entry>, LedgerError>>, Arc<Entry>),
+    /// An apply of pre-sequenced entries: the context's head after them.
+    Applied(
+        oneshot::Sender<Result<ContextHead, LedgerError>>,
+        ContextHead,
+    ),
+}
+
+impl Reply {
+    fn answer(self) {
+        match self {
+            Reply::Append(tx, e) => {
+                let _ = tx.send(Ok(e));
+            }
+            Reply::Applied(tx, h) => {
+                let _ = tx.send(Ok(h));
+            }
+        }
+    }
+
+    pub(crate) fn refuse(self, e: LedgerError) {
+        match self {
+            Reply::Append(tx, _) => {
+                let _ = tx.send(Err(e));
+            }
+            Reply::Applied(tx, _) => {
+                let _ = tx.send(Err(e));
+            }
+        }
+    }
+}
 
 /// The appends of one batch: one commit per context, and the callers to answer.
 #[derive(Default)]
@@ -141,39 +173,24 @@ impl WritePath {
         for c in commits {
             self.hub.publish(&c.head.context_id, &c.entries);
         }
-        for (reply, entry) in replies.drain(..) {
-            let _ = reply.send(Ok(entry));
+        for r in replies.drain(..) {
+            r.answer();
         }
     }
 
     fn refuse(replies: &mut Vec<Reply>, reason: &str) {
-        for (reply, _) in replies.drain(..) {
-            let _ = reply.send(Err(LedgerError::StorageFailed(reason.to_owned())));
+        for r in replies.drain(..) {
+            r.refuse(LedgerError::StorageFailed(reason.to_owned()));
         }
     }
 
     fn count(&self, commits: &[ContextCommit]) {
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        let n: usize = commits.iter().map(|c| c.entries.len()).sum();
-        self.stats.entries.fetch_add(n as u64, Ordering::Relaxed);
-    }
-
-    /// Writes and makes durable in one call (used by loads, which run alone).
-    pub(crate) fn commit_now(
-        &self,
-        commits: &[ContextCommit],
-        bases: &[ContextHead],
-    ) -> Result<(), String> {
-        self.failed.check().map_err(|e| e.to_string())?;
-        self.durable.before_write(commits, bases);
-        if let Err(e) = self.store.commit(commits) {
-            let reason = e.to_string();
-            self.failed.fail(reason.clone());
-            return Err(reason);
-        }
-        self.count(commits);
-        self.finish(commits, &mut Vec::new());
-        Ok(())
+        let n: u64 = commits
+            .iter()
+            .map(|c| c.entries.len() as u64 + c.staged)
+            .sum();
+        self.stats.entries.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Runs the committer (and, in sync mode, the syncer) until `rx` closes.
@@ -236,6 +253,11 @@ impl WritePath {
         durable: bool,
     ) -> Result<(), String> {
         self.failed.check().map_err(|e| e.to_string())?;
+        if commits.is_empty() {
+            // Only answers to retried appends: nothing to write, but they still wait for
+            // everything before them to be durable.
+            return Ok(());
+        }
         self.durable.before_write(commits, bases);
         let r = if durable {
             self.store.commit(commits)

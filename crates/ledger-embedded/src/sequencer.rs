@@ -7,24 +7,28 @@
 //! rendezvous: while the committer writes group N, the sequencer prepares group N+1 from
 //! everything that arrived meanwhile, so the disk never waits for hashing and groups grow with
 //! load.
+//!
+//! Pre-sequenced entries (a load's verified tail) are **applied** through the same groups: a
+//! load reserves its context ([`Command::LoadBegin`]), stages its rows off this thread, and
+//! sends one [`Command::Apply`] whose commit makes them visible, durable and published like any
+//! append. Other contexts' appends never wait for a load.
 
-use crate::commit::{Group, Work, WritePath};
+use crate::commit::{Group, Reply, Work, WritePath};
+use crate::dedupe::{Dedupe, Seen};
 use crate::error::LedgerError;
-use ledger_core::merkle::{self, NodeId};
-use ledger_core::snapshot::Snapshot;
-use ledger_core::{Entry, Hash, LamportClock, Metadata};
+use crate::fail::FailState;
+use ledger_core::{Entry, LamportClock, Metadata};
 use ledger_storage::{ContextCommit, ContextHead, LogStore};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 /// Heads kept in memory; the map is emptied when it grows past this (heads reload lazily).
 const HEAD_CACHE_LIMIT: usize = 200_000;
-/// Entries per commit when loading a snapshot.
-const LOAD_CHUNK: usize = 8192;
+/// Idempotency keys and counts kept in memory (the store has them all).
+const DEDUPE_CACHE_LIMIT: usize = 100_000;
 
 pub(crate) struct AppendCmd {
     pub context_id: String,
@@ -32,29 +36,44 @@ pub(crate) struct AppendCmd {
     pub payload: Vec<u8>,
     pub metadata: Metadata,
     pub received_lamport_clock: Option<u64>,
+    pub idempotency_key: Option<String>,
     pub reply: oneshot::Sender<Result<Arc<Entry>, LedgerError>>,
 }
 
-pub(crate) struct LoadCmd {
+/// Reserve a context for a load: appends to it are refused until the load applies or gives up.
+pub(crate) struct LoadBeginCmd {
     pub context_id: String,
-    pub snapshot: Snapshot,
-    pub fail_if_exists: bool,
-    pub reply: oneshot::Sender<Result<LoadOutcome, LedgerError>>,
+    pub token: u64,
+    /// The context's head once everything sequenced before is durable.
+    pub reply: oneshot::Sender<Result<ContextHead, LedgerError>>,
+}
+
+/// Apply a verified commit of pre-sequenced entries (and rows staged before it).
+pub(crate) struct ApplyCmd {
+    pub commit: ContextCommit,
+    /// The load reservation this apply ends, if any.
+    pub token: Option<u64>,
+    pub reply: oneshot::Sender<Result<ContextHead, LedgerError>>,
 }
 
 pub(crate) enum Command {
     Append(AppendCmd),
-    Load(LoadCmd),
+    LoadBegin(LoadBeginCmd),
+    Apply(ApplyCmd),
 }
 
 impl Command {
     fn weight(&self) -> usize {
         match self {
             Command::Append(a) => a.payload.len() + 256,
-            Command::Load(_) => usize::MAX / 2,
+            Command::LoadBegin(_) => 256,
+            Command::Apply(a) => a.commit.entries.iter().map(|e| e.encoded_len()).sum(),
         }
     }
 }
+
+/// Contexts reserved by loads in progress: context id → the load's token.
+pub(crate) type Reservations = Arc<Mutex<HashMap<String, u64>>>;
 
 /// What a load did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,29 +84,6 @@ pub struct LoadOutcome {
     pub latest_sequence: u64,
 }
 
-/// Set once, when storage fails; every later write is refused with the reason.
-#[derive(Debug, Default)]
-pub(crate) struct FailState {
-    failed: AtomicBool,
-    reason: Mutex<Option<String>>,
-}
-
-impl FailState {
-    pub(crate) fn check(&self) -> Result<(), LedgerError> {
-        if self.failed.load(Ordering::Acquire) {
-            let reason = self.reason.lock().clone().unwrap_or_default();
-            return Err(LedgerError::WritesStopped { reason });
-        }
-        Ok(())
-    }
-
-    pub(crate) fn fail(&self, reason: String) {
-        tracing::error!(%reason, "storage failure: the ledger stops accepting writes");
-        *self.reason.lock() = Some(reason);
-        self.failed.store(true, Ordering::Release);
-    }
-}
-
 pub(crate) struct Sequencer {
     pub path: WritePath,
     pub store: Arc<dyn LogStore>,
@@ -95,6 +91,8 @@ pub(crate) struct Sequencer {
     pub max_batch_entries: usize,
     pub max_batch_bytes: usize,
     pub heads: HashMap<String, ContextHead>,
+    pub dedupe: Dedupe,
+    pub reserved: Reservations,
 }
 
 pub(crate) fn unix_ns() -> u64 {
@@ -152,27 +150,30 @@ impl Sequencer {
         for cmd in batch.drain(..) {
             match cmd {
                 Command::Append(a) => self.add_append(&mut group, a, now),
-                Command::Load(l) => {
+                Command::LoadBegin(l) => {
+                    // The load compares and stages against stored rows: everything sequenced
+                    // before it must be written first. (One commit's wait, once per load.)
                     self.hand_off(&mut group, work);
-                    // Loads read the store, so everything before them must be written first.
                     barrier(work);
-                    let reply = self.load(&l.context_id, l.snapshot, l.fail_if_exists);
+                    let reply = self.begin_load(&l.context_id, l.token);
                     let _ = l.reply.send(reply);
                 }
+                Command::Apply(a) => self.add_apply(&mut group, a, work),
             }
         }
         self.hand_off(&mut group, work);
-        if self.heads.len() > HEAD_CACHE_LIMIT {
-            // Only heads with nothing in flight may be dropped: wait for the committer first.
+        if self.heads.len() > HEAD_CACHE_LIMIT || self.dedupe.len() > DEDUPE_CACHE_LIMIT {
+            // Only state with nothing in flight may be dropped: wait for the committer first.
             barrier(work);
             self.heads.clear();
+            self.dedupe.clear();
         }
     }
 
     /// Records the group's heads as the new in-memory heads and gives it to the committer
     /// (waiting until the committer has finished the previous group).
     fn hand_off(&mut self, group: &mut Group, work: &std::sync::mpsc::SyncSender<Work>) {
-        if group.commits.is_empty() {
+        if group.commits.is_empty() && group.replies.is_empty() {
             return;
         }
         let g = std::mem::take(group);
@@ -180,8 +181,8 @@ impl Sequencer {
             self.heads.insert(c.head.context_id.clone(), c.head.clone());
         }
         if let Err(std::sync::mpsc::SendError(Work::Group(mut g))) = work.send(Work::Group(g)) {
-            for (reply, _) in g.replies.drain(..) {
-                let _ = reply.send(Err(LedgerError::ShuttingDown));
+            for r in g.replies.drain(..) {
+                r.refuse(LedgerError::ShuttingDown);
             }
         }
     }
@@ -198,33 +199,74 @@ impl Sequencer {
         Ok(head)
     }
 
+    /// The group's commit slot for `context_id`, created from the current head.
+    fn slot(&mut self, group: &mut Group, context_id: &str) -> Result<usize, LedgerError> {
+        if let Some(i) = group.index.get(context_id) {
+            return Ok(*i);
+        }
+        let head = self.head(context_id).inspect_err(|e| {
+            self.failed.fail(e.to_string());
+        })?;
+        group.commits.push(ContextCommit {
+            base_size: head.size(),
+            staged: 0,
+            entries: Vec::new(),
+            head: head.clone(),
+            nodes: Vec::new(),
+            idempotency: Vec::new(),
+        });
+        group.bases.push(head);
+        group
+            .index
+            .insert(context_id.to_owned(), group.commits.len() - 1);
+        Ok(group.commits.len() - 1)
+    }
+
     fn add_append(&mut self, group: &mut Group, a: AppendCmd, now: u64) {
         if let Err(e) = self.failed.check() {
             let _ = a.reply.send(Err(e));
             return;
         }
-        let slot = match group.index.get(&a.context_id) {
-            Some(i) => *i,
-            None => {
-                let head = match self.head(&a.context_id) {
-                    Ok(h) => h,
-                    Err(e) => {
-                        self.failed.fail(e.to_string());
-                        let _ = a.reply.send(Err(e));
-                        return;
-                    }
-                };
-                group.commits.push(ContextCommit {
-                    base_size: head.size(),
-                    entries: Vec::new(),
-                    head: head.clone(),
-                    nodes: Vec::new(),
-                });
-                group.bases.push(head);
-                group
-                    .index
-                    .insert(a.context_id.clone(), group.commits.len() - 1);
-                group.commits.len() - 1
+        if self.reserved.lock().contains_key(&a.context_id) {
+            let _ = a.reply.send(Err(LedgerError::LoadInProgress {
+                context_id: a.context_id,
+            }));
+            return;
+        }
+        let fingerprint = a
+            .idempotency_key
+            .as_ref()
+            .map(|_| ledger_core::idempotency::fingerprint(&a.key, &a.payload, &a.metadata));
+        if let (Some(k), Some(fp)) = (&a.idempotency_key, &fingerprint) {
+            match self
+                .dedupe
+                .check(self.store.as_ref(), &a.context_id, k, fp, now)
+            {
+                Ok(Seen::New) => {}
+                Ok(Seen::Same(entry)) => {
+                    // Answered once everything before it is durable, like any append.
+                    group.replies.push(Reply::Append(a.reply, entry));
+                    return;
+                }
+                Ok(Seen::Conflict(sequence)) => {
+                    let _ = a.reply.send(Err(LedgerError::IdempotencyConflict {
+                        context_id: a.context_id,
+                        key: k.clone(),
+                        sequence,
+                    }));
+                    return;
+                }
+                Err(e) => {
+                    let _ = a.reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let slot = match self.slot(group, &a.context_id) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = a.reply.send(Err(e));
+                return;
             }
         };
         let commit = &mut group.commits[slot];
@@ -245,127 +287,92 @@ impl Sequencer {
             a.metadata,
             lamport,
         ));
+        if let (Some(k), Some(fp)) = (a.idempotency_key, fingerprint) {
+            match self
+                .dedupe
+                .record(self.store.as_ref(), k, fp, &entry, &a.context_id)
+            {
+                Ok(r) => group.commits[slot].idempotency.push(r),
+                Err(e) => {
+                    let _ = a.reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let commit = &mut group.commits[slot];
         commit
             .head
             .push(&entry, &mut commit.nodes)
             .expect("sequence assigned from the head");
         commit.entries.push(Arc::clone(&entry));
-        group.replies.push((a.reply, entry));
+        group.replies.push(Reply::Append(a.reply, entry));
     }
 
-    fn load(
-        &mut self,
-        context_id: &str,
-        snapshot: Snapshot,
-        fail_if_exists: bool,
-    ) -> Result<LoadOutcome, LedgerError> {
+    fn begin_load(&mut self, context_id: &str, token: u64) -> Result<ContextHead, LedgerError> {
         self.failed.check()?;
         let head = self.head(context_id)?;
-        let existing = head.size();
-        let incoming = snapshot.tree_size();
-        if existing > 0 && fail_if_exists {
-            return Err(LedgerError::AlreadyExists {
+        let mut reserved = self.reserved.lock();
+        if reserved.contains_key(context_id) {
+            return Err(LedgerError::LoadInProgress {
                 context_id: context_id.to_owned(),
-                size: existing,
             });
         }
-        let leaves: Vec<Hash> = snapshot.entries.iter().map(|e| e.content_hash).collect();
-        if existing > 0 {
-            let contained = if incoming <= existing {
-                // The snapshot is a prefix iff the stored tree of its size has its root.
-                let stored_root = if incoming == existing {
-                    head.root()
-                } else {
-                    let plan = merkle::root_plan(incoming);
-                    plan.assemble(&self.store.nodes(context_id, plan.nodes())?)[0]
-                };
-                stored_root == snapshot.merkle_root
-            } else {
-                // The snapshot extends the stored history iff a consistency proof from the
-                // stored tree to the snapshot's tree verifies.
-                let tree = SnapshotTree::new(&leaves);
-                let plan = merkle::consistency_plan(existing, incoming)?;
-                let proof = plan
-                    .assemble_with::<()>(|id| Ok(tree.node(id)))
-                    .expect("snapshot tree has every node");
-                merkle::verify_consistency(
-                    existing,
-                    incoming,
-                    &head.root(),
-                    &snapshot.merkle_root,
-                    &proof,
-                )
-                .is_ok()
-            };
-            if !contained {
-                let sequence = self.first_difference(context_id, &leaves, existing)?;
-                return Err(LedgerError::Diverged {
-                    context_id: context_id.to_owned(),
-                    sequence,
-                });
-            }
-            if incoming <= existing {
-                return Ok(LoadOutcome {
-                    entries_restored: 0,
-                    latest_sequence: existing,
-                });
-            }
-        }
-        // Append the missing tail, entries exactly as they are in the snapshot.
-        let mut head = head;
-        let tail: Vec<Arc<Entry>> = snapshot
-            .entries
-            .into_iter()
-            .skip(usize::try_from(existing).unwrap_or(usize::MAX))
-            .map(Arc::new)
-            .collect();
-        let restored = tail.len() as u64;
-        for chunk in tail.chunks(LOAD_CHUNK) {
-            let commit = head.extend(chunk.to_vec())?;
-            let next = commit.head.clone();
-            let written = self
-                .path
-                .commit_now(std::slice::from_ref(&commit), std::slice::from_ref(&head));
-            if let Err(reason) = written {
-                self.heads.clear();
-                return Err(LedgerError::StorageFailed(reason));
-            }
-            self.heads.insert(context_id.to_owned(), next.clone());
-            head = next;
-        }
-        Ok(LoadOutcome {
-            entries_restored: restored,
-            latest_sequence: head.size(),
-        })
+        reserved.insert(context_id.to_owned(), token);
+        Ok(head)
     }
 
-    /// First sequence where the stored leaves and the snapshot's differ.
-    fn first_difference(
-        &self,
-        context_id: &str,
-        leaves: &[Hash],
-        existing: u64,
-    ) -> Result<u64, LedgerError> {
-        let common = leaves
-            .len()
-            .min(usize::try_from(existing).unwrap_or(usize::MAX));
-        let mut start = 0usize;
-        while start < common {
-            let end = (start + 4096).min(common);
-            let ids: Vec<NodeId> = (start..end).map(|i| NodeId::leaf(i as u64)).collect();
-            let stored = self.store.nodes(context_id, &ids)?;
-            if let Some(off) = stored
-                .iter()
-                .zip(&leaves[start..end])
-                .position(|(a, b)| a != b)
-            {
-                return Ok((start + off + 1) as u64);
+    fn add_apply(
+        &mut self,
+        group: &mut Group,
+        a: ApplyCmd,
+        work: &std::sync::mpsc::SyncSender<Work>,
+    ) {
+        let context_id = a.commit.head.context_id.clone();
+        let release = |reserved: &Reservations| {
+            if let Some(t) = a.token {
+                let mut r = reserved.lock();
+                if r.get(&context_id) == Some(&t) {
+                    r.remove(&context_id);
+                }
             }
-            start = end;
+        };
+        if let Err(e) = self.failed.check() {
+            release(&self.reserved);
+            let _ = a.reply.send(Err(e));
+            return;
         }
-        // Every common leaf matches, so the histories differ only past the shorter one; this
-        // cannot happen for a prefix check that failed, but answer with the next sequence.
-        Ok(common as u64 + 1)
+        if group.index.contains_key(&context_id) {
+            // The commit must follow the context's other commits, not merge with them.
+            self.hand_off(group, work);
+        }
+        let head = match self.head(&context_id) {
+            Ok(h) => h,
+            Err(e) => {
+                release(&self.reserved);
+                let _ = a.reply.send(Err(e));
+                return;
+            }
+        };
+        if head.size() != a.commit.base_size {
+            release(&self.reserved);
+            let _ = a.reply.send(Err(LedgerError::Storage(
+                ledger_storage::StorageError::SizeConflict {
+                    context_id,
+                    expected: a.commit.base_size,
+                    actual: head.size(),
+                },
+            )));
+            return;
+        }
+        let new_head = a.commit.head.clone();
+        group.commits.push(a.commit);
+        group.bases.push(head);
+        group
+            .index
+            .insert(context_id.clone(), group.commits.len() - 1);
+        group.replies.push(Reply::Applied(a.reply, new_head));
+        // Appends sequenced from now on follow the applied entries.
+        release(&self.reserved);
     }
 }
 
@@ -374,32 +381,5 @@ fn barrier(work: &std::sync::mpsc::SyncSender<Work>) {
     let (tx, rx) = std::sync::mpsc::sync_channel(1);
     if work.send(Work::Barrier(tx)).is_ok() {
         let _ = rx.recv();
-    }
-}
-
-/// Every complete subtree of a snapshot's leaves, level by level.
-struct SnapshotTree {
-    levels: Vec<Vec<Hash>>,
-}
-
-impl SnapshotTree {
-    fn new(leaves: &[Hash]) -> Self {
-        let mut levels: Vec<Vec<Hash>> = vec![Vec::with_capacity(leaves.len())];
-        let mut f = merkle::Frontier::new();
-        for l in leaves {
-            f.push(*l, |id, h| {
-                let level = id.level as usize;
-                if levels.len() <= level {
-                    levels.push(Vec::new());
-                }
-                debug_assert_eq!(levels[level].len() as u64, id.index);
-                levels[level].push(h);
-            });
-        }
-        SnapshotTree { levels }
-    }
-
-    fn node(&self, id: NodeId) -> Hash {
-        self.levels[id.level as usize][id.index as usize]
     }
 }

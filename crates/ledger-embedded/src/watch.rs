@@ -89,7 +89,11 @@ impl WatchStream {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => self.caught_up = false,
-                Err(broadcast::error::RecvError::Closed) => return Err(LedgerError::ShuttingDown),
+                Err(broadcast::error::RecvError::Closed) => {
+                    return Err(LedgerError::WatchEnded {
+                        resume_from: self.position,
+                    });
+                }
             }
         }
     }

@@ -4,8 +4,10 @@
 use ledger_core::merkle::{reference, verify_consistency, verify_inclusion};
 use ledger_core::snapshot;
 use ledger_core::{Hash, Metadata};
-use ledger_embedded::{Ledger, LedgerConfig, LedgerError, ReadQuery};
-use ledger_storage::{ContextCommit, ContextHead, LogStore, MemoryStore, ReadResult, StorageError};
+use ledger_embedded::{CloseOutcome, Ledger, LedgerConfig, LedgerError, NewEntry, ReadQuery};
+use ledger_storage::{
+    ContextCommit, ContextHead, IdempotencyRecord, LogStore, MemoryStore, ReadResult, StorageError,
+};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -484,7 +486,10 @@ async fn watch_ends_with_shutting_down_on_close() {
     append_n(&l, "c", 1).await;
     assert_eq!(w.next().await.unwrap().sequence, 1);
     l.close().await;
-    assert!(matches!(w.next().await, Err(LedgerError::ShuttingDown)));
+    assert!(matches!(
+        w.next().await,
+        Err(LedgerError::WatchEnded { resume_from: 1 })
+    ));
     assert!(matches!(
         l.append("c", "k", vec![], Metadata::new(), None).await,
         Err(LedgerError::ShuttingDown)
@@ -524,6 +529,15 @@ impl LogStore for FailingStore {
     fn sync(&self) -> Result<(), StorageError> {
         Ok(())
     }
+    fn stage(&self, c: &ContextCommit) -> Result<(), StorageError> {
+        self.inner.stage(c)
+    }
+    fn idempotency(&self, c: &str, k: &str) -> Result<Option<IdempotencyRecord>, StorageError> {
+        self.inner.idempotency(c, k)
+    }
+    fn idempotency_count(&self, c: &str) -> Result<u64, StorageError> {
+        self.inner.idempotency_count(c)
+    }
 }
 
 #[tokio::test]
@@ -551,6 +565,13 @@ async fn storage_failure_stops_writes_and_never_acknowledges() {
     // Reads still work and show exactly the acknowledged entries.
     assert_eq!(l.get("f", None, 0, None).await.unwrap().entries.len(), 3);
     assert_eq!(inner.head("f").unwrap().unwrap().size(), 3);
+    // Closing says storage failed, with the reason.
+    match l.close().await {
+        CloseOutcome::StorageFailed(reason) => {
+            assert!(reason.contains("injected disk failure"), "{reason}")
+        }
+        CloseOutcome::Clean => panic!("close after a storage failure reported clean"),
+    }
 }
 
 #[tokio::test]
@@ -560,7 +581,7 @@ async fn rocks_ledger_survives_reopen() {
         let l = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
         append_n(&l, "r", 25).await;
         let root = l.head("r").await.unwrap().unwrap().root();
-        l.close().await;
+        assert_eq!(l.close().await, CloseOutcome::Clean);
         root
     };
     let l = Ledger::open(dir.path(), LedgerConfig::default()).unwrap();
@@ -592,13 +613,12 @@ async fn submitted_appends_apply_in_submission_order_while_acks_are_awaited_toge
             let mut acks = futures::stream::FuturesOrdered::new();
             for i in 1..=2_000u64 {
                 let ack = l
-                    .submit_append(
-                        &ctx,
-                        "facts",
-                        i.to_be_bytes().to_vec(),
-                        Metadata::new(),
-                        None,
-                    )
+                    .submit(NewEntry {
+                        context_id: ctx.clone(),
+                        key: "facts".into(),
+                        payload: i.to_be_bytes().to_vec(),
+                        ..NewEntry::default()
+                    })
                     .await
                     .unwrap();
                 acks.push_back(ack);
@@ -618,7 +638,10 @@ async fn submitted_appends_apply_in_submission_order_while_acks_are_awaited_toge
     }
     // A refused submission is refused at once and queues nothing.
     let err = l
-        .submit_append("submit-0", "", vec![], Metadata::new(), None)
+        .submit(NewEntry {
+            context_id: "submit-0".into(),
+            ..NewEntry::default()
+        })
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::Invalid(_)), "{err}");

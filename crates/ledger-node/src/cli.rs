@@ -1,12 +1,13 @@
 //! The `converge-ledger` command line: `serve` starts a node; the other commands are a client.
 
 use crate::config::{Config, LogFormat, Overrides};
-use crate::output::print_entry;
+use crate::output::{CliError, note, out_line, print_entry, write_error};
 use clap::{Parser, Subcommand};
+use ledger_client::transfer::Progress;
 use ledger_client::{ClientError, LedgerClient};
-use ledger_core::Metadata;
-use std::io::{IsTerminal, Read, Write};
-use std::path::PathBuf;
+use ledger_core::{Metadata, NewEntry};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use tokio_stream::StreamExt;
 
@@ -55,6 +56,9 @@ enum Command {
         /// Lamport clock received from another context (causal append)
         #[arg(long)]
         received_lamport: Option<u64>,
+        /// Idempotency key: a retry with the same key stores nothing and returns the first entry
+        #[arg(long)]
+        idempotency_key: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -91,15 +95,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Save a snapshot of a context to a file
+    /// Save a snapshot of a context to a file (`-` for stdout), streamed
     Snapshot {
         #[command(flatten)]
         target: Target,
         context: String,
-        /// Output file (or give it as the last argument)
+        /// Output file, `-` for stdout (or give it as the last argument)
         #[arg(long, short, required_unless_present = "file", conflicts_with = "file")]
         out: Option<PathBuf>,
-        /// Output file
+        /// Output file, `-` for stdout
         file: Option<PathBuf>,
     },
     /// Print the signed tree head of a context (verified against the trusted key), optionally saving it
@@ -119,12 +123,12 @@ enum Command {
         #[command(subcommand)]
         what: VerifyCommand,
     },
-    /// Load a snapshot file into a context
+    /// Load a snapshot file (`-` for stdin) into a context, streamed; all or nothing
     Load {
         #[command(flatten)]
         target: Target,
         context: String,
-        /// Snapshot file (or give it as the last argument)
+        /// Snapshot file, `-` for stdin (or give it as the last argument)
         #[arg(
             long = "in",
             short,
@@ -132,7 +136,7 @@ enum Command {
             conflicts_with = "file"
         )]
         input: Option<PathBuf>,
-        /// Snapshot file
+        /// Snapshot file, `-` for stdin
         file: Option<PathBuf>,
         /// Fail if the context already has entries
         #[arg(long)]
@@ -187,15 +191,18 @@ pub fn main() -> i32 {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            note(&format!("error: cannot start the async runtime: {e}"));
             return 1;
         }
     };
     let result = rt.block_on(run(cli.command));
     match result {
         Ok(()) => 0,
-        Err(msg) => {
-            eprintln!("error: {msg}");
+        // The reader of our output went away (`| head`): nothing more to say, like other
+        // Unix tools.
+        Err(CliError::BrokenPipe) => 0,
+        Err(CliError::Message(msg)) => {
+            note(&format!("error: {msg}"));
             1
         }
     }
@@ -213,20 +220,30 @@ fn init_logging(config: &Config) {
     };
 }
 
-fn client_err(e: ClientError) -> String {
-    e.to_string()
+fn client_err(e: ClientError) -> CliError {
+    CliError::Message(e.to_string())
 }
 
-async fn run(command: Command) -> Result<(), String> {
+async fn run(command: Command) -> Result<(), CliError> {
     match command {
         Command::Serve { config, overrides } => {
             let config = Config::load(config.as_deref(), &overrides)?;
             init_logging(&config);
+            let fds = crate::conn::FdBudget::new(
+                crate::conn::raise_nofile_limit(),
+                config.rocksdb_max_open_files,
+                config.max_connections,
+            );
             let listener = crate::server::bind(&config).await?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let (ledger, signer) = crate::server::open(&config)?;
-            println!("{}", crate::server::listening_line(addr, &config, &signer));
-            let _ = std::io::stdout().flush();
+            let (ledger, signer) = crate::server::open(&config, &fds)?;
+            out_line(&crate::server::listening_line(addr, &config, &signer))?;
+            tracing::info!(
+                open_file_limit = fds.limit,
+                rocksdb_open_files = fds.rocksdb_open_files,
+                max_connections = fds.max_connections,
+                "file descriptors budgeted"
+            );
             tracing::info!(
                 %addr,
                 data_dir = %config.data_dir.display(),
@@ -241,9 +258,11 @@ async fn run(command: Command) -> Result<(), String> {
                 ledger,
                 signer,
                 listener,
+                fds,
                 crate::server::shutdown_signal(),
             )
             .await
+            .map_err(CliError::from)
         }
         Command::Append {
             target,
@@ -253,6 +272,7 @@ async fn run(command: Command) -> Result<(), String> {
             file,
             meta,
             received_lamport,
+            idempotency_key,
             json,
         } => {
             let payload = match (payload.as_deref(), file) {
@@ -280,11 +300,17 @@ async fn run(command: Command) -> Result<(), String> {
                 .await
                 .map_err(client_err)?;
             let e = client
-                .append(&context, &key, payload, metadata, received_lamport)
+                .append_entry(NewEntry {
+                    context_id: context,
+                    key,
+                    payload,
+                    metadata,
+                    received_lamport_clock: received_lamport,
+                    idempotency_key,
+                })
                 .await
                 .map_err(client_err)?;
-            print_entry(&e, json);
-            Ok(())
+            print_entry(&e, json)
         }
         Command::Get {
             target,
@@ -303,7 +329,7 @@ async fn run(command: Command) -> Result<(), String> {
                     .await
                     .map_err(client_err)?
                 {
-                    print_entry(&e, json);
+                    print_entry(&e, json)?;
                 }
             } else {
                 let page = client
@@ -311,13 +337,13 @@ async fn run(command: Command) -> Result<(), String> {
                     .await
                     .map_err(client_err)?;
                 for e in &page.entries {
-                    print_entry(e, json);
+                    print_entry(e, json)?;
                 }
                 if page.has_more && !json {
-                    eprintln!(
+                    note(&format!(
                         "(more entries: continue with --after {})",
                         page.next_after_sequence
-                    );
+                    ));
                 }
             }
             Ok(())
@@ -336,29 +362,10 @@ async fn run(command: Command) -> Result<(), String> {
             out,
             file,
         } => {
-            let out = out.or(file).ok_or("give the output file")?;
-            let client = LedgerClient::connect(&target.addr)
-                .await
-                .map_err(client_err)?;
-            let started = Instant::now();
-            let resp = with_progress("snapshot", client.snapshot(&context))
-                .await
-                .map_err(client_err)?;
-            std::fs::write(&out, &resp.snapshot)
-                .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-            let root = resp
-                .metadata
-                .as_ref()
-                .map(|m| hex::encode(&m.merkle_root))
-                .unwrap_or_default();
-            eprintln!(
-                "wrote {} ({} bytes, {} entries, root {root}) in {:.1}s",
-                out.display(),
-                resp.snapshot.len(),
-                resp.sequence,
-                started.elapsed().as_secs_f64()
-            );
-            Ok(())
+            let out = out
+                .or(file)
+                .ok_or("give the output file (`-` for stdout)")?;
+            snapshot(&target.addr, &context, &out).await
         }
         Command::Head {
             target,
@@ -372,7 +379,8 @@ async fn run(command: Command) -> Result<(), String> {
             public_key.as_deref(),
         )
         .await
-        .map_err(|e| e.to_string()),
+        .map_err(|e| CliError::Message(e.to_string()))
+        .and_then(|json| out_line(&json)),
         Command::Verify { what } => {
             let r = match what {
                 VerifyCommand::Snapshot {
@@ -408,7 +416,7 @@ async fn run(command: Command) -> Result<(), String> {
                     crate::verify_cli::context(&target.addr, &context, public_key.as_deref()).await
                 }
             };
-            r.map_err(|e| e.to_string())
+            out_line(&r.map_err(|e| CliError::Message(e.to_string()))?)
         }
         Command::Load {
             target,
@@ -417,51 +425,138 @@ async fn run(command: Command) -> Result<(), String> {
             file,
             fail_if_exists,
         } => {
-            let input = input.or(file).ok_or("give the snapshot file")?;
-            let bytes = std::fs::read(&input)
-                .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
-            let client = LedgerClient::connect(&target.addr)
-                .await
-                .map_err(client_err)?;
-            let started = Instant::now();
-            let size = bytes.len();
-            let resp = with_progress("load", client.load(&context, bytes, fail_if_exists))
-                .await
-                .map_err(client_err)?;
-            eprintln!(
-                "loaded {} bytes into {context}: {} entries restored, latest sequence {} ({:.1}s)",
-                size,
-                resp.entries_restored,
-                resp.latest_sequence,
-                started.elapsed().as_secs_f64()
-            );
-            Ok(())
+            let input = input
+                .or(file)
+                .ok_or("give the snapshot file (`-` for stdin)")?;
+            load(&target.addr, &context, &input, fail_if_exists).await
         }
     }
 }
 
-/// Runs a long request, printing elapsed time to a terminal's stderr every second.
-async fn with_progress<T>(what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::pin!(fut);
-    let tty = std::io::stderr().is_terminal();
+/// A progress bar on stderr when it is a terminal (hidden otherwise).
+fn progress_bar(what: &str, total: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let style = match total {
+        Some(_) => "{msg} [{bar:30}] {pos}/{len} entries, {binary_bytes} ({elapsed})",
+        None => "{msg} {spinner} {binary_bytes} ({elapsed})",
+    };
+    if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
+        bar.set_style(s.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
+}
+
+/// `snapshot CTX FILE|-`: streams the snapshot into the file (written to a temporary name and
+/// renamed when complete, so a failed transfer never leaves a partial file) or to stdout.
+async fn snapshot(addr: &str, context: &str, out: &Path) -> Result<(), CliError> {
+    let client = LedgerClient::connect(addr).await.map_err(client_err)?;
     let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            r = &mut fut => {
-                if tty { eprint!("\r\x1b[K"); }
-                return r;
+    let to_stdout = out == Path::new("-");
+    let partial = out.with_extension("partial");
+    let mut sink: Box<dyn Write + Send> = if to_stdout {
+        Box::new(std::io::stdout())
+    } else {
+        let f = std::fs::File::create(&partial)
+            .map_err(|e| format!("cannot create {}: {e}", partial.display()))?;
+        Box::new(std::io::BufWriter::with_capacity(1 << 20, f))
+    };
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let result = client
+        .snapshot_to(context, sink.as_mut(), |p: Progress| {
+            let b = bar.get_or_insert_with(|| progress_bar("snapshot", Some(p.total_entries)));
+            b.set_position(p.entries);
+        })
+        .await;
+    if let Some(b) = bar {
+        b.finish_and_clear();
+    }
+    let summary = match result {
+        Ok(s) => s,
+        Err(e) => {
+            drop(sink);
+            if !to_stdout {
+                let _ = std::fs::remove_file(&partial);
             }
-            _ = tick.tick() => {
-                if tty {
-                    eprint!("\r{what}: transferring… {:.0}s", started.elapsed().as_secs_f64());
-                } else if started.elapsed() >= Duration::from_secs(5) {
-                    eprintln!("{what}: still transferring after {:.0}s", started.elapsed().as_secs_f64());
+            return Err(match e {
+                ClientError::Io { source, .. }
+                    if source.kind() == std::io::ErrorKind::BrokenPipe =>
+                {
+                    CliError::BrokenPipe
                 }
-            }
+                other => client_err(other),
+            });
+        }
+    };
+    drop(sink);
+    let name = if to_stdout {
+        "stdout".to_owned()
+    } else {
+        let f = std::fs::File::open(&partial)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&partial, out));
+        f.map_err(|e| write_error(&e, &out.display().to_string()))?;
+        out.display().to_string()
+    };
+    note(&format!(
+        "wrote {name} ({} bytes, {} entries, root {}) in {:.1}s",
+        summary.bytes,
+        summary.metadata.entry_count,
+        hex::encode(&summary.metadata.merkle_root),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
+}
+
+/// `load CTX FILE|-`: streams the snapshot from the file or stdin; all or nothing.
+async fn load(
+    addr: &str,
+    context: &str,
+    input: &Path,
+    fail_if_exists: bool,
+) -> Result<(), CliError> {
+    let (reader, size): (Box<dyn Read + Send>, Option<u64>) = if input == Path::new("-") {
+        (Box::new(std::io::stdin()), None)
+    } else {
+        let f = std::fs::File::open(input)
+            .map_err(|e| format!("cannot read {}: {e}", input.display()))?;
+        let size = f.metadata().ok().map(|m| m.len());
+        (
+            Box::new(std::io::BufReader::with_capacity(1 << 20, f)),
+            size,
+        )
+    };
+    let client = LedgerClient::connect(addr).await.map_err(client_err)?;
+    let started = Instant::now();
+    let bar = progress_bar("load", None);
+    if let Some(n) = size {
+        bar.set_length(n);
+        if let Ok(s) = indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {binary_bytes}/{binary_total_bytes} ({elapsed})",
+        ) {
+            bar.set_style(s.progress_chars("=> "));
         }
     }
+    let b = bar.clone();
+    let resp = client
+        .load_from(context, fail_if_exists, reader, move |p: Progress| {
+            b.set_position(p.bytes)
+        })
+        .await;
+    let sent = bar.position();
+    bar.finish_and_clear();
+    let resp = resp.map_err(client_err)?;
+    note(&format!(
+        "loaded {sent} bytes into {context}: {} entries restored, latest sequence {} ({:.1}s)",
+        resp.entries_restored,
+        resp.latest_sequence,
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
 }
 
 async fn watch(
@@ -471,21 +566,25 @@ async fn watch(
     from: u64,
     no_reconnect: bool,
     json: bool,
-) -> Result<(), String> {
+) -> Result<(), CliError> {
     let mut position = from;
     loop {
+        let mut printed: Result<(), CliError> = Ok(());
         let result: Result<(), ClientError> = async {
             let client = LedgerClient::connect(addr).await?;
             let mut stream = client.watch(context, key, position).await?;
             while let Some(item) = stream.next().await {
                 let e = item?;
                 position = e.sequence;
-                print_entry(&e, json);
-                let _ = std::io::stdout().flush();
+                printed = print_entry(&e, json);
+                if printed.is_err() {
+                    break;
+                }
             }
             Ok(())
         }
         .await;
+        printed?;
         let retryable = match &result {
             Ok(()) => true,
             Err(ClientError::Connect { .. }) => true,
@@ -495,7 +594,9 @@ async fn watch(
             return result.map_err(client_err);
         }
         if let Err(e) = &result {
-            eprintln!("watch interrupted ({e}); resuming after sequence {position} in 1s");
+            note(&format!(
+                "watch interrupted ({e}); resuming after sequence {position} in 1s"
+            ));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }

@@ -62,6 +62,23 @@ pub struct Config {
     /// The signing key itself (base64 seed), instead of a file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_key: Option<String>,
+    /// Client connections accepted at once; 0 = derived from the open-file limit (what is left
+    /// after storage's share). Beyond it new connections are refused, never storage writes.
+    pub max_connections: u64,
+    /// Table files RocksDB keeps open; 0 = a quarter of the open-file limit, at most 1,024.
+    pub rocksdb_max_open_files: u64,
+    /// A connection that has not sent the HTTP/2 preface after this long is closed.
+    pub handshake_timeout_ms: u64,
+    /// HTTP/2 keepalive: the node pings a connection idle this long…
+    pub keepalive_interval_ms: u64,
+    /// …and closes it if the ping is not answered within this.
+    pub keepalive_timeout_ms: u64,
+    /// Concurrent requests (HTTP/2 streams) per connection.
+    pub max_concurrent_streams: u32,
+    /// An idempotency key is honoured for at least this long after its append…
+    pub idempotency_window_ms: u64,
+    /// …and, however old, while among the context's last this many keyed appends.
+    pub idempotency_min_keys: u64,
 }
 
 impl Default for Config {
@@ -84,6 +101,14 @@ impl Default for Config {
             ledger_name: "converge-ledger".into(),
             signing_key_file: None,
             signing_key: None,
+            max_connections: 0,
+            rocksdb_max_open_files: 0,
+            handshake_timeout_ms: 10_000,
+            keepalive_interval_ms: 30_000,
+            keepalive_timeout_ms: 20_000,
+            max_concurrent_streams: 1024,
+            idempotency_window_ms: ledger.idempotency_window_ns / 1_000_000,
+            idempotency_min_keys: ledger.idempotency_min_keys,
         }
     }
 }
@@ -106,6 +131,14 @@ const ENV_KEYS: &[&str] = &[
     "ledger_name",
     "signing_key_file",
     "signing_key",
+    "max_connections",
+    "rocksdb_max_open_files",
+    "handshake_timeout_ms",
+    "keepalive_interval_ms",
+    "keepalive_timeout_ms",
+    "max_concurrent_streams",
+    "idempotency_window_ms",
+    "idempotency_min_keys",
 ];
 
 /// Settings given as command-line flags (only those present override).
@@ -155,6 +188,18 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signing_key_file: Option<PathBuf>,
+    /// Client connections at once, 0 = from the open-file limit [default: 0]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_connections: Option<u64>,
+    /// Close connections without an HTTP/2 handshake after this many ms [default: 10000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub handshake_timeout_ms: Option<u64>,
+    /// Honour idempotency keys for at least this many ms [default: 600000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_window_ms: Option<u64>,
 }
 
 /// One figment error as "invalid setting <name>: <problem> (from <source>)".
@@ -226,6 +271,18 @@ impl Config {
                 ),
             );
         }
+        for (setting, v) in [
+            ("handshake_timeout_ms", self.handshake_timeout_ms),
+            ("keepalive_interval_ms", self.keepalive_interval_ms),
+            ("keepalive_timeout_ms", self.keepalive_timeout_ms),
+        ] {
+            if v == 0 {
+                return bad(setting, "must be at least 1".into());
+            }
+        }
+        if self.max_concurrent_streams == 0 {
+            return bad("max_concurrent_streams", "must be at least 1".into());
+        }
         if self.watch_buffer == 0 || self.queue_depth == 0 {
             return bad("watch_buffer/queue_depth", "must be at least 1".into());
         }
@@ -257,8 +314,8 @@ impl Config {
         SocketAddr::new(self.host, self.port)
     }
 
-    /// The embedded ledger's settings.
-    pub fn ledger_config(&self) -> LedgerConfig {
+    /// The embedded ledger's settings, with RocksDB's open files from the descriptor budget.
+    pub fn ledger_config(&self, rocksdb_open_files: u64) -> LedgerConfig {
         let defaults = LedgerConfig::default();
         LedgerConfig {
             limits: Limits {
@@ -270,11 +327,14 @@ impl Config {
                     DurabilitySetting::Buffered => Durability::Buffered,
                 },
                 block_cache_bytes: self.block_cache_bytes,
+                max_open_files: i32::try_from(rocksdb_open_files).unwrap_or(i32::MAX),
                 ..defaults.rocks
             },
             watch_buffer: self.watch_buffer,
             queue_depth: self.queue_depth,
             max_read_bytes: self.max_response_bytes,
+            idempotency_window_ns: self.idempotency_window_ms.saturating_mul(1_000_000),
+            idempotency_min_keys: self.idempotency_min_keys,
             ..defaults
         }
     }

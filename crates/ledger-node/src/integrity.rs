@@ -2,10 +2,10 @@
 
 use crate::signer::Signer;
 use crate::status::to_status;
-use ledger_client::convert::tree_head_to_pb;
 use ledger_core::Hash;
 use ledger_core::checkpoint::SignedTreeHead;
 use ledger_embedded::{Ledger, LedgerError, TreeState};
+use ledger_proto::convert::tree_head_to_pb;
 use ledger_proto::ledger::v1 as lpb;
 use lpb::integrity_service_server::IntegrityService;
 use std::sync::Arc;

@@ -6,6 +6,8 @@
 //! - [`service`]: `converge.context.v1.ContextService` over the embedded ledger.
 //! - [`integrity`]: `converge.ledger.v1.IntegrityService`: signed tree heads and proofs.
 //! - [`pipeline`]: `converge.ledger.v1.AppendPipeline`: appends pipelined on one stream.
+//! - [`snapshots`]: `converge.ledger.v1.SnapshotService`: snapshots streamed out and in.
+//! - [`conn`]: file-descriptor budget, connection cap and handshake timeout.
 //! - [`signer`]: the node's Ed25519 key.
 //! - [`verify_cli`]: `converge-ledger verify …` and `head`: checks done locally.
 //! - [`status`]: the one mapping from domain errors to gRPC status codes.
@@ -14,11 +16,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod integrity;
 pub mod output;
 pub mod pipeline;
 pub mod server;
 pub mod service;
 pub mod signer;
+pub mod snapshots;
 pub mod status;
 pub mod verify_cli;

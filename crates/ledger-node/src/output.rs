@@ -1,7 +1,62 @@
-//! How the CLI prints entries: a readable line per entry, or one JSON object per line.
+//! How the CLI prints: a readable line per entry or one JSON object per line, on a stdout that
+//! may be a closed pipe (`| head`) or a full disk: a closed pipe ends the command quietly, any
+//! other write error ends it with one line on stderr and a non-zero status.
 
 use base64::Engine;
 use ledger_core::Entry;
+use std::io::Write;
+
+/// Why a command stopped early.
+#[derive(Debug)]
+pub enum CliError {
+    /// stdout was closed by its reader (`converge-ledger get … | head -1`): exit quietly, 0.
+    BrokenPipe,
+    /// Anything else: printed as `error: <message>`, exit 1.
+    Message(String),
+}
+
+impl From<String> for CliError {
+    fn from(s: String) -> Self {
+        CliError::Message(s)
+    }
+}
+
+impl From<&str> for CliError {
+    fn from(s: &str) -> Self {
+        CliError::Message(s.to_owned())
+    }
+}
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CliError::BrokenPipe => f.write_str("output closed"),
+            CliError::Message(m) => f.write_str(m),
+        }
+    }
+}
+
+/// The error for a failed write to `what` (stdout, a file).
+pub fn write_error(e: &std::io::Error, what: &str) -> CliError {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        CliError::BrokenPipe
+    } else {
+        CliError::Message(format!("cannot write to {what}: {e}"))
+    }
+}
+
+/// Writes one line to stdout (and flushes it, so a full disk is noticed at once).
+pub fn out_line(line: &str) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| write_error(&e, "stdout"))
+}
+
+/// A message for the person at the terminal (stderr); a failure to write it is ignored.
+pub fn note(msg: &str) {
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}
 
 /// Payload as UTF-8 text when it is printable, else base64; with the encoding used.
 pub fn payload_text(payload: &[u8]) -> (String, &'static str) {
@@ -80,11 +135,11 @@ pub fn entry_line(e: &Entry) -> String {
 }
 
 /// Prints an entry in the chosen format.
-pub fn print_entry(e: &Entry, json: bool) {
+pub fn print_entry(e: &Entry, json: bool) -> Result<(), CliError> {
     if json {
-        println!("{}", entry_json(e));
+        out_line(&entry_json(e).to_string())
     } else {
-        println!("{}", entry_line(e));
+        out_line(&entry_line(e))
     }
 }
 

@@ -9,9 +9,8 @@
 use crate::status::to_status;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
-use ledger_client::convert::entry_to_pb;
-use ledger_embedded::{Ledger, Metadata};
-use ledger_proto::context::v1 as pb;
+use ledger_embedded::Ledger;
+use ledger_proto::convert::{append_request_from_pb, entry_to_pb};
 use ledger_proto::ledger::v1 as lpb;
 use lpb::append_pipeline_server::AppendPipeline;
 use lpb::append_stream_response::Result as Outcome;
@@ -139,19 +138,10 @@ async fn submit(
         None => Err(Status::invalid_argument(
             "AppendStreamRequest.append is missing: set it to the AppendRequest to apply",
         )),
-        Some(pb::AppendRequest {
-            context_id,
-            key,
-            payload,
-            metadata,
-            received_lamport_clock,
-        }) => {
-            let metadata: Metadata = metadata.into_iter().collect();
-            ledger
-                .submit_append(&context_id, &key, payload, metadata, received_lamport_clock)
-                .await
-                .map_err(to_status)
-        }
+        Some(append) => ledger
+            .submit(append_request_from_pb(append))
+            .await
+            .map_err(to_status),
     };
     Box::pin(async move {
         let result = match queued {

@@ -9,14 +9,17 @@
 //! 3. the ledger drains its write queue, syncs and closes RocksDB.
 
 use crate::config::Config;
+use crate::conn::FdBudget;
 use crate::integrity::IntegrityApi;
 use crate::pipeline::PipelineApi;
 use crate::service::ContextApi;
 use crate::signer::Signer;
-use ledger_embedded::Ledger;
+use crate::snapshots::SnapshotApi;
+use ledger_embedded::{CloseOutcome, Ledger};
 use ledger_proto::context::v1::context_service_server::ContextServiceServer;
 use ledger_proto::ledger::v1::append_pipeline_server::AppendPipelineServer;
 use ledger_proto::ledger::v1::integrity_service_server::IntegrityServiceServer;
+use ledger_proto::ledger::v1::snapshot_service_server::SnapshotServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,8 +51,10 @@ pub fn listening_line(addr: SocketAddr, config: &Config, signer: &Signer) -> Str
 }
 
 /// Opens the ledger in the configured data dir and loads (or creates) the signing key.
-pub fn open(config: &Config) -> Result<(Ledger, Arc<Signer>), String> {
-    let ledger = Ledger::open(&config.data_dir, config.ledger_config()).map_err(|e| {
+/// RocksDB keeps at most `fds.rocksdb_open_files` table files open.
+pub fn open(config: &Config, fds: &FdBudget) -> Result<(Ledger, Arc<Signer>), String> {
+    let ledger_config = config.ledger_config(fds.rocksdb_open_files);
+    let ledger = Ledger::open(&config.data_dir, ledger_config).map_err(|e| {
         format!(
             "cannot open the data dir {} (setting data_dir): {e}",
             config.data_dir.display()
@@ -60,12 +65,14 @@ pub fn open(config: &Config) -> Result<(Ledger, Arc<Signer>), String> {
 }
 
 /// Serves `ledger` on `listener` until `shutdown` completes, then drains as described in the
-/// module docs.
+/// module docs. Accepts at most `fds.max_connections` connections at once. An error when
+/// storage failed at any point (the node then exits non-zero).
 pub async fn serve(
     config: Config,
     ledger: Ledger,
     signer: Arc<Signer>,
     listener: TcpListener,
+    fds: FdBudget,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     let (reporter, health) = tonic_health::server::health_reporter();
@@ -78,6 +85,9 @@ pub async fn serve(
     reporter
         .set_serving::<AppendPipelineServer<PipelineApi>>()
         .await;
+    reporter
+        .set_serving::<SnapshotServiceServer<SnapshotApi>>()
+        .await;
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -88,7 +98,14 @@ pub async fn serve(
     let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
         .build_v1alpha()
         .map_err(|e| format!("reflection: {e}"))?;
-    let api = ContextServiceServer::new(ContextApi::new(ledger.clone(), Arc::clone(&signer)))
+    let api = ContextServiceServer::new(ContextApi::new(
+        ledger.clone(),
+        Arc::clone(&signer),
+        config.max_message_bytes,
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+    let snapshots = SnapshotServiceServer::new(SnapshotApi::new(ledger.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let integrity = IntegrityServiceServer::new(IntegrityApi::new(ledger.clone(), signer));
@@ -112,6 +129,9 @@ pub async fn serve(
             reporter
                 .set_not_serving::<AppendPipelineServer<PipelineApi>>()
                 .await;
+            reporter
+                .set_not_serving::<SnapshotServiceServer<SnapshotApi>>()
+                .await;
             ledger.stop_watchers();
             let _ = stop_streams.send(true);
             draining.notify_one();
@@ -119,17 +139,24 @@ pub async fn serve(
     };
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
+        .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
+        .max_concurrent_streams(Some(config.max_concurrent_streams))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(api)
         .add_service(integrity)
         .add_service(pipeline)
+        .add_service(snapshots)
         .serve_with_incoming_shutdown(
-            // Replies must not wait for Nagle's algorithm and delayed ACKs (up to 40 ms).
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            // Capped, with a handshake timeout; nodelay so replies never wait for Nagle's
+            // algorithm and delayed ACKs (up to 40 ms).
+            crate::conn::incoming(
+                listener,
+                usize::try_from(fds.max_connections).unwrap_or(usize::MAX),
+                Duration::from_millis(config.handshake_timeout_ms),
+            ),
             signal,
         );
     tokio::select! {
@@ -138,15 +165,25 @@ pub async fn serve(
             tracing::warn!(grace_ms = config.shutdown_grace_ms, "in-flight requests did not finish in time; closing anyway");
         }
     }
-    ledger.close().await;
+    let closed = ledger.close().await;
     let stats = ledger.stats();
-    tracing::info!(
-        entries = stats.entries.load(Ordering::Relaxed),
-        commits = stats.commits.load(Ordering::Relaxed),
-        syncs = stats.syncs.load(Ordering::Relaxed),
-        "stopped; storage closed cleanly"
+    let (entries, commits, syncs) = (
+        stats.entries.load(Ordering::Relaxed),
+        stats.commits.load(Ordering::Relaxed),
+        stats.syncs.load(Ordering::Relaxed),
     );
-    Ok(())
+    match closed {
+        CloseOutcome::Clean => {
+            tracing::info!(entries, commits, syncs, "stopped; storage closed cleanly");
+            Ok(())
+        }
+        CloseOutcome::StorageFailed(reason) => {
+            tracing::error!(entries, commits, syncs, %reason, "stopped after a storage failure: appends acknowledged before it are durable, none after it was acknowledged");
+            Err(format!(
+                "storage failed ({reason}); appends acknowledged before the failure are durable, nothing after it was acknowledged; check the disk and data dir, then restart"
+            ))
+        }
+    }
 }
 
 /// Completes on SIGTERM or Ctrl-C.

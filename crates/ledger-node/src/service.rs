@@ -2,10 +2,10 @@
 
 use crate::signer::Signer;
 use crate::status::to_status;
-use ledger_client::convert::{entry_into_pb, entry_to_pb, tree_head_to_pb};
 use ledger_core::{Entry, Frontier};
-use ledger_embedded::{Ledger, LedgerError, Metadata};
+use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
+use ledger_proto::convert::{append_request_from_pb, entry_into_pb, entry_to_pb, tree_head_to_pb};
 use pb::context_service_server::ContextService;
 use std::sync::Arc;
 use std::time::Instant;
@@ -21,11 +21,20 @@ const DEFAULT_HEAD_EVERY_MS: u64 = 1000;
 pub struct ContextApi {
     ledger: Ledger,
     signer: Arc<Signer>,
+    /// Largest snapshot answered in one message (the node's message limit, less framing).
+    max_snapshot_bytes: usize,
 }
 
+/// Room left in a Snapshot response for its other fields and protobuf framing.
+const SNAPSHOT_RESPONSE_OVERHEAD: usize = 1024;
+
 impl ContextApi {
-    pub fn new(ledger: Ledger, signer: Arc<Signer>) -> Self {
-        ContextApi { ledger, signer }
+    pub fn new(ledger: Ledger, signer: Arc<Signer>, max_message_bytes: usize) -> Self {
+        ContextApi {
+            ledger,
+            signer,
+            max_snapshot_bytes: max_message_bytes.saturating_sub(SNAPSHOT_RESPONSE_OVERHEAD),
+        }
     }
 }
 
@@ -92,17 +101,11 @@ impl ContextService for ContextApi {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let start = Instant::now();
-        let r = request.into_inner();
-        let metadata: Metadata = r.metadata.into_iter().collect();
+        let append = append_request_from_pb(request.into_inner());
+        let context_id = append.context_id.clone();
         let result = self
             .ledger
-            .append(
-                &r.context_id,
-                &r.key,
-                r.payload,
-                metadata,
-                r.received_lamport_clock,
-            )
+            .append_entry(append)
             .await
             .map(|e| {
                 Response::new(pb::AppendResponse {
@@ -110,7 +113,7 @@ impl ContextService for ContextApi {
                 })
             })
             .map_err(to_status);
-        log_result("Append", &r.context_id, start, &result);
+        log_result("Append", &context_id, start, &result);
         result
     }
 
@@ -146,7 +149,7 @@ impl ContextService for ContextApi {
         let r = request.into_inner();
         let result = self
             .ledger
-            .snapshot(&r.context_id)
+            .snapshot_within(&r.context_id, Some(self.max_snapshot_bytes))
             .await
             .map(|s| {
                 Response::new(pb::SnapshotResponse {
@@ -314,15 +317,8 @@ impl WatchState {
                             Some((Ok(ev), self))
                         }
                         Err(e) => {
-                            let status = match e {
-                                LedgerError::ShuttingDown => Status::unavailable(format!(
-                                    "the node is shutting down; resume with from_sequence {}",
-                                    self.stream.position()
-                                )),
-                                other => to_status(other),
-                            };
                             self.ended = true;
-                            Some((Err(status), self))
+                            Some((Err(to_status(e)), self))
                         }
                     };
                 }

@@ -1,26 +1,28 @@
 //! The one mapping from domain errors to gRPC status codes. Handlers never build a `Status`
 //! from an error any other way.
 
-use ledger_core::snapshot::SnapshotError;
-use ledger_embedded::LedgerError;
+use ledger_embedded::{ErrorKind, LedgerError};
 use tonic::{Code, Status};
+
+/// The gRPC code of each kind of failure. Exhaustive: a new kind does not compile until it is
+/// mapped here.
+pub fn code_of(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::OutOfRange => Code::OutOfRange,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::FailedPrecondition => Code::FailedPrecondition,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
 
 /// The status a [`LedgerError`] is reported with; the message is the error's own, which names
 /// the field, limit, sequence or setting involved.
 pub fn to_status(e: LedgerError) -> Status {
-    let code = match &e {
-        LedgerError::Invalid(v) if v.is_resource_exhausted() => Code::ResourceExhausted,
-        LedgerError::Invalid(_) | LedgerError::InvalidArgument(_) => Code::InvalidArgument,
-        LedgerError::OutOfRange(_) => Code::OutOfRange,
-        LedgerError::NotFound { .. } => Code::NotFound,
-        LedgerError::AlreadyExists { .. } => Code::AlreadyExists,
-        LedgerError::Diverged { .. } => Code::FailedPrecondition,
-        LedgerError::Snapshot(SnapshotError::UnsupportedVersion(_)) => Code::InvalidArgument,
-        LedgerError::Snapshot(_) => Code::InvalidArgument,
-        LedgerError::Storage(_) | LedgerError::StorageFailed(_) => Code::Internal,
-        LedgerError::WritesStopped { .. } | LedgerError::ShuttingDown => Code::Unavailable,
-        _ => Code::Internal,
-    };
+    let code = code_of(e.kind());
     if code == Code::Internal {
         tracing::error!(error = %e, "request failed with an internal error");
     }
@@ -30,6 +32,7 @@ pub fn to_status(e: LedgerError) -> Status {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ledger_core::snapshot::SnapshotError;
     use ledger_core::validate::ValidationError;
 
     #[test]
@@ -78,6 +81,31 @@ mod tests {
             (LedgerError::OutOfRange("x".into()), Code::OutOfRange),
             (LedgerError::StorageFailed("disk".into()), Code::Internal),
             (LedgerError::ShuttingDown, Code::Unavailable),
+            (
+                LedgerError::WatchEnded { resume_from: 7 },
+                Code::Unavailable,
+            ),
+            (
+                LedgerError::LoadInProgress {
+                    context_id: "c".into(),
+                },
+                Code::Unavailable,
+            ),
+            (
+                LedgerError::IdempotencyConflict {
+                    context_id: "c".into(),
+                    key: "k".into(),
+                    sequence: 4,
+                },
+                Code::AlreadyExists,
+            ),
+            (
+                LedgerError::SnapshotTooLarge {
+                    context_id: "c".into(),
+                    limit: 10,
+                },
+                Code::OutOfRange,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(to_status(e).code(), code);
@@ -93,5 +121,7 @@ mod tests {
             sequence: 3,
         });
         assert!(s.message().contains("sequence 3"));
+        let s = to_status(LedgerError::WatchEnded { resume_from: 7 });
+        assert!(s.message().contains("from_sequence 7"), "{}", s.message());
     }
 }

@@ -1,6 +1,6 @@
 //! `converge-ledger head` and `converge-ledger verify …`: fetch what is needed, then check it
 //! locally with `ledger_client::verify`, trusting only a public key. Exit status 0 only when
-//! verification succeeds; failures say exactly what did not match.
+//! verification succeeds; failures say exactly what did not match. Each returns what to print.
 
 use ledger_client::LedgerClient;
 use ledger_client::verify::{self, VerifyError};
@@ -52,10 +52,10 @@ async fn trusted_key(client: &LedgerClient, pinned: Option<&str>) -> Result<Veri
         return parse_public_key(b64);
     }
     let (name, key) = client.public_key().await.map_err(err)?;
-    eprintln!(
+    crate::output::note(&format!(
         "note: trusting the node's public key {} ({name}); pin it with --public-key for verification that does not trust the node",
         checkpoint::base64(key.as_bytes())
-    );
+    ));
     Ok(key)
 }
 
@@ -121,7 +121,7 @@ pub async fn head(
     context: &str,
     out: Option<&Path>,
     pinned: Option<&str>,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let client = LedgerClient::connect(addr).await.map_err(err)?;
     let key = trusted_key(&client, pinned).await?;
     let h = client.tree_head(context).await.map_err(err)?;
@@ -130,14 +130,13 @@ pub async fn head(
     if let Some(path) = out {
         std::fs::write(path, format!("{json}\n"))
             .map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;
-        eprintln!(
+        crate::output::note(&format!(
             "saved the signed tree head of {context} at size {} to {}",
             h.tree_size,
             path.display()
-        );
+        ));
     }
-    println!("{json}");
-    Ok(())
+    Ok(json)
 }
 
 /// `verify snapshot FILE [--root HEX | --head FILE]`: entirely offline.
@@ -146,7 +145,7 @@ pub fn snapshot(
     root: Option<&str>,
     head_file: Option<&Path>,
     pinned: Option<&str>,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let blob =
         std::fs::read(file).map_err(|e| err(format!("cannot read {}: {e}", file.display())))?;
     let root = match root {
@@ -170,13 +169,12 @@ pub fn snapshot(
         (_, Some(_)) => " and matches the signed tree head",
         _ => "",
     };
-    println!(
+    Ok(format!(
         "OK: snapshot of {} with {} entries: checksum, every content hash and the root {} verify{against}",
         s.context_id,
         s.tree_size(),
         s.merkle_root
-    );
-    Ok(())
+    ))
 }
 
 /// `verify entry --context C --sequence N`: entry + inclusion proof + signed head.
@@ -185,7 +183,7 @@ pub async fn entry(
     context: &str,
     sequence: u64,
     pinned: Option<&str>,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let client = LedgerClient::connect(addr).await.map_err(err)?;
     let key = trusted_key(&client, pinned).await?;
     let proof = client
@@ -202,15 +200,14 @@ pub async fn entry(
         .find(|e| e.sequence == sequence)
         .ok_or_else(|| err(format!("the node did not return entry {sequence}")))?;
     verify::verify_entry(&e, &proof.leaf_hash, &proof.path, &proof.tree_head, &key)?;
-    println!(
+    Ok(format!(
         "OK: entry {sequence} of {context} (content hash {}) is in the signed tree of size {} with root {}",
         e.content_hash, proof.tree_head.tree_size, proof.tree_head.root
-    );
-    Ok(())
+    ))
 }
 
 /// `verify context C`: recompute the root from every entry and compare with the signed head.
-pub async fn context(addr: &str, context: &str, pinned: Option<&str>) -> Result<(), Failure> {
+pub async fn context(addr: &str, context: &str, pinned: Option<&str>) -> Result<String, Failure> {
     let client = LedgerClient::connect(addr).await.map_err(err)?;
     let key = trusted_key(&client, pinned).await?;
     let head = client.tree_head(context).await.map_err(err)?;
@@ -238,9 +235,8 @@ pub async fn context(addr: &str, context: &str, pinned: Option<&str>) -> Result<
         }
         .into());
     }
-    println!(
+    Ok(format!(
         "OK: all {} entries of {context} hash to the signed root {}",
         head.tree_size, head.root
-    );
-    Ok(())
+    ))
 }

@@ -2,13 +2,13 @@
 //! the embedded ledger): every proof it serves for random sizes and indices verifies with the
 //! independent client verifier, and every single-bit change of a proof, leaf, size or head fails.
 
-use ledger_client::convert::{hashes_from_pb, tree_head_from_pb};
 use ledger_client::verify;
 use ledger_core::checkpoint::SignedTreeHead;
 use ledger_core::{Hash, Metadata};
 use ledger_embedded::{Ledger, LedgerConfig};
 use ledger_node::integrity::IntegrityApi;
 use ledger_node::signer::Signer;
+use ledger_proto::convert::{hashes_from_pb, tree_head_from_pb};
 use ledger_proto::ledger::v1 as lpb;
 use lpb::integrity_service_server::IntegrityService;
 use proptest::prelude::*;

@@ -1,5 +1,6 @@
 //! The gRPC codec of every generated service: prost encoding, with the output buffer grown
-//! once to the message's encoded length before encoding.
+//! once to the message's encoded length before encoding; decoding is prost's, with malformed
+//! messages reported as `INVALID_ARGUMENT`.
 //!
 //! tonic's prost codec encodes into a buffer that starts at 8 KiB and grows by doubling as
 //! fields are written, so a multi-megabyte Get response is copied several times while it is
@@ -11,7 +12,7 @@ use bytes::BufMut;
 use prost::Message;
 use std::marker::PhantomData;
 use tonic::Status;
-use tonic::codec::{Codec, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic_prost::ProstDecoder;
 
 /// Messages from this size on are encoded through a `Vec` (see [`ReservingEncoder`]).
@@ -35,14 +36,38 @@ where
     type Encode = T;
     type Decode = U;
     type Encoder = ReservingEncoder<T>;
-    type Decoder = ProstDecoder<U>;
+    type Decoder = CheckedDecoder<U>;
 
     fn encoder(&mut self) -> Self::Encoder {
         ReservingEncoder(PhantomData)
     }
 
     fn decoder(&mut self) -> Self::Decoder {
-        ProstDecoder::default()
+        CheckedDecoder(ProstDecoder::default())
+    }
+}
+
+/// tonic's prost decoder, with undecodable messages reported as `INVALID_ARGUMENT` (the
+/// sender's fault) instead of tonic's `INTERNAL`.
+#[derive(Debug)]
+pub struct CheckedDecoder<U>(ProstDecoder<U>);
+
+impl<U: Message + Default> Decoder for CheckedDecoder<U> {
+    type Item = U;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<U>, Status> {
+        self.0.decode(buf).map_err(|s| {
+            Status::invalid_argument(format!(
+                "the message is not valid protobuf for this method ({}); check the request \
+                 against the proto files (strings must be valid UTF-8)",
+                s.message()
+            ))
+        })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        self.0.buffer_settings()
     }
 }
 

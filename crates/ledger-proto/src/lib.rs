@@ -2,13 +2,16 @@
 //! `converge.context.v1.ContextService` and `converge.ledger.v1.IntegrityService`.
 //!
 //! Generated types stay here and in the gRPC layer; the domain model (`ledger-core`) never
-//! derives from prost. Conversions between the two live in `ledger-client::convert`.
+//! derives from prost. Conversions between the two live in [`convert`], used by the node, the
+//! client and replication alike.
 
-#![allow(missing_debug_implementations, clippy::all)]
+#![allow(missing_debug_implementations)]
 
 pub mod codec;
+pub mod convert;
 
 /// `converge.context.v1`: the engine's ContextService.
+#[allow(clippy::all)]
 pub mod context {
     pub mod v1 {
         tonic::include_proto!("converge.context.v1");
@@ -16,7 +19,9 @@ pub mod context {
 }
 
 /// `converge.ledger.v1`: the IntegrityService (signed tree heads and proofs) and the
-/// AppendPipeline (pipelined appends on one stream).
+/// AppendPipeline (pipelined appends on one stream) and the SnapshotService (streamed
+/// snapshots).
+#[allow(clippy::all)]
 pub mod ledger {
     pub mod v1 {
         tonic::include_proto!("converge.ledger.v1");

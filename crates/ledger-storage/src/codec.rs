@@ -6,8 +6,10 @@
 //!   (its content hash) first (see [`crate::keys`]).
 //! - head value: `u8 1 (format) ‖ str context_id ‖ u64 size ‖ u64 lamport_clock ‖
 //!   u64 last_appended_at_ns`; the frontier is read from the `nodes` rows of its subtrees.
+//! - idempotency value: `u64 ordinal ‖ u64 sequence ‖ u64 appended_at_ns ‖ fingerprint (32) ‖
+//!   key (UTF-8, the rest)`.
 
-use crate::{ContextHead, StorageError};
+use crate::{ContextHead, IdempotencyRecord, StorageError};
 use ledger_core::encoding::{Reader, decode_leaf_input_with_hash, write_leaf_input};
 use ledger_core::merkle::Frontier;
 use ledger_core::{Entry, Hash};
@@ -108,9 +110,49 @@ impl HeadRecord {
     }
 }
 
+/// Encodes an `idempotency` value.
+pub fn encode_idempotency(r: &IdempotencyRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(56 + r.key.len());
+    v.extend_from_slice(&r.ordinal.to_be_bytes());
+    v.extend_from_slice(&r.sequence.to_be_bytes());
+    v.extend_from_slice(&r.appended_at_ns.to_be_bytes());
+    v.extend_from_slice(r.fingerprint.as_bytes());
+    v.extend_from_slice(r.key.as_bytes());
+    v
+}
+
+/// Decodes an `idempotency` value.
+pub fn decode_idempotency(v: &[u8]) -> Result<IdempotencyRecord, StorageError> {
+    let bad = || StorageError::Corrupt(format!("idempotency value of {} bytes", v.len()));
+    if v.len() < 56 {
+        return Err(bad());
+    }
+    let u = |i: usize| u64::from_be_bytes(v[i..i + 8].try_into().expect("8 bytes"));
+    Ok(IdempotencyRecord {
+        ordinal: u(0),
+        sequence: u(8),
+        appended_at_ns: u(16),
+        fingerprint: Hash::from_slice(&v[24..56]).ok_or_else(bad)?,
+        key: String::from_utf8(v[56..].to_vec()).map_err(|_| bad())?,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn idempotency_records_round_trip() {
+        let r = IdempotencyRecord {
+            key: "op-ü".into(),
+            sequence: 7,
+            appended_at_ns: 9,
+            fingerprint: Hash([3; 32]),
+            ordinal: 2,
+        };
+        assert_eq!(decode_idempotency(&encode_idempotency(&r)).unwrap(), r);
+        assert!(decode_idempotency(&[0; 55]).is_err());
+    }
     use ledger_core::Metadata;
 
     #[test]

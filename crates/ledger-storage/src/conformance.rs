@@ -1,7 +1,7 @@
 //! The conformance suite: one set of checks that every [`LogStore`] backend must pass. Each
 //! backend's tests call [`run_all`] with a [`Harness`] that can (re)open its store.
 
-use crate::{ContextCommit, ContextHead, LogStore, ReadQuery, StorageError};
+use crate::{ContextCommit, ContextHead, IdempotencyRecord, LogStore, ReadQuery, StorageError};
 use ledger_core::merkle::{self, reference};
 use ledger_core::{Entry, Hash, Metadata};
 use std::sync::Arc;
@@ -62,6 +62,9 @@ pub fn run_all<H: Harness>(h: &mut H) {
     proofs_from_store_match_reference_tree(h);
     list_contexts_pages_through_all(h);
     multi_context_batch_is_atomic(h);
+    staged_rows_are_invisible_until_committed(h);
+    uncommitted_staged_rows_leave_the_context_as_it_was(h);
+    idempotency_records_are_stored_with_their_entries(h);
 }
 
 pub fn empty_context_reads_as_empty<H: Harness>(h: &mut H) {
@@ -409,4 +412,136 @@ pub fn multi_context_batch_is_atomic<H: Harness>(h: &mut H) {
     );
     s.commit(&[a]).unwrap();
     assert_eq!(s.head("atom-a").unwrap().unwrap().size(), 1);
+}
+
+/// Stages `count` entries after `head` in chunks of `chunk`; returns the commit that makes all
+/// of them visible (its own entries are the last chunk).
+fn stage_all<S: LogStore>(s: &S, head: &ContextHead, count: u64, chunk: u64) -> ContextCommit {
+    let base = head.size();
+    let mut tip = head.clone();
+    let mut staged = 0;
+    loop {
+        let n = chunk.min(count - staged);
+        let entries = (1..=n)
+            .map(|i| make_entry(base + staged + i, "facts", b"loaded"))
+            .collect();
+        let mut c = tip.extend(entries).unwrap();
+        if staged + n == count {
+            c.base_size = base;
+            c.staged = staged;
+            return c;
+        }
+        s.stage(&c).unwrap();
+        tip = c.head;
+        staged += n;
+    }
+}
+
+pub fn staged_rows_are_invisible_until_committed<H: Harness>(h: &mut H) {
+    let s = h.open();
+    append_n(&s, "stage", 3, "facts");
+    let head = s.head("stage").unwrap().unwrap();
+    let commit = stage_all(&s, &head, 100, 7);
+    // Nothing staged is visible: size, head, reads, listing.
+    assert_eq!(s.size("stage").unwrap(), 3);
+    assert_eq!(s.head("stage").unwrap().unwrap(), head);
+    let r = s.read("stage", &ReadQuery::default()).unwrap();
+    assert_eq!((r.entries.len(), r.latest_sequence), (3, 3));
+    // Staging below the committed size is refused.
+    let under = ContextHead::empty("stage")
+        .extend(vec![make_entry(1, "facts", b"x")])
+        .unwrap();
+    assert!(matches!(
+        s.stage(&under),
+        Err(StorageError::SizeConflict { .. })
+    ));
+    // One commit makes all of them visible, with a root over every entry.
+    s.commit(std::slice::from_ref(&commit)).unwrap();
+    let r = s.read("stage", &ReadQuery::default()).unwrap();
+    assert!(r.entries.iter().map(|e| e.sequence).eq(1..=103));
+    let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
+    let after = s.head("stage").unwrap().unwrap();
+    assert_eq!(after.root(), reference::root(&leaves));
+    let plan = merkle::inclusion_plan(50, 103).unwrap();
+    let path = plan.assemble(&s.nodes("stage", plan.nodes()).unwrap());
+    assert_eq!(path, reference::inclusion_path(50, &leaves));
+    drop(s);
+    let s = h.open();
+    assert_eq!(s.head("stage").unwrap().unwrap(), after);
+}
+
+pub fn uncommitted_staged_rows_leave_the_context_as_it_was<H: Harness>(h: &mut H) {
+    let head = {
+        let s = h.open();
+        append_n(&s, "abandoned", 2, "facts");
+        let head = s.head("abandoned").unwrap().unwrap();
+        let commit = stage_all(&s, &head, 50, 10);
+        // The final commit never happens (a crash, a refused load).
+        drop(commit);
+        head
+    };
+    let s = h.open();
+    assert_eq!(s.head("abandoned").unwrap().unwrap(), head);
+    assert_eq!(
+        s.read("abandoned", &ReadQuery::default())
+            .unwrap()
+            .latest_sequence,
+        2
+    );
+    // Appends continue at 3 and overwrite the abandoned rows; reads and proofs see the appends.
+    let c = append_n(&s, "abandoned", 20, "other");
+    let r = s.read("abandoned", &ReadQuery::default()).unwrap();
+    assert!(r.entries.iter().map(|e| e.sequence).eq(1..=22));
+    assert!(r.entries[2..].iter().all(|e| e.key == "other"));
+    let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
+    assert_eq!(c.head.root(), reference::root(&leaves));
+    let plan = merkle::inclusion_plan(10, 22).unwrap();
+    let path = plan.assemble(&s.nodes("abandoned", plan.nodes()).unwrap());
+    assert_eq!(path, reference::inclusion_path(10, &leaves));
+    // A brand-new context whose only rows were staged does not exist.
+    let fresh = stage_all(&s, &ContextHead::empty("never-loaded"), 30, 10);
+    drop(fresh);
+    assert!(s.head("never-loaded").unwrap().is_none());
+    assert!(
+        !s.list_contexts(None, 1000)
+            .unwrap()
+            .contains(&"never-loaded".to_owned())
+    );
+}
+
+pub fn idempotency_records_are_stored_with_their_entries<H: Harness>(h: &mut H) {
+    {
+        let s = h.open();
+        assert_eq!(s.idempotency_count("idem").unwrap(), 0);
+        assert!(s.idempotency("idem", "k1").unwrap().is_none());
+        let mut c = ContextHead::empty("idem")
+            .extend(vec![
+                make_entry(1, "facts", b"a"),
+                make_entry(2, "facts", b"b"),
+            ])
+            .unwrap();
+        let record = |key: &str, sequence, ordinal| IdempotencyRecord {
+            key: key.into(),
+            sequence,
+            appended_at_ns: 1_000 + sequence,
+            fingerprint: Hash([sequence as u8; 32]),
+            ordinal,
+        };
+        c.idempotency = vec![record("k1", 1, 1), record("k2", 2, 2)];
+        // A record outside the commit's entries is refused, with nothing written.
+        let mut bad = c.clone();
+        bad.idempotency.push(record("k3", 3, 3));
+        assert!(s.commit(&[bad]).is_err());
+        assert!(s.idempotency("idem", "k1").unwrap().is_none());
+        s.commit(&[c]).unwrap();
+    }
+    let s = h.open();
+    let r = s.idempotency("idem", "k2").unwrap().unwrap();
+    assert_eq!(
+        (r.sequence, r.ordinal, r.fingerprint),
+        (2, 2, Hash([2; 32]))
+    );
+    assert_eq!(s.idempotency_count("idem").unwrap(), 2);
+    assert!(s.idempotency("idem", "k3").unwrap().is_none());
+    assert!(s.idempotency("other", "k1").unwrap().is_none());
 }

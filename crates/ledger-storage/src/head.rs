@@ -49,9 +49,11 @@ impl ContextHead {
         }
         Ok(ContextCommit {
             base_size: self.size(),
+            staged: 0,
             entries,
             head,
             nodes,
+            idempotency: Vec::new(),
         })
     }
 

@@ -6,6 +6,8 @@
 //! | `entries`     | context key (16) ‖ sequence (u64) | content hash ‖ leaf input                    |
 //! | `nodes`       | context key (16) ‖ sequence (u64) | the Merkle subtree hashes this entry completed |
 //! | `heads`       | context key (16)                  | context id, size, Lamport clock, last time   |
+//! | `idempotency` | context key (16) ‖ SHA-256(key)[..16] | ordinal, sequence, time, fingerprint, key |
+//! | `idempotency` | context key (16)                  | ordinal of the context's last keyed append   |
 //!
 //! The context key is the first 16 bytes of SHA-256 of the context id: fixed width, so a context's
 //! rows are contiguous and sequences sort numerically after it, with no id table to consult. A
@@ -43,6 +45,15 @@ pub fn entry_key(ctx: &ContextKey, sequence: u64) -> [u8; ENTRY_KEY_LEN] {
     let mut k = [0u8; ENTRY_KEY_LEN];
     k[..CONTEXT_KEY_LEN].copy_from_slice(ctx);
     k[CONTEXT_KEY_LEN..].copy_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+/// `idempotency` key of an append's idempotency key in a context.
+pub fn idempotency_key(ctx: &ContextKey, key: &str) -> [u8; 2 * CONTEXT_KEY_LEN] {
+    let h = sha256(key.as_bytes());
+    let mut k = [0u8; 2 * CONTEXT_KEY_LEN];
+    k[..CONTEXT_KEY_LEN].copy_from_slice(ctx);
+    k[CONTEXT_KEY_LEN..].copy_from_slice(&h.0[..CONTEXT_KEY_LEN]);
     k
 }
 

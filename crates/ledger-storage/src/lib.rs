@@ -68,12 +68,35 @@ impl std::fmt::Display for Durability {
 pub struct ContextCommit {
     /// Size of the context before this commit; the store refuses the commit unless it matches.
     pub base_size: u64,
-    /// Entries with sequences `base_size + 1 ..= base_size + entries.len()`, in order.
+    /// Entries `base_size + 1 ..= base_size + staged` were written earlier by
+    /// [`LogStore::stage`]; this commit makes them part of the context (0 for ordinary appends).
+    pub staged: u64,
+    /// Entries with sequences `base_size + staged + 1 ..= base_size + staged + entries.len()`,
+    /// in order.
     pub entries: Vec<Arc<Entry>>,
     /// The head after these entries.
     pub head: ContextHead,
     /// Every complete subtree the entries complete, leaves included.
     pub nodes: Vec<(NodeId, Hash)>,
+    /// Idempotency keys of appends in `entries`, stored atomically with them.
+    pub idempotency: Vec<IdempotencyRecord>,
+}
+
+/// An append's idempotency key as stored: a later append to the same context with the same key
+/// is answered with the entry at `sequence` instead of storing a duplicate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// The client's key (1–128 bytes).
+    pub key: String,
+    /// The entry stored for it.
+    pub sequence: u64,
+    /// That entry's append time.
+    pub appended_at_ns: u64,
+    /// SHA-256 of what the append carried (key, payload, metadata), to tell a retry of the
+    /// same append from a different append reusing the key.
+    pub fingerprint: Hash,
+    /// 1, 2, 3, … per context: this is the context's `ordinal`-th keyed append.
+    pub ordinal: u64,
 }
 
 /// A read of a context's entries.
@@ -178,6 +201,25 @@ pub trait LogStore: Send + Sync + 'static {
     /// Writes a batch of commits atomically (see the trait docs).
     fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError>;
 
+    /// Writes the entries and Merkle subtrees of `commit` **without** its head: they are part
+    /// of no read, proof or size until a later [`LogStore::commit`] whose `staged` covers them
+    /// (a large load becomes visible all at once). Staged rows that are never committed (the
+    /// load failed, the process crashed) stay invisible and are overwritten by whatever is
+    /// appended at those sequences later. `commit.base_size` must be at least the context's
+    /// committed size: staging never touches committed entries. Not durable by itself: the
+    /// commit that makes the rows visible makes them durable with it.
+    fn stage(&self, commit: &ContextCommit) -> Result<(), StorageError>;
+
+    /// The idempotency record of `key` in `context_id`, if one is stored.
+    fn idempotency(
+        &self,
+        context_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StorageError>;
+
+    /// The ordinal of the context's last stored idempotency record (0 if none).
+    fn idempotency_count(&self, context_id: &str) -> Result<u64, StorageError>;
+
     /// Writes like [`LogStore::commit`], atomically and in order, but returns before the batch
     /// is durable; it is durable once a later [`LogStore::sync`] returns. Reads may see it at
     /// once, so callers that must not show undurable data cap their reads (the embedded ledger
@@ -224,6 +266,19 @@ impl<S: LogStore + ?Sized> LogStore for Arc<S> {
     fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
         (**self).commit(batch)
     }
+    fn stage(&self, commit: &ContextCommit) -> Result<(), StorageError> {
+        (**self).stage(commit)
+    }
+    fn idempotency(
+        &self,
+        context_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StorageError> {
+        (**self).idempotency(context_id, key)
+    }
+    fn idempotency_count(&self, context_id: &str) -> Result<u64, StorageError> {
+        (**self).idempotency_count(context_id)
+    }
     fn commit_deferred(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
         (**self).commit_deferred(batch)
     }
@@ -267,6 +322,33 @@ pub(crate) fn check_commit(c: &ContextCommit, current: u64) -> Result<(), Storag
             actual: current,
         });
     }
+    check_rows(c)?;
+    for r in &c.idempotency {
+        let first = c.base_size + c.staged + 1;
+        if r.sequence < first || r.sequence >= first + c.entries.len() as u64 {
+            return Err(StorageError::NotGapless {
+                context_id: context_id.clone(),
+                detail: format!(
+                    "idempotency key for sequence {} outside the commit's entries",
+                    r.sequence
+                ),
+            });
+        }
+    }
+    let end = current + c.staged + c.entries.len() as u64;
+    if c.head.size() != end {
+        return Err(StorageError::NotGapless {
+            context_id: context_id.clone(),
+            detail: format!("head size {} after entries ending at {end}", c.head.size()),
+        });
+    }
+    Ok(())
+}
+
+/// Checks that a commit's entries follow its `base_size + staged` one by one.
+pub(crate) fn check_rows(c: &ContextCommit) -> Result<(), StorageError> {
+    let context_id = &c.head.context_id;
+    let current = c.base_size + c.staged;
     for (i, e) in c.entries.iter().enumerate() {
         let want = current + 1 + i as u64;
         if e.sequence != want {
@@ -275,13 +357,6 @@ pub(crate) fn check_commit(c: &ContextCommit, current: u64) -> Result<(), Storag
                 detail: format!("entry {i} has sequence {}, expected {want}", e.sequence),
             });
         }
-    }
-    let end = current + c.entries.len() as u64;
-    if c.head.size() != end {
-        return Err(StorageError::NotGapless {
-            context_id: context_id.clone(),
-            detail: format!("head size {} after entries ending at {end}", c.head.size()),
-        });
     }
     Ok(())
 }

@@ -4,13 +4,13 @@
 
 use crate::keys::context_key;
 use crate::{
-    ContextCommit, ContextHead, LogStore, ReadQuery, ReadResult, StorageError, check_commit,
-    fits_budget,
+    ContextCommit, ContextHead, IdempotencyRecord, LogStore, ReadQuery, ReadResult, StorageError,
+    check_commit, check_rows, fits_budget,
 };
 use ledger_core::merkle::NodeId;
 use ledger_core::{Entry, Hash};
 use parking_lot::RwLock;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 #[derive(Debug)]
@@ -18,12 +18,22 @@ struct MemContext {
     entries: Vec<Arc<Entry>>,
     head: ContextHead,
     nodes: HashMap<NodeId, Hash>,
+    idempotency: HashMap<String, IdempotencyRecord>,
+    idempotency_count: u64,
+}
+
+/// Rows written by `stage` and not yet committed.
+#[derive(Debug, Default)]
+struct Staged {
+    entries: BTreeMap<u64, Arc<Entry>>,
+    nodes: HashMap<NodeId, Hash>,
 }
 
 /// In-memory [`LogStore`]. Clones share the same data, which lets tests "reopen" it.
 #[derive(Clone, Debug, Default)]
 pub struct MemoryStore {
     contexts: Arc<RwLock<HashMap<String, MemContext>>>,
+    staged: Arc<RwLock<HashMap<String, Staged>>>,
 }
 
 impl MemoryStore {
@@ -46,6 +56,18 @@ impl LogStore for MemoryStore {
             check_commit(c, current)?;
             sizes.insert(id, c.head.size());
         }
+        let mut staged = self.staged.write();
+        for c in batch.iter().filter(|c| c.staged > 0) {
+            let rows = staged.get(&c.head.context_id);
+            for seq in c.base_size + 1..=c.base_size + c.staged {
+                if !rows.is_some_and(|r| r.entries.contains_key(&seq)) {
+                    return Err(StorageError::NotGapless {
+                        context_id: c.head.context_id.clone(),
+                        detail: format!("staged entry {seq} was never staged"),
+                    });
+                }
+            }
+        }
         for c in batch {
             let ctx = contexts
                 .entry(c.head.context_id.clone())
@@ -53,15 +75,79 @@ impl LogStore for MemoryStore {
                     entries: Vec::new(),
                     head: ContextHead::empty(&c.head.context_id),
                     nodes: HashMap::new(),
+                    idempotency: HashMap::new(),
+                    idempotency_count: 0,
                 });
+            if c.staged > 0 {
+                let rows = staged
+                    .remove(&c.head.context_id)
+                    .expect("checked above that the rows are staged");
+                // Only the rows this commit covers: rows staged by an abandoned load at other
+                // sequences are dropped, as RocksDB's are overwritten or never read.
+                let range = c.base_size + 1..=c.base_size + c.staged;
+                ctx.entries.extend(
+                    rows.entries
+                        .range(range.clone())
+                        .map(|(_, e)| Arc::clone(e)),
+                );
+                for (id, h) in rows.nodes {
+                    if range.contains(&((id.index + 1) << id.level)) {
+                        ctx.nodes.insert(id, h);
+                    }
+                }
+            }
             ctx.entries.extend(c.entries.iter().cloned());
             for (id, h) in &c.nodes {
                 let prev = ctx.nodes.insert(*id, *h);
                 assert!(prev.is_none(), "node {id:?} written twice");
             }
+            for r in &c.idempotency {
+                ctx.idempotency.insert(r.key.clone(), r.clone());
+                ctx.idempotency_count = ctx.idempotency_count.max(r.ordinal);
+            }
             ctx.head = c.head.clone();
         }
         Ok(())
+    }
+
+    fn stage(&self, c: &ContextCommit) -> Result<(), StorageError> {
+        check_rows(c)?;
+        let id = &c.head.context_id;
+        let committed = self.contexts.read().get(id).map_or(0, |m| m.head.size());
+        if c.base_size < committed {
+            return Err(StorageError::SizeConflict {
+                context_id: id.clone(),
+                expected: c.base_size,
+                actual: committed,
+            });
+        }
+        let mut staged = self.staged.write();
+        let rows = staged.entry(id.clone()).or_default();
+        for e in &c.entries {
+            rows.entries.insert(e.sequence, Arc::clone(e));
+        }
+        rows.nodes.extend(c.nodes.iter().copied());
+        Ok(())
+    }
+
+    fn idempotency(
+        &self,
+        context_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StorageError> {
+        Ok(self
+            .contexts
+            .read()
+            .get(context_id)
+            .and_then(|c| c.idempotency.get(key).cloned()))
+    }
+
+    fn idempotency_count(&self, context_id: &str) -> Result<u64, StorageError> {
+        Ok(self
+            .contexts
+            .read()
+            .get(context_id)
+            .map_or(0, |c| c.idempotency_count))
     }
 
     fn head(&self, context_id: &str) -> Result<Option<ContextHead>, StorageError> {

@@ -1,21 +1,23 @@
 //! The RocksDB store.
 //!
-//! Three column families (key layout in [`crate::keys`], values in [`crate::codec`]):
-//! `entries`, `nodes` and `heads`. A commit is one `WriteBatch` holding, per appended entry, its
+//! Four column families (key layout in [`crate::keys`], values in [`crate::codec`]):
+//! `entries`, `nodes`, `heads` and `idempotency`. A commit is one `WriteBatch` holding, per appended entry, its
 //! `entries` row and its `nodes` row (the Merkle subtrees it completed), and per context its new
 //! head; in [`Durability::Sync`] it is written with `sync = true`, so the write-ahead log is
 //! fsynced before `commit` returns. Opening the store reads no data: heads are loaded when a
 //! context is first touched (the head row plus the `nodes` rows of the frontier's subtrees).
 
 use crate::codec::{
-    HeadRecord, decode_entry, decode_head, encode_entry_into, encode_head, entry_value_key,
+    HeadRecord, decode_entry, decode_head, decode_idempotency, encode_entry_into, encode_head,
+    encode_idempotency, entry_value_key,
 };
 use crate::keys::{
-    ContextKey, context_key, entry_key, entry_key_sequence, node_location, node_row_len,
+    ContextKey, context_key, entry_key, entry_key_sequence, idempotency_key, node_location,
+    node_row_len,
 };
 use crate::{
-    ContextCommit, ContextHead, Durability, LogStore, ReadQuery, ReadResult, StorageError,
-    check_commit, fits_budget,
+    ContextCommit, ContextHead, Durability, IdempotencyRecord, LogStore, ReadQuery, ReadResult,
+    StorageError, check_commit, check_rows, fits_budget,
 };
 use ledger_core::merkle::NodeId;
 use ledger_core::{Entry, Hash};
@@ -30,6 +32,7 @@ use std::path::{Path, PathBuf};
 const CF_ENTRIES: &str = "entries";
 const CF_HEADS: &str = "heads";
 const CF_NODES: &str = "nodes";
+const CF_IDEMPOTENCY: &str = "idempotency";
 const FORMAT_KEY: &[u8] = b"converge-ledger/format";
 const FORMAT_VALUE: &[u8] = b"1";
 /// Known context sizes kept for commit checks; cleared wholesale when it grows past this.
@@ -48,6 +51,9 @@ pub struct RocksConfig {
     /// LZ4-compress entry files. Off by default: payloads are opaque (often already compressed)
     /// and on small machines compression competes with the write path for CPU.
     pub compress_entries: bool,
+    /// Most table files RocksDB keeps open (it closes the least recently used beyond this), so
+    /// storage never needs more file descriptors than the node reserves for it.
+    pub max_open_files: i32,
 }
 
 impl Default for RocksConfig {
@@ -58,6 +64,7 @@ impl Default for RocksConfig {
             write_buffer_bytes: 64 << 20,
             background_jobs: 2,
             compress_entries: false,
+            max_open_files: 512,
         }
     }
 }
@@ -82,6 +89,32 @@ fn put_node_row(
         });
     }
     wb.put_cf(cf, entry_key(key, sequence), row);
+    Ok(())
+}
+
+/// Adds one `nodes` row per entry of `c`: the subtrees its leaf completed, level 0 first. The
+/// frontier yields them in exactly that order, a leaf followed by its merged parents.
+fn put_node_rows(
+    wb: &mut WriteBatch,
+    cf: &ColumnFamily,
+    key: &ContextKey,
+    c: &ContextCommit,
+) -> Result<(), StorageError> {
+    let mut row: Vec<u8> = Vec::with_capacity(32 * 8);
+    let mut current: Option<u64> = None;
+    for (nid, h) in &c.nodes {
+        if nid.level == 0 {
+            if let Some(seq) = current.take() {
+                put_node_row(wb, cf, key, seq, &row, c)?;
+            }
+            row.clear();
+            current = Some(nid.index + 1);
+        }
+        row.extend_from_slice(h.as_bytes());
+    }
+    if let Some(seq) = current {
+        put_node_row(wb, cf, key, seq, &row, c)?;
+    }
     Ok(())
 }
 
@@ -124,7 +157,7 @@ impl RocksStore {
         db_opts.set_bytes_per_sync(1 << 20);
         db_opts.set_wal_bytes_per_sync(0);
         db_opts.set_skip_stats_update_on_db_open(true);
-        db_opts.set_max_open_files(4096);
+        db_opts.set_max_open_files(config.max_open_files.max(16));
         db_opts.set_keep_log_file_num(8);
         // Reuse write-ahead-log files: appending into an already sized file lets fdatasync skip
         // the file-size metadata update, which shortens every sync-mode commit.
@@ -180,6 +213,7 @@ impl RocksStore {
             ),
             cf(CF_HEADS, DBCompressionType::None, true),
             cf(CF_NODES, DBCompressionType::None, true),
+            cf(CF_IDEMPOTENCY, DBCompressionType::None, true),
         ];
         let db =
             DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(rocks("open the database"))?;
@@ -344,23 +378,16 @@ impl RocksStore {
                 wb.put_cf(entries_cf, entry_key(key, e.sequence), &value);
             }
         }
-        // One `nodes` row per entry: the subtrees its leaf completed, level 0 first. The
-        // frontier yields them in exactly that order, a leaf followed by its merged parents.
-        let mut row: Vec<u8> = Vec::with_capacity(32 * 8);
         for (key, c) in &keyed {
-            let mut current: Option<u64> = None;
-            for (nid, h) in &c.nodes {
-                if nid.level == 0 {
-                    if let Some(seq) = current.take() {
-                        put_node_row(&mut wb, nodes_cf, key, seq, &row, c)?;
-                    }
-                    row.clear();
-                    current = Some(nid.index + 1);
-                }
-                row.extend_from_slice(h.as_bytes());
+            put_node_rows(&mut wb, nodes_cf, key, c)?;
+        }
+        let idem_cf = self.cf(CF_IDEMPOTENCY);
+        for (key, c) in &keyed {
+            for r in &c.idempotency {
+                wb.put_cf(idem_cf, idempotency_key(key, &r.key), encode_idempotency(r));
             }
-            if let Some(seq) = current {
-                put_node_row(&mut wb, nodes_cf, key, seq, &row, c)?;
+            if let Some(last) = c.idempotency.iter().map(|r| r.ordinal).max() {
+                wb.put_cf(idem_cf, key, last.to_be_bytes());
             }
         }
         let mut last_head: Option<(&ContextKey, &ContextCommit)> = None;
@@ -421,6 +448,68 @@ impl RocksStore {
 impl LogStore for RocksStore {
     fn commit(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
         self.write(batch, self.durability == Durability::Sync)
+    }
+
+    fn stage(&self, c: &ContextCommit) -> Result<(), StorageError> {
+        let id = c.head.context_id.as_str();
+        let key = context_key(id);
+        check_rows(c)?;
+        // Never below the committed size: staging must not overwrite a visible entry. (Only
+        // the one writer of this context stages or commits it, so the size cannot move
+        // between this check and the write.)
+        let committed = self.load_record(&key, id, None)?.map_or(0, |r| r.size);
+        if c.base_size < committed {
+            return Err(StorageError::SizeConflict {
+                context_id: id.to_owned(),
+                expected: c.base_size,
+                actual: committed,
+            });
+        }
+        let mut wb = WriteBatch::default();
+        let mut value = Vec::new();
+        let entries_cf = self.cf(CF_ENTRIES);
+        for e in &c.entries {
+            value.clear();
+            encode_entry_into(e, &mut value);
+            wb.put_cf(entries_cf, entry_key(&key, e.sequence), &value);
+        }
+        put_node_rows(&mut wb, self.cf(CF_NODES), &key, c)?;
+        self.db
+            .write_opt(wb, &WriteOptions::default())
+            .map_err(rocks("stage rows"))
+    }
+
+    fn idempotency(
+        &self,
+        context_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StorageError> {
+        let k = idempotency_key(&context_key(context_id), key);
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_IDEMPOTENCY), k)
+            .map_err(rocks("read an idempotency key"))?
+        else {
+            return Ok(None);
+        };
+        let r = decode_idempotency(&v)?;
+        // Keys are stored by hash; a different key with the same hash is not a match.
+        Ok((r.key == key).then_some(r))
+    }
+
+    fn idempotency_count(&self, context_id: &str) -> Result<u64, StorageError> {
+        let v = self
+            .db
+            .get_pinned_cf(self.cf(CF_IDEMPOTENCY), context_key(context_id))
+            .map_err(rocks("read the idempotency count"))?;
+        match v {
+            None => Ok(0),
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt("idempotency count is not 8 bytes".into())),
+        }
     }
 
     fn commit_deferred(&self, batch: &[ContextCommit]) -> Result<(), StorageError> {
@@ -541,6 +630,7 @@ impl LogStore for RocksStore {
             self.cf(CF_ENTRIES),
             self.cf(CF_NODES),
             self.cf(CF_HEADS),
+            self.cf(CF_IDEMPOTENCY),
             default,
         ];
         self.db

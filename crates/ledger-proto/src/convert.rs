@@ -1,8 +1,9 @@
 //! Conversions between wire types (`ledger-proto`) and the domain model (`ledger-core`).
 //! The only place they meet.
 
-use ledger_core::{Entry, Hash, Metadata};
-use ledger_proto::context::v1 as pb;
+use crate::context::v1 as pb;
+use crate::ledger::v1 as lpb;
+use ledger_core::{Entry, Hash, Metadata, NewEntry};
 
 /// Domain entry → wire entry.
 pub fn entry_to_pb(e: &Entry) -> pb::Entry {
@@ -37,19 +38,26 @@ pub fn entry_into_pb(e: Entry) -> pb::Entry {
 }
 
 /// The wire request of one append (unary `Append` and pipelined `AppendStream` alike).
-pub fn append_request_to_pb(
-    context_id: &str,
-    key: &str,
-    payload: Vec<u8>,
-    metadata: Metadata,
-    received_lamport_clock: Option<u64>,
-) -> pb::AppendRequest {
+pub fn append_request_to_pb(e: NewEntry) -> pb::AppendRequest {
     pb::AppendRequest {
-        context_id: context_id.to_owned(),
-        key: key.to_owned(),
-        payload,
-        metadata: metadata.into_iter().collect(),
-        received_lamport_clock,
+        context_id: e.context_id,
+        key: e.key,
+        payload: e.payload,
+        metadata: e.metadata.into_iter().collect(),
+        received_lamport_clock: e.received_lamport_clock,
+        idempotency_key: e.idempotency_key,
+    }
+}
+
+/// Wire append request → domain append (validated later, by the ledger).
+pub fn append_request_from_pb(r: pb::AppendRequest) -> NewEntry {
+    NewEntry {
+        context_id: r.context_id,
+        key: r.key,
+        payload: r.payload,
+        metadata: r.metadata.into_iter().collect(),
+        received_lamport_clock: r.received_lamport_clock,
+        idempotency_key: r.idempotency_key,
     }
 }
 
@@ -76,7 +84,6 @@ pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, String> {
 }
 
 use ledger_core::checkpoint::SignedTreeHead;
-use ledger_proto::ledger::v1 as lpb;
 
 /// Domain tree head → wire tree head.
 pub fn tree_head_to_pb(h: &SignedTreeHead) -> lpb::SignedTreeHead {

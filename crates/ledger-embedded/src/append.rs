@@ -1,0 +1,94 @@
+//! Appends: validated on the caller's task, sequenced by the single writer, acknowledged once
+//! durable.
+
+use crate::sequencer::{AppendCmd, Command};
+use crate::{Ledger, LedgerError};
+use ledger_core::{Entry, Metadata, NewEntry, validate};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+/// A queued append (from [`Ledger::submit`]): resolves to the stored entry once it is durable,
+/// or to the error that stopped it.
+#[derive(Debug)]
+#[must_use = "the append is queued either way; the ack tells whether and how it was stored"]
+pub struct AppendAck(oneshot::Receiver<Result<Arc<Entry>, LedgerError>>);
+
+impl std::future::Future for AppendAck {
+    type Output = Result<Arc<Entry>, LedgerError>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(LedgerError::ShuttingDown)))
+    }
+}
+
+impl Ledger {
+    /// Appends one entry and returns it as stored: with its id, sequence, time, Lamport clock
+    /// and content hash. Returns once the entry is durable (per the durability mode).
+    ///
+    /// `received_lamport_clock` is the clock of an event in another context that caused this
+    /// one; the entry's clock is then `max(local, received) + 1`.
+    pub async fn append(
+        &self,
+        context_id: &str,
+        key: &str,
+        payload: Vec<u8>,
+        metadata: Metadata,
+        received_lamport_clock: Option<u64>,
+    ) -> Result<Arc<Entry>, LedgerError> {
+        self.submit(NewEntry {
+            context_id: context_id.to_owned(),
+            key: key.to_owned(),
+            payload,
+            metadata,
+            received_lamport_clock,
+            idempotency_key: None,
+        })
+        .await?
+        .await
+    }
+
+    /// Appends `entry` (every option of an append) and returns it as stored, once durable.
+    pub async fn append_entry(&self, entry: NewEntry) -> Result<Arc<Entry>, LedgerError> {
+        self.submit(entry).await?.await
+    }
+
+    /// The first half of an append: validates it and queues it for the sequencer, waiting only
+    /// for room in the queue. The returned [`AppendAck`] resolves to the stored entry once it
+    /// is durable.
+    ///
+    /// Appends queued one after another (each `submit` awaited before the next starts) are
+    /// applied in that order, while their acknowledgements are awaited concurrently: this is
+    /// how a pipelined stream keeps many appends of one context in flight without reordering
+    /// them.
+    pub async fn submit(&self, e: NewEntry) -> Result<AppendAck, LedgerError> {
+        validate::validate_append(
+            &e.context_id,
+            &e.key,
+            &e.payload,
+            &e.metadata,
+            e.received_lamport_clock,
+            &self.inner.config.limits,
+        )?;
+        if let Some(k) = &e.idempotency_key {
+            validate::validate_idempotency_key(k)?;
+        }
+        self.inner.failed.check()?;
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Append(AppendCmd {
+            context_id: e.context_id,
+            key: e.key,
+            payload: e.payload,
+            metadata: e.metadata,
+            received_lamport_clock: e.received_lamport_clock,
+            idempotency_key: e.idempotency_key,
+            reply,
+        }))
+        .await?;
+        Ok(AppendAck(rx))
+    }
+}

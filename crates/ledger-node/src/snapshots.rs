@@ -1,0 +1,154 @@
+//! `converge.ledger.v1.SnapshotService`: snapshots streamed out and in, in pieces, so contexts
+//! of any size are saved and restored with bounded memory.
+
+use crate::status::to_status;
+use ledger_embedded::Ledger;
+use ledger_proto::context::v1 as pb;
+use ledger_proto::ledger::v1 as lpb;
+use lpb::snapshot_service_server::SnapshotService;
+use std::pin::Pin;
+use std::time::Instant;
+use tonic::{Request, Response, Status, Streaming};
+
+/// Default piece size of a streamed snapshot.
+const DEFAULT_CHUNK_BYTES: usize = 1 << 20;
+/// Largest piece a client may ask for.
+const MAX_CHUNK_BYTES: usize = 16 << 20;
+/// A LoadStream that sends nothing for this long is abandoned: a load holds its context
+/// (appends to it are refused), so a stalled client must not hold it forever.
+const LOAD_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The next message of a LoadStream, or an error if the client stalls.
+async fn next_piece(
+    inbound: &mut Streaming<lpb::LoadStreamRequest>,
+) -> Result<Option<lpb::LoadStreamRequest>, Status> {
+    tokio::time::timeout(LOAD_IDLE_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| {
+            Status::deadline_exceeded(format!(
+                "LoadStream sent nothing for {} s; the load was abandoned and nothing of it stored",
+                LOAD_IDLE_TIMEOUT.as_secs()
+            ))
+        })?
+}
+
+/// The SnapshotService implementation.
+#[derive(Clone, Debug)]
+pub struct SnapshotApi {
+    ledger: Ledger,
+}
+
+impl SnapshotApi {
+    pub fn new(ledger: Ledger) -> Self {
+        SnapshotApi { ledger }
+    }
+}
+
+type ChunkStream = Pin<Box<dyn futures::Stream<Item = Result<lpb::SnapshotChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl SnapshotService for SnapshotApi {
+    type SnapshotStreamStream = ChunkStream;
+
+    async fn snapshot_stream(
+        &self,
+        request: Request<lpb::SnapshotStreamRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let r = request.into_inner();
+        let chunk = match r.chunk_bytes as usize {
+            0 => DEFAULT_CHUNK_BYTES,
+            n if n > MAX_CHUNK_BYTES => {
+                return Err(Status::invalid_argument(format!(
+                    "chunk_bytes {n} is above the limit of {MAX_CHUNK_BYTES}"
+                )));
+            }
+            n => n,
+        };
+        let stream = self
+            .ledger
+            .snapshot_stream(&r.context_id, chunk)
+            .await
+            .map_err(to_status)?;
+        tracing::debug!(
+            rpc = "SnapshotStream",
+            context_id = r.context_id,
+            entries = stream.info.sequence,
+            "started"
+        );
+        let metadata = pb::SnapshotMetadata {
+            created_at_ns: stream.info.created_at_ns,
+            entry_count: stream.info.sequence,
+            version: u32::from(ledger_core::snapshot::VERSION),
+            merkle_root: stream.info.merkle_root.as_bytes().to_vec(),
+        };
+        let body = futures::stream::unfold(
+            (stream, Some(metadata), false),
+            |(mut stream, mut metadata, ended)| async move {
+                if ended {
+                    return None;
+                }
+                match stream.next().await? {
+                    Ok(piece) => Some((
+                        Ok(lpb::SnapshotChunk {
+                            data: piece.data,
+                            entries_through: piece.entries_through,
+                            metadata: metadata.take(),
+                        }),
+                        (stream, metadata, false),
+                    )),
+                    Err(e) => Some((Err(to_status(e)), (stream, metadata, true))),
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(body)))
+    }
+
+    async fn load_stream(
+        &self,
+        request: Request<Streaming<lpb::LoadStreamRequest>>,
+    ) -> Result<Response<pb::LoadResponse>, Status> {
+        let start = Instant::now();
+        let mut inbound = request.into_inner();
+        let first = next_piece(&mut inbound).await?.ok_or_else(|| {
+            Status::invalid_argument(
+                "LoadStream got no message: the first must name the context_id",
+            )
+        })?;
+        let context_id = first.context_id.clone();
+        let mut session = self
+            .ledger
+            .begin_load(&context_id, first.fail_if_exists)
+            .await
+            .map_err(to_status)?;
+        let mut next = Some(first);
+        while let Some(msg) = next {
+            if !msg.context_id.is_empty() && msg.context_id != context_id {
+                return Err(Status::invalid_argument(format!(
+                    "LoadStream message names context {:?}, but the stream loads {context_id:?}",
+                    msg.context_id
+                )));
+            }
+            if !msg.data.is_empty() {
+                // Decoding, hashing and staging are blocking work.
+                session =
+                    tokio::task::spawn_blocking(move || session.feed(&msg.data).map(|()| session))
+                        .await
+                        .map_err(|_| Status::unavailable("the node is shutting down"))?
+                        .map_err(to_status)?;
+            }
+            next = next_piece(&mut inbound).await?;
+        }
+        let outcome = session.finish().await.map_err(to_status)?;
+        tracing::debug!(
+            rpc = "LoadStream",
+            context_id,
+            restored = outcome.entries_restored,
+            micros = start.elapsed().as_micros() as u64,
+            "ok"
+        );
+        Ok(Response::new(pb::LoadResponse {
+            entries_restored: outcome.entries_restored,
+            latest_sequence: outcome.latest_sequence,
+        }))
+    }
+}
