@@ -496,3 +496,61 @@ async fn the_cli_exits_quietly_on_a_closed_pipe_and_loudly_on_a_full_disk() {
     assert_eq!(stderr.trim().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("cannot write to stdout"), "{stderr}");
 }
+
+/// Unmounts a tmpfs when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_node_whose_storage_failed_exits_non_zero() {
+    // A 16 MiB tmpfs as the data dir fills up after a few appends. Mounting needs root (as the
+    // project's machines and CI run); elsewhere the test says so and checks nothing.
+    let mnt = data_dir();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m", "tmpfs"])
+        .arg(mnt.path())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    let _unmount = Tmpfs(mnt.path().to_path_buf());
+    let data = mnt.path().join("data");
+    let mut node = Node::start(&data, &[]);
+    let c = node.client().await;
+    let mut failed = None;
+    for i in 0..20 {
+        match c
+            .append("full", "k", vec![i as u8; 3 << 20], Metadata::new(), None)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    let (code_, msg) = code(Err::<(), _>(failed.expect("the disk filled up")));
+    assert_eq!(code_, Code::Internal, "{msg}");
+    assert!(msg.contains("No space left"), "{msg}");
+    // Later appends are refused with the reason; reads still work.
+    let (code_, _) = code(c.append("other", "k", vec![], Metadata::new(), None).await);
+    assert_eq!(code_, Code::Unavailable);
+    drop(c);
+    let status = tokio::task::spawn_blocking(move || node.terminate())
+        .await
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a node whose storage failed exits 1"
+    );
+}
