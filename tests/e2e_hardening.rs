@@ -9,7 +9,7 @@ use ledger_client::{ClientError, LedgerClient, RetryPolicy};
 use ledger_core::{Metadata, NewEntry};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-use support::{BIN, Node, cli, data_dir, path_str};
+use support::{BIN, Launch, Node, cli, data_dir, path_str};
 use tonic::Code;
 
 fn new(ctx: &str, payload: &[u8], key: Option<&str>) -> NewEntry {
@@ -158,13 +158,11 @@ async fn a_received_clock_near_the_top_is_refused_and_the_context_stays_writable
 async fn idle_sockets_cannot_stop_writes() {
     let dir = data_dir();
     // The node runs with 1,024 open files, soft and hard, so it cannot raise the limit.
-    let script = format!(
-        "ulimit -Sn 1024 && ulimit -Hn 1024 && exec {BIN} serve --data-dir {} --host 127.0.0.1 --port 0 --handshake-timeout-ms 1500",
-        path_str(dir.path())
+    let node = Node::launch(
+        Launch::new(BIN, dir.path())
+            .args(&["--handshake-timeout-ms", "1500"])
+            .shell_prefix("ulimit -Sn 1024 && ulimit -Hn 1024"),
     );
-    let mut cmd = Command::new("bash");
-    cmd.args(["-c", &script]);
-    let node = Node::spawn(cmd, &[]);
     let c = node.client().await;
     c.append("fd", "k", vec![], Metadata::new(), None)
         .await

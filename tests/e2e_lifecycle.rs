@@ -8,7 +8,9 @@ use ledger_core::merkle::reference;
 use ledger_core::{Hash, Metadata};
 use std::process::Command;
 use std::time::Duration;
-use support::{BIN, Node, append_until_killed, assert_acknowledged_kept, data_dir, free_port};
+use support::{
+    BIN, Launch, Node, append_until_killed, assert_acknowledged_kept, data_dir, free_port, path_str,
+};
 use tokio_stream::StreamExt;
 
 #[tokio::test]
@@ -111,41 +113,44 @@ async fn configuration_precedence_file_env_grpc_port_flag() {
         ),
     )
     .unwrap();
+    let file_arg = path_str(&file);
     let serve = |args: &[&str]| {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve").arg("--config").arg(&file).args(args);
-        cmd
+        let mut all = vec!["--config", file_arg.as_str()];
+        all.extend_from_slice(args);
+        all.iter().map(|a| a.to_string()).collect::<Vec<String>>()
     };
     // The file alone.
-    let node = Node::spawn(serve(&[]), &[]);
+    let node = Node::launch(Launch::bare(BIN).args(&serve(&[])));
     assert_eq!(node.listening["durability"], "buffered");
     assert_eq!(node.listening["data_dir"], data.display().to_string());
     drop(node);
     // GRPC_PORT (compatibility) over the file.
     let port = free_port();
-    let node = Node::spawn(serve(&[]), &[("GRPC_PORT", &port.to_string())]);
+    let node = Node::launch(
+        Launch::bare(BIN)
+            .args(&serve(&[]))
+            .envs(&[("GRPC_PORT", port.to_string())]),
+    );
     assert_eq!(node.addr.port(), port);
     drop(node);
     // LEDGER_* over GRPC_PORT and the file.
     let port2 = free_port();
-    let node = Node::spawn(
-        serve(&[]),
-        &[
-            ("GRPC_PORT", &port.to_string()),
-            ("LEDGER_PORT", &port2.to_string()),
-            ("LEDGER_DURABILITY", "sync"),
-        ],
-    );
+    let node = Node::launch(Launch::bare(BIN).args(&serve(&[])).envs(&[
+        ("GRPC_PORT", port.to_string()),
+        ("LEDGER_PORT", port2.to_string()),
+        ("LEDGER_DURABILITY", "sync".to_owned()),
+    ]));
     assert_eq!(node.addr.port(), port2);
     assert_eq!(node.listening["durability"], "sync");
     drop(node);
     // Flags over everything.
-    let node = Node::spawn(
-        serve(&["--port", "0", "--durability", "buffered"]),
-        &[
-            ("LEDGER_PORT", &port2.to_string()),
-            ("LEDGER_DURABILITY", "sync"),
-        ],
+    let node = Node::launch(
+        Launch::bare(BIN)
+            .args(&serve(&["--port", "0", "--durability", "buffered"]))
+            .envs(&[
+                ("LEDGER_PORT", port2.to_string()),
+                ("LEDGER_DURABILITY", "sync".to_owned()),
+            ]),
     );
     assert_ne!(node.addr.port(), port2);
     assert_eq!(node.listening["durability"], "buffered");

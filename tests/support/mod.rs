@@ -2,27 +2,26 @@
 #![allow(dead_code)]
 
 use ledger_client::LedgerClient;
-use std::io::{BufRead, BufReader};
+pub use ledger_launcher::{Launch, NodeProcess};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_converge-ledger");
 
-/// A running node process.
-pub struct Node {
-    child: Option<Child>,
-    pub addr: std::net::SocketAddr,
-    pub url: String,
-    pub listening: serde_json::Value,
+/// A running node process (the shared launcher's), with a gRPC client at hand.
+pub struct Node(pub NodeProcess);
+
+impl std::ops::Deref for Node {
+    type Target = NodeProcess;
+    fn deref(&self) -> &NodeProcess {
+        &self.0
+    }
 }
 
-/// Environment variables that would leak a developer's settings into a test node.
-fn clean(cmd: &mut Command) {
-    for (k, _) in std::env::vars() {
-        if k.starts_with("LEDGER_") || k == "GRPC_PORT" || k == "RUST_LOG" {
-            cmd.env_remove(k);
-        }
+impl std::ops::DerefMut for Node {
+    fn deref_mut(&mut self) -> &mut NodeProcess {
+        &mut self.0
     }
 }
 
@@ -33,58 +32,16 @@ impl Node {
     }
 
     pub fn start_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(dir)
-            .args(["--host", "127.0.0.1"]);
-        if !args.contains(&"--port")
-            && !env
-                .iter()
-                .any(|(k, _)| *k == "GRPC_PORT" || *k == "LEDGER_PORT")
-        {
-            cmd.args(["--port", "0"]);
-        }
-        cmd.args(args);
-        Self::spawn(cmd, env)
+        Self::launch(Launch::new(BIN, dir).args(args).envs(env))
     }
 
     /// Starts `converge-ledger serve` with exactly these arguments and environment.
-    pub fn spawn(mut cmd: Command, env: &[(&str, &str)]) -> Node {
-        clean(&mut cmd);
-        cmd.envs(env.iter().copied());
-        let stderr = if std::env::var_os("LEDGER_TEST_LOGS").is_some() {
-            Stdio::inherit()
-        } else {
-            Stdio::null()
-        };
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(stderr)
-            .spawn()
-            .expect("start converge-ledger");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
-            }
-            for _ in lines {}
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("node printed its listening line");
-        let listening: serde_json::Value =
-            serde_json::from_str(&line).expect("listening line is JSON");
-        assert_eq!(listening["event"], "listening");
-        let addr: std::net::SocketAddr = listening["addr"].as_str().unwrap().parse().unwrap();
-        Node {
-            child: Some(child),
-            addr,
-            url: format!("http://{addr}"),
-            listening,
-        }
+    pub fn start_bare(args: &[&str], env: &[(&str, &str)]) -> Node {
+        Self::launch(Launch::bare(BIN).args(args).envs(env))
+    }
+
+    pub fn launch(launch: Launch) -> Node {
+        Node(NodeProcess::start(launch).unwrap_or_else(|e| panic!("{e}")))
     }
 
     pub async fn client(&self) -> LedgerClient {
@@ -96,35 +53,6 @@ impl Node {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
-    }
-
-    pub fn pid(&self) -> i32 {
-        self.child.as_ref().expect("running").id() as i32
-    }
-
-    /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        // SAFETY: sending a signal to our own child process.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        wait_timeout(&mut child, Duration::from_secs(60))
-    }
-
-    /// Sends SIGKILL and reaps the process.
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -154,6 +82,15 @@ pub fn free_port() -> u16 {
 
 pub fn data_dir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temp dir")
+}
+
+/// Environment variables that would leak a developer's settings into a test node or CLI.
+fn clean(cmd: &mut Command) {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("LEDGER_") || k == "GRPC_PORT" || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
 }
 
 /// Runs the CLI with arguments; returns (exit code, stdout, stderr).

@@ -1,7 +1,6 @@
 //! Starting and stopping the servers under test, each on loopback with a temporary data dir.
 
 use anyhow::{Context, Result, bail};
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -47,34 +46,24 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// The converge-ledger node.
+/// The converge-ledger node (started by the project's one launcher; stopped through [`Proc`]).
 pub fn start_ledger(bin: &Path, dir: &Path, durability: &str) -> Result<(Proc, String)> {
-    let mut child = Command::new(bin)
-        .arg("serve")
-        .arg("--data-dir")
-        .arg(dir)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
+    let launch = ledger_launcher::Launch::new(bin, dir)
+        .args(&[
             "--log-level",
             "warn",
             "--durability",
             durability,
+            "--max-message-bytes",
+            "1073741824",
         ])
-        .args(["--max-message-bytes", "1073741824"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
+        .show_logs(true);
+    let mut node = ledger_launcher::NodeProcess::start(launch)
         .with_context(|| format!("start {}", bin.display()))?;
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let v: serde_json::Value = serde_json::from_str(&line).context("listening line")?;
-    let url = format!("http://{}", v["addr"].as_str().context("addr")?);
+    let url = node.url.clone();
     Ok((
         Proc {
-            child: Some(child),
+            child: node.take_child(),
             stop_signal: libc::SIGTERM,
         },
         url,

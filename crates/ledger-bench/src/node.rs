@@ -8,9 +8,7 @@ use crate::report::{header, histogram, ms, p50_p99, rate, row, us_from_ns};
 use hdrhistogram::Histogram;
 use ledger_client::LedgerClient;
 use ledger_core::Metadata;
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -32,9 +30,9 @@ pub struct Args {
     rate: u64,
 }
 
-/// A node process, killed on drop.
+/// A node process on a temporary data dir (the shared launcher's), killed on drop.
 pub struct NodeProcess {
-    child: Child,
+    _node: ledger_launcher::NodeProcess,
     pub url: String,
     _dir: tempfile::TempDir,
 }
@@ -42,42 +40,21 @@ pub struct NodeProcess {
 impl NodeProcess {
     pub fn start(bin: &std::path::Path, extra: &[&str]) -> NodeProcess {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut child = Command::new(bin)
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--host", "127.0.0.1", "--port", "0", "--log-level", "warn"])
+        let launch = ledger_launcher::Launch::new(bin, dir.path())
+            .args(&["--log-level", "warn"])
             .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout"))
-            .read_line(&mut line)
-            .expect("listening line");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("listening line is JSON");
-        let url = format!("http://{}", v["addr"].as_str().expect("addr"));
+            .show_logs(true);
+        let node = ledger_launcher::NodeProcess::start(launch).unwrap_or_else(|e| panic!("{e}"));
         NodeProcess {
-            child,
-            url,
+            url: node.url.clone(),
+            _node: node,
             _dir: dir,
         }
     }
 }
 
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 pub fn default_bin() -> PathBuf {
-    std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(|d| d.join("converge-ledger")))
-        .unwrap_or_else(|| PathBuf::from("converge-ledger"))
+    ledger_launcher::binary_next_to_current_exe()
 }
 
 fn now_ns() -> u64 {
