@@ -202,3 +202,55 @@ fn bad_configuration_is_rejected_naming_the_setting() {
     assert!(!ok);
     assert!(err.contains("does not exist"), "{err}");
 }
+
+#[tokio::test]
+async fn a_node_keeps_its_id_and_names_itself_in_every_response() {
+    let dir = data_dir();
+    let (id, incarnation) = {
+        let node = Node::start(dir.path(), &[]);
+        let id = node.listening["node_id"].as_str().unwrap().to_owned();
+        let inc = node.listening["incarnation"].as_str().unwrap().to_owned();
+        assert!(id.starts_with("node-"), "{id}");
+        let c = node.client().await;
+        // Successful and failed calls alike say which node answered.
+        let ok = c
+            .raw()
+            .get(ledger_client::ledger_proto::context::v1::GetRequest {
+                context_id: "x".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ok.metadata().get("x-ledger-node").unwrap(), id.as_str());
+        let err = c
+            .raw()
+            .get(ledger_client::ledger_proto::context::v1::GetRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument);
+        assert_eq!(err.metadata().get("x-ledger-node").unwrap(), id.as_str());
+        (id, inc)
+    };
+    // The same data dir is the same node and incarnation after a restart.
+    let node = Node::start(dir.path(), &[]);
+    assert_eq!(node.listening["node_id"], id.as_str());
+    assert_eq!(node.listening["incarnation"], incarnation.as_str());
+    drop(node);
+    // A different node_id for this data dir is refused at start.
+    let (code, _, err) = support::cli(&[
+        "serve",
+        "--data-dir",
+        &path_str(dir.path()),
+        "--port",
+        "0",
+        "--node-id",
+        "someone-else",
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("belongs to node"), "{err}");
+    // A configured id on a new data dir is used as given, with a new incarnation.
+    let other = data_dir();
+    let node = Node::start(other.path(), &["--node-id", &id]);
+    assert_eq!(node.listening["node_id"], id.as_str());
+    assert_ne!(node.listening["incarnation"], incarnation.as_str());
+}

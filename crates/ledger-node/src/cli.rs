@@ -236,8 +236,11 @@ async fn run(command: Command) -> Result<(), CliError> {
             );
             let listener = crate::server::bind(&config).await?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let (ledger, signer) = crate::server::open(&config, &fds)?;
-            out_line(&crate::server::listening_line(addr, &config, &signer))?;
+            let opened = crate::server::open(&config, &fds)?;
+            let (signer, identity) = (&opened.signer, &opened.identity);
+            out_line(&crate::server::listening_line(
+                addr, &config, signer, identity,
+            ))?;
             tracing::info!(
                 open_file_limit = fds.limit,
                 rocksdb_open_files = fds.rocksdb_open_files,
@@ -248,6 +251,7 @@ async fn run(command: Command) -> Result<(), CliError> {
                 %addr,
                 data_dir = %config.data_dir.display(),
                 durability = ?config.durability,
+                node_id = %identity.node_id,
                 public_key = %ledger_core::checkpoint::base64(signer.public_key().as_bytes()),
                 key_id = %signer.key_id_hex(),
                 key = %signer.source,
@@ -255,8 +259,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             );
             crate::server::serve(
                 config,
-                ledger,
-                signer,
+                opened,
                 listener,
                 fds,
                 crate::server::shutdown_signal(),

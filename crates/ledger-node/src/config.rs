@@ -79,6 +79,9 @@ pub struct Config {
     pub idempotency_window_ms: u64,
     /// …and, however old, while among the context's last this many keyed appends.
     pub idempotency_min_keys: u64,
+    /// This node's id (default: generated once into the data dir's `node.json`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 impl Default for Config {
@@ -109,6 +112,7 @@ impl Default for Config {
             max_concurrent_streams: 1024,
             idempotency_window_ms: ledger.idempotency_window_ns / 1_000_000,
             idempotency_min_keys: ledger.idempotency_min_keys,
+            node_id: None,
         }
     }
 }
@@ -139,6 +143,7 @@ const ENV_KEYS: &[&str] = &[
     "max_concurrent_streams",
     "idempotency_window_ms",
     "idempotency_min_keys",
+    "node_id",
 ];
 
 /// Settings given as command-line flags (only those present override).
@@ -200,6 +205,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub idempotency_window_ms: Option<u64>,
+    /// This node's id [default: generated once into <data-dir>/node.json]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
 }
 
 /// One figment error as "invalid setting <name>: <problem> (from <source>)".
@@ -279,6 +288,9 @@ impl Config {
             if v == 0 {
                 return bad(setting, "must be at least 1".into());
             }
+        }
+        if let Some(id) = &self.node_id {
+            crate::identity::validate_node_id(id)?;
         }
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams", "must be at least 1".into());

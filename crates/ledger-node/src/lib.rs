@@ -9,6 +9,8 @@
 //! - [`snapshots`]: `converge.ledger.v1.SnapshotService`: snapshots streamed out and in.
 //! - [`conn`]: file-descriptor budget, connection cap and handshake timeout.
 //! - [`signer`]: the node's Ed25519 key.
+//! - [`identity`]: the node id and data-dir incarnation (`node.json`), the `x-ledger-node`
+//!   response header.
 //! - [`verify_cli`]: `converge-ledger verify …` and `head`: checks done locally.
 //! - [`status`]: the one mapping from domain errors to gRPC status codes.
 //! - [`cli`]: the command line (serve, append, get, watch, snapshot, load).
@@ -17,6 +19,7 @@
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod identity;
 pub mod integrity;
 pub mod output;
 pub mod pipeline;

@@ -10,6 +10,7 @@
 
 use crate::config::Config;
 use crate::conn::FdBudget;
+use crate::identity::{Identity, NodeIdLayer};
 use crate::integrity::IntegrityApi;
 use crate::pipeline::PipelineApi;
 use crate::service::ContextApi;
@@ -37,10 +38,17 @@ pub async fn bind(config: &Config) -> Result<TcpListener, String> {
 }
 
 /// The machine-readable line printed on stdout once the node accepts connections.
-pub fn listening_line(addr: SocketAddr, config: &Config, signer: &Signer) -> String {
+pub fn listening_line(
+    addr: SocketAddr,
+    config: &Config,
+    signer: &Signer,
+    identity: &Identity,
+) -> String {
     serde_json::json!({
         "event": "listening",
         "addr": addr.to_string(),
+        "node_id": identity.node_id,
+        "incarnation": identity.incarnation,
         "data_dir": config.data_dir.display().to_string(),
         "durability": format!("{:?}", config.durability).to_lowercase(),
         "ledger_name": signer.name(),
@@ -50,9 +58,17 @@ pub fn listening_line(addr: SocketAddr, config: &Config, signer: &Signer) -> Str
     .to_string()
 }
 
-/// Opens the ledger in the configured data dir and loads (or creates) the signing key.
-/// RocksDB keeps at most `fds.rocksdb_open_files` table files open.
-pub fn open(config: &Config, fds: &FdBudget) -> Result<(Ledger, Arc<Signer>), String> {
+/// What a node serves with: the ledger, its signing key and its identity.
+#[derive(Debug)]
+pub struct Opened {
+    pub ledger: Ledger,
+    pub signer: Arc<Signer>,
+    pub identity: Identity,
+}
+
+/// Opens the ledger in the configured data dir and loads (or creates) the signing key and the
+/// node identity. RocksDB keeps at most `fds.rocksdb_open_files` table files open.
+pub fn open(config: &Config, fds: &FdBudget) -> Result<Opened, String> {
     let ledger_config = config.ledger_config(fds.rocksdb_open_files);
     let ledger = Ledger::open(&config.data_dir, ledger_config).map_err(|e| {
         format!(
@@ -61,7 +77,12 @@ pub fn open(config: &Config, fds: &FdBudget) -> Result<(Ledger, Arc<Signer>), St
         )
     })?;
     let signer = Arc::new(Signer::load_or_create(config)?);
-    Ok((ledger, signer))
+    let identity = crate::identity::load_or_create(&config.data_dir, config.node_id.as_deref())?;
+    Ok(Opened {
+        ledger,
+        signer,
+        identity,
+    })
 }
 
 /// Serves `ledger` on `listener` until `shutdown` completes, then drains as described in the
@@ -69,12 +90,16 @@ pub fn open(config: &Config, fds: &FdBudget) -> Result<(Ledger, Arc<Signer>), St
 /// storage failed at any point (the node then exits non-zero).
 pub async fn serve(
     config: Config,
-    ledger: Ledger,
-    signer: Arc<Signer>,
+    opened: Opened,
     listener: TcpListener,
     fds: FdBudget,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
+    let Opened {
+        ledger,
+        signer,
+        identity,
+    } = opened;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_serving::<ContextServiceServer<ContextApi>>()
@@ -139,6 +164,7 @@ pub async fn serve(
     };
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let server = tonic::transport::Server::builder()
+        .layer(NodeIdLayer::new(&identity.node_id)?)
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         .max_concurrent_streams(Some(config.max_concurrent_streams))
