@@ -17,6 +17,7 @@
 //! # Layout
 //! - [`Ledger`] (this file): opening, wiring and the lifecycle.
 //! - `append`: appends and idempotent retries ([`NewEntry`], [`AppendAck`]).
+//! - `apply`: pre-sequenced entries shipped by a writer, verified and stored ([`Applied`]).
 //! - `read`: pages of entries, heads and sizes, capped at what is durable.
 //! - `snapshot` / `load`: snapshots out (whole or streamed) and in (all or nothing,
 //!   [`LoadSession`]).
@@ -30,6 +31,7 @@
 //! contexts share commits and fsyncs rather than waiting for each other.
 
 mod append;
+mod apply;
 mod commit;
 pub mod config;
 mod dedupe;
@@ -44,6 +46,7 @@ mod snapshot;
 mod watch;
 
 pub use append::AppendAck;
+pub use apply::Applied;
 pub use commit::Stats;
 pub use config::LedgerConfig;
 pub use error::{ErrorKind, LedgerError};

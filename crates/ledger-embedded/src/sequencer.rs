@@ -341,6 +341,13 @@ impl Sequencer {
             let _ = a.reply.send(Err(e));
             return;
         }
+        if a.token.is_none() && self.reserved.lock().contains_key(&context_id) {
+            // Shipped entries wait for a load of their context like appends do.
+            let _ = a
+                .reply
+                .send(Err(LedgerError::LoadInProgress { context_id }));
+            return;
+        }
         if group.index.contains_key(&context_id) {
             // The commit must follow the context's other commits, not merge with them.
             self.hand_off(group, work);
