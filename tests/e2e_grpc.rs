@@ -369,11 +369,7 @@ async fn get_is_cut_at_the_response_size_with_has_more() {
 async fn health_and_reflection_are_served() {
     let dir = data_dir();
     let node = Node::start(dir.path(), &[]);
-    let channel = tonic::transport::Endpoint::from_shared(node.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = node.channel().await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
     let r = health
         .check(tonic_health::pb::HealthCheckRequest {

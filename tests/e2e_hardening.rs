@@ -206,11 +206,7 @@ async fn idle_sockets_cannot_stop_writes() {
 async fn malformed_protobuf_is_invalid_argument() {
     let dir = data_dir();
     let node = Node::start(dir.path(), &[]);
-    let channel = tonic::transport::Endpoint::from_shared(node.url.clone())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = node.channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     // AppendRequest.context_id (field 1, length-delimited) holding invalid UTF-8.

@@ -4,7 +4,7 @@
 use ledger_client::LedgerClient;
 pub use ledger_launcher::{Launch, NodeProcess};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_converge-ledger");
@@ -44,6 +44,15 @@ impl Node {
         Node(NodeProcess::start(launch).unwrap_or_else(|e| panic!("{e}")))
     }
 
+    /// A plain gRPC channel to the node (for generated clients of other services).
+    pub async fn channel(&self) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(self.url.clone())
+            .expect("node url")
+            .connect()
+            .await
+            .expect("connect")
+    }
+
     pub async fn client(&self) -> LedgerClient {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -53,20 +62,6 @@ impl Node {
                 Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
             }
         }
-    }
-}
-
-pub fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("process did not exit within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -184,14 +184,13 @@ impl LedgerClient {
         metadata: Metadata,
         received_lamport_clock: Option<u64>,
     ) -> Result<Entry, ClientError> {
-        self.append_entry(NewEntry {
-            context_id: context_id.to_owned(),
-            key: key.to_owned(),
+        self.append_entry(NewEntry::new(
+            context_id,
+            key,
             payload,
             metadata,
             received_lamport_clock,
-            idempotency_key: None,
-        })
+        ))
         .await
     }
 

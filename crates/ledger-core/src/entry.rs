@@ -84,3 +84,23 @@ pub struct NewEntry {
     /// window is answered with the entry stored the first time, and stores nothing.
     pub idempotency_key: Option<String>,
 }
+
+impl NewEntry {
+    /// An append of `payload` under `key` to `context_id`, without an idempotency key.
+    pub fn new(
+        context_id: &str,
+        key: &str,
+        payload: Vec<u8>,
+        metadata: Metadata,
+        received_lamport_clock: Option<u64>,
+    ) -> Self {
+        NewEntry {
+            context_id: context_id.to_owned(),
+            key: key.to_owned(),
+            payload,
+            metadata,
+            received_lamport_clock,
+            idempotency_key: None,
+        }
+    }
+}

@@ -40,14 +40,13 @@ impl Ledger {
         metadata: Metadata,
         received_lamport_clock: Option<u64>,
     ) -> Result<Arc<Entry>, LedgerError> {
-        self.submit(NewEntry {
-            context_id: context_id.to_owned(),
-            key: key.to_owned(),
+        self.submit(NewEntry::new(
+            context_id,
+            key,
             payload,
             metadata,
             received_lamport_clock,
-            idempotency_key: None,
-        })
+        ))
         .await?
         .await
     }

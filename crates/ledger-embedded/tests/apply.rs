@@ -1,13 +1,10 @@
 //! A follower stores a writer's entries exactly, verified: `Ledger::apply`.
 
-use ledger_core::{Entry, Hash, Metadata};
-use ledger_embedded::{Ledger, LedgerConfig, LedgerError};
-use ledger_storage::MemoryStore;
-use std::sync::Arc;
+mod common;
 
-fn memory_ledger() -> Ledger {
-    Ledger::with_store(Arc::new(MemoryStore::new()), LedgerConfig::default())
-}
+use common::memory_ledger;
+use ledger_core::{Entry, Hash, Metadata};
+use ledger_embedded::{Ledger, LedgerError};
 
 async fn writer_with(n: u64) -> Ledger {
     let w = memory_ledger();

@@ -1,6 +1,9 @@
 //! The embedded API on the in-memory store and on RocksDB: appends, reads, loads, proofs,
 //! watches and the write stop after a storage failure.
 
+mod common;
+
+use common::{append_n, memory_ledger};
 use ledger_core::merkle::{reference, verify_consistency, verify_inclusion};
 use ledger_core::snapshot;
 use ledger_core::{Hash, Metadata};
@@ -11,29 +14,11 @@ use ledger_storage::{
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-fn memory_ledger() -> Ledger {
-    Ledger::with_store(Arc::new(MemoryStore::new()), LedgerConfig::default())
-}
-
 fn md(pairs: &[(&str, &str)]) -> Metadata {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
-}
-
-async fn append_n(l: &Ledger, ctx: &str, n: u64) {
-    for i in 0..n {
-        l.append(
-            ctx,
-            "facts",
-            format!("{ctx}-{i}").into_bytes(),
-            Metadata::new(),
-            None,
-        )
-        .await
-        .unwrap();
-    }
 }
 
 #[tokio::test]

@@ -1,6 +1,9 @@
 //! Loads are all or nothing, no request can block a context, retries with idempotency keys
 //! store once, and snapshots are size-checked and streamable.
 
+mod common;
+
+use common::{append_n, memory_ledger};
 use ledger_core::lamport::MAX_RECEIVED_LAMPORT;
 use ledger_core::snapshot;
 use ledger_core::{Metadata, NewEntry};
@@ -9,10 +12,6 @@ use ledger_storage::MemoryStore;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-fn memory_ledger() -> Ledger {
-    Ledger::with_store(Arc::new(MemoryStore::new()), LedgerConfig::default())
-}
-
 fn new(ctx: &str, payload: &[u8], key: Option<&str>) -> NewEntry {
     NewEntry {
         context_id: ctx.into(),
@@ -20,20 +19,6 @@ fn new(ctx: &str, payload: &[u8], key: Option<&str>) -> NewEntry {
         payload: payload.to_vec(),
         idempotency_key: key.map(str::to_owned),
         ..NewEntry::default()
-    }
-}
-
-async fn append_n(l: &Ledger, ctx: &str, n: u64) {
-    for i in 0..n {
-        l.append(
-            ctx,
-            "facts",
-            format!("{ctx}-{i}").into_bytes(),
-            Metadata::new(),
-            None,
-        )
-        .await
-        .unwrap();
     }
 }
 

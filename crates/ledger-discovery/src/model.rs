@@ -1,0 +1,379 @@
+//! The membership model every [`Discovery`](crate::Discovery) implementation reports: who is in
+//! the cluster, what each member advertises, and in which state this node believes it is.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::error::DiscoveryError;
+
+/// What a node does in the cluster.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    /// Holds replicas and can be a context's writer (the default).
+    #[default]
+    Member,
+    /// Read-only mirror: replicates contexts, never writes, never counts for acknowledgements.
+    Mirror,
+}
+
+impl Role {
+    /// The lowercase name used in configuration and `cluster status` (`member`, `mirror`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Member => "member",
+            Role::Mirror => "mirror",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = DiscoveryError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "member" => Ok(Role::Member),
+            "mirror" => Ok(Role::Mirror),
+            other => Err(DiscoveryError::InvalidRole(other.to_owned())),
+        }
+    }
+}
+
+/// The state this node believes a member is in (SWIM's states).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberState {
+    /// Answers probes.
+    Alive,
+    /// Missed a probe; declared dead unless it refutes before the suspicion timeout.
+    Suspect,
+    /// Failed: did not refute a suspicion in time. Stays in the view until forgotten.
+    Dead,
+    /// Left gracefully. Stays in the view until forgotten.
+    Left,
+}
+
+impl MemberState {
+    /// The lowercase name used by `cluster status` (`alive`, `suspect`, `dead`, `left`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Alive => "alive",
+            MemberState::Suspect => "suspect",
+            MemberState::Dead => "dead",
+            MemberState::Left => "left",
+        }
+    }
+
+    /// `Alive` or `Suspect`: the member may still be running. A suspect member is not yet
+    /// failed (SWIM gives it the suspicion timeout to refute), so placement treats it as live.
+    pub fn is_live(self) -> bool {
+        matches!(self, MemberState::Alive | MemberState::Suspect)
+    }
+}
+
+impl fmt::Display for MemberState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a node advertises about itself to the cluster. Travels in the gossip layer's node
+/// metadata, at most [`MAX_META_LEN`](crate::MAX_META_LEN) bytes once encoded.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct NodeMeta {
+    /// `host:port` peers and clients use for this node's gRPC.
+    pub grpc_addr: String,
+    /// The node's Ed25519 public key (raw bytes), the one it signs tree heads with.
+    pub public_key: Vec<u8>,
+    /// The node's software version.
+    pub version: String,
+    /// Member or mirror.
+    pub role: Role,
+    /// Created with the data dir: a new value under an old node id tells peers the node came
+    /// back with an empty (or lost) data dir and has forgotten its promises.
+    pub incarnation: String,
+}
+
+/// One member as this node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Member {
+    /// Stable node id (generated once into the data dir, or configured).
+    pub id: String,
+    /// Address the member's gossip layer answers on. (The fake uses `0.0.0.0:0`.)
+    pub gossip_addr: SocketAddr,
+    /// What the member advertises.
+    pub meta: NodeMeta,
+    /// What this node believes about it.
+    pub state: MemberState,
+    /// When this node first saw the member in `state` with this incarnation (local clock).
+    pub since: SystemTime,
+}
+
+impl Member {
+    /// Shorthand for `self.meta.grpc_addr`.
+    pub fn grpc_addr(&self) -> &str {
+        &self.meta.grpc_addr
+    }
+
+    /// Shorthand for `self.meta.role`.
+    pub fn role(&self) -> Role {
+        self.meta.role
+    }
+
+    /// Shorthand for `self.meta.incarnation`.
+    pub fn incarnation(&self) -> &str {
+        &self.meta.incarnation
+    }
+}
+
+/// A snapshot of the membership as one node sees it: every member it knows, itself included,
+/// sorted by id. Dead and left members stay until [`Discovery::forget`](crate::Discovery::forget)
+/// removes them (or, for a restarted node, until it is seen alive again). Cheap to clone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Membership {
+    local_id: Arc<str>,
+    members: Arc<Vec<Member>>,
+}
+
+impl Membership {
+    /// A snapshot from members in any order; sorts them by id. If two entries share an id the
+    /// last one wins.
+    pub fn new(local_id: impl Into<Arc<str>>, members: impl IntoIterator<Item = Member>) -> Self {
+        let by_id: BTreeMap<String, Member> =
+            members.into_iter().map(|m| (m.id.clone(), m)).collect();
+        Self {
+            local_id: local_id.into(),
+            members: Arc::new(by_id.into_values().collect()),
+        }
+    }
+
+    /// Id of the node this view belongs to.
+    pub fn local_id(&self) -> &str {
+        &self.local_id
+    }
+
+    /// This node's own record, if it is in the view (it always is for the shipped
+    /// implementations).
+    pub fn local(&self) -> Option<&Member> {
+        self.get(&self.local_id)
+    }
+
+    /// Every known member, sorted by id, whatever its state.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// The member with this id.
+    pub fn get(&self, id: &str) -> Option<&Member> {
+        self.members
+            .binary_search_by(|m| m.id.as_str().cmp(id))
+            .ok()
+            .map(|i| &self.members[i])
+    }
+
+    /// Members that may be running ([`MemberState::is_live`]: alive or suspect), sorted by id.
+    pub fn live(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(|m| m.state.is_live())
+    }
+
+    /// Members in exactly `state`, sorted by id.
+    pub fn in_state(&self, state: MemberState) -> impl Iterator<Item = &Member> {
+        self.members.iter().filter(move |m| m.state == state)
+    }
+
+    /// What changed from `previous` to `self`, in id order. Pure: the change feed sends
+    /// snapshots, and a consumer that wants events diffs consecutive ones with this.
+    pub fn changes_since(&self, previous: &Membership) -> Vec<MemberChange> {
+        let mut changes = Vec::new();
+        let (mut old, mut new) = (
+            previous.members.iter().peekable(),
+            self.members.iter().peekable(),
+        );
+        loop {
+            match (old.peek(), new.peek()) {
+                (None, None) => break,
+                (Some(o), None) => {
+                    changes.push(MemberChange::Forgotten(o.id.clone()));
+                    old.next();
+                }
+                (None, Some(n)) => {
+                    changes.push(MemberChange::Joined((*n).clone()));
+                    new.next();
+                }
+                (Some(o), Some(n)) => match o.id.cmp(&n.id) {
+                    std::cmp::Ordering::Less => {
+                        changes.push(MemberChange::Forgotten(o.id.clone()));
+                        old.next();
+                    }
+                    std::cmp::Ordering::Greater => {
+                        changes.push(MemberChange::Joined((*n).clone()));
+                        new.next();
+                    }
+                    std::cmp::Ordering::Equal => {
+                        if o.meta.incarnation != n.meta.incarnation {
+                            changes.push(MemberChange::Restarted {
+                                member: (*n).clone(),
+                                previous_incarnation: o.meta.incarnation.clone(),
+                            });
+                        } else {
+                            if o.meta != n.meta || o.gossip_addr != n.gossip_addr {
+                                changes.push(MemberChange::Updated((*n).clone()));
+                            }
+                            if o.state != n.state {
+                                changes.push(MemberChange::StateChanged {
+                                    id: n.id.clone(),
+                                    from: o.state,
+                                    to: n.state,
+                                });
+                            }
+                        }
+                        old.next();
+                        new.next();
+                    }
+                },
+            }
+        }
+        changes
+    }
+}
+
+/// One difference between two [`Membership`] snapshots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MemberChange {
+    /// A member this node had not known.
+    Joined(Member),
+    /// Same incarnation, new state (e.g. `alive → suspect`, `suspect → dead`, `alive → left`).
+    StateChanged {
+        /// The member's id.
+        id: String,
+        /// State in the previous snapshot.
+        from: MemberState,
+        /// State now.
+        to: MemberState,
+    },
+    /// Same id, new incarnation id: the node came back with a new (empty) data dir.
+    Restarted {
+        /// The member as it is now.
+        member: Member,
+        /// Its incarnation in the previous snapshot.
+        previous_incarnation: String,
+    },
+    /// Same incarnation, different metadata or gossip address (e.g. a new version after an
+    /// upgrade restart that kept the data dir).
+    Updated(Member),
+    /// Removed from the view ([`Discovery::forget`](crate::Discovery::forget)).
+    Forgotten(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, state: MemberState, incarnation: &str) -> Member {
+        Member {
+            id: id.to_owned(),
+            gossip_addr: "127.0.0.1:7946".parse().unwrap(),
+            meta: NodeMeta {
+                grpc_addr: format!("{id}:50051"),
+                public_key: vec![7; 32],
+                version: "0.1.0".to_owned(),
+                role: Role::Member,
+                incarnation: incarnation.to_owned(),
+            },
+            state,
+            since: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn membership_sorts_by_id_and_finds_members() {
+        let view = Membership::new(
+            "b",
+            [
+                member("c", MemberState::Dead, "1"),
+                member("a", MemberState::Alive, "1"),
+                member("b", MemberState::Suspect, "1"),
+            ],
+        );
+        let ids: Vec<_> = view.members().iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(ids, ["a", "b", "c"]);
+        assert_eq!(view.local().unwrap().id, "b");
+        assert_eq!(view.get("c").unwrap().state, MemberState::Dead);
+        assert!(view.get("d").is_none());
+        let live: Vec<_> = view.live().map(|m| m.id.as_str()).collect();
+        assert_eq!(live, ["a", "b"]);
+        assert_eq!(view.in_state(MemberState::Dead).count(), 1);
+    }
+
+    #[test]
+    fn changes_since_reports_joins_states_restarts_updates_and_forgets() {
+        let before = Membership::new(
+            "a",
+            [
+                member("a", MemberState::Alive, "1"),
+                member("b", MemberState::Alive, "1"),
+                member("c", MemberState::Alive, "1"),
+                member("d", MemberState::Dead, "1"),
+                member("e", MemberState::Alive, "1"),
+            ],
+        );
+        let mut e = member("e", MemberState::Alive, "1");
+        e.meta.version = "0.2.0".to_owned();
+        let after = Membership::new(
+            "a",
+            [
+                member("a", MemberState::Alive, "1"),
+                member("b", MemberState::Suspect, "1"),
+                member("c", MemberState::Alive, "2"),
+                e.clone(),
+                member("f", MemberState::Alive, "1"),
+            ],
+        );
+        assert_eq!(
+            after.changes_since(&before),
+            vec![
+                MemberChange::StateChanged {
+                    id: "b".to_owned(),
+                    from: MemberState::Alive,
+                    to: MemberState::Suspect,
+                },
+                MemberChange::Restarted {
+                    member: member("c", MemberState::Alive, "2"),
+                    previous_incarnation: "1".to_owned(),
+                },
+                MemberChange::Forgotten("d".to_owned()),
+                MemberChange::Updated(e),
+                MemberChange::Joined(member("f", MemberState::Alive, "1")),
+            ]
+        );
+        assert!(after.changes_since(&after).is_empty());
+    }
+
+    #[test]
+    fn role_and_state_names_round_trip() {
+        assert_eq!("member".parse::<Role>().unwrap(), Role::Member);
+        assert_eq!(" Mirror ".parse::<Role>().unwrap(), Role::Mirror);
+        assert!("writer".parse::<Role>().is_err());
+        assert_eq!(Role::Mirror.to_string(), "mirror");
+        let names: Vec<_> = [
+            MemberState::Alive,
+            MemberState::Suspect,
+            MemberState::Dead,
+            MemberState::Left,
+        ]
+        .iter()
+        .map(|s| s.as_str())
+        .collect();
+        assert_eq!(names, ["alive", "suspect", "dead", "left"]);
+        assert!(MemberState::Suspect.is_live());
+        assert!(!MemberState::Left.is_live());
+    }
+}
