@@ -78,16 +78,8 @@ impl Ledger {
         }
         self.inner.failed.check()?;
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append(AppendCmd {
-            context_id: e.context_id,
-            key: e.key,
-            payload: e.payload,
-            metadata: e.metadata,
-            received_lamport_clock: e.received_lamport_clock,
-            idempotency_key: e.idempotency_key,
-            reply,
-        }))
-        .await?;
+        self.send(Command::Append(AppendCmd { entry: e, reply }))
+            .await?;
         Ok(AppendAck(rx))
     }
 }

@@ -17,7 +17,7 @@ use crate::commit::{Group, Reply, Work, WritePath};
 use crate::dedupe::{Dedupe, Seen};
 use crate::error::LedgerError;
 use crate::fail::FailState;
-use ledger_core::{Entry, LamportClock, Metadata};
+use ledger_core::{Entry, LamportClock, NewEntry};
 use ledger_storage::{ContextCommit, ContextHead, LogStore};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -31,12 +31,7 @@ const HEAD_CACHE_LIMIT: usize = 200_000;
 const DEDUPE_CACHE_LIMIT: usize = 100_000;
 
 pub(crate) struct AppendCmd {
-    pub context_id: String,
-    pub key: String,
-    pub payload: Vec<u8>,
-    pub metadata: Metadata,
-    pub received_lamport_clock: Option<u64>,
-    pub idempotency_key: Option<String>,
+    pub entry: NewEntry,
     pub reply: oneshot::Sender<Result<Arc<Entry>, LedgerError>>,
 }
 
@@ -65,7 +60,7 @@ pub(crate) enum Command {
 impl Command {
     fn weight(&self) -> usize {
         match self {
-            Command::Append(a) => a.payload.len() + 256,
+            Command::Append(a) => a.entry.payload.len() + 256,
             Command::LoadBegin(_) => 256,
             Command::Apply(a) => a.commit.entries.iter().map(|e| e.encoded_len()).sum(),
         }
@@ -222,13 +217,14 @@ impl Sequencer {
         Ok(group.commits.len() - 1)
     }
 
-    fn add_append(&mut self, group: &mut Group, a: AppendCmd, now: u64) {
+    fn add_append(&mut self, group: &mut Group, cmd: AppendCmd, now: u64) {
+        let AppendCmd { entry: a, reply } = cmd;
         if let Err(e) = self.failed.check() {
-            let _ = a.reply.send(Err(e));
+            let _ = reply.send(Err(e));
             return;
         }
         if self.reserved.lock().contains_key(&a.context_id) {
-            let _ = a.reply.send(Err(LedgerError::LoadInProgress {
+            let _ = reply.send(Err(LedgerError::LoadInProgress {
                 context_id: a.context_id,
             }));
             return;
@@ -245,11 +241,11 @@ impl Sequencer {
                 Ok(Seen::New) => {}
                 Ok(Seen::Same(entry)) => {
                     // Answered once everything before it is durable, like any append.
-                    group.replies.push(Reply::Append(a.reply, entry));
+                    group.replies.push(Reply::Append(reply, entry));
                     return;
                 }
                 Ok(Seen::Conflict(sequence)) => {
-                    let _ = a.reply.send(Err(LedgerError::IdempotencyConflict {
+                    let _ = reply.send(Err(LedgerError::IdempotencyConflict {
                         context_id: a.context_id,
                         key: k.clone(),
                         sequence,
@@ -257,7 +253,7 @@ impl Sequencer {
                     return;
                 }
                 Err(e) => {
-                    let _ = a.reply.send(Err(e));
+                    let _ = reply.send(Err(e));
                     return;
                 }
             }
@@ -265,14 +261,14 @@ impl Sequencer {
         let slot = match self.slot(group, &a.context_id) {
             Ok(s) => s,
             Err(e) => {
-                let _ = a.reply.send(Err(e));
+                let _ = reply.send(Err(e));
                 return;
             }
         };
         let commit = &mut group.commits[slot];
         let mut clock = LamportClock::new(commit.head.lamport_clock);
         let Some(lamport) = clock.advance(a.received_lamport_clock) else {
-            let _ = a.reply.send(Err(LedgerError::InvalidArgument(format!(
+            let _ = reply.send(Err(LedgerError::InvalidArgument(format!(
                 "the Lamport clock of context {:?} cannot advance past {}",
                 a.context_id, commit.head.lamport_clock
             ))));
@@ -294,7 +290,7 @@ impl Sequencer {
             {
                 Ok(r) => group.commits[slot].idempotency.push(r),
                 Err(e) => {
-                    let _ = a.reply.send(Err(e));
+                    let _ = reply.send(Err(e));
                     return;
                 }
             }
@@ -305,7 +301,7 @@ impl Sequencer {
             .push(&entry, &mut commit.nodes)
             .expect("sequence assigned from the head");
         commit.entries.push(Arc::clone(&entry));
-        group.replies.push(Reply::Append(a.reply, entry));
+        group.replies.push(Reply::Append(reply, entry));
     }
 
     fn begin_load(&mut self, context_id: &str, token: u64) -> Result<ContextHead, LedgerError> {
