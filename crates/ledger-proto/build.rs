@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "converge/ledger/v1/integrity.proto",
         "converge/ledger/v1/append.proto",
         "converge/ledger/v1/snapshot.proto",
+        "converge/ledger/cluster/v1/cluster.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={}", root.join(f).display());

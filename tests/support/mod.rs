@@ -2,6 +2,8 @@
 #![allow(dead_code)]
 
 use ledger_client::LedgerClient;
+pub mod cluster;
+
 pub use ledger_launcher::{Launch, NodeProcess};
 use std::path::{Path, PathBuf};
 use std::process::Command;

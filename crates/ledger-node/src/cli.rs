@@ -118,6 +118,11 @@ enum Command {
         #[arg(long)]
         public_key: Option<String>,
     },
+    /// See and manage a cluster: status, remove a dead member, quarantines
+    Cluster {
+        #[command(subcommand)]
+        what: crate::cluster_cli::ClusterCommand,
+    },
     /// Verify data locally against signed tree heads, without trusting the node
     Verify {
         #[command(subcommand)]
@@ -236,10 +241,15 @@ async fn run(command: Command) -> Result<(), CliError> {
             );
             let listener = crate::server::bind(&config).await?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
-            let opened = crate::server::open(&config, &fds)?;
+            let mut opened = crate::server::open(&config, &fds)?;
+            crate::server::start_cluster(&config, &mut opened, addr).await?;
             let (signer, identity) = (&opened.signer, &opened.identity);
             out_line(&crate::server::listening_line(
-                addr, &config, signer, identity,
+                addr,
+                &config,
+                signer,
+                identity,
+                opened.cluster.as_deref(),
             ))?;
             tracing::info!(
                 open_file_limit = fds.limit,
@@ -384,6 +394,7 @@ async fn run(command: Command) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Message(e.to_string()))
         .and_then(|json| out_line(&json)),
+        Command::Cluster { what } => crate::cluster_cli::run(what).await,
         Command::Verify { what } => {
             let r = match what {
                 VerifyCommand::Snapshot {

@@ -24,6 +24,36 @@ pub enum DurabilitySetting {
     Buffered,
 }
 
+/// How durable an append must be before it is acknowledged, in a cluster (see
+/// docs/ARCHITECTURE.md "Acknowledgement levels").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AckSetting {
+    Writer,
+    Quorum,
+    All,
+}
+
+/// What a node does with an append for a context another node writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteSetting {
+    /// Forward it to the writer and relay the answer.
+    Forward,
+    /// Refuse it with FAILED_PRECONDITION naming the writer in `x-ledger-writer`.
+    Redirect,
+}
+
+/// What a node is in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum RoleSetting {
+    /// Holds replicas and can write contexts.
+    Member,
+    /// Replicates contexts read-only; never writes, never counts for acknowledgements.
+    Mirror,
+}
+
 /// Every setting of a node.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,6 +112,39 @@ pub struct Config {
     /// This node's id (default: generated once into the data dir's `node.json`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// host:port peers and clients use for this node's gRPC (default: host:port when host is
+    /// a concrete address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
+    /// host:port the gossip layer binds (default: host and port 7946). Setting it (or seeds)
+    /// makes the node a cluster member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip_addr: Option<String>,
+    /// Comma-separated gossip addresses (host:port or DNS names) of nodes to join; empty = a
+    /// one-node cluster.
+    pub seeds: String,
+    /// Replicas of each context (capped at the member count).
+    pub replication_factor: usize,
+    /// Default acknowledgement level (`x-ledger-ack` overrides it per request).
+    pub ack: AckSetting,
+    /// Appends for contexts written by another node: forward or redirect.
+    pub route: RouteSetting,
+    /// member or mirror.
+    pub role: RoleSetting,
+    /// A member dead for longer than this is removed from the cluster (0 = only by
+    /// `cluster remove`).
+    pub dead_member_timeout_ms: u64,
+    /// A writer that has not heard from a majority of a context's replicas for this long stops
+    /// accepting appends for it.
+    pub writer_lease_ms: u64,
+    /// Gossip failure detection: probe interval…
+    pub gossip_probe_interval_ms: u64,
+    /// …probe timeout…
+    pub gossip_probe_timeout_ms: u64,
+    /// …and how long a suspect member has to refute before it is declared dead.
+    pub gossip_suspicion_timeout_ms: u64,
+    /// Full gossip state exchange with a random member this often.
+    pub gossip_push_pull_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -113,6 +176,19 @@ impl Default for Config {
             idempotency_window_ms: ledger.idempotency_window_ns / 1_000_000,
             idempotency_min_keys: ledger.idempotency_min_keys,
             node_id: None,
+            advertise_addr: None,
+            gossip_addr: None,
+            seeds: String::new(),
+            replication_factor: 3,
+            ack: AckSetting::Quorum,
+            route: RouteSetting::Forward,
+            role: RoleSetting::Member,
+            dead_member_timeout_ms: 24 * 3_600_000,
+            writer_lease_ms: 2_000,
+            gossip_probe_interval_ms: 1_000,
+            gossip_probe_timeout_ms: 500,
+            gossip_suspicion_timeout_ms: 4_000,
+            gossip_push_pull_interval_ms: 30_000,
         }
     }
 }
@@ -144,6 +220,19 @@ const ENV_KEYS: &[&str] = &[
     "idempotency_window_ms",
     "idempotency_min_keys",
     "node_id",
+    "advertise_addr",
+    "gossip_addr",
+    "seeds",
+    "replication_factor",
+    "ack",
+    "route",
+    "role",
+    "dead_member_timeout_ms",
+    "writer_lease_ms",
+    "gossip_probe_interval_ms",
+    "gossip_probe_timeout_ms",
+    "gossip_suspicion_timeout_ms",
+    "gossip_push_pull_interval_ms",
 ];
 
 /// Settings given as command-line flags (only those present override).
@@ -209,6 +298,58 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_id: Option<String>,
+    /// host:port peers and clients reach this node's gRPC at [default: host:port]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub advertise_addr: Option<String>,
+    /// host:port the gossip layer binds; makes the node a cluster member [default: host:7946]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_addr: Option<String>,
+    /// Comma-separated gossip seeds (host:port or DNS names) [default: none, one-node cluster]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seeds: Option<String>,
+    /// Replicas per context [default: 3]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub replication_factor: Option<usize>,
+    /// Acknowledge appends once on the writer, a quorum, or all replicas [default: quorum]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack: Option<AckSetting>,
+    /// Appends for another node's context: forward or redirect [default: forward]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub route: Option<RouteSetting>,
+    /// member, or mirror (read-only replica) [default: member]
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<RoleSetting>,
+    /// Remove members dead this long, 0 = never [default: 86400000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_member_timeout_ms: Option<u64>,
+    /// Stop writing a context without a majority for this long [default: 2000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub writer_lease_ms: Option<u64>,
+    /// Gossip probe interval [default: 1000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_probe_interval_ms: Option<u64>,
+    /// Gossip probe timeout [default: 500]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_probe_timeout_ms: Option<u64>,
+    /// Suspect members are declared dead after this [default: 4000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_suspicion_timeout_ms: Option<u64>,
+    /// Full gossip state exchange interval [default: 30000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_push_pull_interval_ms: Option<u64>,
 }
 
 /// One figment error as "invalid setting <name>: <problem> (from <source>)".
@@ -292,6 +433,7 @@ impl Config {
         if let Some(id) = &self.node_id {
             crate::identity::validate_node_id(id)?;
         }
+        crate::cluster::settings::validate(self)?;
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams", "must be at least 1".into());
         }

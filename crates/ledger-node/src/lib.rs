@@ -17,6 +17,8 @@
 //! - [`output`]: how the CLI prints entries.
 
 pub mod cli;
+pub mod cluster;
+pub mod cluster_cli;
 pub mod config;
 pub mod conn;
 pub mod identity;

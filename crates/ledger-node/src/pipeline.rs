@@ -6,7 +6,10 @@
 //! requests ahead of its answers, and reads nothing while the client does not take answers, so
 //! a slow client holds back only itself (HTTP/2 flow control does the rest).
 
-use crate::status::to_status;
+use crate::cluster::Cluster;
+use crate::status::{cluster_status, to_status};
+use ledger_replication::AckLevel;
+use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use ledger_embedded::Ledger;
@@ -28,11 +31,21 @@ pub struct PipelineApi {
     /// Becomes true when the node starts shutting down: streams stop taking requests, answer
     /// those in flight and end with UNAVAILABLE.
     draining: watch::Receiver<bool>,
+    /// In a cluster, appends go through [`Cluster::submit`].
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl PipelineApi {
-    pub fn new(ledger: Ledger, draining: watch::Receiver<bool>) -> Self {
-        PipelineApi { ledger, draining }
+    pub fn new(
+        ledger: Ledger,
+        draining: watch::Receiver<bool>,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
+        PipelineApi {
+            ledger,
+            draining,
+            cluster,
+        }
     }
 }
 
@@ -48,8 +61,16 @@ impl AppendPipeline for PipelineApi {
         if *self.draining.borrow() {
             return Err(shutting_down());
         }
+        let cluster = match &self.cluster {
+            Some(c) => Some((
+                Arc::clone(c),
+                crate::cluster::route::ack_of(c, request.metadata()).map_err(cluster_status)?,
+            )),
+            None => None,
+        };
         let state = StreamState {
             ledger: self.ledger.clone(),
+            cluster,
             inbound: request.into_inner(),
             draining: self.draining.clone(),
             in_flight: FuturesOrdered::new(),
@@ -76,6 +97,7 @@ fn shutting_down() -> Status {
 /// One stream: requests read, appends in flight (oldest first), and how it ends.
 struct StreamState {
     ledger: Ledger,
+    cluster: Option<(Arc<Cluster>, AckLevel)>,
     inbound: Streaming<lpb::AppendStreamRequest>,
     draining: watch::Receiver<bool>,
     in_flight: FuturesOrdered<BoxFuture<'static, lpb::AppendStreamResponse>>,
@@ -110,7 +132,10 @@ impl StreamState {
                         Ok(Some(request)) => {
                             // Queued here, one request after another, so appends are applied in
                             // stream order; only their acknowledgements run concurrently.
-                            let answer = submit(&self.ledger, request).await;
+                            let answer = match &self.cluster {
+                                Some((c, level)) => submit_clustered(c, *level, request).await,
+                                None => submit(&self.ledger, request).await,
+                            };
                             self.in_flight.push_back(answer);
                         }
                         Ok(None) => self.reading = false,
@@ -145,18 +170,46 @@ async fn submit(
     };
     Box::pin(async move {
         let result = match queued {
-            Ok(ack) => ack.await.map_err(to_status),
+            Ok(ack) => ack.await.map(|e| entry_to_pb(&e)).map_err(to_status),
             Err(status) => Err(status),
         };
-        lpb::AppendStreamResponse {
-            request_id,
-            result: Some(match result {
-                Ok(entry) => Outcome::Entry(entry_to_pb(&entry)),
-                Err(status) => Outcome::Error(lpb::AppendError {
-                    code: status.code() as i32,
-                    message: status.message().to_owned(),
-                }),
-            }),
-        }
+        answer(request_id, result)
     })
+}
+
+/// [`submit`] on a cluster node (see [`Cluster::submit`] for the order it keeps).
+async fn submit_clustered(
+    cluster: &Arc<Cluster>,
+    level: AckLevel,
+    request: lpb::AppendStreamRequest,
+) -> BoxFuture<'static, lpb::AppendStreamResponse> {
+    let request_id = request.request_id;
+    let pending = match request.append {
+        None => {
+            return Box::pin(futures::future::ready(answer(
+                request_id,
+                Err(Status::invalid_argument(
+                    "AppendStreamRequest.append is missing: set it to the AppendRequest to apply",
+                )),
+            )));
+        }
+        Some(append) => cluster.submit(append, level).await,
+    };
+    Box::pin(async move { answer(request_id, pending.await.map(|r| r.entry.unwrap_or_default())) })
+}
+
+fn answer(
+    request_id: u64,
+    result: Result<ledger_proto::context::v1::Entry, Status>,
+) -> lpb::AppendStreamResponse {
+    lpb::AppendStreamResponse {
+        request_id,
+        result: Some(match result {
+            Ok(entry) => Outcome::Entry(entry),
+            Err(status) => Outcome::Error(lpb::AppendError {
+                code: status.code() as i32,
+                message: status.message().to_owned(),
+            }),
+        }),
+    }
 }

@@ -8,6 +8,8 @@
 //!    in-flight requests, so started appends finish and are answered;
 //! 3. the ledger drains its write queue, syncs and closes RocksDB.
 
+use crate::cluster::Cluster;
+use crate::cluster::service::ClusterApi;
 use crate::config::Config;
 use crate::conn::FdBudget;
 use crate::identity::{Identity, NodeIdLayer};
@@ -17,6 +19,7 @@ use crate::service::ContextApi;
 use crate::signer::Signer;
 use crate::snapshots::SnapshotApi;
 use ledger_embedded::{CloseOutcome, Ledger};
+use ledger_proto::cluster::v1::cluster_service_server::ClusterServiceServer;
 use ledger_proto::context::v1::context_service_server::ContextServiceServer;
 use ledger_proto::ledger::v1::append_pipeline_server::AppendPipelineServer;
 use ledger_proto::ledger::v1::integrity_service_server::IntegrityServiceServer;
@@ -43,8 +46,14 @@ pub fn listening_line(
     config: &Config,
     signer: &Signer,
     identity: &Identity,
+    cluster: Option<&Cluster>,
 ) -> String {
     serde_json::json!({
+        "cluster": cluster.map(|c| serde_json::json!({
+            "advertise_addr": c.settings.advertise_addr,
+            "gossip_addr": c.discovery().advertise_addr().to_string(),
+            "replication_factor": c.settings.protocol.replication_factor,
+        })),
         "event": "listening",
         "addr": addr.to_string(),
         "node_id": identity.node_id,
@@ -58,12 +67,36 @@ pub fn listening_line(
     .to_string()
 }
 
-/// What a node serves with: the ledger, its signing key and its identity.
+/// What a node serves with: the ledger, its signing key, its identity, and the cluster
+/// runtime when it is a cluster member.
 #[derive(Debug)]
 pub struct Opened {
     pub ledger: Ledger,
     pub signer: Arc<Signer>,
     pub identity: Identity,
+    pub cluster: Option<Arc<Cluster>>,
+}
+
+/// Joins the cluster when `seeds` or `gossip_addr` is set (a no-op otherwise), with the
+/// gRPC address actually bound.
+pub async fn start_cluster(
+    config: &Config,
+    opened: &mut Opened,
+    bound: SocketAddr,
+) -> Result<(), String> {
+    if !crate::cluster::is_clustered(config) {
+        return Ok(());
+    }
+    let settings = crate::cluster::ClusterSettings::from_config(config, bound)?;
+    let cluster = Cluster::start(
+        settings,
+        &opened.identity,
+        opened.signer.public_key().as_bytes().to_vec(),
+        opened.ledger.clone(),
+    )
+    .await?;
+    opened.cluster = Some(cluster);
+    Ok(())
 }
 
 /// Opens the ledger in the configured data dir and loads (or creates) the signing key and the
@@ -82,6 +115,7 @@ pub fn open(config: &Config, fds: &FdBudget) -> Result<Opened, String> {
         ledger,
         signer,
         identity,
+        cluster: None,
     })
 }
 
@@ -99,6 +133,7 @@ pub async fn serve(
         ledger,
         signer,
         identity,
+        cluster,
     } = opened;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
@@ -127,6 +162,7 @@ pub async fn serve(
         ledger.clone(),
         Arc::clone(&signer),
         config.max_message_bytes,
+        cluster.clone(),
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
@@ -135,13 +171,23 @@ pub async fn serve(
         .max_encoding_message_size(config.max_message_bytes);
     let integrity = IntegrityServiceServer::new(IntegrityApi::new(ledger.clone(), signer));
     let (stop_streams, streams_stopping) = watch::channel(false);
-    let pipeline = AppendPipelineServer::new(PipelineApi::new(ledger.clone(), streams_stopping))
+    let pipeline = AppendPipelineServer::new(PipelineApi::new(
+        ledger.clone(),
+        streams_stopping,
+        cluster.clone(),
+    ))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
 
+    let cluster_api = cluster.clone().map(|c| {
+        ClusterServiceServer::new(ClusterApi::new(c))
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX)
+    });
     let draining = Arc::new(Notify::new());
     let signal = {
         let (draining, ledger) = (Arc::clone(&draining), ledger.clone());
+        let cluster_for_signal = cluster.clone();
         async move {
             shutdown.await;
             tracing::info!("shutting down: ending watch streams, finishing in-flight requests");
@@ -159,6 +205,9 @@ pub async fn serve(
                 .await;
             ledger.stop_watchers();
             let _ = stop_streams.send(true);
+            if let Some(c) = &cluster_for_signal {
+                c.shutdown().await;
+            }
             draining.notify_one();
         }
     };
@@ -175,6 +224,7 @@ pub async fn serve(
         .add_service(integrity)
         .add_service(pipeline)
         .add_service(snapshots)
+        .add_optional_service(cluster_api)
         .serve_with_incoming_shutdown(
             // Capped, with a handshake timeout; nodelay so replies never wait for Nagle's
             // algorithm and delayed ACKs (up to 40 ms).

@@ -1,5 +1,8 @@
-//! `converge.context.v1.ContextService` over the embedded ledger.
+//! `converge.context.v1.ContextService` over the embedded ledger. In a cluster, requests go
+//! where [`crate::cluster::route`] says: appends to the context's writer, reads to a replica.
 
+use crate::cluster::Cluster;
+use crate::cluster::route::ReadAt;
 use crate::signer::Signer;
 use crate::status::to_status;
 use ledger_core::{Entry, Frontier};
@@ -23,17 +26,40 @@ pub struct ContextApi {
     signer: Arc<Signer>,
     /// Largest snapshot answered in one message (the node's message limit, less framing).
     max_snapshot_bytes: usize,
+    /// The cluster runtime, when this node is a cluster member.
+    cluster: Option<Arc<Cluster>>,
 }
 
 /// Room left in a Snapshot response for its other fields and protobuf framing.
 const SNAPSHOT_RESPONSE_OVERHEAD: usize = 1024;
 
 impl ContextApi {
-    pub fn new(ledger: Ledger, signer: Arc<Signer>, max_message_bytes: usize) -> Self {
+    pub fn new(
+        ledger: Ledger,
+        signer: Arc<Signer>,
+        max_message_bytes: usize,
+        cluster: Option<Arc<Cluster>>,
+    ) -> Self {
         ContextApi {
             ledger,
             signer,
             max_snapshot_bytes: max_message_bytes.saturating_sub(SNAPSHOT_RESPONSE_OVERHEAD),
+            cluster,
+        }
+    }
+
+    /// Where a read is served: `None` here, or a client of the node to forward it to.
+    async fn remote_for<T>(
+        &self,
+        context_id: &str,
+        request: &Request<T>,
+    ) -> Result<Option<(Arc<Cluster>, pb::context_service_client::ContextServiceClient<tonic::transport::Channel>)>, Status> {
+        let Some(c) = &self.cluster else {
+            return Ok(None);
+        };
+        match c.read_at(context_id, request.metadata()).await? {
+            ReadAt::Local => Ok(None),
+            ReadAt::Remote(client) => Ok(Some((Arc::clone(c), client))),
         }
     }
 }
@@ -101,6 +127,12 @@ impl ContextService for ContextApi {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let start = Instant::now();
+        if let Some(c) = &self.cluster {
+            let context_id = request.get_ref().context_id.clone();
+            let result = c.append(request).await.map(Response::new);
+            log_result("Append", &context_id, start, &result);
+            return result;
+        }
         let append = append_request_from_pb(request.into_inner());
         let context_id = append.context_id.clone();
         let result = self
@@ -122,6 +154,10 @@ impl ContextService for ContextApi {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let start = Instant::now();
+        if let Some((c, mut client)) = self.remote_for(&request.get_ref().context_id, &request).await? {
+            let r = request.into_inner();
+            return client.get(c.forwarded(Request::new(r))).await;
+        }
         let r = request.into_inner();
         let limit = (r.limit > 0).then_some(r.limit as usize);
         let result = self
@@ -146,6 +182,10 @@ impl ContextService for ContextApi {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let start = Instant::now();
+        if let Some((c, mut client)) = self.remote_for(&request.get_ref().context_id, &request).await? {
+            let r = request.into_inner();
+            return client.snapshot(c.forwarded(Request::new(r))).await;
+        }
         let r = request.into_inner();
         let result = self
             .ledger
@@ -173,6 +213,11 @@ impl ContextService for ContextApi {
         request: Request<pb::LoadRequest>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
+        if self.cluster.is_some() {
+            return Err(Status::failed_precondition(
+                "Load is not available on a cluster node yet: load the snapshot into a single node, or append its entries through the cluster",
+            ));
+        }
         let r = request.into_inner();
         let result = self
             .ledger
@@ -196,6 +241,11 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        if let Some((c, mut client)) = self.remote_for(&request.get_ref().context_id, &request).await? {
+            let r = request.into_inner();
+            let stream = client.watch(c.forwarded(Request::new(r))).await?.into_inner();
+            return Ok(Response::new(Box::pin(stream)));
+        }
         let r = request.into_inner();
         let mut trail = if r.include_tree_heads {
             if !r.key.is_empty() {

@@ -1,8 +1,15 @@
 //! The one mapping from domain errors to gRPC status codes. Handlers never build a `Status`
 //! from an error any other way.
 
+use crate::cluster::ClusterError;
 use ledger_embedded::{ErrorKind, LedgerError};
+use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
+
+/// Trailing metadata of a redirect: the writer's gRPC address.
+pub const WRITER_HEADER: &str = "x-ledger-writer";
+/// Trailing metadata of a cluster refusal after which nothing was stored: retrying is safe.
+pub const NOT_STORED_HEADER: &str = "x-ledger-not-stored";
 
 /// The gRPC code of each kind of failure. Exhaustive: a new kind does not compile until it is
 /// mapped here.
@@ -27,6 +34,35 @@ pub fn to_status(e: LedgerError) -> Status {
         tracing::error!(error = %e, "request failed with an internal error");
     }
     Status::new(code, e.to_string())
+}
+
+/// The status of a cluster failure. Refusals that stored nothing carry `x-ledger-not-stored`
+/// (a forwarding node retries those); a redirect names the writer in `x-ledger-writer`.
+pub fn cluster_status(e: ClusterError) -> Status {
+    let retryable = e.is_retryable();
+    let mut status = match e {
+        ClusterError::Ledger(e) => return to_status(e),
+        ClusterError::InvalidMetadata(m) => return Status::invalid_argument(m),
+        ClusterError::Redirect { ref writer_addr, .. } => {
+            let addr = MetadataValue::try_from(writer_addr.as_str()).ok();
+            let mut s = Status::failed_precondition(e.to_string());
+            if let Some(a) = addr {
+                s.metadata_mut().insert(WRITER_HEADER, a);
+            }
+            s
+        }
+        ClusterError::NotWriter { .. }
+        | ClusterError::Establishing { .. }
+        | ClusterError::LeaseExpired { .. }
+        | ClusterError::NoWriter { .. }
+        | ClusterError::OutcomeUnknown { .. } => Status::unavailable(e.to_string()),
+    };
+    if retryable {
+        status
+            .metadata_mut()
+            .insert(NOT_STORED_HEADER, MetadataValue::from_static("1"));
+    }
+    status
 }
 
 #[cfg(test)]
@@ -123,5 +159,33 @@ mod tests {
         assert!(s.message().contains("sequence 3"));
         let s = to_status(LedgerError::WatchEnded { resume_from: 7 });
         assert!(s.message().contains("from_sequence 7"), "{}", s.message());
+    }
+
+    #[test]
+    fn cluster_codes_follow_the_contract() {
+        let s = cluster_status(ClusterError::Redirect {
+            node: "a".into(),
+            context_id: "c".into(),
+            writer: "b".into(),
+            writer_addr: "127.0.0.2:50051".into(),
+        });
+        assert_eq!(s.code(), Code::FailedPrecondition);
+        assert_eq!(
+            s.metadata().get(WRITER_HEADER).unwrap().to_str().unwrap(),
+            "127.0.0.2:50051"
+        );
+        let s = cluster_status(ClusterError::Establishing {
+            context_id: "c".into(),
+        });
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.metadata().get(NOT_STORED_HEADER).is_some());
+        let s = cluster_status(ClusterError::OutcomeUnknown {
+            context_id: "c".into(),
+            reason: "stepped down".into(),
+        });
+        assert_eq!(s.code(), Code::Unavailable);
+        assert!(s.metadata().get(NOT_STORED_HEADER).is_none());
+        let s = cluster_status(ClusterError::InvalidMetadata("x-ledger-ack".into()));
+        assert_eq!(s.code(), Code::InvalidArgument);
     }
 }

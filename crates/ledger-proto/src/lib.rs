@@ -26,7 +26,18 @@ pub mod ledger {
     pub mod v1 {
         tonic::include_proto!("converge.ledger.v1");
     }
+
+    /// `converge.ledger.cluster.v1`.
+    pub mod cluster {
+        pub mod v1 {
+            tonic::include_proto!("converge.ledger.cluster.v1");
+        }
+    }
 }
+
+/// `converge.ledger.cluster.v1`: the nodes' internal service (replication streams, cluster
+/// status, anti-entropy digests). Generated inside [`ledger`] (its package nests there).
+pub use ledger::cluster;
 
 /// Encoded `FileDescriptorSet` of every service, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));

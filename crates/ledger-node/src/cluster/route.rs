@@ -1,0 +1,390 @@
+//! Serving the public API in a cluster: which node answers a request.
+//!
+//! - **Appends** go to the context's writer (the first live member of its replica set, by
+//!   the same placement function the Rust client uses). On the writer they enter the
+//!   context's task; elsewhere they are forwarded (`route = forward`, the default) or refused
+//!   with FAILED_PRECONDITION and the writer's address in `x-ledger-writer` (`route =
+//!   redirect`). Refusals after which nothing was stored (no writer yet, the writer is
+//!   establishing its epoch, views disagree for a moment) are retried for up to
+//!   [`APPEND_RETRY`], so the engine rarely sees a failover.
+//! - **Reads** are served locally by a replica (or a mirror) from what it durably holds; a
+//!   node that holds no replica forwards them to the writer (or another live replica).
+//!   `x-ledger-min-sequence: N` makes a replica wait up to [`MIN_SEQUENCE_WAIT`] until it holds
+//!   N, then forward to the writer: read-your-writes through any node.
+//!
+//! A forwarded request carries `x-ledger-forwarded`, and is never forwarded again.
+
+use super::Cluster;
+use super::actor::ActorMsg;
+use super::error::ClusterError;
+use crate::config::RouteSetting;
+use crate::status::{NOT_STORED_HEADER, cluster_status};
+use ledger_core::{Entry, NewEntry};
+use ledger_proto::context::v1 as pb;
+use ledger_proto::context::v1::context_service_client::ContextServiceClient;
+use ledger_replication::{AckLevel, placement_writer, replica_set};
+use futures::future::BoxFuture;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// Request metadata: the acknowledgement level of an append.
+pub const ACK_HEADER: &str = "x-ledger-ack";
+/// Request metadata: serve a read only once this sequence is held.
+pub const MIN_SEQUENCE_HEADER: &str = "x-ledger-min-sequence";
+/// Request metadata set on requests one node forwards to another.
+pub const FORWARDED_HEADER: &str = "x-ledger-forwarded";
+
+/// How long an append keeps being retried while nothing was stored (failover, epochs).
+pub const APPEND_RETRY: Duration = Duration::from_secs(6);
+/// How long a read waits for `x-ledger-min-sequence` before it goes to the writer.
+pub const MIN_SEQUENCE_WAIT: Duration = Duration::from_secs(2);
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// Where a read is served.
+#[derive(Debug)]
+pub enum ReadAt {
+    Local,
+    Remote(ContextServiceClient<Channel>),
+}
+
+/// The request's `x-ledger-ack`, or the node's default.
+pub fn ack_of(cluster: &Cluster, meta: &MetadataMap) -> Result<AckLevel, ClusterError> {
+    match meta.get(ACK_HEADER) {
+        None => Ok(cluster.settings.ack),
+        Some(v) => {
+            let text = v.to_str().map_err(|_| {
+                ClusterError::InvalidMetadata("x-ledger-ack must be ASCII text".into())
+            })?;
+            super::settings::parse_ack(text).map_err(ClusterError::InvalidMetadata)
+        }
+    }
+}
+
+fn min_sequence(meta: &MetadataMap) -> Result<u64, ClusterError> {
+    match meta.get(MIN_SEQUENCE_HEADER) {
+        None => Ok(0),
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ClusterError::InvalidMetadata(
+                    "x-ledger-min-sequence must be a sequence number (a decimal integer)".into(),
+                )
+            }),
+    }
+}
+
+fn is_forwarded(meta: &MetadataMap) -> bool {
+    meta.contains_key(FORWARDED_HEADER)
+}
+
+fn ack_name(level: AckLevel) -> &'static str {
+    match level {
+        AckLevel::Writer => "writer",
+        AckLevel::Quorum => "quorum",
+        AckLevel::All => "all",
+    }
+}
+
+impl Cluster {
+    /// The context's writer as this node sees it: (id, gRPC address).
+    pub fn writer_of(&self, context_id: &str) -> Option<(String, String)> {
+        let view = self.view();
+        let id = placement_writer(
+            context_id,
+            &view.members,
+            self.settings.protocol.replication_factor,
+        )?;
+        let addr = view.addr_of(id.as_str())?.to_owned();
+        Some((id.to_string(), addr))
+    }
+
+    /// The context's replica set as this node sees it (ids).
+    pub fn replicas_of(&self, context_id: &str) -> Vec<String> {
+        let view = self.view();
+        replica_set(
+            context_id,
+            &view.members,
+            self.settings.protocol.replication_factor,
+        )
+        .into_iter()
+        .map(|n| n.to_string())
+        .collect()
+    }
+
+    fn holds(&self, context_id: &str) -> bool {
+        self.settings.role == ledger_discovery::Role::Mirror
+            || self
+                .replicas_of(context_id)
+                .iter()
+                .any(|r| r.as_str() == self.me.node.as_str())
+    }
+
+    fn client(&self, addr: &str) -> Result<ContextServiceClient<Channel>, Status> {
+        let ch = self.links.channel(addr).map_err(Status::unavailable)?;
+        Ok(ContextServiceClient::new(ch)
+            .max_decoding_message_size(usize::MAX)
+            .max_encoding_message_size(usize::MAX))
+    }
+
+    /// An append, served wherever it should be (see the module docs).
+    pub async fn append(
+        self: &Arc<Self>,
+        request: Request<pb::AppendRequest>,
+    ) -> Result<pb::AppendResponse, Status> {
+        let level = ack_of(self, request.metadata()).map_err(cluster_status)?;
+        let forwarded = is_forwarded(request.metadata());
+        let msg = request.into_inner();
+        let deadline = Instant::now() + APPEND_RETRY;
+        loop {
+            let attempt = self.append_once(&msg, level, forwarded, deadline).await;
+            match attempt {
+                Err(Attempt::Retry(s)) if Instant::now() < deadline => {
+                    tracing::debug!(context_id = %msg.context_id, error = %s.message(), "append refused before storing; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(Attempt::Retry(s) | Attempt::Final(s)) => return Err(s),
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+
+    async fn append_once(
+        self: &Arc<Self>,
+        msg: &pb::AppendRequest,
+        level: AckLevel,
+        forwarded: bool,
+        deadline: Instant,
+    ) -> Result<pb::AppendResponse, Attempt> {
+        let ctx = &msg.context_id;
+        let me = self.me.node.as_str();
+        let Some((writer, addr)) = self.writer_of(ctx) else {
+            return Err(Attempt::from(ClusterError::NoWriter {
+                context_id: ctx.clone(),
+                why: "no live member in its replica set".into(),
+            }));
+        };
+        if writer == me {
+            let entry = ledger_proto::convert::append_request_from_pb(msg.clone());
+            let e = self.append_here(entry, level).await.map_err(Attempt::from)?;
+            return Ok(pb::AppendResponse {
+                entry: Some(ledger_proto::convert::entry_to_pb(&e)),
+            });
+        }
+        if forwarded {
+            // Our view and the forwarding node's disagree; they converge within a gossip
+            // round. Nothing was stored.
+            return Err(Attempt::from(ClusterError::NotWriter {
+                node: me.to_owned(),
+                context_id: ctx.clone(),
+                writer,
+            }));
+        }
+        if self.settings.route == RouteSetting::Redirect {
+            return Err(Attempt::Final(cluster_status(ClusterError::Redirect {
+                node: me.to_owned(),
+                context_id: ctx.clone(),
+                writer,
+                writer_addr: addr,
+            })));
+        }
+        let mut client = self.client(&addr).map_err(Attempt::Retry)?;
+        let mut req = Request::new(msg.clone());
+        req.metadata_mut()
+            .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+        req.metadata_mut()
+            .insert(ACK_HEADER, MetadataValue::from_static(ack_name(level)));
+        req.set_timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5));
+        match client.append(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) if s.metadata().contains_key(NOT_STORED_HEADER) => Err(Attempt::Retry(s)),
+            Err(s) if is_connect_failure(&s) => Err(Attempt::Retry(s)),
+            Err(s) => Err(Attempt::Final(s)),
+        }
+    }
+
+    /// An append on this node, the context's writer.
+    async fn append_here(
+        self: &Arc<Self>,
+        entry: NewEntry,
+        level: AckLevel,
+    ) -> Result<Arc<Entry>, ClusterError> {
+        let (reply, rx) = oneshot::channel();
+        let context_id = entry.context_id.clone();
+        self.actor(&context_id)
+            .send(ActorMsg::Append {
+                entry,
+                ack: level,
+                reply,
+            })
+            .await
+            .map_err(|_| ClusterError::NotWriter {
+                node: self.me.node.to_string(),
+                context_id: context_id.clone(),
+                writer: "unknown (the node is shutting down)".into(),
+            })?;
+        rx.await.unwrap_or_else(|_| {
+            Err(ClusterError::OutcomeUnknown {
+                context_id,
+                reason: "the node is shutting down".into(),
+            })
+        })
+    }
+
+    /// Queues one append of a pipelined stream. On the writer it enters the context's mailbox
+    /// before this returns, so a stream's appends keep their order while their
+    /// acknowledgements are awaited concurrently (no retries here: a retry could reorder).
+    /// Elsewhere it is forwarded and awaited before this returns (in order, one at a time).
+    pub async fn submit(
+        self: &Arc<Self>,
+        msg: pb::AppendRequest,
+        level: AckLevel,
+    ) -> BoxFuture<'static, Result<pb::AppendResponse, Status>> {
+        let here = self
+            .writer_of(&msg.context_id)
+            .is_some_and(|(w, _)| w == self.me.node.as_str());
+        if !here {
+            let mut req = Request::new(msg);
+            req.metadata_mut()
+                .insert(ACK_HEADER, MetadataValue::from_static(ack_name(level)));
+            let r = self.append(req).await;
+            return Box::pin(futures::future::ready(r));
+        }
+        let (reply, rx) = oneshot::channel();
+        let context_id = msg.context_id.clone();
+        let entry = ledger_proto::convert::append_request_from_pb(msg);
+        if self
+            .actor(&context_id)
+            .send(ActorMsg::Append {
+                entry,
+                ack: level,
+                reply,
+            })
+            .await
+            .is_err()
+        {
+            return Box::pin(futures::future::ready(Err(Status::unavailable(
+                "the node is shutting down",
+            ))));
+        }
+        Box::pin(async move {
+            match rx.await {
+                Ok(Ok(e)) => Ok(pb::AppendResponse {
+                    entry: Some(ledger_proto::convert::entry_to_pb(&e)),
+                }),
+                Ok(Err(e)) => Err(cluster_status(e)),
+                Err(_) => Err(cluster_status(ClusterError::OutcomeUnknown {
+                    context_id,
+                    reason: "the node is shutting down".into(),
+                })),
+            }
+        })
+    }
+
+    /// Where a read of `context_id` is served (see the module docs).
+    pub async fn read_at(
+        self: &Arc<Self>,
+        context_id: &str,
+        meta: &MetadataMap,
+    ) -> Result<ReadAt, Status> {
+        if is_forwarded(meta) {
+            return Ok(ReadAt::Local);
+        }
+        let min = min_sequence(meta).map_err(cluster_status)?;
+        if self.holds(context_id) {
+            if min == 0 || self.wait_for(context_id, min, MIN_SEQUENCE_WAIT).await {
+                return Ok(ReadAt::Local);
+            }
+            return match self.writer_of(context_id) {
+                Some((w, addr)) if w != self.me.node.as_str() => {
+                    Ok(ReadAt::Remote(self.client(&addr)?))
+                }
+                _ => Ok(ReadAt::Local),
+            };
+        }
+        let view = self.view();
+        let target = self
+            .writer_of(context_id)
+            .map(|(_, a)| a)
+            .or_else(|| {
+                self.replicas_of(context_id).iter().find_map(|r| {
+                    view.peer(r)
+                        .filter(|p| p.state.is_live())
+                        .map(|p| p.addr.clone())
+                })
+            });
+        match target {
+            Some(addr) => Ok(ReadAt::Remote(self.client(&addr)?)),
+            None => Err(Status::unavailable(format!(
+                "no live replica of context {context_id:?} to read from; retry when members return"
+            ))),
+        }
+    }
+
+    /// Waits (up to `timeout`) until this node durably holds `sequence` of the context.
+    pub async fn wait_for(self: &Arc<Self>, context_id: &str, sequence: u64, timeout: Duration) -> bool {
+        if self
+            .ledger
+            .current_sequence(context_id)
+            .await
+            .is_ok_and(|s| s >= sequence)
+        {
+            return true;
+        }
+        let (reply, rx) = oneshot::channel();
+        if self
+            .actor(context_id)
+            .send(ActorMsg::WaitFor { sequence, reply })
+            .await
+            .is_err()
+        {
+            return false;
+        }
+        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
+    }
+
+    /// Adds `x-ledger-forwarded` to a read forwarded to another node.
+    pub fn forwarded<T>(&self, mut request: Request<T>) -> Request<T> {
+        request
+            .metadata_mut()
+            .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+        request
+    }
+}
+
+/// One attempt's failure: worth retrying (nothing stored) or final.
+enum Attempt {
+    Retry(Status),
+    Final(Status),
+}
+
+impl From<ClusterError> for Attempt {
+    fn from(e: ClusterError) -> Self {
+        if e.is_retryable() {
+            Attempt::Retry(cluster_status(e))
+        } else {
+            Attempt::Final(cluster_status(e))
+        }
+    }
+}
+
+/// The forwarding connection could not be made: the request never left this node.
+fn is_connect_failure(s: &Status) -> bool {
+    use std::error::Error;
+    let mut source = s.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
+            );
+        }
+        source = e.source();
+    }
+    false
+}

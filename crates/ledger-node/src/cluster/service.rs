@@ -1,0 +1,208 @@
+//! `converge.ledger.cluster.v1.ClusterService`: the nodes' internal service.
+
+use super::Cluster;
+use ledger_proto::cluster::v1 as cpb;
+use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use ledger_proto::cluster::v1::cluster_service_server::ClusterService;
+use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The ClusterService implementation.
+#[derive(Clone, Debug)]
+pub struct ClusterApi {
+    cluster: Arc<Cluster>,
+}
+
+impl ClusterApi {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        ClusterApi { cluster }
+    }
+}
+
+#[tonic::async_trait]
+impl ClusterService for ClusterApi {
+    type ReplicateStream = ReceiverStream<Result<cpb::Envelope, Status>>;
+
+    async fn replicate(
+        &self,
+        request: Request<Streaming<cpb::Envelope>>,
+    ) -> Result<Response<Self::ReplicateStream>, Status> {
+        self.cluster.accept(request.into_inner()).await
+    }
+
+    async fn context_state(
+        &self,
+        request: Request<cpb::ContextStateRequest>,
+    ) -> Result<Response<cpb::ContextStateResponse>, Status> {
+        let ctx = request.into_inner().context_id;
+        ledger_core::validate::validate_context_id(&ctx)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.cluster
+            .local_context_state(&ctx)
+            .await
+            .map(Response::new)
+            .map_err(Status::internal)
+    }
+
+    async fn status(
+        &self,
+        request: Request<cpb::StatusRequest>,
+    ) -> Result<Response<cpb::StatusResponse>, Status> {
+        let r = request.into_inner();
+        let context = (!r.context_id.is_empty()).then_some(r.context_id.as_str());
+        if let Some(c) = context {
+            ledger_core::validate::validate_context_id(c)
+                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        }
+        let limit = match r.limit {
+            0 => super::status::DEFAULT_LIMIT,
+            n => n as usize,
+        };
+        let doc = self.cluster.status_json(context, limit).await;
+        Ok(Response::new(cpb::StatusResponse {
+            json: doc.to_string(),
+        }))
+    }
+
+    /// Forgets a dead or left member on this node and on every live peer.
+    async fn remove_member(
+        &self,
+        request: Request<cpb::RemoveMemberRequest>,
+    ) -> Result<Response<cpb::RemoveMemberResponse>, Status> {
+        let forwarded = request
+            .metadata()
+            .contains_key(super::route::FORWARDED_HEADER);
+        let id = request.into_inner().node_id;
+        let view = self.cluster.view();
+        let Some(peer) = view.peer(&id) else {
+            return Err(Status::not_found(format!(
+                "node {id:?} is not a member (see cluster status)"
+            )));
+        };
+        if peer.state.is_live() {
+            return Err(Status::failed_precondition(format!(
+                "node {id:?} is {}: only dead or left members can be removed; stop it first",
+                peer.state
+            )));
+        }
+        let removed = ledger_discovery::Discovery::forget(self.cluster.discovery(), &id);
+        if !forwarded {
+            for p in view.peers.values() {
+                if !p.state.is_live() || p.id == self.cluster.me.node.as_str() {
+                    continue;
+                }
+                let Ok(ch) = self.cluster.links.channel(&p.addr) else {
+                    continue;
+                };
+                let req = self.cluster.forwarded(Request::new(cpb::RemoveMemberRequest {
+                    node_id: id.clone(),
+                }));
+                if let Err(e) = ClusterServiceClient::new(ch).remove_member(req).await {
+                    tracing::warn!(peer = %p.id, node = %id, error = %e.message(), "a peer did not remove the member");
+                }
+            }
+        }
+        tracing::warn!(node = %id, removed, "member removed by an operator");
+        Ok(Response::new(cpb::RemoveMemberResponse { removed }))
+    }
+
+    async fn quarantines(
+        &self,
+        request: Request<cpb::QuarantinesRequest>,
+    ) -> Result<Response<cpb::QuarantinesResponse>, Status> {
+        let ctx = request.into_inner().context_id;
+        let context = (!ctx.is_empty()).then_some(ctx.as_str());
+        let list = self
+            .cluster
+            .ledger
+            .quarantines(context)
+            .map_err(crate::status::to_status)?;
+        let json: Vec<serde_json::Value> = list
+            .into_iter()
+            .map(|q| {
+                serde_json::json!({
+                    "context": q.context_id,
+                    "id": q.id,
+                    "from_sequence": q.from_sequence,
+                    "count": q.count,
+                    "quarantined_at_ns": q.quarantined_at_ns,
+                    "reason": q.reason,
+                })
+            })
+            .collect();
+        Ok(Response::new(cpb::QuarantinesResponse {
+            json: serde_json::Value::Array(json).to_string(),
+        }))
+    }
+
+    async fn export_quarantine(
+        &self,
+        request: Request<cpb::ExportQuarantineRequest>,
+    ) -> Result<Response<cpb::ExportQuarantineResponse>, Status> {
+        let r = request.into_inner();
+        let ledger = &self.cluster.ledger;
+        let info = ledger
+            .quarantines(Some(&r.context_id))
+            .map_err(crate::status::to_status)?
+            .into_iter()
+            .find(|q| q.id == r.id)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "context {:?} has no quarantine {} (see cluster quarantine list)",
+                    r.context_id, r.id
+                ))
+            })?;
+        let suffix = ledger
+            .quarantined_entries(&r.context_id, r.id)
+            .map_err(crate::status::to_status)?;
+        // The divergent history: the log before the quarantined suffix, then the suffix.
+        let mut entries = Vec::new();
+        let mut after = 0;
+        while after + 1 < info.from_sequence {
+            let page = ledger
+                .read(
+                    &r.context_id,
+                    ledger_embedded::ReadQuery {
+                        after_sequence: after,
+                        up_to: Some(info.from_sequence - 1),
+                        ..Default::default()
+                    },
+                )
+                .await
+                .map_err(crate::status::to_status)?;
+            if page.entries.is_empty() {
+                break;
+            }
+            after = page.next_after_sequence;
+            entries.extend(page.entries);
+        }
+        if entries.len() as u64 + 1 != info.from_sequence {
+            return Err(Status::failed_precondition(format!(
+                "context {:?} now holds {} entries before the quarantined suffix, which starts at {}: the prefix was not kept",
+                r.context_id,
+                entries.len(),
+                info.from_sequence
+            )));
+        }
+        entries.extend(suffix);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let snapshot = ledger_core::snapshot::encode(&r.context_id, now, &entries)
+            .map_err(|e| Status::internal(format!("cannot encode the snapshot: {e}")))?;
+        Ok(Response::new(cpb::ExportQuarantineResponse {
+            snapshot,
+            entries: entries.len() as u64,
+        }))
+    }
+
+    async fn digest(
+        &self,
+        _request: Request<cpb::DigestRequest>,
+    ) -> Result<Response<cpb::DigestResponse>, Status> {
+        Err(Status::unimplemented(
+            "anti-entropy digests are not served by this version",
+        ))
+    }
+}

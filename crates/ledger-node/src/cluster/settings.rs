@@ -1,0 +1,233 @@
+//! The cluster's settings, derived from the node's [`Config`]: whether the node runs as a
+//! cluster member at all, its gossip and advertised addresses, and the replication protocol's
+//! timings.
+
+use crate::config::{AckSetting, Config, RoleSetting, RouteSetting};
+use ledger_discovery::{DEFAULT_GOSSIP_PORT, GossipTiming, parse_seed_list};
+use ledger_replication::AckLevel;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// Everything the cluster runtime needs from the configuration.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    /// `host:port` peers and clients use for this node's gRPC.
+    pub advertise_addr: String,
+    /// Address the gossip layer binds.
+    pub gossip_bind: SocketAddr,
+    /// Address peers reach the gossip layer at (the bind address unless it is unspecified).
+    pub gossip_advertise: Option<SocketAddr>,
+    pub seeds: Vec<String>,
+    pub ack: AckLevel,
+    pub route: RouteSetting,
+    pub role: ledger_discovery::Role,
+    pub dead_member_timeout: Option<Duration>,
+    pub timing: GossipTiming,
+    pub protocol: ledger_replication::Settings,
+}
+
+/// True when the node joins a cluster: `seeds` or `gossip_addr` is set. Otherwise it is a
+/// one-node cluster and behaves exactly like a single node (no gossip, no replication).
+pub fn is_clustered(config: &Config) -> bool {
+    config.gossip_addr.is_some() || !parse_seed_list(&config.seeds).is_empty()
+}
+
+pub fn ack_level(a: AckSetting) -> AckLevel {
+    match a {
+        AckSetting::Writer => AckLevel::Writer,
+        AckSetting::Quorum => AckLevel::Quorum,
+        AckSetting::All => AckLevel::All,
+    }
+}
+
+/// Parses the `x-ledger-ack` request metadata value.
+pub fn parse_ack(value: &str) -> Result<AckLevel, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "writer" => Ok(AckLevel::Writer),
+        "quorum" => Ok(AckLevel::Quorum),
+        "all" => Ok(AckLevel::All),
+        other => Err(format!(
+            "x-ledger-ack {other:?} is not an acknowledgement level: use writer, quorum or all"
+        )),
+    }
+}
+
+fn bad(setting: &str, why: impl std::fmt::Display) -> String {
+    format!("invalid setting {setting}: {why}")
+}
+
+/// Checks the cluster settings (called from `Config::validate`).
+pub fn validate(config: &Config) -> Result<(), String> {
+    if config.replication_factor == 0 {
+        return Err(bad("replication_factor", "must be at least 1"));
+    }
+    if config.writer_lease_ms == 0 {
+        return Err(bad("writer_lease_ms", "must be at least 1"));
+    }
+    for (setting, v) in [
+        ("gossip_probe_interval_ms", config.gossip_probe_interval_ms),
+        ("gossip_probe_timeout_ms", config.gossip_probe_timeout_ms),
+        (
+            "gossip_suspicion_timeout_ms",
+            config.gossip_suspicion_timeout_ms,
+        ),
+        (
+            "gossip_push_pull_interval_ms",
+            config.gossip_push_pull_interval_ms,
+        ),
+    ] {
+        if v == 0 {
+            return Err(bad(setting, "must be at least 1"));
+        }
+    }
+    if let Some(a) = &config.advertise_addr {
+        check_host_port("advertise_addr", a)?;
+    }
+    if let Some(g) = &config.gossip_addr {
+        check_host_port("gossip_addr", g)?;
+    }
+    for s in parse_seed_list(&config.seeds) {
+        ledger_discovery::seeds::validate_seed(&s).map_err(|e| bad("seeds", e))?;
+    }
+    Ok(())
+}
+
+fn check_host_port(setting: &str, value: &str) -> Result<(), String> {
+    match value.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => Ok(()),
+        _ => Err(bad(
+            setting,
+            format!("{value:?} must be host:port, e.g. 10.0.0.5:50051"),
+        )),
+    }
+}
+
+impl ClusterSettings {
+    /// The cluster settings of `config`, with the gRPC port actually bound (`port = 0` binds a
+    /// free one).
+    pub fn from_config(config: &Config, bound: SocketAddr) -> Result<Self, String> {
+        let advertise_addr = match &config.advertise_addr {
+            Some(a) => a.clone(),
+            None if !bound.ip().is_unspecified() => bound.to_string(),
+            None => {
+                return Err(bad(
+                    "advertise_addr",
+                    format!(
+                        "the node listens on {bound}, which peers cannot dial; set advertise_addr \
+                         to the host:port they should use"
+                    ),
+                ));
+            }
+        };
+        let gossip_bind = match &config.gossip_addr {
+            Some(g) => resolve_one("gossip_addr", g)?,
+            None => SocketAddr::new(config.host, DEFAULT_GOSSIP_PORT),
+        };
+        let gossip_advertise = if gossip_bind.ip().is_unspecified() {
+            // Peers reach the gossip layer on the advertised gRPC host.
+            let host = advertise_addr
+                .rsplit_once(':')
+                .map_or(advertise_addr.as_str(), |(h, _)| h);
+            resolve_one("advertise_addr", &format!("{host}:{}", gossip_bind.port())).ok()
+        } else {
+            None
+        };
+        let ms = Duration::from_millis;
+        let timing = GossipTiming {
+            probe_interval: ms(config.gossip_probe_interval_ms),
+            probe_timeout: ms(config.gossip_probe_timeout_ms),
+            suspicion_timeout: ms(config.gossip_suspicion_timeout_ms),
+            suspicion_max_timeout: ms(config.gossip_suspicion_timeout_ms.saturating_mul(2)),
+            push_pull_interval: ms(config.gossip_push_pull_interval_ms),
+            gossip_interval: ms((config.gossip_probe_interval_ms / 5).max(10)),
+            stream_timeout: ms(config.gossip_probe_interval_ms.saturating_mul(10).max(1_000)),
+            dead_node_reclaim_time: ms(config.gossip_suspicion_timeout_ms),
+            rejoin_interval: ms(config.gossip_probe_interval_ms.saturating_mul(5)),
+            leave_propagate_delay: ms(config.gossip_probe_interval_ms.saturating_mul(2)),
+            ..GossipTiming::default()
+        };
+        let protocol = ledger_replication::Settings {
+            replication_factor: config.replication_factor,
+            writer_lease_ms: config.writer_lease_ms,
+            // A follower hears from its writer several times per lease.
+            heartbeat_ms: (config.writer_lease_ms / 10).clamp(10, 500),
+            poll_ms: (config.writer_lease_ms / 4).clamp(50, 1_000),
+            claim_timeout_ms: config.writer_lease_ms.max(500),
+            ..ledger_replication::Settings::default()
+        };
+        Ok(ClusterSettings {
+            advertise_addr,
+            gossip_bind,
+            gossip_advertise,
+            seeds: parse_seed_list(&config.seeds),
+            ack: ack_level(config.ack),
+            route: config.route,
+            role: match config.role {
+                RoleSetting::Member => ledger_discovery::Role::Member,
+                RoleSetting::Mirror => ledger_discovery::Role::Mirror,
+            },
+            dead_member_timeout: (config.dead_member_timeout_ms > 0)
+                .then(|| ms(config.dead_member_timeout_ms)),
+            timing,
+            protocol,
+        })
+    }
+}
+
+fn resolve_one(setting: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .to_socket_addrs()
+        .map_err(|e| bad(setting, format!("{value:?}: {e}")))?
+        .next()
+        .ok_or_else(|| bad(setting, format!("{value:?} resolves to no address")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ack_metadata_values() {
+        assert_eq!(parse_ack("writer"), Ok(AckLevel::Writer));
+        assert_eq!(parse_ack(" Quorum"), Ok(AckLevel::Quorum));
+        assert_eq!(parse_ack("all"), Ok(AckLevel::All));
+        assert!(parse_ack("most").unwrap_err().contains("writer, quorum or all"));
+    }
+
+    #[test]
+    fn clustered_only_with_seeds_or_gossip_addr() {
+        let mut c = Config::default();
+        assert!(!is_clustered(&c));
+        c.seeds = "127.0.0.1:7946".into();
+        assert!(is_clustered(&c));
+        c.seeds = String::new();
+        c.gossip_addr = Some("127.0.0.1:7946".into());
+        assert!(is_clustered(&c));
+    }
+
+    #[test]
+    fn unspecified_host_needs_an_advertised_address() {
+        let c = Config {
+            gossip_addr: Some("127.0.0.1:0".into()),
+            ..Config::default()
+        };
+        let e = ClusterSettings::from_config(&c, "0.0.0.0:50051".parse().unwrap()).unwrap_err();
+        assert!(e.contains("advertise_addr"), "{e}");
+        let s = ClusterSettings::from_config(&c, "127.0.0.7:50051".parse().unwrap()).unwrap();
+        assert_eq!(s.advertise_addr, "127.0.0.7:50051");
+    }
+
+    #[test]
+    fn bad_cluster_settings_name_the_setting() {
+        let c = Config {
+            advertise_addr: Some("nohost".into()),
+            ..Config::default()
+        };
+        assert!(validate(&c).unwrap_err().contains("advertise_addr"));
+        let c = Config {
+            replication_factor: 0,
+            ..Config::default()
+        };
+        assert!(validate(&c).unwrap_err().contains("replication_factor"));
+    }
+}

@@ -1,0 +1,257 @@
+//! `converge-ledger cluster …`: see and manage a cluster through any of its nodes.
+//!
+//! - `cluster status [--context C] [--json]`: members (id, address, role, state, version) and,
+//!   per context, the writer, epoch and each replica's size, root and lag;
+//! - `cluster remove NODE`: forget a dead member (its contexts move to other members);
+//! - `cluster quarantine list|export`: divergent suffixes moved aside by replicas.
+
+use crate::output::{CliError, out_line};
+use ledger_proto::cluster::v1 as cpb;
+use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use std::path::PathBuf;
+use tonic::transport::Channel;
+
+#[derive(clap::Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Members, and for each context its writer, epoch, replicas, sizes, roots and lag
+    Status {
+        /// Node address
+        #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// Only this context (default: the contexts the node holds, up to --limit)
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// One JSON object instead of tables
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a dead or left member from the cluster (its contexts move to other members)
+    Remove {
+        #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        /// The member's node id
+        node: String,
+    },
+    /// Divergent suffixes a replica moved aside (never served, never merged)
+    Quarantine {
+        #[command(subcommand)]
+        what: QuarantineCommand,
+    },
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum QuarantineCommand {
+    /// List the quarantined suffixes a node holds
+    List {
+        #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        #[arg(long)]
+        context: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write one quarantined suffix as a snapshot of the divergent history (loadable into a
+    /// separate node for inspection)
+    Export {
+        #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
+        addr: String,
+        #[arg(long)]
+        context: String,
+        /// The quarantine's id (from `list`)
+        #[arg(long)]
+        id: u64,
+        /// Output file
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+async fn connect(addr: &str) -> Result<ClusterServiceClient<Channel>, CliError> {
+    let url = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("http://{addr}")
+    };
+    let ch = tonic::transport::Endpoint::from_shared(url)
+        .map_err(|e| format!("bad address {addr:?}: {e}"))?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    Ok(ClusterServiceClient::new(ch)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX))
+}
+
+fn status_err(s: tonic::Status) -> CliError {
+    if s.code() == tonic::Code::Unimplemented {
+        return CliError::Message(
+            "this node is not a cluster member (started without seeds or gossip_addr)".into(),
+        );
+    }
+    CliError::Message(format!("{:?}: {}", s.code(), s.message()))
+}
+
+pub async fn run(cmd: ClusterCommand) -> Result<(), CliError> {
+    match cmd {
+        ClusterCommand::Status {
+            addr,
+            context,
+            limit,
+            json,
+        } => {
+            let doc = connect(&addr)
+                .await?
+                .status(cpb::StatusRequest {
+                    context_id: context.unwrap_or_default(),
+                    limit,
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner()
+                .json;
+            if json {
+                return out_line(&doc);
+            }
+            let v: serde_json::Value =
+                serde_json::from_str(&doc).map_err(|e| format!("unreadable status: {e}"))?;
+            for line in status_text(&v) {
+                out_line(&line)?;
+            }
+            Ok(())
+        }
+        ClusterCommand::Remove { addr, node } => {
+            let r = connect(&addr)
+                .await?
+                .remove_member(cpb::RemoveMemberRequest {
+                    node_id: node.clone(),
+                })
+                .await
+                .map_err(status_err)?
+                .into_inner();
+            out_line(&if r.removed {
+                format!("removed {node}; its contexts move to the remaining members")
+            } else {
+                format!("{node} was already removed on this node")
+            })
+        }
+        ClusterCommand::Quarantine { what } => match what {
+            QuarantineCommand::List {
+                addr,
+                context,
+                json,
+            } => {
+                let doc = connect(&addr)
+                    .await?
+                    .quarantines(cpb::QuarantinesRequest {
+                        context_id: context.unwrap_or_default(),
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner()
+                    .json;
+                if json {
+                    return out_line(&doc);
+                }
+                let v: serde_json::Value =
+                    serde_json::from_str(&doc).map_err(|e| format!("unreadable list: {e}"))?;
+                let list = v.as_array().cloned().unwrap_or_default();
+                if list.is_empty() {
+                    return out_line("no quarantined entries");
+                }
+                out_line("CONTEXT\tID\tFROM\tCOUNT\tREASON")?;
+                for q in list {
+                    out_line(&format!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        q["context"].as_str().unwrap_or_default(),
+                        q["id"],
+                        q["from_sequence"],
+                        q["count"],
+                        q["reason"].as_str().unwrap_or_default()
+                    ))?;
+                }
+                Ok(())
+            }
+            QuarantineCommand::Export {
+                addr,
+                context,
+                id,
+                out,
+            } => {
+                let r = connect(&addr)
+                    .await?
+                    .export_quarantine(cpb::ExportQuarantineRequest {
+                        context_id: context.clone(),
+                        id,
+                    })
+                    .await
+                    .map_err(status_err)?
+                    .into_inner();
+                std::fs::write(&out, &r.snapshot)
+                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+                out_line(&format!(
+                    "wrote {} entries of {context}'s divergent history (quarantine {id}) to {}",
+                    r.entries,
+                    out.display()
+                ))
+            }
+        },
+    }
+}
+
+/// The human-readable form of a status document.
+fn status_text(v: &serde_json::Value) -> Vec<String> {
+    let s = |x: &serde_json::Value| x.as_str().unwrap_or("-").to_owned();
+    let mut lines = vec![format!(
+        "node {} (replication factor {})",
+        s(&v["node"]),
+        v["replication_factor"]
+    )];
+    lines.push("MEMBER\tADDRESS\tROLE\tSTATE\tVERSION".into());
+    for m in v["members"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "{}\t{}\t{}\t{}\t{}",
+            s(&m["id"]),
+            s(&m["addr"]),
+            s(&m["role"]),
+            s(&m["state"]),
+            s(&m["version"])
+        ));
+    }
+    for c in v["contexts"].as_array().into_iter().flatten() {
+        lines.push(String::new());
+        lines.push(format!(
+            "context {}: epoch {} ({}), writer {} {}",
+            s(&c["context"]),
+            c["epoch"],
+            s(&c["epoch_writer"]),
+            s(&c["writer"]["id"]),
+            s(&c["writer"]["addr"])
+        ));
+        lines.push("  REPLICA\tSTATE\tSIZE\tLAG\tLAG_MS\tROOT".into());
+        for r in c["replicas"].as_array().into_iter().flatten() {
+            if let Some(e) = r["error"].as_str() {
+                lines.push(format!("  {}\t{}\t(no answer: {e})", s(&r["id"]), s(&r["state"])));
+                continue;
+            }
+            lines.push(format!(
+                "  {}\t{}\t{}\t{}\t{}\t{}",
+                s(&r["id"]),
+                s(&r["state"]),
+                r["size"],
+                r["lag_entries"],
+                r["lag_ms"],
+                s(&r["root"])
+            ));
+        }
+    }
+    let q = v["quarantines"].as_array().map_or(0, Vec::len);
+    if q > 0 {
+        lines.push(String::new());
+        lines.push(format!(
+            "{q} quarantined suffix(es) on this node: see `converge-ledger cluster quarantine list`"
+        ));
+    }
+    lines
+}

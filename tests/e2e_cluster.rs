@@ -1,0 +1,352 @@
+//! End-to-end tests of the cluster: real `converge-ledger` processes, each on its own
+//! loopback address with its own data dir, found by gossip from one seed.
+
+mod support;
+
+use ledger_client::LedgerClient;
+use ledger_proto::context::v1 as pb;
+use ledger_proto::context::v1::context_service_client::ContextServiceClient;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::cluster::{TestCluster, node_id, status, wait_converged};
+use tokio_stream::StreamExt;
+use tonic::transport::Channel;
+
+async fn raw(node: &support::Node) -> ContextServiceClient<Channel> {
+    ContextServiceClient::new(node.channel().await)
+}
+
+fn request(ctx: &str, payload: String) -> pb::AppendRequest {
+    pb::AppendRequest {
+        context_id: ctx.into(),
+        key: "facts".into(),
+        payload: payload.into_bytes(),
+        ..Default::default()
+    }
+}
+
+async fn entries_on(node: &support::Node, ctx: &str) -> Vec<ledger_core::Entry> {
+    let c = node.client().await;
+    let mut req = tonic::Request::new(pb::GetRequest {
+        context_id: ctx.into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-ledger-forwarded", "1".parse().unwrap());
+    let r = c.raw().get(req).await.expect("get").into_inner();
+    r.entries
+        .into_iter()
+        .map(|e| ledger_proto::convert::entry_from_pb(e).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_replicate_appends_made_through_any_node() {
+    let cluster = TestCluster::start(21, 3, &[]).await;
+    let mut clients = Vec::new();
+    for n in &cluster.nodes {
+        clients.push(raw(n).await);
+    }
+    for c in 0..4 {
+        let ctx = format!("ctx-{c}");
+        for i in 0..15u64 {
+            let via = (i as usize) % 3;
+            let r = clients[via]
+                .append(request(&ctx, format!("{ctx}-{i}")))
+                .await
+                .unwrap_or_else(|s| panic!("append {i} to {ctx} via node {via}: {s:?}"));
+            assert_eq!(r.into_inner().entry.unwrap().sequence, i + 1);
+        }
+        let root = wait_converged(&cluster.nodes[0], &ctx, 15).await;
+        assert_eq!(root.len(), 64);
+        // Every node holds the same 15 entries, in order, served from its own storage.
+        let first = entries_on(&cluster.nodes[0], &ctx).await;
+        let payloads: Vec<String> = first
+            .iter()
+            .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            payloads,
+            (0..15).map(|i| format!("{ctx}-{i}")).collect::<Vec<_>>()
+        );
+        for n in &cluster.nodes[1..] {
+            assert_eq!(entries_on(n, &ctx).await, first);
+        }
+    }
+    let s = status(&cluster.nodes[1], Some("ctx-0")).await;
+    let members = s["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    for m in members {
+        assert_eq!(m["state"], "alive");
+        assert_eq!(m["role"], "member");
+        assert!(m["addr"].as_str().unwrap().ends_with(":50051"));
+    }
+    let ctx = &s["contexts"][0];
+    assert!(ctx["epoch"].as_u64().unwrap() >= 1, "{s}");
+    assert_eq!(ctx["replicas"].as_array().unwrap().len(), 3);
+    let writer = ctx["writer"]["id"].as_str().unwrap();
+    assert!((0..3).any(|i| node_id(i) == writer));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn watch_on_a_replica_sees_appends_made_through_another_node() {
+    let cluster = TestCluster::start(22, 3, &[]).await;
+    let ctx = "watched";
+    // Create the context, then find a node that is not its writer to watch on.
+    let mut c0 = raw(&cluster.nodes[0]).await;
+    c0.append(request(ctx, "first".into())).await.unwrap();
+    let w = cluster.writer_index(0, ctx).await.expect("writer");
+    let watcher_node = (w + 1) % 3;
+    let through = (w + 2) % 3;
+    let watcher = cluster.nodes[watcher_node].client().await;
+    let mut stream = watcher.watch(ctx, "", 0).await.unwrap();
+    let mut appender = raw(&cluster.nodes[through]).await;
+    for i in 0..50 {
+        appender
+            .append(request(ctx, format!("e{i}")))
+            .await
+            .unwrap();
+    }
+    let mut seen = Vec::new();
+    while seen.len() < 51 {
+        let e = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("watch delivers in time")
+            .expect("stream open")
+            .expect("entry");
+        seen.push(e.sequence);
+    }
+    assert_eq!(seen, (1..=51).collect::<Vec<u64>>(), "gapless, in order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn five_nodes_found_from_one_seed_place_three_replicas_and_forward_reads() {
+    let cluster = TestCluster::start(23, 5, &[]).await;
+    let mut clients = Vec::new();
+    for n in &cluster.nodes {
+        clients.push(raw(n).await);
+    }
+    for c in 0..5 {
+        let ctx = format!("five-{c}");
+        for i in 0..10u64 {
+            let via = (i as usize + c) % 5;
+            let r = clients[via]
+                .append(request(&ctx, format!("{i}")))
+                .await
+                .unwrap_or_else(|s| panic!("append via {via}: {s:?}"));
+            assert_eq!(r.into_inner().entry.unwrap().sequence, i + 1);
+        }
+        wait_converged(&cluster.nodes[0], &ctx, 10).await;
+        let s = status(&cluster.nodes[0], Some(&ctx)).await;
+        assert_eq!(s["contexts"][0]["replicas"].as_array().unwrap().len(), 3);
+        // Any node answers a read, replica or not (non-replicas forward it).
+        for n in &cluster.nodes {
+            let page = n.client().await.get(&ctx, "", 0, 0).await.unwrap();
+            assert_eq!(page.entries.len(), 10);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redirect_mode_names_the_writer_and_min_sequence_reads_your_writes() {
+    let cluster = TestCluster::start(24, 3, &["--route", "redirect"]).await;
+    let ctx = "redirected";
+    // Appends through the writer work; others refuse with the writer's address.
+    let mut writer = None;
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        match raw(n).await.append(request(ctx, format!("via {i}"))).await {
+            Ok(_) => writer = Some(i),
+            Err(s) => {
+                assert_eq!(s.code(), tonic::Code::FailedPrecondition, "{s:?}");
+                let addr = s.metadata().get("x-ledger-writer").expect("x-ledger-writer");
+                let addr = addr.to_str().unwrap();
+                let w = cluster
+                    .nodes
+                    .iter()
+                    .position(|n| n.addr.to_string() == addr)
+                    .expect("names a node");
+                assert_eq!(cluster.writer_index(0, ctx).await, Some(w));
+            }
+        }
+    }
+    let w = writer.expect("the writer accepted an append");
+    // Read-your-writes on another node with x-ledger-min-sequence.
+    let mut wc = raw(&cluster.nodes[w]).await;
+    let e = wc
+        .append(request(ctx, "ryw".into()))
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap();
+    let other = (w + 1) % 3;
+    let mut req = tonic::Request::new(pb::GetRequest {
+        context_id: ctx.into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-ledger-min-sequence", e.sequence.to_string().parse().unwrap());
+    let page = raw(&cluster.nodes[other])
+        .await
+        .get(req)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.latest_sequence >= e.sequence);
+    // Bad metadata is refused with a message naming it.
+    let mut req = tonic::Request::new(request(ctx, "bad".into()));
+    req.metadata_mut()
+        .insert("x-ledger-ack", "most".parse().unwrap());
+    let s = wc.append(req).await.unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().contains("x-ledger-ack"), "{}", s.message());
+}
+
+/// SIGKILL the writer under 16 concurrent appenders with ack=quorum: a new writer takes over,
+/// no acknowledged entry is lost, sequences stay gapless, replicas converge; the old writer
+/// rejoins as a follower.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writer_sigkill_under_concurrent_appenders_loses_no_acknowledged_entry() {
+    let mut cluster = TestCluster::start(25, 3, &["--ack", "quorum"]).await;
+    let ctx = "failover";
+    raw(&cluster.nodes[0])
+        .await
+        .append(request(ctx, "seed".into()))
+        .await
+        .unwrap();
+    let w = cluster.writer_index(0, ctx).await.expect("writer");
+    let survivors: Vec<usize> = (0..3).filter(|i| *i != w).collect();
+    let mut clients = Vec::new();
+    for i in &survivors {
+        clients.push(LedgerClient::from_channel(cluster.nodes[*i].channel().await));
+    }
+    let acked: Arc<parking_lot::Mutex<BTreeMap<u64, String>>> = Arc::default();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed_at: Arc<parking_lot::Mutex<Option<Instant>>> = Arc::default();
+    let first_after: Arc<parking_lot::Mutex<Option<Duration>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for a in 0..16 {
+        let client = clients[a % clients.len()].clone();
+        let (acked, stop, killed_at, first_after) = (
+            Arc::clone(&acked),
+            Arc::clone(&stop),
+            Arc::clone(&killed_at),
+            Arc::clone(&first_after),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let payload = format!("a{a}-{n}");
+                n += 1;
+                match client
+                    .append(ctx, "facts", payload.clone().into_bytes(), Default::default(), None)
+                    .await
+                {
+                    Ok(e) => {
+                        let prev = acked.lock().insert(e.sequence, payload);
+                        assert!(prev.is_none(), "two acknowledgements for sequence {}", e.sequence);
+                        if let Some(k) = *killed_at.lock() {
+                            first_after.lock().get_or_insert(k.elapsed());
+                        }
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let before = acked.lock().len();
+    assert!(before > 0, "appends went through before the kill");
+    cluster.nodes[w].kill();
+    *killed_at.lock() = Some(Instant::now());
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let took = first_after.lock().expect("a new writer accepted appends after the kill");
+    eprintln!("failover: first acknowledged append {took:?} after SIGKILL of the writer");
+    assert!(took < Duration::from_secs(10), "failover took {took:?}");
+    let acked = acked.lock().clone();
+    assert!(acked.len() > before, "appends continued after the kill");
+    // Every acknowledged append is on every surviving replica at its sequence; gapless.
+    let size = {
+        let s = status(&cluster.nodes[survivors[0]], Some(ctx)).await;
+        s["contexts"][0]["replicas"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["size"].as_u64())
+            .max()
+            .unwrap()
+    };
+    for i in &survivors {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let entries = loop {
+            let e = entries_on(&cluster.nodes[*i], ctx).await;
+            if e.len() as u64 >= size || Instant::now() > deadline {
+                break e;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for (k, e) in entries.iter().enumerate() {
+            assert_eq!(e.sequence, k as u64 + 1, "gapless on node {i}");
+        }
+        for (seq, payload) in &acked {
+            let e = entries
+                .get(*seq as usize - 1)
+                .unwrap_or_else(|| panic!("acknowledged sequence {seq} missing on node {i}"));
+            assert_eq!(&String::from_utf8(e.payload.clone()).unwrap(), payload);
+        }
+    }
+    // The old writer rejoins as a follower and converges to the same log.
+    cluster.nodes[w].restart().expect("restart the old writer");
+    cluster.wait_alive(3).await;
+    let more = raw(&cluster.nodes[survivors[0]])
+        .await
+        .append(request(ctx, "after rejoin".into()))
+        .await
+        .unwrap()
+        .into_inner()
+        .entry
+        .unwrap();
+    wait_converged(&cluster.nodes[survivors[0]], ctx, more.sequence).await;
+    let rejoined = entries_on(&cluster.nodes[w], ctx).await;
+    for (seq, payload) in &acked {
+        assert_eq!(
+            &String::from_utf8(rejoined[*seq as usize - 1].payload.clone()).unwrap(),
+            payload
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wiped_replica_is_restored_from_the_others() {
+    let mut cluster = TestCluster::start(26, 3, &[]).await;
+    let mut c = raw(&cluster.nodes[0]).await;
+    for k in 0..3 {
+        for i in 0..20 {
+            c.append(request(&format!("wipe-{k}"), format!("{i}")))
+                .await
+                .unwrap();
+        }
+    }
+    let mut roots = Vec::new();
+    for k in 0..3 {
+        roots.push(wait_converged(&cluster.nodes[0], &format!("wipe-{k}"), 20).await);
+    }
+    // Wipe node 3's data dir (a new incarnation under the same id) and restart it.
+    cluster.nodes[2].kill();
+    let dir = cluster.dirs[2].path().to_path_buf();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    cluster.nodes[2].restart().expect("restart");
+    cluster.wait_alive(3).await;
+    for k in 0..3 {
+        let ctx = format!("wipe-{k}");
+        let root = wait_converged(&cluster.nodes[0], &ctx, 20).await;
+        assert_eq!(root, roots[k]);
+        assert_eq!(entries_on(&cluster.nodes[2], &ctx).await.len(), 20);
+    }
+}

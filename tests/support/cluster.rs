@@ -1,0 +1,161 @@
+//! Real-process clusters for the end-to-end tests: N nodes, each on its own loopback address
+//! (127.0.NET.10, .11, …; one NET per test so tests can run in parallel), gRPC on port 50051
+//! and gossip on 7946 of that address, fast gossip timings, the first node as the seed.
+
+use super::{BIN, Node};
+use ledger_launcher::Launch;
+use ledger_proto::cluster::v1 as cpb;
+use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+pub const GRPC_PORT: u16 = 50051;
+pub const GOSSIP_PORT: u16 = 7946;
+
+/// Fast failure detection for tests: a killed node is dead within about a second.
+pub const FAST: &[&str] = &[
+    "--gossip-probe-interval-ms",
+    "100",
+    "--gossip-probe-timeout-ms",
+    "50",
+    "--gossip-suspicion-timeout-ms",
+    "600",
+    "--gossip-push-pull-interval-ms",
+    "1000",
+    "--writer-lease-ms",
+    "1000",
+];
+
+pub struct TestCluster {
+    pub nodes: Vec<Node>,
+    pub dirs: Vec<tempfile::TempDir>,
+    pub net: u8,
+    pub extra: Vec<String>,
+}
+
+pub fn ip(net: u8, i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, net, 10 + u8::try_from(i).expect("small")))
+}
+
+pub fn node_id(i: usize) -> String {
+    format!("n{}", i + 1)
+}
+
+impl TestCluster {
+    /// Starts `n` nodes on network `net` with `extra` flags each, and waits until every node
+    /// sees all `n` alive.
+    pub async fn start(net: u8, n: usize, extra: &[&str]) -> TestCluster {
+        let mut c = TestCluster {
+            nodes: Vec::new(),
+            dirs: Vec::new(),
+            net,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.dirs.push(super::data_dir());
+            let node = Node::launch(c.launch(i));
+            c.nodes.push(node);
+        }
+        c.wait_alive(n).await;
+        c
+    }
+
+    /// How node `i` is started.
+    pub fn launch(&self, i: usize) -> Launch {
+        let me = ip(self.net, i);
+        let mut args: Vec<String> = vec![
+            "--node-id".into(),
+            node_id(i),
+            "--gossip-addr".into(),
+            format!("{me}:{GOSSIP_PORT}"),
+        ];
+        if i > 0 {
+            args.push("--seeds".into());
+            args.push(format!("{}:{GOSSIP_PORT}", ip(self.net, 0)));
+        }
+        args.extend(FAST.iter().map(|s| s.to_string()));
+        args.extend(self.extra.iter().cloned());
+        Launch::new(BIN, self.dirs[i].path())
+            .host(me)
+            .port(GRPC_PORT)
+            .args(&args)
+    }
+
+    /// Adds node number `self.nodes.len()`.
+    pub fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        self.dirs.push(super::data_dir());
+        let node = Node::launch(self.launch(i));
+        self.nodes.push(node);
+        i
+    }
+
+    pub async fn status_of(&self, i: usize, context: Option<&str>) -> serde_json::Value {
+        status(&self.nodes[i], context).await
+    }
+
+    /// Waits until every running node sees `n` members alive.
+    pub async fn wait_alive(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for (i, node) in self.nodes.iter().enumerate() {
+            loop {
+                let s = status(node, Some("probe")).await;
+                let alive = s["members"]
+                    .as_array()
+                    .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count());
+                if alive >= n {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {i} sees {alive} of {n} members alive: {s}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+
+    /// Index of the node whose status names it the writer of `context`.
+    pub async fn writer_index(&self, via: usize, context: &str) -> Option<usize> {
+        let s = self.status_of(via, Some(context)).await;
+        let id = s["contexts"][0]["writer"]["id"].as_str()?.to_owned();
+        (0..self.nodes.len()).find(|i| node_id(*i) == id)
+    }
+}
+
+/// `cluster status` of one node, as JSON.
+pub async fn status(node: &Node, context: Option<&str>) -> serde_json::Value {
+    let mut client = ClusterServiceClient::new(node.channel().await);
+    let r = client
+        .status(cpb::StatusRequest {
+            context_id: context.unwrap_or_default().to_owned(),
+            limit: 0,
+        })
+        .await
+        .expect("cluster status")
+        .into_inner();
+    serde_json::from_str(&r.json).expect("status json")
+}
+
+/// Waits until every replica of `context` listed by node `via` reports `size` entries and the
+/// same root; returns the root.
+pub async fn wait_converged(node: &Node, context: &str, size: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(node, Some(context)).await;
+        let replicas = s["contexts"][0]["replicas"].as_array().cloned().unwrap_or_default();
+        let roots: Vec<_> = replicas.iter().map(|r| r["root"].clone()).collect();
+        let sizes: Vec<_> = replicas.iter().map(|r| r["size"].as_u64()).collect();
+        if !replicas.is_empty()
+            && sizes.iter().all(|s| *s == Some(size))
+            && roots.iter().all(|r| *r == roots[0])
+        {
+            return roots[0].as_str().unwrap_or_default().to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "context {context} did not converge to {size} entries: {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
