@@ -142,6 +142,12 @@ impl DurableView {
         }
     }
 
+    /// Records `head` as its context's durable head, whatever it was: for a context cut back
+    /// by a quarantine, with nothing in flight (the sequencer waited for everything before).
+    pub(crate) fn set(&self, head: ContextHead) {
+        self.heads.write().insert(head.context_id.clone(), head);
+    }
+
     /// Forgets every head when the view is large and nothing is in flight.
     fn trim(&self, nothing_in_flight: bool) {
         if nothing_in_flight && self.heads.read().len() > DURABLE_VIEW_LIMIT {

@@ -130,6 +130,13 @@ impl Dedupe {
         self.recent.len() + self.counts.len()
     }
 
+    /// Forgets what is held in memory about `context_id` (its keys then answer from the
+    /// store). For a context cut back by a quarantine, whose stored keys changed underneath.
+    pub(crate) fn forget(&mut self, context_id: &str) {
+        self.recent.retain(|(c, _), _| c != context_id);
+        self.counts.remove(context_id);
+    }
+
     /// Forgets everything held in memory. Only when nothing is in flight: every recorded key
     /// must be in the store.
     pub(crate) fn clear(&mut self) {

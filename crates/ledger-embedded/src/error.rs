@@ -65,6 +65,19 @@ pub enum LedgerError {
     /// A watch stream ended because the ledger is shutting down.
     #[error("the node is shutting down; resume with from_sequence {resume_from}")]
     WatchEnded { resume_from: u64 },
+    /// A watch stream ended because its context was cut back below the stream's position (a
+    /// divergent suffix was quarantined): entries it delivered beyond `size` are no longer part
+    /// of the context. Watching again from a sequence at or below `size` continues gaplessly.
+    #[error(
+        "context {context_id:?} was cut back to {size} entries (a divergent suffix was \
+         quarantined) after this watch had passed that point; the entries it delivered beyond \
+         {size} are no longer part of the context: resume watching from a sequence at or below \
+         {size}"
+    )]
+    Truncated { context_id: String, size: u64 },
+    /// [`crate::Ledger::quarantined_entries`] of a quarantine the context does not have.
+    #[error("context {context_id:?} has no quarantine {id}")]
+    NoSuchQuarantine { context_id: String, id: u64 },
 }
 
 /// What kind of failure an error is: the one classification every API layer maps from.
@@ -86,6 +99,9 @@ pub enum ErrorKind {
     Unavailable,
     /// The node failed (storage); not the caller's fault.
     Internal,
+    /// The request was overtaken by a change to what it was following (a watched context was
+    /// cut back below the watch's position): start again from an earlier point.
+    Aborted,
 }
 
 impl LedgerError {
@@ -98,7 +114,9 @@ impl LedgerError {
             LedgerError::OutOfRange(_) | LedgerError::SnapshotTooLarge { .. } => {
                 ErrorKind::OutOfRange
             }
-            LedgerError::NotFound { .. } => ErrorKind::NotFound,
+            LedgerError::NotFound { .. } | LedgerError::NoSuchQuarantine { .. } => {
+                ErrorKind::NotFound
+            }
             LedgerError::AlreadyExists { .. } | LedgerError::IdempotencyConflict { .. } => {
                 ErrorKind::AlreadyExists
             }
@@ -108,6 +126,7 @@ impl LedgerError {
             | LedgerError::ShuttingDown
             | LedgerError::WatchEnded { .. }
             | LedgerError::LoadInProgress { .. } => ErrorKind::Unavailable,
+            LedgerError::Truncated { .. } => ErrorKind::Aborted,
         }
     }
 }

@@ -22,6 +22,8 @@
 //! - `snapshot` / `load`: snapshots out (whole or streamed) and in (all or nothing,
 //!   [`LoadSession`]).
 //! - `proofs`: inclusion and consistency proofs, tree states.
+//! - `quarantine`: a divergent suffix moved aside ([`QuarantineInfo`]); `replication`: the
+//!   replication layer's saved state per context.
 //! - `sequencer`: the single writer thread; `dedupe`: its idempotency keys.
 //! - `commit`: group commit, durability, publishing; `fail`: the storage-failure latch.
 //! - `hub` and [`WatchStream`]: live delivery and gapless watching.
@@ -40,7 +42,9 @@ mod fail;
 mod hub;
 mod load;
 mod proofs;
+mod quarantine;
 mod read;
+mod replication;
 mod sequencer;
 mod snapshot;
 mod watch;
@@ -52,7 +56,9 @@ pub use config::LedgerConfig;
 pub use error::{ErrorKind, LedgerError};
 pub use ledger_core::validate::Limits;
 pub use ledger_core::{Entry, Hash, Metadata, NewEntry};
-pub use ledger_storage::{ContextHead, Durability, ReadQuery, ReadResult, RocksConfig};
+pub use ledger_storage::{
+    ContextHead, Durability, QuarantineInfo, ReadQuery, ReadResult, RocksConfig,
+};
 pub use load::LoadSession;
 pub use proofs::{ConsistencyProof, InclusionProof, TreeState};
 pub use sequencer::LoadOutcome;
@@ -193,7 +199,9 @@ impl Ledger {
     }
 
     /// Watches a context: entries with sequence above `from_sequence` (0 = from the start),
-    /// optionally only those with key `key`, in order, each exactly once, then live ones.
+    /// optionally only those with key `key`, in order, each exactly once, then live ones. If
+    /// the context is cut back below the stream's position ([`Ledger::quarantine`]), the stream
+    /// ends with [`LedgerError::Truncated`].
     pub fn watch(
         &self,
         context_id: &str,
@@ -204,6 +212,9 @@ impl Ledger {
         if let Some(k) = key {
             validate::validate_key_filter(k)?;
         }
+        // Cuts from here on are the stream's to notice (taken before subscribing, so none can
+        // fall between the two).
+        let cuts_seen = self.inner.hub.cut_count();
         let rx = self
             .inner
             .hub
@@ -215,6 +226,7 @@ impl Ledger {
             key.filter(|k| !k.is_empty()).map(str::to_owned),
             from_sequence,
             rx,
+            cuts_seen,
         ))
     }
 

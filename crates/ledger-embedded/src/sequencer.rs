@@ -12,11 +12,17 @@
 //! load reserves its context ([`Command::LoadBegin`]), stages its rows off this thread, and
 //! sends one [`Command::Apply`] whose commit makes them visible, durable and published like any
 //! append. Other contexts' appends never wait for a load.
+//!
+//! A quarantine ([`Command::Quarantine`], see [`crate::quarantine`]) waits, like a load's start,
+//! for everything sequenced before it to be durable, then cuts its context back on this thread,
+//! so the cached head, the durable view, the idempotency cache and the watchers all change
+//! before the next command is sequenced.
 
 use crate::commit::{Group, Reply, Work, WritePath};
 use crate::dedupe::{Dedupe, Seen};
 use crate::error::LedgerError;
 use crate::fail::FailState;
+use crate::quarantine::QuarantineCmd;
 use ledger_core::{Entry, LamportClock, NewEntry};
 use ledger_storage::{ContextCommit, ContextHead, LogStore};
 use parking_lot::Mutex;
@@ -55,13 +61,14 @@ pub(crate) enum Command {
     Append(AppendCmd),
     LoadBegin(LoadBeginCmd),
     Apply(ApplyCmd),
+    Quarantine(QuarantineCmd),
 }
 
 impl Command {
     fn weight(&self) -> usize {
         match self {
             Command::Append(a) => a.entry.payload.len() + 256,
-            Command::LoadBegin(_) => 256,
+            Command::LoadBegin(_) | Command::Quarantine(_) => 256,
             Command::Apply(a) => a.commit.entries.iter().map(|e| e.encoded_len()).sum(),
         }
     }
@@ -154,6 +161,14 @@ impl Sequencer {
                     let _ = l.reply.send(reply);
                 }
                 Command::Apply(a) => self.add_apply(&mut group, a, work),
+                Command::Quarantine(q) => {
+                    // The cut reads and rewrites stored rows, and the caches must describe
+                    // them: everything sequenced before it must be written first.
+                    self.hand_off(&mut group, work);
+                    barrier(work);
+                    let reply = self.quarantine(&q);
+                    let _ = q.reply.send(reply);
+                }
             }
         }
         self.hand_off(&mut group, work);

@@ -523,6 +523,34 @@ impl LogStore for FailingStore {
     fn idempotency_count(&self, c: &str) -> Result<u64, StorageError> {
         self.inner.idempotency_count(c)
     }
+    fn replication_state(&self, c: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        self.inner.replication_state(c)
+    }
+    fn save_replication_state(&self, c: &str, state: &[u8]) -> Result<(), StorageError> {
+        self.inner.save_replication_state(c, state)
+    }
+    fn quarantine(
+        &self,
+        c: &str,
+        from: u64,
+        reason: &str,
+        at: u64,
+    ) -> Result<Option<ledger_storage::Quarantined>, StorageError> {
+        self.inner.quarantine(c, from, reason, at)
+    }
+    fn quarantines(
+        &self,
+        c: Option<&str>,
+    ) -> Result<Vec<ledger_storage::QuarantineInfo>, StorageError> {
+        self.inner.quarantines(c)
+    }
+    fn quarantined_entries(
+        &self,
+        c: &str,
+        id: u64,
+    ) -> Result<Option<Vec<ledger_core::Entry>>, StorageError> {
+        self.inner.quarantined_entries(c, id)
+    }
 }
 
 #[tokio::test]

@@ -23,6 +23,7 @@ pub fn code_of(kind: ErrorKind) -> Code {
         ErrorKind::FailedPrecondition => Code::FailedPrecondition,
         ErrorKind::Unavailable => Code::Unavailable,
         ErrorKind::Internal => Code::Internal,
+        ErrorKind::Aborted => Code::Aborted,
     }
 }
 

@@ -8,13 +8,26 @@
 //!   u64 last_appended_at_ns`; the frontier is read from the `nodes` rows of its subtrees.
 //! - idempotency value: `u64 ordinal ‖ u64 sequence ‖ u64 appended_at_ns ‖ fingerprint (32) ‖
 //!   key (UTF-8, the rest)`.
+//! - replication value: `u8 1 (format) ‖ str context_id ‖ state (the rest, opaque)`.
+//! - quarantine info value: `u8 1 (format) ‖ str context_id ‖ u64 from_sequence ‖ u64 count ‖
+//!   u64 quarantined_at_ns ‖ str reason` (the id is in the key).
+//! - quarantine entry value: the entry's `entries` value, byte for byte.
+//!
+//! `str` is a u32 big-endian length followed by that many bytes of UTF-8.
 
-use crate::{ContextHead, IdempotencyRecord, StorageError};
+use crate::{ContextHead, IdempotencyRecord, QuarantineInfo, StorageError};
 use ledger_core::encoding::{Reader, decode_leaf_input_with_hash, write_leaf_input};
 use ledger_core::merkle::Frontier;
 use ledger_core::{Entry, Hash};
 
 const HEAD_FORMAT: u8 = 1;
+const REPLICATION_FORMAT: u8 = 1;
+const QUARANTINE_FORMAT: u8 = 1;
+
+fn put_str(v: &mut Vec<u8>, s: &str) {
+    v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    v.extend_from_slice(s.as_bytes());
+}
 
 /// Encodes an entry for the `entries` column family.
 pub fn encode_entry(entry: &Entry) -> Vec<u8> {
@@ -137,6 +150,68 @@ pub fn decode_idempotency(v: &[u8]) -> Result<IdempotencyRecord, StorageError> {
     })
 }
 
+/// Encodes a `replication` value: `u8 1 ‖ str context_id ‖ state`.
+pub fn encode_replication(context_id: &str, state: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + 4 + context_id.len() + state.len());
+    v.push(REPLICATION_FORMAT);
+    put_str(&mut v, context_id);
+    v.extend_from_slice(state);
+    v
+}
+
+/// Decodes a `replication` value into the context id it was saved for and the state.
+pub fn decode_replication(value: &[u8]) -> Result<(&str, &[u8]), StorageError> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| StorageError::Corrupt(format!("replication state: {e}"));
+    let mut r = Reader::new(value);
+    let format = r.u8("format").map_err(|e| corrupt(&e))?;
+    if format != REPLICATION_FORMAT {
+        return Err(corrupt(&format!("unknown format {format}")));
+    }
+    let context_id = r.str("context_id").map_err(|e| corrupt(&e))?;
+    let state = r.take(r.remaining(), "state").map_err(|e| corrupt(&e))?;
+    Ok((context_id, state))
+}
+
+/// Encodes a `quarantine` info value (everything but the id, which is in the key).
+pub fn encode_quarantine_info(q: &QuarantineInfo) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + 4 + q.context_id.len() + 24 + 4 + q.reason.len());
+    v.push(QUARANTINE_FORMAT);
+    put_str(&mut v, &q.context_id);
+    v.extend_from_slice(&q.from_sequence.to_be_bytes());
+    v.extend_from_slice(&q.count.to_be_bytes());
+    v.extend_from_slice(&q.quarantined_at_ns.to_be_bytes());
+    put_str(&mut v, &q.reason);
+    v
+}
+
+/// Decodes a `quarantine` info value stored under quarantine id `id`.
+pub fn decode_quarantine_info(id: u64, value: &[u8]) -> Result<QuarantineInfo, StorageError> {
+    let corrupt =
+        |e: &dyn std::fmt::Display| StorageError::Corrupt(format!("quarantine {id}: {e}"));
+    let mut r = Reader::new(value);
+    let format = r.u8("format").map_err(|e| corrupt(&e))?;
+    if format != QUARANTINE_FORMAT {
+        return Err(corrupt(&format!("unknown format {format}")));
+    }
+    let context_id = r.str("context_id").map_err(|e| corrupt(&e))?.to_owned();
+    let from_sequence = r.u64("from_sequence").map_err(|e| corrupt(&e))?;
+    let count = r.u64("count").map_err(|e| corrupt(&e))?;
+    let quarantined_at_ns = r.u64("quarantined_at_ns").map_err(|e| corrupt(&e))?;
+    let reason = r.str("reason").map_err(|e| corrupt(&e))?.to_owned();
+    if r.remaining() != 0 {
+        return Err(corrupt(&"trailing bytes"));
+    }
+    Ok(QuarantineInfo {
+        context_id,
+        id,
+        from_sequence,
+        count,
+        quarantined_at_ns,
+        reason,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +229,34 @@ mod tests {
         assert!(decode_idempotency(&[0; 55]).is_err());
     }
     use ledger_core::Metadata;
+
+    #[test]
+    fn replication_and_quarantine_values_round_trip() {
+        let v = encode_replication("ctx-é", &[0, 1, 2, 255]);
+        assert_eq!(
+            decode_replication(&v).unwrap(),
+            ("ctx-é", &[0, 1, 2, 255][..])
+        );
+        assert_eq!(
+            decode_replication(&encode_replication("c", &[])).unwrap().1,
+            b""
+        );
+        assert!(decode_replication(&v[..3]).is_err());
+        let q = QuarantineInfo {
+            context_id: "ctx".into(),
+            id: 3,
+            from_sequence: 13,
+            count: 8,
+            quarantined_at_ns: 42,
+            reason: "diverged from epoch 7".into(),
+        };
+        let v = encode_quarantine_info(&q);
+        assert_eq!(decode_quarantine_info(3, &v).unwrap(), q);
+        assert!(decode_quarantine_info(3, &v[..v.len() - 1]).is_err());
+        let mut long = v.clone();
+        long.push(0);
+        assert!(decode_quarantine_info(3, &long).is_err());
+    }
 
     #[test]
     fn entry_and_head_round_trip() {

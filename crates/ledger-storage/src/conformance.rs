@@ -1,7 +1,10 @@
 //! The conformance suite: one set of checks that every [`LogStore`] backend must pass. Each
 //! backend's tests call [`run_all`] with a [`Harness`] that can (re)open its store.
 
-use crate::{ContextCommit, ContextHead, IdempotencyRecord, LogStore, ReadQuery, StorageError};
+use crate::{
+    ContextCommit, ContextHead, IdempotencyRecord, LogStore, QuarantineInfo, ReadQuery,
+    StorageError,
+};
 use ledger_core::merkle::{self, reference};
 use ledger_core::{Entry, Hash, Metadata};
 use std::sync::Arc;
@@ -65,6 +68,13 @@ pub fn run_all<H: Harness>(h: &mut H) {
     staged_rows_are_invisible_until_committed(h);
     uncommitted_staged_rows_leave_the_context_as_it_was(h);
     idempotency_records_are_stored_with_their_entries(h);
+    replication_state_round_trips_and_survives_reopen(h);
+    quarantine_cuts_back_to_exactly_the_prefix(h);
+    quarantine_survives_reopen_and_appends_continue_at_the_cut(h);
+    quarantine_forgets_idempotency_keys_of_moved_entries(h);
+    quarantine_of_everything_empties_the_context(h);
+    quarantine_beyond_the_size_or_from_zero_changes_nothing(h);
+    quarantines_are_listed_per_context_and_overall(h);
 }
 
 pub fn empty_context_reads_as_empty<H: Harness>(h: &mut H) {
@@ -544,4 +554,362 @@ pub fn idempotency_records_are_stored_with_their_entries<H: Harness>(h: &mut H) 
     assert_eq!(s.idempotency_count("idem").unwrap(), 2);
     assert!(s.idempotency("idem", "k3").unwrap().is_none());
     assert!(s.idempotency("other", "k1").unwrap().is_none());
+}
+
+pub fn replication_state_round_trips_and_survives_reopen<H: Harness>(h: &mut H) {
+    {
+        let s = h.open();
+        assert_eq!(s.replication_state("repl").unwrap(), None);
+        s.save_replication_state("repl", b"epoch 1").unwrap();
+        assert_eq!(
+            s.replication_state("repl").unwrap().as_deref(),
+            Some(&b"epoch 1"[..])
+        );
+        // Replaced, not merged; binary and empty states are kept as given.
+        s.save_replication_state("repl", &[0, 255, 7]).unwrap();
+        s.save_replication_state("repl-empty", &[]).unwrap();
+        // Independent of entries: state without entries, entries without state.
+        append_n(&s, "repl-entries", 2, "facts");
+    }
+    let s = h.open();
+    assert_eq!(
+        s.replication_state("repl").unwrap().as_deref(),
+        Some(&[0, 255, 7][..])
+    );
+    assert_eq!(
+        s.replication_state("repl-empty").unwrap().as_deref(),
+        Some(&[][..])
+    );
+    assert_eq!(s.replication_state("repl-entries").unwrap(), None);
+    assert!(s.head("repl").unwrap().is_none());
+    assert!(
+        !s.list_contexts(None, 10_000)
+            .unwrap()
+            .contains(&"repl".to_owned()),
+        "replication state alone does not make a context"
+    );
+}
+
+/// Commits `entries` to `context_id` in commits of the given sizes, after its current head.
+fn commit_in_chunks<S: LogStore>(
+    s: &S,
+    context_id: &str,
+    entries: &[Arc<Entry>],
+    chunks: &[usize],
+) {
+    let mut rest = entries;
+    for n in chunks {
+        let (now, later) = rest.split_at(*n);
+        let head = s
+            .head(context_id)
+            .unwrap()
+            .unwrap_or_else(|| ContextHead::empty(context_id));
+        s.commit(&[head.extend(now.to_vec()).unwrap()]).unwrap();
+        rest = later;
+    }
+    assert!(rest.is_empty());
+}
+
+/// The head `context_id` would have after exactly `entries` (no context id compared).
+fn same_head(a: &ContextHead, b: &ContextHead) {
+    assert_eq!(a.size(), b.size());
+    assert_eq!(a.root(), b.root());
+    assert_eq!(a.frontier, b.frontier);
+    assert_eq!(a.lamport_clock, b.lamport_clock);
+    assert_eq!(a.last_appended_at_ns, b.last_appended_at_ns);
+}
+
+/// Checks every inclusion proof of the context and consistency proofs from every size against
+/// the reference tree of `leaves`.
+fn proofs_match(s: &impl LogStore, context_id: &str, leaves: &[Hash]) {
+    let n = leaves.len() as u64;
+    for i in 0..n {
+        let plan = merkle::inclusion_plan(i, n).unwrap();
+        let path = plan.assemble(&s.nodes(context_id, plan.nodes()).unwrap());
+        assert_eq!(
+            path,
+            reference::inclusion_path(i as usize, leaves),
+            "incl {i}/{n}"
+        );
+    }
+    for m in 0..=n {
+        let plan = merkle::consistency_plan(m, n).unwrap();
+        let path = plan.assemble(&s.nodes(context_id, plan.nodes()).unwrap());
+        assert_eq!(
+            path,
+            reference::consistency_path(m as usize, leaves),
+            "cons {m}/{n}"
+        );
+    }
+    let root = merkle::root_plan(n);
+    assert_eq!(
+        root.assemble(&s.nodes(context_id, root.nodes()).unwrap()),
+        vec![reference::root(leaves)]
+    );
+}
+
+fn numbered(from: u64, to: u64, key: &str) -> Vec<Arc<Entry>> {
+    (from..=to)
+        .map(|i| make_entry(i, key, format!("{key}/{i}").as_bytes()))
+        .collect()
+}
+
+pub fn quarantine_cuts_back_to_exactly_the_prefix<H: Harness>(h: &mut H) {
+    let s = h.open();
+    // 20 entries in commits that straddle the cut at 13 and the subtrees around it.
+    let all = numbered(1, 20, "facts");
+    commit_in_chunks(&s, "q-cut", &all, &[3, 9, 5, 3]);
+    // The same first 12 entries in a context that never had more.
+    commit_in_chunks(&s, "q-cut-ref", &all[..12], &[12]);
+    let before = s.read("q-cut", &ReadQuery::default()).unwrap().entries;
+
+    let q = s
+        .quarantine("q-cut", 13, "diverged from the writer", 77)
+        .unwrap()
+        .expect("a suffix to move");
+    assert_eq!(
+        q.info,
+        QuarantineInfo {
+            context_id: "q-cut".into(),
+            id: 1,
+            from_sequence: 13,
+            count: 8,
+            quarantined_at_ns: 77,
+            reason: "diverged from the writer".into(),
+        }
+    );
+    let reference_head = s.head("q-cut-ref").unwrap().unwrap();
+    let head = s.head("q-cut").unwrap().unwrap();
+    same_head(&head, &reference_head);
+    assert_eq!(head, q.head);
+    assert_eq!(head.context_id, "q-cut");
+    assert_eq!(s.size("q-cut").unwrap(), 12);
+
+    // Reads see the prefix only, whatever they ask for.
+    let r = s.read("q-cut", &ReadQuery::default()).unwrap();
+    assert_eq!(r.entries, before[..12]);
+    assert_eq!((r.latest_sequence, r.next_after_sequence), (12, 12));
+    let r = s
+        .read(
+            "q-cut",
+            &ReadQuery {
+                after_sequence: 12,
+                up_to: Some(20),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(r.entries.is_empty());
+    let leaves: Vec<Hash> = before[..12].iter().map(|e| e.content_hash).collect();
+    proofs_match(&s, "q-cut", &leaves);
+
+    // The moved entries, exactly as stored.
+    assert_eq!(
+        s.quarantined_entries("q-cut", 1).unwrap().unwrap(),
+        before[12..]
+    );
+    assert_eq!(s.quarantines(Some("q-cut")).unwrap(), vec![q.info.clone()]);
+    assert_eq!(s.quarantined_entries("q-cut", 2).unwrap(), None);
+    assert_eq!(s.quarantined_entries("q-cut-ref", 1).unwrap(), None);
+    assert!(s.quarantines(Some("q-cut-ref")).unwrap().is_empty());
+}
+
+pub fn quarantine_survives_reopen_and_appends_continue_at_the_cut<H: Harness>(h: &mut H) {
+    let (moved, kept_head) = {
+        let s = h.open();
+        commit_in_chunks(&s, "q-reopen", &numbered(1, 16, "facts"), &[16]);
+        let moved = s.read("q-reopen", &ReadQuery::default()).unwrap().entries[8..].to_vec();
+        // Cut at a power of two: the kept prefix is one complete subtree.
+        let q = s.quarantine("q-reopen", 9, "r", 5).unwrap().unwrap();
+        (moved, q.head)
+    };
+    let s = h.open();
+    assert_eq!(s.head("q-reopen").unwrap().unwrap(), kept_head);
+    assert_eq!(
+        s.read("q-reopen", &ReadQuery::default())
+            .unwrap()
+            .latest_sequence,
+        8
+    );
+    assert_eq!(
+        s.quarantined_entries("q-reopen", 1).unwrap().unwrap(),
+        moved
+    );
+    // A commit from a stale head (the old size) is refused; from the kept head it continues
+    // at the cut, with new entries whose rows replace the moved ones.
+    let stale = ContextHead::empty("q-reopen");
+    assert!(matches!(
+        s.commit(&[stale.extend(vec![make_entry(1, "x", b"x")]).unwrap()]),
+        Err(StorageError::SizeConflict { actual: 8, .. })
+    ));
+    let c = append_n(&s, "q-reopen", 3, "new");
+    assert_eq!(c.base_size, 8);
+    assert_eq!(c.entries[0].sequence, 9);
+    let r = s.read("q-reopen", &ReadQuery::default()).unwrap();
+    assert!(r.entries.iter().map(|e| e.sequence).eq(1..=11));
+    assert!(r.entries[8..].iter().all(|e| e.key == "new"));
+    let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
+    assert_eq!(c.head.root(), reference::root(&leaves));
+    proofs_match(&s, "q-reopen", &leaves);
+    drop(s);
+    // And past the old size, across another reopen (heads reload from the rows).
+    let s = h.open();
+    append_n(&s, "q-reopen", 30, "more");
+    let r = s.read("q-reopen", &ReadQuery::default()).unwrap();
+    assert!(r.entries.iter().map(|e| e.sequence).eq(1..=41));
+    let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
+    assert_eq!(
+        s.head("q-reopen").unwrap().unwrap().root(),
+        reference::root(&leaves)
+    );
+    proofs_match(&s, "q-reopen", &leaves);
+    // The quarantine is still there, untouched by the appends at its sequences.
+    assert_eq!(
+        s.quarantined_entries("q-reopen", 1).unwrap().unwrap(),
+        moved
+    );
+}
+
+pub fn quarantine_forgets_idempotency_keys_of_moved_entries<H: Harness>(h: &mut H) {
+    let record = |key: &str, e: &Entry, ordinal| IdempotencyRecord {
+        key: key.into(),
+        sequence: e.sequence,
+        appended_at_ns: e.appended_at_ns,
+        fingerprint: Hash([ordinal as u8; 32]),
+        ordinal,
+    };
+    {
+        let s = h.open();
+        let entries = numbered(1, 10, "facts");
+        let mut c = ContextHead::empty("q-idem")
+            .extend(entries.clone())
+            .unwrap();
+        c.idempotency = vec![
+            record("kept-1", &entries[1], 1),
+            record("kept-2", &entries[5], 2),
+            record("moved-1", &entries[6], 3),
+            record("moved-2", &entries[9], 4),
+        ];
+        s.commit(&[c]).unwrap();
+        assert_eq!(s.idempotency_count("q-idem").unwrap(), 4);
+        s.quarantine("q-idem", 7, "r", 1).unwrap().unwrap();
+        assert!(s.idempotency("q-idem", "moved-1").unwrap().is_none());
+        assert!(s.idempotency("q-idem", "moved-2").unwrap().is_none());
+        assert_eq!(
+            s.idempotency("q-idem", "kept-2").unwrap().unwrap().sequence,
+            6
+        );
+        assert_eq!(s.idempotency_count("q-idem").unwrap(), 2);
+    }
+    let s = h.open();
+    assert!(s.idempotency("q-idem", "moved-1").unwrap().is_none());
+    assert_eq!(
+        s.idempotency("q-idem", "kept-1").unwrap().unwrap().sequence,
+        2
+    );
+    assert_eq!(s.idempotency_count("q-idem").unwrap(), 2);
+    // The key of a moved entry can be stored again, for the entry now at that sequence.
+    let head = s.head("q-idem").unwrap().unwrap();
+    let again = make_entry(7, "facts", b"again");
+    let mut c = head.extend(vec![Arc::clone(&again)]).unwrap();
+    c.idempotency = vec![record("moved-1", &again, 3)];
+    s.commit(&[c]).unwrap();
+    let r = s.idempotency("q-idem", "moved-1").unwrap().unwrap();
+    assert_eq!((r.sequence, r.ordinal), (7, 3));
+    assert_eq!(s.idempotency_count("q-idem").unwrap(), 3);
+    // Cutting every keyed entry leaves no ordinal behind.
+    s.quarantine("q-idem", 1, "all", 2).unwrap().unwrap();
+    assert_eq!(s.idempotency_count("q-idem").unwrap(), 0);
+    assert!(s.idempotency("q-idem", "kept-1").unwrap().is_none());
+}
+
+pub fn quarantine_of_everything_empties_the_context<H: Harness>(h: &mut H) {
+    let s = h.open();
+    append_n(&s, "q-all", 5, "facts");
+    let before = s.read("q-all", &ReadQuery::default()).unwrap().entries;
+    let q = s
+        .quarantine("q-all", 1, "nothing agreed", 3)
+        .unwrap()
+        .unwrap();
+    assert_eq!((q.info.from_sequence, q.info.count), (1, 5));
+    assert_eq!(q.head, ContextHead::empty("q-all"));
+    assert!(s.head("q-all").unwrap().is_none());
+    assert_eq!(s.size("q-all").unwrap(), 0);
+    let r = s.read("q-all", &ReadQuery::default()).unwrap();
+    assert!(r.entries.is_empty());
+    assert_eq!(r.latest_sequence, 0);
+    assert!(
+        !s.list_contexts(None, 10_000)
+            .unwrap()
+            .contains(&"q-all".to_owned())
+    );
+    // Quarantining an empty context does nothing.
+    assert!(s.quarantine("q-all", 1, "again", 4).unwrap().is_none());
+    drop(s);
+    let s = h.open();
+    assert!(s.head("q-all").unwrap().is_none());
+    assert_eq!(s.quarantined_entries("q-all", 1).unwrap().unwrap(), before);
+    // Appends start again at 1, and the next quarantine gets the next id.
+    let c = append_n(&s, "q-all", 2, "fresh");
+    assert_eq!(c.entries[0].sequence, 1);
+    let q = s.quarantine("q-all", 2, "again", 5).unwrap().unwrap();
+    assert_eq!((q.info.id, q.info.count), (2, 1));
+    assert_eq!(s.head("q-all").unwrap().unwrap().size(), 1);
+}
+
+pub fn quarantine_beyond_the_size_or_from_zero_changes_nothing<H: Harness>(h: &mut H) {
+    let s = h.open();
+    append_n(&s, "q-none", 4, "facts");
+    let head = s.head("q-none").unwrap().unwrap();
+    assert!(s.quarantine("q-none", 5, "r", 1).unwrap().is_none());
+    assert!(s.quarantine("q-none", u64::MAX, "r", 1).unwrap().is_none());
+    assert!(s.quarantine("q-none-unknown", 1, "r", 1).unwrap().is_none());
+    assert!(matches!(
+        s.quarantine("q-none", 0, "r", 1),
+        Err(StorageError::InvalidRequest(_))
+    ));
+    assert_eq!(s.head("q-none").unwrap().unwrap(), head);
+    assert!(s.quarantines(Some("q-none")).unwrap().is_empty());
+    assert_eq!(
+        s.read("q-none", &ReadQuery::default())
+            .unwrap()
+            .entries
+            .len(),
+        4
+    );
+    // The last entry alone can be moved.
+    let q = s.quarantine("q-none", 4, "r", 1).unwrap().unwrap();
+    assert_eq!(q.info.count, 1);
+    assert_eq!(q.head.size(), 3);
+}
+
+pub fn quarantines_are_listed_per_context_and_overall<H: Harness>(h: &mut H) {
+    let s = h.open();
+    let ids = ["q-list-a", "q-list-b", "q-list-c"];
+    for c in ids {
+        append_n(&s, c, 6, "facts");
+    }
+    s.quarantine("q-list-a", 5, "first", 10).unwrap().unwrap();
+    s.quarantine("q-list-b", 2, "b", 11).unwrap().unwrap();
+    s.quarantine("q-list-a", 3, "second", 12).unwrap().unwrap();
+    let a = s.quarantines(Some("q-list-a")).unwrap();
+    assert_eq!(
+        a.iter()
+            .map(|q| (q.id, q.from_sequence, q.count, q.reason.as_str()))
+            .collect::<Vec<_>>(),
+        vec![(1, 5, 2, "first"), (2, 3, 2, "second")]
+    );
+    assert!(s.quarantines(Some("q-list-c")).unwrap().is_empty());
+    let all: Vec<QuarantineInfo> = s
+        .quarantines(None)
+        .unwrap()
+        .into_iter()
+        .filter(|q| q.context_id.starts_with("q-list-"))
+        .collect();
+    assert_eq!(all.len(), 3);
+    // Storage order: by context key, then id.
+    let mut sorted = all.clone();
+    sorted.sort_by_key(|q| (crate::keys::context_key(&q.context_id), q.id));
+    assert_eq!(all, sorted);
+    assert_eq!(s.head("q-list-a").unwrap().unwrap().size(), 2);
 }

@@ -8,6 +8,13 @@
 //! | `heads`       | context key (16)                  | context id, size, Lamport clock, last time   |
 //! | `idempotency` | context key (16) ‖ SHA-256(key)[..16] | ordinal, sequence, time, fingerprint, key |
 //! | `idempotency` | context key (16)                  | ordinal of the context's last keyed append   |
+//! | `replication` | context key (16)                  | context id, the replication layer's state bytes |
+//! | `quarantine`  | `i` ‖ context key (16) ‖ id (u64) | context id, from sequence, count, time, reason |
+//! | `quarantine`  | `e` ‖ context key (16) ‖ id (u64) ‖ sequence (u64) | a quarantined entry, as its `entries` value was |
+//!
+//! The `quarantine` rows start with a tag byte so that one kind can be scanned without the
+//! other: every quarantine of every context is the `i` range (by context key, then id), and the
+//! entries of one quarantine are the `e` range of its context key and id, in sequence order.
 //!
 //! The context key is the first 16 bytes of SHA-256 of the context id: fixed width, so a context's
 //! rows are contiguous and sequences sort numerically after it, with no id table to consult. A
@@ -57,6 +64,55 @@ pub fn idempotency_key(ctx: &ContextKey, key: &str) -> [u8; 2 * CONTEXT_KEY_LEN]
     k
 }
 
+/// Tag byte of `quarantine` info rows.
+pub const QUARANTINE_INFO_TAG: u8 = b'i';
+/// Tag byte of `quarantine` entry rows.
+pub const QUARANTINE_ENTRY_TAG: u8 = b'e';
+/// Width of a `quarantine` info key: tag ‖ context key ‖ id.
+pub const QUARANTINE_INFO_KEY_LEN: usize = 1 + CONTEXT_KEY_LEN + 8;
+/// Width of a `quarantine` entry key: tag ‖ context key ‖ id ‖ sequence.
+pub const QUARANTINE_ENTRY_KEY_LEN: usize = QUARANTINE_INFO_KEY_LEN + 8;
+
+/// `quarantine` key of the info row of quarantine `id` of a context.
+pub fn quarantine_info_key(ctx: &ContextKey, id: u64) -> [u8; QUARANTINE_INFO_KEY_LEN] {
+    let mut k = [0u8; QUARANTINE_INFO_KEY_LEN];
+    k[0] = QUARANTINE_INFO_TAG;
+    k[1..1 + CONTEXT_KEY_LEN].copy_from_slice(ctx);
+    k[1 + CONTEXT_KEY_LEN..].copy_from_slice(&id.to_be_bytes());
+    k
+}
+
+/// `quarantine` key of the entry with `sequence` moved aside by quarantine `id` of a context.
+pub fn quarantine_entry_key(
+    ctx: &ContextKey,
+    id: u64,
+    sequence: u64,
+) -> [u8; QUARANTINE_ENTRY_KEY_LEN] {
+    let mut k = [0u8; QUARANTINE_ENTRY_KEY_LEN];
+    k[..QUARANTINE_INFO_KEY_LEN].copy_from_slice(&quarantine_info_key(ctx, id));
+    k[0] = QUARANTINE_ENTRY_TAG;
+    k[QUARANTINE_INFO_KEY_LEN..].copy_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+/// The id of a `quarantine` info key (`None` for any other key).
+pub fn quarantine_info_key_id(key: &[u8]) -> Option<u64> {
+    if key.len() != QUARANTINE_INFO_KEY_LEN || key[0] != QUARANTINE_INFO_TAG {
+        return None;
+    }
+    let b: [u8; 8] = key[1 + CONTEXT_KEY_LEN..].try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
+/// The sequence of a `quarantine` entry key (`None` for any other key).
+pub fn quarantine_entry_key_sequence(key: &[u8]) -> Option<u64> {
+    if key.len() != QUARANTINE_ENTRY_KEY_LEN || key[0] != QUARANTINE_ENTRY_TAG {
+        return None;
+    }
+    let b: [u8; 8] = key[QUARANTINE_INFO_KEY_LEN..].try_into().ok()?;
+    Some(u64::from_be_bytes(b))
+}
+
 /// Sequence of an `entries` key.
 pub fn entry_key_sequence(key: &[u8]) -> Option<u64> {
     let b: [u8; 8] = key.get(CONTEXT_KEY_LEN..ENTRY_KEY_LEN)?.try_into().ok()?;
@@ -91,6 +147,31 @@ mod tests {
             .map(|k| entry_key_sequence(k).unwrap())
             .collect();
         assert_eq!(seqs, vec![1, 2, 256, 300, u64::MAX]);
+    }
+
+    #[test]
+    fn quarantine_keys_group_by_kind_then_context_then_id_then_sequence() {
+        let (lo, hi) = {
+            let (a, b) = (context_key("a"), context_key("b"));
+            if a < b { (a, b) } else { (b, a) }
+        };
+        let want: Vec<Vec<u8>> = vec![
+            quarantine_entry_key(&lo, 1, 7).to_vec(),
+            quarantine_entry_key(&lo, 1, 300).to_vec(),
+            quarantine_entry_key(&lo, 2, 1).to_vec(),
+            quarantine_entry_key(&hi, 1, 1).to_vec(),
+            quarantine_info_key(&lo, 1).to_vec(),
+            quarantine_info_key(&lo, 2).to_vec(),
+            quarantine_info_key(&hi, 1).to_vec(),
+        ];
+        let mut keys = want.clone();
+        keys.reverse();
+        keys.sort();
+        assert_eq!(keys, want);
+        assert_eq!(quarantine_entry_key_sequence(&keys[1]), Some(300));
+        assert_eq!(quarantine_entry_key_sequence(&keys[4]), None);
+        assert_eq!(quarantine_info_key_id(&keys[5]), Some(2));
+        assert_eq!(quarantine_info_key_id(&keys[0]), None);
     }
 
     #[test]

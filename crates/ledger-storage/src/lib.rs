@@ -7,7 +7,9 @@
 //!   entries extends it.
 //! - [`keys`]: the on-disk key encoding (fixed-width context key ‖ big-endian numbers).
 //! - [`codec`]: the on-disk value encoding of entries and heads.
-//! - [`rocks`]: RocksDB with column families `entries`, `heads`, `nodes`.
+//! - [`quarantine`]: the types of a quarantined suffix ([`QuarantineInfo`], [`Quarantined`]).
+//! - [`rocks`]: RocksDB with column families `entries`, `heads`, `nodes`, `idempotency`,
+//!   `replication`, `quarantine`.
 //! - [`memory`]: the in-memory reference, for tests only.
 //! - [`conformance`]: the suite run against both.
 
@@ -16,6 +18,7 @@ pub mod conformance;
 pub mod head;
 pub mod keys;
 pub mod memory;
+pub mod quarantine;
 pub mod rocks;
 
 use ledger_core::merkle::NodeId;
@@ -25,6 +28,7 @@ use thiserror::Error;
 
 pub use head::ContextHead;
 pub use memory::MemoryStore;
+pub use quarantine::{QuarantineInfo, Quarantined};
 pub use rocks::{RocksConfig, RocksStore};
 
 /// When an acknowledged commit is safe.
@@ -174,6 +178,10 @@ pub enum StorageError {
     },
     #[error("commit for context {context_id:?} is not gapless: {detail}")]
     NotGapless { context_id: String, detail: String },
+    /// A request the store cannot carry out as asked (named in the message), e.g. a
+    /// quarantine from sequence 0.
+    #[error("invalid storage request: {0}")]
+    InvalidRequest(String),
     #[error("context ids {0:?} and {1:?} map to the same storage key")]
     ContextKeyCollision(String, String),
     #[error("storage I/O failed: {0}")]
@@ -189,8 +197,11 @@ pub enum StorageError {
 ///   contexts, is written in one atomic batch: after a crash either all of it is there or none.
 /// - **Durable before return** in [`Durability::Sync`] (the default): once `commit` returns
 ///   `Ok`, the batch survives a crash of the process or the machine.
-/// - **Immutable.** Entries and Merkle subtree hashes are never overwritten or deleted. The only
-///   row that changes is a context's head, which is derived state.
+/// - **Immutable, except for quarantine.** Entries and Merkle subtree hashes are never
+///   overwritten or deleted, with one exception: [`LogStore::quarantine`] moves a context's
+///   suffix aside (its entries are kept, readable with [`LogStore::quarantined_entries`]) and
+///   cuts the context back to the prefix, after which appends reuse the suffix's sequences.
+///   The rows that change are a context's head (derived state) and its replication state.
 /// - **Consistent reads.** A read sees whole commits only, and its `latest_sequence` is the size
 ///   of the view its entries came from.
 /// - **Lazy.** Opening a store does not scan its data; heads are read when first asked for.
@@ -255,6 +266,58 @@ pub trait LogStore: Send + Sync + 'static {
     /// Makes everything committed so far durable (an fsync of the log in buffered mode).
     fn sync(&self) -> Result<(), StorageError>;
 
+    /// The replication state last saved for `context_id` by
+    /// [`LogStore::save_replication_state`], `None` if none was. Independent of the context's
+    /// entries: a context may have state and no entries, and the other way round.
+    fn replication_state(&self, context_id: &str) -> Result<Option<Vec<u8>>, StorageError>;
+
+    /// Replaces the replication state of `context_id` with `state` (opaque bytes: the
+    /// replication layer's promised epoch, epoch history, commit index). Durable before it
+    /// returns in [`Durability::Sync`] (a synced write of the write-ahead log); in
+    /// [`Durability::Buffered`], like commits, it survives a crash of the process only.
+    fn save_replication_state(&self, context_id: &str, state: &[u8]) -> Result<(), StorageError>;
+
+    /// Moves the entries `from_sequence ..= size` of `context_id` out of the log into a new
+    /// quarantine of the context, and cuts the context back to `from_sequence - 1` entries, in
+    /// one atomic write (durable before return in [`Durability::Sync`]).
+    ///
+    /// Afterwards the context is exactly as it was at size `from_sequence - 1`: same head
+    /// (size, Merkle frontier and root, Lamport clock, last append time; no head at all, and
+    /// not listed, when that size is 0), same entries and subtree hashes up to it. The moved
+    /// entries and their subtree hashes are no longer part of any read, head or proof; the next
+    /// commit continues at `from_sequence`. Idempotency records of moved entries are deleted
+    /// with them (a retry of such an append is stored anew), and the context's keyed-append
+    /// ordinal goes back to the last kept record's.
+    ///
+    /// Returns `Ok(None)`, changing nothing, when `from_sequence` is beyond the context's size
+    /// (or the context has no entries); refuses `from_sequence == 0` with
+    /// [`StorageError::InvalidRequest`]. `quarantined_at_ns` and `reason` are recorded as
+    /// given. The new quarantine's id is one more than the context's last one (1 for its first).
+    ///
+    /// Like [`LogStore::stage`], the caller must be the context's only writer (no commit or
+    /// stage of the context may run concurrently). Costs a read of the moved entries and, if
+    /// the context ever had keyed appends, a scan of its idempotency records.
+    fn quarantine(
+        &self,
+        context_id: &str,
+        from_sequence: u64,
+        reason: &str,
+        quarantined_at_ns: u64,
+    ) -> Result<Option<Quarantined>, StorageError>;
+
+    /// Every quarantine of `context_id` in id order, or of every context when `None` (in
+    /// storage order of the contexts, then id order).
+    fn quarantines(&self, context_id: Option<&str>) -> Result<Vec<QuarantineInfo>, StorageError>;
+
+    /// The entries moved aside by quarantine `id` of `context_id`, exactly as they were stored
+    /// (same ids, sequences, hashes, clocks), in sequence order; `None` if there is no such
+    /// quarantine.
+    fn quarantined_entries(
+        &self,
+        context_id: &str,
+        id: u64,
+    ) -> Result<Option<Vec<Entry>>, StorageError>;
+
     /// Makes everything committed so far durable and cheap to reopen (RocksDB: flushes the
     /// memtables, so the next open has no log to replay). Called on a clean shutdown.
     fn flush(&self) -> Result<(), StorageError> {
@@ -310,6 +373,44 @@ impl<S: LogStore + ?Sized> LogStore for Arc<S> {
     fn flush(&self) -> Result<(), StorageError> {
         (**self).flush()
     }
+    fn replication_state(&self, context_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).replication_state(context_id)
+    }
+    fn save_replication_state(&self, context_id: &str, state: &[u8]) -> Result<(), StorageError> {
+        (**self).save_replication_state(context_id, state)
+    }
+    fn quarantine(
+        &self,
+        context_id: &str,
+        from_sequence: u64,
+        reason: &str,
+        quarantined_at_ns: u64,
+    ) -> Result<Option<Quarantined>, StorageError> {
+        (**self).quarantine(context_id, from_sequence, reason, quarantined_at_ns)
+    }
+    fn quarantines(&self, context_id: Option<&str>) -> Result<Vec<QuarantineInfo>, StorageError> {
+        (**self).quarantines(context_id)
+    }
+    fn quarantined_entries(
+        &self,
+        context_id: &str,
+        id: u64,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        (**self).quarantined_entries(context_id, id)
+    }
+}
+
+/// Refuses a quarantine from sequence 0 (sequences start at 1).
+pub(crate) fn check_quarantine_from(
+    context_id: &str,
+    from_sequence: u64,
+) -> Result<(), StorageError> {
+    if from_sequence == 0 {
+        return Err(StorageError::InvalidRequest(format!(
+            "quarantine of {context_id:?} from sequence 0: sequences start at 1"
+        )));
+    }
+    Ok(())
 }
 
 /// Checks that a commit continues a context of `current` entries gaplessly.

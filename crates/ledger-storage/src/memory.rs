@@ -4,8 +4,9 @@
 
 use crate::keys::context_key;
 use crate::{
-    ContextCommit, ContextHead, IdempotencyRecord, LogStore, ReadQuery, ReadResult, StorageError,
-    check_commit, check_rows, fits_budget,
+    ContextCommit, ContextHead, IdempotencyRecord, LogStore, QuarantineInfo, Quarantined,
+    ReadQuery, ReadResult, StorageError, check_commit, check_quarantine_from, check_rows,
+    fits_budget,
 };
 use ledger_core::merkle::NodeId;
 use ledger_core::{Entry, Hash};
@@ -20,6 +21,8 @@ struct MemContext {
     nodes: HashMap<NodeId, Hash>,
     idempotency: HashMap<String, IdempotencyRecord>,
     idempotency_count: u64,
+    /// Every quarantine of the context, in id order, with the entries it moved aside.
+    quarantines: Vec<(QuarantineInfo, Vec<Arc<Entry>>)>,
 }
 
 /// Rows written by `stage` and not yet committed.
@@ -34,6 +37,7 @@ struct Staged {
 pub struct MemoryStore {
     contexts: Arc<RwLock<HashMap<String, MemContext>>>,
     staged: Arc<RwLock<HashMap<String, Staged>>>,
+    replication: Arc<RwLock<HashMap<String, Vec<u8>>>>,
 }
 
 impl MemoryStore {
@@ -77,6 +81,7 @@ impl LogStore for MemoryStore {
                     nodes: HashMap::new(),
                     idempotency: HashMap::new(),
                     idempotency_count: 0,
+                    quarantines: Vec::new(),
                 });
             if c.staged > 0 {
                 let rows = staged
@@ -227,5 +232,89 @@ impl LogStore for MemoryStore {
 
     fn sync(&self) -> Result<(), StorageError> {
         Ok(())
+    }
+
+    fn replication_state(&self, context_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self.replication.read().get(context_id).cloned())
+    }
+
+    fn save_replication_state(&self, context_id: &str, state: &[u8]) -> Result<(), StorageError> {
+        self.replication
+            .write()
+            .insert(context_id.to_owned(), state.to_vec());
+        Ok(())
+    }
+
+    fn quarantine(
+        &self,
+        context_id: &str,
+        from_sequence: u64,
+        reason: &str,
+        quarantined_at_ns: u64,
+    ) -> Result<Option<Quarantined>, StorageError> {
+        check_quarantine_from(context_id, from_sequence)?;
+        let mut contexts = self.contexts.write();
+        let Some(ctx) = contexts.get_mut(context_id) else {
+            return Ok(None);
+        };
+        let size = ctx.head.size();
+        if from_sequence > size {
+            return Ok(None);
+        }
+        let keep = from_sequence - 1;
+        let moved = ctx
+            .entries
+            .split_off(usize::try_from(keep).expect("in-memory sizes fit usize"));
+        ctx.nodes.retain(|id, _| (id.index + 1) << id.level <= keep);
+        ctx.idempotency.retain(|_, r| r.sequence <= keep);
+        ctx.idempotency_count = ctx
+            .idempotency
+            .values()
+            .map(|r| r.ordinal)
+            .max()
+            .unwrap_or(0);
+        // The reference answer: the head of the kept entries, rebuilt from scratch.
+        let mut head = ContextHead::empty(context_id);
+        for e in &ctx.entries {
+            head.push(e, &mut Vec::new())?;
+        }
+        ctx.head = head.clone();
+        let info = QuarantineInfo {
+            context_id: context_id.to_owned(),
+            id: ctx.quarantines.last().map_or(0, |(q, _)| q.id) + 1,
+            from_sequence,
+            count: moved.len() as u64,
+            quarantined_at_ns,
+            reason: reason.to_owned(),
+        };
+        ctx.quarantines.push((info.clone(), moved));
+        Ok(Some(Quarantined { info, head }))
+    }
+
+    fn quarantines(&self, context_id: Option<&str>) -> Result<Vec<QuarantineInfo>, StorageError> {
+        let contexts = self.contexts.read();
+        let mut out: Vec<(_, QuarantineInfo)> = contexts
+            .iter()
+            .filter(|(id, _)| context_id.is_none_or(|c| c == id.as_str()))
+            .flat_map(|(id, c)| {
+                let key = context_key(id);
+                c.quarantines.iter().map(move |(q, _)| (key, q.clone()))
+            })
+            .collect();
+        out.sort_by_key(|(key, q)| (*key, q.id));
+        Ok(out.into_iter().map(|(_, q)| q).collect())
+    }
+
+    fn quarantined_entries(
+        &self,
+        context_id: &str,
+        id: u64,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        Ok(self.contexts.read().get(context_id).and_then(|c| {
+            c.quarantines
+                .iter()
+                .find(|(q, _)| q.id == id)
+                .map(|(_, entries)| entries.iter().map(|e| Entry::clone(e)).collect())
+        }))
     }
 }

@@ -1,23 +1,27 @@
 //! The RocksDB store.
 //!
-//! Four column families (key layout in [`crate::keys`], values in [`crate::codec`]):
-//! `entries`, `nodes`, `heads` and `idempotency`. A commit is one `WriteBatch` holding, per appended entry, its
+//! Six column families (key layout in [`crate::keys`], values in [`crate::codec`]):
+//! `entries`, `nodes`, `heads`, `idempotency`, `replication` (each context's replication state)
+//! and `quarantine` (suffixes moved aside, see [`LogStore::quarantine`] and the `quarantine`
+//! submodule). Families missing from an existing database are created when it opens. A commit is one `WriteBatch` holding, per appended entry, its
 //! `entries` row and its `nodes` row (the Merkle subtrees it completed), and per context its new
 //! head; in [`Durability::Sync`] it is written with `sync = true`, so the write-ahead log is
 //! fsynced before `commit` returns. Opening the store reads no data: heads are loaded when a
 //! context is first touched (the head row plus the `nodes` rows of the frontier's subtrees).
 
+mod quarantine;
+
 use crate::codec::{
-    HeadRecord, decode_entry, decode_head, decode_idempotency, encode_entry_into, encode_head,
-    encode_idempotency, entry_value_key,
+    HeadRecord, decode_entry, decode_head, decode_idempotency, decode_replication,
+    encode_entry_into, encode_head, encode_idempotency, encode_replication, entry_value_key,
 };
 use crate::keys::{
     ContextKey, context_key, entry_key, entry_key_sequence, idempotency_key, node_location,
     node_row_len,
 };
 use crate::{
-    ContextCommit, ContextHead, Durability, IdempotencyRecord, LogStore, ReadQuery, ReadResult,
-    StorageError, check_commit, check_rows, fits_budget,
+    ContextCommit, ContextHead, Durability, IdempotencyRecord, LogStore, QuarantineInfo,
+    Quarantined, ReadQuery, ReadResult, StorageError, check_commit, check_rows, fits_budget,
 };
 use ledger_core::merkle::NodeId;
 use ledger_core::{Entry, Hash};
@@ -33,6 +37,8 @@ const CF_ENTRIES: &str = "entries";
 const CF_HEADS: &str = "heads";
 const CF_NODES: &str = "nodes";
 const CF_IDEMPOTENCY: &str = "idempotency";
+const CF_REPLICATION: &str = "replication";
+const CF_QUARANTINE: &str = "quarantine";
 const FORMAT_KEY: &[u8] = b"converge-ledger/format";
 const FORMAT_VALUE: &[u8] = b"1";
 /// Known context sizes kept for commit checks; cleared wholesale when it grows past this.
@@ -214,6 +220,8 @@ impl RocksStore {
             cf(CF_HEADS, DBCompressionType::None, true),
             cf(CF_NODES, DBCompressionType::None, true),
             cf(CF_IDEMPOTENCY, DBCompressionType::None, true),
+            cf(CF_REPLICATION, DBCompressionType::None, true),
+            cf(CF_QUARANTINE, DBCompressionType::None, false),
         ];
         let db =
             DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(rocks("open the database"))?;
@@ -620,6 +628,75 @@ impl LogStore for RocksStore {
             .map_err(rocks("sync the write-ahead log"))
     }
 
+    fn replication_state(&self, context_id: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_REPLICATION), context_key(context_id))
+            .map_err(rocks("read replication state"))?
+        else {
+            return Ok(None);
+        };
+        let (stored_id, state) = decode_replication(&v)?;
+        if stored_id != context_id {
+            return Err(StorageError::ContextKeyCollision(
+                stored_id.to_owned(),
+                context_id.to_owned(),
+            ));
+        }
+        Ok(Some(state.to_vec()))
+    }
+
+    fn save_replication_state(&self, context_id: &str, state: &[u8]) -> Result<(), StorageError> {
+        let key = context_key(context_id);
+        // A context key already holding another context's state is a collision, not a slot to
+        // take over.
+        if let Some(v) = self
+            .db
+            .get_pinned_cf(self.cf(CF_REPLICATION), key)
+            .map_err(rocks("read replication state"))?
+        {
+            let (stored_id, _) = decode_replication(&v)?;
+            if stored_id != context_id {
+                return Err(StorageError::ContextKeyCollision(
+                    stored_id.to_owned(),
+                    context_id.to_owned(),
+                ));
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.set_sync(self.durability == Durability::Sync);
+        self.db
+            .put_cf_opt(
+                self.cf(CF_REPLICATION),
+                key,
+                encode_replication(context_id, state),
+                &wo,
+            )
+            .map_err(rocks("write replication state"))
+    }
+
+    fn quarantine(
+        &self,
+        context_id: &str,
+        from_sequence: u64,
+        reason: &str,
+        quarantined_at_ns: u64,
+    ) -> Result<Option<Quarantined>, StorageError> {
+        self.quarantine_suffix(context_id, from_sequence, reason, quarantined_at_ns)
+    }
+
+    fn quarantines(&self, context_id: Option<&str>) -> Result<Vec<QuarantineInfo>, StorageError> {
+        self.list_quarantines(context_id)
+    }
+
+    fn quarantined_entries(
+        &self,
+        context_id: &str,
+        id: u64,
+    ) -> Result<Option<Vec<Entry>>, StorageError> {
+        self.read_quarantined(context_id, id)
+    }
+
     fn flush(&self) -> Result<(), StorageError> {
         self.sync()?;
         let default = self
@@ -631,6 +708,8 @@ impl LogStore for RocksStore {
             self.cf(CF_NODES),
             self.cf(CF_HEADS),
             self.cf(CF_IDEMPOTENCY),
+            self.cf(CF_REPLICATION),
+            self.cf(CF_QUARANTINE),
             default,
         ];
         self.db

@@ -25,3 +25,117 @@ pub async fn append_n(l: &Ledger, ctx: &str, n: u64) {
         .unwrap();
     }
 }
+
+/// A ledger on RocksDB in `dir` with default settings.
+pub fn rocks_ledger(dir: &std::path::Path) -> Ledger {
+    Ledger::open(dir, LedgerConfig::default()).unwrap()
+}
+
+/// A memory store whose quarantines and replication-state writes fail on demand (everything
+/// else works).
+#[derive(Debug, Default)]
+pub struct FaultyStore {
+    pub inner: MemoryStore,
+    pub fail_quarantine: std::sync::atomic::AtomicBool,
+    pub fail_replication: std::sync::atomic::AtomicBool,
+}
+
+fn injected() -> ledger_storage::StorageError {
+    ledger_storage::StorageError::Io(std::io::Error::other("injected disk failure"))
+}
+
+impl ledger_storage::LogStore for FaultyStore {
+    fn commit(
+        &self,
+        b: &[ledger_storage::ContextCommit],
+    ) -> Result<(), ledger_storage::StorageError> {
+        self.inner.commit(b)
+    }
+    fn stage(&self, c: &ledger_storage::ContextCommit) -> Result<(), ledger_storage::StorageError> {
+        self.inner.stage(c)
+    }
+    fn idempotency(
+        &self,
+        c: &str,
+        k: &str,
+    ) -> Result<Option<ledger_storage::IdempotencyRecord>, ledger_storage::StorageError> {
+        self.inner.idempotency(c, k)
+    }
+    fn idempotency_count(&self, c: &str) -> Result<u64, ledger_storage::StorageError> {
+        self.inner.idempotency_count(c)
+    }
+    fn head(
+        &self,
+        c: &str,
+    ) -> Result<Option<ledger_storage::ContextHead>, ledger_storage::StorageError> {
+        self.inner.head(c)
+    }
+    fn read(
+        &self,
+        c: &str,
+        q: &ledger_storage::ReadQuery,
+    ) -> Result<ledger_storage::ReadResult, ledger_storage::StorageError> {
+        self.inner.read(c, q)
+    }
+    fn nodes(
+        &self,
+        c: &str,
+        ids: &[ledger_core::NodeId],
+    ) -> Result<Vec<ledger_core::Hash>, ledger_storage::StorageError> {
+        self.inner.nodes(c, ids)
+    }
+    fn list_contexts(
+        &self,
+        a: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>, ledger_storage::StorageError> {
+        self.inner.list_contexts(a, n)
+    }
+    fn sync(&self) -> Result<(), ledger_storage::StorageError> {
+        self.inner.sync()
+    }
+    fn replication_state(&self, c: &str) -> Result<Option<Vec<u8>>, ledger_storage::StorageError> {
+        self.inner.replication_state(c)
+    }
+    fn save_replication_state(
+        &self,
+        c: &str,
+        s: &[u8],
+    ) -> Result<(), ledger_storage::StorageError> {
+        if self
+            .fail_replication
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(injected());
+        }
+        self.inner.save_replication_state(c, s)
+    }
+    fn quarantine(
+        &self,
+        c: &str,
+        from: u64,
+        reason: &str,
+        at: u64,
+    ) -> Result<Option<ledger_storage::Quarantined>, ledger_storage::StorageError> {
+        if self
+            .fail_quarantine
+            .load(std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(injected());
+        }
+        self.inner.quarantine(c, from, reason, at)
+    }
+    fn quarantines(
+        &self,
+        c: Option<&str>,
+    ) -> Result<Vec<ledger_storage::QuarantineInfo>, ledger_storage::StorageError> {
+        self.inner.quarantines(c)
+    }
+    fn quarantined_entries(
+        &self,
+        c: &str,
+        id: u64,
+    ) -> Result<Option<Vec<ledger_core::Entry>>, ledger_storage::StorageError> {
+        self.inner.quarantined_entries(c, id)
+    }
+}
