@@ -95,6 +95,9 @@
 //! - [`writer`]: the active writer: sequences, shipping, acknowledgements, lease, stepping down.
 //! - [`participant`]: one node's part in one context, composing the three; what the runtime
 //!   drives.
+//! - [`digest`]: anti-entropy between two nodes: a tree of fixed token ranges over
+//!   `(context, size, root, epoch)` items, compared range by range in a bounded conversation
+//!   ([`DigestSession`]) that yields the contexts on which they differ.
 //!
 //! # What the runtime must do
 //! - Persist [`PersistentState`] (promise, epoch history, commit index) with the context's head,
@@ -113,6 +116,7 @@
 //! [`NodeId`] here is a cluster node's id; `ledger_core::NodeId` is a Merkle tree node.
 
 pub mod claim;
+pub mod digest;
 pub mod epoch;
 pub mod identity;
 pub mod participant;
@@ -123,6 +127,10 @@ pub mod replica;
 pub mod writer;
 
 pub use claim::{Claim, ClaimFailure, ClaimState};
+pub use digest::{
+    Difference, DifferenceKind, Digest, DigestError, DigestItem, DigestMessage, DigestPart,
+    DigestSession, DigestSettings, DigestStats, RangeId, RangeSummary,
+};
 pub use epoch::{Epoch, EpochHistory, EpochRecord, LogView, common_prefix, end_of_epoch};
 pub use identity::{Incarnation, NodeId, Voter};
 pub use participant::{Participant, RoleState};
