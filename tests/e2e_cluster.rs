@@ -194,6 +194,24 @@ async fn redirect_mode_names_the_writer_and_min_sequence_reads_your_writes() {
         .unwrap()
         .into_inner();
     assert!(page.latest_sequence >= e.sequence);
+    // The cluster-aware client computes each context's writer and goes straight there: with
+    // route=redirect every append would be refused anywhere else.
+    let seed = cluster.nodes[other].url.clone();
+    let cc = ledger_client::cluster::ClusterClient::connect(&[seed.as_str()])
+        .await
+        .unwrap();
+    for k in 0..6 {
+        let ctx = format!("routed-{k}");
+        for i in 0..3 {
+            let e = cc
+                .append(&ctx, "facts", vec![i], Default::default())
+                .await
+                .unwrap_or_else(|e| panic!("cluster client append to {ctx}: {e}"));
+            assert_eq!(e.sequence, u64::from(i) + 1);
+        }
+        let w = cluster.writer_index(0, &ctx).await.unwrap();
+        assert_eq!(cc.writer_addr(&ctx), Some(cluster.nodes[w].addr.to_string()));
+    }
     // Bad metadata is refused with a message naming it.
     let mut req = tonic::Request::new(request(ctx, "bad".into()));
     req.metadata_mut()
@@ -348,5 +366,41 @@ async fn wiped_replica_is_restored_from_the_others() {
         let root = wait_converged(&cluster.nodes[0], &ctx, 20).await;
         assert_eq!(root, roots[k]);
         assert_eq!(entries_on(&cluster.nodes[2], &ctx).await.len(), 20);
+    }
+}
+
+/// A follower that missed appends while it was down, in a cluster where nobody appends
+/// afterwards and every node restarted (no replication task running anywhere): anti-entropy
+/// finds the lagging contexts and the writers refill it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn anti_entropy_repairs_a_lagging_replica_without_new_appends() {
+    let mut cluster = TestCluster::start(27, 3, &[]).await;
+    let mut c = raw(&cluster.nodes[0]).await;
+    for k in 0..4 {
+        c.append(request(&format!("ae-{k}"), "first".into()))
+            .await
+            .unwrap();
+    }
+    // Node 3 goes down; the others keep acknowledging at quorum.
+    cluster.nodes[2].kill();
+    for k in 0..4 {
+        let mut via = raw(&cluster.nodes[k % 2]).await;
+        for i in 0..10 {
+            via.append(request(&format!("ae-{k}"), format!("{i}")))
+                .await
+                .unwrap();
+        }
+    }
+    // Everything restarts; nobody appends.
+    cluster.nodes[0].kill();
+    cluster.nodes[1].kill();
+    for i in 0..3 {
+        cluster.nodes[i].restart().expect("restart");
+    }
+    cluster.wait_alive(3).await;
+    for k in 0..4 {
+        let ctx = format!("ae-{k}");
+        wait_converged(&cluster.nodes[2], &ctx, 11).await;
+        assert_eq!(entries_on(&cluster.nodes[2], &ctx).await.len(), 11);
     }
 }

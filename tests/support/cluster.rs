@@ -3,38 +3,18 @@
 //! and gossip on 7946 of that address, fast gossip timings, the first node as the seed.
 
 use super::{BIN, Node};
-use ledger_launcher::Launch;
+use ledger_launcher::{Launch, cluster_node};
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
-
-pub const GRPC_PORT: u16 = 50051;
-pub const GOSSIP_PORT: u16 = 7946;
-
-/// Fast failure detection for tests: a killed node is dead within about a second.
-pub const FAST: &[&str] = &[
-    "--gossip-probe-interval-ms",
-    "100",
-    "--gossip-probe-timeout-ms",
-    "50",
-    "--gossip-suspicion-timeout-ms",
-    "600",
-    "--gossip-push-pull-interval-ms",
-    "1000",
-    "--writer-lease-ms",
-    "1000",
-];
 
 pub struct TestCluster {
     pub nodes: Vec<Node>,
     pub dirs: Vec<tempfile::TempDir>,
     pub net: u8,
     pub extra: Vec<String>,
-}
-
-pub fn ip(net: u8, i: usize) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, net, 10 + u8::try_from(i).expect("small")))
+    /// Nodes the cluster is started with (all of them are every node's seeds).
+    pub size: usize,
 }
 
 pub fn node_id(i: usize) -> String {
@@ -50,6 +30,7 @@ impl TestCluster {
             dirs: Vec::new(),
             net,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            size: n,
         };
         for i in 0..n {
             c.dirs.push(super::data_dir());
@@ -62,23 +43,7 @@ impl TestCluster {
 
     /// How node `i` is started.
     pub fn launch(&self, i: usize) -> Launch {
-        let me = ip(self.net, i);
-        let mut args: Vec<String> = vec![
-            "--node-id".into(),
-            node_id(i),
-            "--gossip-addr".into(),
-            format!("{me}:{GOSSIP_PORT}"),
-        ];
-        if i > 0 {
-            args.push("--seeds".into());
-            args.push(format!("{}:{GOSSIP_PORT}", ip(self.net, 0)));
-        }
-        args.extend(FAST.iter().map(|s| s.to_string()));
-        args.extend(self.extra.iter().cloned());
-        Launch::new(BIN, self.dirs[i].path())
-            .host(me)
-            .port(GRPC_PORT)
-            .args(&args)
+        cluster_node(BIN, self.dirs[i].path(), self.net, i, self.size).args(&self.extra)
     }
 
     /// Adds node number `self.nodes.len()`.
@@ -130,6 +95,7 @@ pub async fn status(node: &Node, context: Option<&str>) -> serde_json::Value {
         .status(cpb::StatusRequest {
             context_id: context.unwrap_or_default().to_owned(),
             limit: 0,
+            members_only: false,
         })
         .await
         .expect("cluster status")

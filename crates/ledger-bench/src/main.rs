@@ -7,8 +7,10 @@
 //! ledger-bench embedded [--quick] [--only NAME]   # store, Merkle, snapshot, reopen
 //! ledger-bench node [--quick] [--watchers 1,100,1000] [--rate 10000]   # a node over gRPC
 //! ledger-bench integrity [--quick]               # proofs over gRPC, signing, verification
+//! ledger-bench cluster [--quick]                 # 3 nodes: throughput by ack level, lag, catch-up, failover
 //! ```
 
+mod cluster;
 mod embedded;
 mod integrity;
 mod node;
@@ -31,6 +33,8 @@ enum Cmd {
     Node(node::Args),
     /// Signed tree heads and proofs: served over gRPC, signing and verification costs.
     Integrity(integrity::Args),
+    /// A 3-node cluster: throughput by ack level, replication lag, catch-up, failover.
+    Cluster(cluster::Args),
 }
 
 fn main() {
@@ -39,5 +43,6 @@ fn main() {
         Cmd::Embedded(args) => embedded::run(args),
         Cmd::Node(args) => node::run(args),
         Cmd::Integrity(args) => integrity::run(args),
+        Cmd::Cluster(args) => cluster::run(args),
     }
 }

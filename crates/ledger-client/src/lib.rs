@@ -9,6 +9,7 @@
 //! - [`verify`]: verification of tree heads, proofs, snapshots and watched streams against a
 //!   trusted key, without trusting the node. Pure, no network.
 
+pub mod cluster;
 pub mod pipeline;
 pub mod retry;
 pub mod transfer;

@@ -172,6 +172,69 @@ pub fn cluster_addresses(n: usize) -> Vec<IpAddr> {
         .collect()
 }
 
+/// gRPC port of every node of a [`cluster_node`] cluster (each node has its own address).
+pub const CLUSTER_GRPC_PORT: u16 = 50051;
+/// Gossip port of every node of a [`cluster_node`] cluster.
+pub const CLUSTER_GOSSIP_PORT: u16 = 7946;
+
+/// Failure detection for clusters on loopback (tests, benchmarks): a killed node is declared
+/// dead within about a second, a writer without a majority stops after one.
+pub const FAST_CLUSTER_FLAGS: &[&str] = &[
+    "--gossip-probe-interval-ms",
+    "100",
+    "--gossip-probe-timeout-ms",
+    "50",
+    "--gossip-suspicion-timeout-ms",
+    "600",
+    "--gossip-push-pull-interval-ms",
+    "1000",
+    "--writer-lease-ms",
+    "1000",
+    "--anti-entropy-interval-ms",
+    "500",
+];
+
+/// Address of node `i` of local cluster `net`: 127.0.NET.(10 + i). One `net` per concurrently
+/// running cluster.
+pub fn cluster_ip(net: u8, i: usize) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        0,
+        net,
+        10 + u8::try_from(i).expect("< 246 nodes"),
+    ))
+}
+
+/// Node `i` of local cluster `net` of `n` nodes: id `n{i+1}`, gRPC on
+/// [`cluster_ip`]`:50051`, gossip on port 7946 of the same address, every node's gossip address
+/// as seeds (a node skips its own, so any node can restart and rejoin, the first included),
+/// [`FAST_CLUSTER_FLAGS`].
+pub fn cluster_node(
+    bin: impl Into<PathBuf>,
+    data_dir: impl AsRef<Path>,
+    net: u8,
+    i: usize,
+    n: usize,
+) -> Launch {
+    let me = cluster_ip(net, i);
+    let seeds: Vec<String> = (0..n.max(i + 1))
+        .map(|j| format!("{}:{CLUSTER_GOSSIP_PORT}", cluster_ip(net, j)))
+        .collect();
+    let mut args: Vec<String> = vec![
+        "--node-id".into(),
+        format!("n{}", i + 1),
+        "--gossip-addr".into(),
+        format!("{me}:{CLUSTER_GOSSIP_PORT}"),
+        "--seeds".into(),
+        seeds.join(","),
+    ];
+    args.extend(FAST_CLUSTER_FLAGS.iter().map(|s| (*s).to_owned()));
+    Launch::new(bin, data_dir)
+        .host(me)
+        .port(CLUSTER_GRPC_PORT)
+        .args(&args)
+}
+
 /// Why a node did not start.
 #[derive(Debug)]
 pub enum LaunchError {

@@ -106,6 +106,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), CliError> {
                 .status(cpb::StatusRequest {
                     context_id: context.unwrap_or_default(),
                     limit,
+                    members_only: false,
                 })
                 .await
                 .map_err(status_err)?

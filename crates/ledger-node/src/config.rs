@@ -145,6 +145,8 @@ pub struct Config {
     pub gossip_suspicion_timeout_ms: u64,
     /// Full gossip state exchange with a random member this often.
     pub gossip_push_pull_interval_ms: u64,
+    /// Compare a digest of shared contexts with one peer this often (anti-entropy).
+    pub anti_entropy_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -189,6 +191,7 @@ impl Default for Config {
             gossip_probe_timeout_ms: 500,
             gossip_suspicion_timeout_ms: 4_000,
             gossip_push_pull_interval_ms: 30_000,
+            anti_entropy_interval_ms: 10_000,
         }
     }
 }
@@ -233,6 +236,7 @@ const ENV_KEYS: &[&str] = &[
     "gossip_probe_timeout_ms",
     "gossip_suspicion_timeout_ms",
     "gossip_push_pull_interval_ms",
+    "anti_entropy_interval_ms",
 ];
 
 /// Settings given as command-line flags (only those present override).
@@ -350,6 +354,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gossip_push_pull_interval_ms: Option<u64>,
+    /// Anti-entropy digest comparison with one peer this often [default: 10000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anti_entropy_interval_ms: Option<u64>,
 }
 
 /// One figment error as "invalid setting <name>: <problem> (from <source>)".

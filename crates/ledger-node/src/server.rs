@@ -166,7 +166,7 @@ pub async fn serve(
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
-    let snapshots = SnapshotServiceServer::new(SnapshotApi::new(ledger.clone()))
+    let snapshots = SnapshotServiceServer::new(SnapshotApi::new(ledger.clone(), cluster.is_some()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
     let integrity = IntegrityServiceServer::new(IntegrityApi::new(ledger.clone(), signer));

@@ -215,7 +215,7 @@ impl ContextService for ContextApi {
         let start = Instant::now();
         if self.cluster.is_some() {
             return Err(Status::failed_precondition(
-                "Load is not available on a cluster node yet: load the snapshot into a single node, or append its entries through the cluster",
+                crate::snapshots::CLUSTER_LOAD_REFUSED,
             ));
         }
         let r = request.into_inner();

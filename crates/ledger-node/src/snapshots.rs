@@ -36,13 +36,18 @@ async fn next_piece(
 #[derive(Clone, Debug)]
 pub struct SnapshotApi {
     ledger: Ledger,
+    /// On a cluster member loads are refused (they would bypass replication).
+    clustered: bool,
 }
 
 impl SnapshotApi {
-    pub fn new(ledger: Ledger) -> Self {
-        SnapshotApi { ledger }
+    pub fn new(ledger: Ledger, clustered: bool) -> Self {
+        SnapshotApi { ledger, clustered }
     }
 }
+
+/// Why Load is refused on a cluster member.
+pub const CLUSTER_LOAD_REFUSED: &str = "Load is not available on a cluster member yet (it would bypass replication): load the snapshot into a single node, or append its entries through the cluster";
 
 type ChunkStream = Pin<Box<dyn futures::Stream<Item = Result<lpb::SnapshotChunk, Status>> + Send>>;
 
@@ -108,6 +113,9 @@ impl SnapshotService for SnapshotApi {
         request: Request<Streaming<lpb::LoadStreamRequest>>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
+        if self.clustered {
+            return Err(Status::failed_precondition(CLUSTER_LOAD_REFUSED));
+        }
         let mut inbound = request.into_inner();
         let first = next_piece(&mut inbound).await?.ok_or_else(|| {
             Status::invalid_argument(

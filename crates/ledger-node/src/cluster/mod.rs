@@ -12,7 +12,9 @@
 //!   peer with a lower id dials us and the stream's response side is our link to it
 //!   ([`peers`]): one bidirectional stream per pair of nodes;
 //! - one **context task** ([`actor::Actor`]) per context this node writes or replicates,
-//!   created on first use (an append routed here, a message from a peer, a read that waits).
+//!   created on first use (an append routed here, a message from a peer, a read that waits,
+//!   a difference found by anti-entropy);
+//! - the **anti-entropy task** compares digests with one peer per interval ([`anti_entropy`]).
 //!
 //! Layout: [`settings`] (configuration), [`members`] (membership view), [`wire`] (envelopes),
 //! [`peers`] (links), [`actor`] (context tasks), [`route`] (serving public requests in a
@@ -20,6 +22,7 @@
 //! (`cluster status`), [`error`].
 
 pub mod actor;
+pub mod anti_entropy;
 pub mod error;
 pub mod members;
 pub mod peers;
@@ -65,6 +68,7 @@ pub struct Cluster {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     joined: AtomicBool,
     quarantines: AtomicU64,
+    pub anti_entropy: anti_entropy::AntiEntropy,
 }
 
 impl Cluster {
@@ -113,6 +117,7 @@ impl Cluster {
             tasks: Mutex::new(Vec::new()),
             joined: AtomicBool::new(false),
             quarantines: AtomicU64::new(0),
+            anti_entropy: anti_entropy::AntiEntropy::default(),
         });
         let view_task = tokio::spawn(Arc::clone(&cluster).follow_membership());
         cluster.tasks.lock().push(view_task);
@@ -128,6 +133,8 @@ impl Cluster {
             tracing::info!(seeds = ?seeds, contacted = ?report.contacted, "joined the cluster");
         }
         cluster.joined.store(true, Ordering::Release);
+        let ae = tokio::spawn(Arc::clone(&cluster).anti_entropy_loop());
+        cluster.tasks.lock().push(ae);
         Ok(cluster)
     }
 

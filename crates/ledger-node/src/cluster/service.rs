@@ -59,7 +59,11 @@ impl ClusterService for ClusterApi {
             0 => super::status::DEFAULT_LIMIT,
             n => n as usize,
         };
-        let doc = self.cluster.status_json(context, limit).await;
+        let doc = if r.members_only {
+            self.cluster.members_json()
+        } else {
+            self.cluster.status_json(context, limit).await
+        };
         Ok(Response::new(cpb::StatusResponse {
             json: doc.to_string(),
         }))
@@ -199,10 +203,9 @@ impl ClusterService for ClusterApi {
 
     async fn digest(
         &self,
-        _request: Request<cpb::DigestRequest>,
+        request: Request<cpb::DigestRequest>,
     ) -> Result<Response<cpb::DigestResponse>, Status> {
-        Err(Status::unimplemented(
-            "anti-entropy digests are not served by this version",
-        ))
+        let message = self.cluster.on_digest(request.into_inner()).await?;
+        Ok(Response::new(cpb::DigestResponse { message }))
     }
 }

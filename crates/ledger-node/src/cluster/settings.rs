@@ -24,6 +24,8 @@ pub struct ClusterSettings {
     pub dead_member_timeout: Option<Duration>,
     pub timing: GossipTiming,
     pub protocol: ledger_replication::Settings,
+    /// How often anti-entropy compares digests with a peer.
+    pub anti_entropy_interval: Duration,
 }
 
 /// True when the node joins a cluster: `seeds` or `gossip_addr` is set. Otherwise it is a
@@ -75,6 +77,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
             "gossip_push_pull_interval_ms",
             config.gossip_push_pull_interval_ms,
         ),
+        ("anti_entropy_interval_ms", config.anti_entropy_interval_ms),
     ] {
         if v == 0 {
             return Err(bad(setting, "must be at least 1"));
@@ -170,6 +173,7 @@ impl ClusterSettings {
                 .then(|| ms(config.dead_member_timeout_ms)),
             timing,
             protocol,
+            anti_entropy_interval: ms(config.anti_entropy_interval_ms),
         })
     }
 }

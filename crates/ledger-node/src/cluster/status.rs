@@ -78,10 +78,17 @@ impl Cluster {
             .map_err(|s| s.message().to_owned())
     }
 
-    /// The `cluster status --json` document.
-    pub async fn status_json(self: &Arc<Self>, context: Option<&str>, limit: usize) -> Value {
-        let view = self.view();
-        let members: Vec<Value> = view
+    /// The members part of the status document (what clients route with).
+    pub fn members_json(&self) -> Value {
+        json!({
+            "node": self.me.node.to_string(),
+            "replication_factor": self.settings.protocol.replication_factor,
+            "members": self.members_list(),
+        })
+    }
+
+    fn members_list(&self) -> Vec<Value> {
+        self.view()
             .peers
             .values()
             .map(|p| {
@@ -93,7 +100,12 @@ impl Cluster {
                     "version": p.version,
                 })
             })
-            .collect();
+            .collect()
+    }
+
+    /// The `cluster status --json` document.
+    pub async fn status_json(self: &Arc<Self>, context: Option<&str>, limit: usize) -> Value {
+        let members = self.members_list();
         let contexts: Vec<String> = match context {
             Some(c) => vec![c.to_owned()],
             None => self
