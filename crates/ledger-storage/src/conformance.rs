@@ -712,6 +712,16 @@ pub fn quarantine_cuts_back_to_exactly_the_prefix<H: Harness>(h: &mut H) {
     assert_eq!(s.quarantined_entries("q-cut", 2).unwrap(), None);
     assert_eq!(s.quarantined_entries("q-cut-ref", 1).unwrap(), None);
     assert!(s.quarantines(Some("q-cut-ref")).unwrap().is_empty());
+
+    // The same store goes on at the cut (no reopen: nothing cached may still say 20).
+    let c = append_n(&s, "q-cut", 2, "new");
+    assert_eq!((c.base_size, c.entries[0].sequence), (12, 13));
+    let r = s.read("q-cut", &ReadQuery::default()).unwrap();
+    assert_eq!(r.entries[..12], before[..12]);
+    assert!(r.entries.iter().map(|e| e.sequence).eq(1..=14));
+    let leaves: Vec<Hash> = r.entries.iter().map(|e| e.content_hash).collect();
+    assert_eq!(c.head.root(), reference::root(&leaves));
+    proofs_match(&s, "q-cut", &leaves);
 }
 
 pub fn quarantine_survives_reopen_and_appends_continue_at_the_cut<H: Harness>(h: &mut H) {
