@@ -108,22 +108,27 @@ async fn appends_survive_kills_and_freezes_with_quorum_acks() {
                         ..Default::default()
                     })
                     .await;
-                let mut h = history.lock();
-                h.attempts += 1;
-                match r {
-                    Ok(r) => {
-                        let seq = r.into_inner().entry.expect("entry").sequence;
-                        let prev = h.acked.insert((c, seq), payload.clone());
-                        assert!(
-                            prev.is_none(),
-                            "sequence {seq} of context {c} acknowledged twice: {prev:?} and {payload}"
-                        );
+                let failed = {
+                    let mut h = history.lock();
+                    h.attempts += 1;
+                    match r {
+                        Ok(r) => {
+                            let seq = r.into_inner().entry.expect("entry").sequence;
+                            let prev = h.acked.insert((c, seq), payload.clone());
+                            assert!(
+                                prev.is_none(),
+                                "sequence {seq} of context {c} acknowledged twice: {prev:?} and {payload}"
+                            );
+                            false
+                        }
+                        Err(_) => {
+                            h.failed += 1;
+                            true
+                        }
                     }
-                    Err(_) => {
-                        h.failed += 1;
-                        drop(h);
-                        tokio::time::sleep(Duration::from_millis(20)).await;
-                    }
+                };
+                if failed {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             }
         }));
@@ -215,9 +220,9 @@ async fn appends_survive_kills_and_freezes_with_quorum_acks() {
         history.lock().watched.push((c, seen));
     }
     cluster.wait_alive(NODES).await;
-    let h = history.lock();
+    let h = std::mem::take(&mut *history.lock());
     let mut final_logs: Vec<Vec<Vec<(u64, String)>>> = vec![Vec::new(); CONTEXTS];
-    for c in 0..CONTEXTS {
+    for (c, logs) in final_logs.iter_mut().enumerate() {
         let max_acked = h
             .acked
             .keys()
@@ -229,7 +234,7 @@ async fn appends_survive_kills_and_freezes_with_quorum_acks() {
         let size = converged_size(&cluster, &ctx(c), max_acked).await;
         wait_converged(&cluster.nodes[0], &ctx(c), size).await;
         for n in &cluster.nodes {
-            final_logs[c].push(read_local(n, &ctx(c)).await);
+            logs.push(read_local(n, &ctx(c)).await);
         }
     }
     // 1. Every acknowledged append: present exactly once at its sequence on every replica.
@@ -281,11 +286,18 @@ async fn appends_survive_kills_and_freezes_with_quorum_acks() {
         h.failed,
         all_gaps.len()
     );
-    assert!(h.acked.len() > 50, "the workload made progress: {}", h.acked.len());
+    assert!(
+        h.acked.len() > 50,
+        "the workload made progress: {}",
+        h.acked.len()
+    );
     assert_eq!(lost, 0, "acknowledged appends lost");
     assert_eq!(duplicated, 0, "payloads stored twice");
     assert!(all_gaps.is_empty(), "watchers saw gaps: {all_gaps:?}");
-    assert_eq!(divergent_served, 0, "watchers were served entries that are not in the final log");
+    assert_eq!(
+        divergent_served, 0,
+        "watchers were served entries that are not in the final log"
+    );
 }
 
 /// The size every replica of `ctx` ends at (waits until all agree, at least `min`).

@@ -109,7 +109,10 @@ pub async fn wait_converged(node: &Node, context: &str, size: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let s = status(node, Some(context)).await;
-        let replicas = s["contexts"][0]["replicas"].as_array().cloned().unwrap_or_default();
+        let replicas = s["contexts"][0]["replicas"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
         let roots: Vec<_> = replicas.iter().map(|r| r["root"].clone()).collect();
         let sizes: Vec<_> = replicas.iter().map(|r| r["size"].as_u64()).collect();
         if !replicas.is_empty()

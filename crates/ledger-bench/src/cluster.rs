@@ -94,7 +94,10 @@ impl Cluster {
     /// Index of the node placement names writer of `ctx`.
     async fn writer(&self, ctx: &str) -> usize {
         let s = self.status(0, ctx).await;
-        let id = s["contexts"][0]["writer"]["id"].as_str().expect("writer").to_owned();
+        let id = s["contexts"][0]["writer"]["id"]
+            .as_str()
+            .expect("writer")
+            .to_owned();
         id[1..].parse::<usize>().expect("n<i>") - 1
     }
 
@@ -117,7 +120,11 @@ async fn channel(url: &str) -> Channel {
         .expect("connect")
 }
 
-fn append_request(ctx: &str, payload: Vec<u8>, ack: Option<&'static str>) -> tonic::Request<pb::AppendRequest> {
+fn append_request(
+    ctx: &str,
+    payload: Vec<u8>,
+    ack: Option<&'static str>,
+) -> tonic::Request<pb::AppendRequest> {
     let mut r = tonic::Request::new(pb::AppendRequest {
         context_id: ctx.to_owned(),
         key: "facts".into(),
@@ -125,8 +132,10 @@ fn append_request(ctx: &str, payload: Vec<u8>, ack: Option<&'static str>) -> ton
         ..Default::default()
     });
     if let Some(a) = ack {
-        r.metadata_mut()
-            .insert("x-ledger-ack", tonic::metadata::MetadataValue::from_static(a));
+        r.metadata_mut().insert(
+            "x-ledger-ack",
+            tonic::metadata::MetadataValue::from_static(a),
+        );
     }
     r
 }
@@ -174,8 +183,16 @@ pub fn run(args: Args) {
             row(
                 &format!("3 nodes, durable appends, 64 writers on 64 contexts, 256 B, ack={name}"),
                 &format!("{}, {}", rate(r.0), p50_p99(&r.1)),
-                if name == "quorum" { "≥ 50% of one node" } else { "—" },
-                &format!("one node, same writers: {}, {}", rate(base.0), p50_p99(&base.1)),
+                if name == "quorum" {
+                    "≥ 50% of one node"
+                } else {
+                    "—"
+                },
+                &format!(
+                    "one node, same writers: {}, {}",
+                    rate(base.0),
+                    p50_p99(&base.1)
+                ),
                 &format!("{:.0}% of one node", 100.0 * r.0 / base.0),
             );
         }
@@ -192,7 +209,13 @@ pub fn run(args: Args) {
             ),
         );
         replication_lag(&cluster, &chans, if args.quick { 3 } else { 10 }).await;
-        catch_up(&mut cluster, &bin, &chans, if args.quick { 100_000 } else { 1_000_000 }).await;
+        catch_up(
+            &mut cluster,
+            &bin,
+            &chans,
+            if args.quick { 100_000 } else { 1_000_000 },
+        )
+        .await;
         failover(&mut cluster, &bin, if args.quick { 3 } else { 10 }).await;
     });
 }
@@ -300,7 +323,8 @@ async fn replication_lag(cluster: &Cluster, chans: &[Channel], secs: u64) {
                 match tokio::time::timeout(Duration::from_millis(500), stream.message()).await {
                     Ok(Ok(Some(ev))) => {
                         if let Some(e) = ev.entry {
-                            h.record(now_ns().saturating_sub(e.appended_at_ns).max(1)).ok();
+                            h.record(now_ns().saturating_sub(e.appended_at_ns).max(1))
+                                .ok();
                         }
                     }
                     Ok(_) => break,
@@ -384,8 +408,7 @@ async fn catch_up(cluster: &mut Cluster, bin: &PathBuf, chans: &[Channel], n: u6
     // Baseline: read everything on the writer.
     let t = Instant::now();
     let mut after = 0;
-    let mut rc = ContextServiceClient::new(chans[wi].clone())
-        .max_decoding_message_size(usize::MAX);
+    let mut rc = ContextServiceClient::new(chans[wi].clone()).max_decoding_message_size(usize::MAX);
     while after < size {
         let p = rc
             .get(pb::GetRequest {
@@ -415,11 +438,16 @@ async fn catch_up(cluster: &mut Cluster, bin: &PathBuf, chans: &[Channel], n: u6
     let took = t.elapsed();
     let got = cluster.size_on(f, ctx).await;
     row(
-        &format!("catch-up of a {size}-entry context (100 B) to a wiped follower, restart to last entry"),
+        &format!(
+            "catch-up of a {size}-entry context (100 B) to a wiped follower, restart to last entry"
+        ),
         &format!("{} ({} of {size} entries)", ms(took), got),
         "1M entries ≤ 15 s",
         &format!("reading it locally on the writer: {}", ms(local)),
-        &format!("{:.1}× the local read", took.as_secs_f64() / local.as_secs_f64()),
+        &format!(
+            "{:.1}× the local read",
+            took.as_secs_f64() / local.as_secs_f64()
+        ),
     );
 }
 
@@ -445,7 +473,10 @@ async fn failover(cluster: &mut Cluster, bin: &PathBuf, runs: usize) {
             {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(60), "no failover within 60 s");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "no failover within 60 s"
+            );
         }
         times.push(t.elapsed());
         cluster.nodes[wi] =

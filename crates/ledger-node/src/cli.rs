@@ -30,6 +30,7 @@ struct Target {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 enum Command {
     /// Start a node (gRPC on --port, data in --data-dir)
     Serve {

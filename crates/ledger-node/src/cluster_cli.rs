@@ -233,7 +233,11 @@ fn status_text(v: &serde_json::Value) -> Vec<String> {
         lines.push("  REPLICA\tSTATE\tSIZE\tLAG\tLAG_MS\tROOT".into());
         for r in c["replicas"].as_array().into_iter().flatten() {
             if let Some(e) = r["error"].as_str() {
-                lines.push(format!("  {}\t{}\t(no answer: {e})", s(&r["id"]), s(&r["state"])));
+                lines.push(format!(
+                    "  {}\t{}\t(no answer: {e})",
+                    s(&r["id"]),
+                    s(&r["state"])
+                ));
                 continue;
             }
             lines.push(format!(

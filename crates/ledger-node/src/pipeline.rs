@@ -8,16 +8,16 @@
 
 use crate::cluster::Cluster;
 use crate::status::{cluster_status, to_status};
-use ledger_replication::AckLevel;
-use std::sync::Arc;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use ledger_embedded::Ledger;
 use ledger_proto::convert::{append_request_from_pb, entry_to_pb};
 use ledger_proto::ledger::v1 as lpb;
+use ledger_replication::AckLevel;
 use lpb::append_pipeline_server::AppendPipeline;
 use lpb::append_stream_response::Result as Outcome;
 use std::pin::Pin;
+use std::sync::Arc;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -195,7 +195,12 @@ async fn submit_clustered(
         }
         Some(append) => cluster.submit(append, level).await,
     };
-    Box::pin(async move { answer(request_id, pending.await.map(|r| r.entry.unwrap_or_default())) })
+    Box::pin(async move {
+        answer(
+            request_id,
+            pending.await.map(|r| r.entry.unwrap_or_default()),
+        )
+    })
 }
 
 fn answer(

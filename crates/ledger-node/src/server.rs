@@ -176,8 +176,8 @@ pub async fn serve(
         streams_stopping,
         cluster.clone(),
     ))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
 
     let cluster_api = cluster.clone().map(|c| {
         ClusterServiceServer::new(ClusterApi::new(c))

@@ -53,7 +53,13 @@ impl ContextApi {
         &self,
         context_id: &str,
         request: &Request<T>,
-    ) -> Result<Option<(Arc<Cluster>, pb::context_service_client::ContextServiceClient<tonic::transport::Channel>)>, Status> {
+    ) -> Result<
+        Option<(
+            Arc<Cluster>,
+            pb::context_service_client::ContextServiceClient<tonic::transport::Channel>,
+        )>,
+        Status,
+    > {
         let Some(c) = &self.cluster else {
             return Ok(None);
         };
@@ -154,7 +160,10 @@ impl ContextService for ContextApi {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let start = Instant::now();
-        if let Some((c, mut client)) = self.remote_for(&request.get_ref().context_id, &request).await? {
+        if let Some((c, mut client)) = self
+            .remote_for(&request.get_ref().context_id, &request)
+            .await?
+        {
             let r = request.into_inner();
             return client.get(c.forwarded(Request::new(r))).await;
         }
@@ -182,7 +191,10 @@ impl ContextService for ContextApi {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let start = Instant::now();
-        if let Some((c, mut client)) = self.remote_for(&request.get_ref().context_id, &request).await? {
+        if let Some((c, mut client)) = self
+            .remote_for(&request.get_ref().context_id, &request)
+            .await?
+        {
             let r = request.into_inner();
             return client.snapshot(c.forwarded(Request::new(r))).await;
         }
@@ -241,9 +253,15 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        if let Some((c, mut client)) = self.remote_for(&request.get_ref().context_id, &request).await? {
+        if let Some((c, mut client)) = self
+            .remote_for(&request.get_ref().context_id, &request)
+            .await?
+        {
             let r = request.into_inner();
-            let stream = client.watch(c.forwarded(Request::new(r))).await?.into_inner();
+            let stream = client
+                .watch(c.forwarded(Request::new(r)))
+                .await?
+                .into_inner();
             return Ok(Response::new(Box::pin(stream)));
         }
         let r = request.into_inner();

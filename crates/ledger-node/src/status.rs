@@ -44,7 +44,9 @@ pub fn cluster_status(e: ClusterError) -> Status {
     let mut status = match e {
         ClusterError::Ledger(e) => return to_status(e),
         ClusterError::InvalidMetadata(m) => return Status::invalid_argument(m),
-        ClusterError::Redirect { ref writer_addr, .. } => {
+        ClusterError::Redirect {
+            ref writer_addr, ..
+        } => {
             let addr = MetadataValue::try_from(writer_addr.as_str()).ok();
             let mut s = Status::failed_precondition(e.to_string());
             if let Some(a) = addr {

@@ -229,9 +229,10 @@ impl Actor {
         let context_id = self.ctx.clone();
         match e {
             AppendError::Establishing => ClusterError::Establishing { context_id },
-            AppendError::LeaseExpired { lease_ms } => {
-                ClusterError::LeaseExpired { context_id, lease_ms }
-            }
+            AppendError::LeaseExpired { lease_ms } => ClusterError::LeaseExpired {
+                context_id,
+                lease_ms,
+            },
             AppendError::NotWriter { writer } => ClusterError::NotWriter {
                 node: self.cluster.me.node.to_string(),
                 context_id,
@@ -324,12 +325,15 @@ impl Actor {
         match (self.p.append(fresh, self.cluster.now_ms()), epoch) {
             (Ok(cmds), Some(epoch)) => {
                 for (entry, level, reply) in new_waiters {
-                    self.waiters.entry(entry.sequence).or_default().push(Waiter {
-                        epoch: epoch.clone(),
-                        level,
-                        entry,
-                        reply,
-                    });
+                    self.waiters
+                        .entry(entry.sequence)
+                        .or_default()
+                        .push(Waiter {
+                            epoch: epoch.clone(),
+                            level,
+                            entry,
+                            reply,
+                        });
                 }
                 self.complete_acked();
                 self.exec(cmds).await;
@@ -360,12 +364,15 @@ impl Actor {
             }));
             return;
         };
-        self.waiters.entry(entry.sequence).or_default().push(Waiter {
-            epoch,
-            level,
-            entry,
-            reply,
-        });
+        self.waiters
+            .entry(entry.sequence)
+            .or_default()
+            .push(Waiter {
+                epoch,
+                level,
+                entry,
+                reply,
+            });
         self.complete_acked();
     }
 
@@ -373,9 +380,9 @@ impl Actor {
     fn complete_acked(&mut self) {
         let acked = &self.acked;
         let reached = |w: &Waiter| {
-            acked
-                .iter()
-                .any(|(l, (e, through))| *l >= w.level && *e == w.epoch && *through >= w.entry.sequence)
+            acked.iter().any(|(l, (e, through))| {
+                *l >= w.level && *e == w.epoch && *through >= w.entry.sequence
+            })
         };
         let mut empty = Vec::new();
         let max = acked.values().map(|(_, t)| *t).max().unwrap_or(0);

@@ -14,7 +14,9 @@
 use super::Cluster;
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
-use ledger_replication::digest::{Digest, DigestItem, DigestMessage, DigestSession, DigestSettings};
+use ledger_replication::digest::{
+    Digest, DigestItem, DigestMessage, DigestSession, DigestSettings,
+};
 use ledger_replication::{PersistentState, replica_set};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -92,8 +94,8 @@ impl Cluster {
             };
             for ctx in page {
                 let set = replica_set(&ctx, &view.members, r);
-                let shared = set.iter().any(|n| n.as_str() == me)
-                    && set.iter().any(|n| n.as_str() == peer);
+                let shared =
+                    set.iter().any(|n| n.as_str() == me) && set.iter().any(|n| n.as_str() == peer);
                 if !shared {
                     continue;
                 }

@@ -35,7 +35,9 @@ pub enum ClusterError {
     )]
     OutcomeUnknown { context_id: String, reason: String },
     /// `route = redirect`: the client must send the append to the writer.
-    #[error("node {node} does not write context {context_id:?}: send it to {writer_addr} (writer {writer})")]
+    #[error(
+        "node {node} does not write context {context_id:?}: send it to {writer_addr} (writer {writer})"
+    )]
     Redirect {
         node: String,
         context_id: String,

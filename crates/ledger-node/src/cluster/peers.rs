@@ -201,10 +201,9 @@ impl Cluster {
         self: &Arc<Self>,
         mut inbound: Streaming<cpb::Envelope>,
     ) -> Result<Response<ReceiverStream<Result<cpb::Envelope, Status>>>, Status> {
-        let first = inbound
-            .message()
-            .await?
-            .ok_or_else(|| Status::invalid_argument("a replication stream must start with a hello"))?;
+        let first = inbound.message().await?.ok_or_else(|| {
+            Status::invalid_argument("a replication stream must start with a hello")
+        })?;
         let from = match wire::decode(first).map_err(Status::invalid_argument)? {
             Inbound::Hello { from } => from,
             Inbound::Message { .. } => {

@@ -19,11 +19,11 @@ use super::actor::ActorMsg;
 use super::error::ClusterError;
 use crate::config::RouteSetting;
 use crate::status::{NOT_STORED_HEADER, cluster_status};
+use futures::future::BoxFuture;
 use ledger_core::{Entry, NewEntry};
 use ledger_proto::context::v1 as pb;
 use ledger_proto::context::v1::context_service_client::ContextServiceClient;
 use ledger_replication::{AckLevel, placement_writer, replica_set};
-use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -171,7 +171,10 @@ impl Cluster {
         };
         if writer == me {
             let entry = ledger_proto::convert::append_request_from_pb(msg.clone());
-            let e = self.append_here(entry, level).await.map_err(Attempt::from)?;
+            let e = self
+                .append_here(entry, level)
+                .await
+                .map_err(Attempt::from)?;
             return Ok(pb::AppendResponse {
                 entry: Some(ledger_proto::convert::entry_to_pb(&e)),
             });
@@ -199,7 +202,9 @@ impl Cluster {
             .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
         req.metadata_mut()
             .insert(ACK_HEADER, MetadataValue::from_static(ack_name(level)));
-        req.set_timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5));
+        req.set_timeout(
+            deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5),
+        );
         match client.append(req).await {
             Ok(r) => Ok(r.into_inner()),
             Err(s) if s.metadata().contains_key(NOT_STORED_HEADER) => Err(Attempt::Retry(s)),
@@ -308,16 +313,13 @@ impl Cluster {
             };
         }
         let view = self.view();
-        let target = self
-            .writer_of(context_id)
-            .map(|(_, a)| a)
-            .or_else(|| {
-                self.replicas_of(context_id).iter().find_map(|r| {
-                    view.peer(r)
-                        .filter(|p| p.state.is_live())
-                        .map(|p| p.addr.clone())
-                })
-            });
+        let target = self.writer_of(context_id).map(|(_, a)| a).or_else(|| {
+            self.replicas_of(context_id).iter().find_map(|r| {
+                view.peer(r)
+                    .filter(|p| p.state.is_live())
+                    .map(|p| p.addr.clone())
+            })
+        });
         match target {
             Some(addr) => Ok(ReadAt::Remote(self.client(&addr)?)),
             None => Err(Status::unavailable(format!(
@@ -327,7 +329,12 @@ impl Cluster {
     }
 
     /// Waits (up to `timeout`) until this node durably holds `sequence` of the context.
-    pub async fn wait_for(self: &Arc<Self>, context_id: &str, sequence: u64, timeout: Duration) -> bool {
+    pub async fn wait_for(
+        self: &Arc<Self>,
+        context_id: &str,
+        sequence: u64,
+        timeout: Duration,
+    ) -> bool {
         if self
             .ledger
             .current_sequence(context_id)

@@ -99,9 +99,11 @@ impl ClusterService for ClusterApi {
                 let Ok(ch) = self.cluster.links.channel(&p.addr) else {
                     continue;
                 };
-                let req = self.cluster.forwarded(Request::new(cpb::RemoveMemberRequest {
-                    node_id: id.clone(),
-                }));
+                let req = self
+                    .cluster
+                    .forwarded(Request::new(cpb::RemoveMemberRequest {
+                        node_id: id.clone(),
+                    }));
                 if let Err(e) = ClusterServiceClient::new(ch).remove_member(req).await {
                     tracing::warn!(peer = %p.id, node = %id, error = %e.message(), "a peer did not remove the member");
                 }

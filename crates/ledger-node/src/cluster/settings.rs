@@ -143,7 +143,10 @@ impl ClusterSettings {
             suspicion_max_timeout: ms(config.gossip_suspicion_timeout_ms.saturating_mul(2)),
             push_pull_interval: ms(config.gossip_push_pull_interval_ms),
             gossip_interval: ms((config.gossip_probe_interval_ms / 5).max(10)),
-            stream_timeout: ms(config.gossip_probe_interval_ms.saturating_mul(10).max(1_000)),
+            stream_timeout: ms(config
+                .gossip_probe_interval_ms
+                .saturating_mul(10)
+                .max(1_000)),
             dead_node_reclaim_time: ms(config.gossip_suspicion_timeout_ms),
             rejoin_interval: ms(config.gossip_probe_interval_ms.saturating_mul(5)),
             leave_propagate_delay: ms(config.gossip_probe_interval_ms.saturating_mul(2)),
@@ -195,7 +198,11 @@ mod tests {
         assert_eq!(parse_ack("writer"), Ok(AckLevel::Writer));
         assert_eq!(parse_ack(" Quorum"), Ok(AckLevel::Quorum));
         assert_eq!(parse_ack("all"), Ok(AckLevel::All));
-        assert!(parse_ack("most").unwrap_err().contains("writer, quorum or all"));
+        assert!(
+            parse_ack("most")
+                .unwrap_err()
+                .contains("writer, quorum or all")
+        );
     }
 
     #[test]

@@ -26,7 +26,10 @@ pub const DEFAULT_LIMIT: usize = 100;
 
 impl Cluster {
     /// What this node holds of a context, from storage (no task is started).
-    pub async fn local_context_state(&self, context_id: &str) -> Result<cpb::ContextStateResponse, String> {
+    pub async fn local_context_state(
+        &self,
+        context_id: &str,
+    ) -> Result<cpb::ContextStateResponse, String> {
         let head = self
             .ledger
             .head(context_id)

@@ -40,8 +40,11 @@ enum Control {
 
 /// A decoded envelope.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // consumed at once, never stored
 pub enum Inbound {
-    Hello { from: Voter },
+    Hello {
+        from: Voter,
+    },
     Message {
         context_id: String,
         from: Voter,
@@ -103,7 +106,10 @@ pub fn encode(context_id: &str, from: &Voter, message: &Message<Entry>) -> cpb::
                 },
             );
             env.entries = batch.entries.iter().map(entry_to_pb).collect();
-            env.root = batch.root.map(|r| r.as_bytes().to_vec()).unwrap_or_default();
+            env.root = batch
+                .root
+                .map(|r| r.as_bytes().to_vec())
+                .unwrap_or_default();
             env
         }
     }
@@ -169,7 +175,15 @@ mod tests {
             history: EpochHistory::new(),
             commit_index: 1,
         };
-        let e = Entry::new("id".into(), "facts".into(), b"x".to_vec(), 3, 5, Default::default(), 9);
+        let e = Entry::new(
+            "id".into(),
+            "facts".into(),
+            b"x".to_vec(),
+            3,
+            5,
+            Default::default(),
+            9,
+        );
         let batch = Message::Entries(Entries {
             header: EntriesHeader {
                 kind: ledger_replication::EntriesKind::Replicate,
