@@ -498,7 +498,10 @@ async fn a_joining_node_takes_over_contexts_without_losing_or_duplicating_entrie
             let log = entries_on(n, ctx).await;
             let mut seen = std::collections::HashSet::new();
             for e in &log {
-                assert!(seen.insert(e.payload.clone()), "duplicate in {ctx} on node {i}");
+                assert!(
+                    seen.insert(e.payload.clone()),
+                    "duplicate in {ctx} on node {i}"
+                );
             }
             for ((c, seq), p) in &acked {
                 if c == ctx {

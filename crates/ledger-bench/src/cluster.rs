@@ -25,6 +25,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tonic::transport::Channel;
 
 const NET: u8 = 200;
+/// Concurrent appenders per context in the replication-lag benchmark.
+const APPENDERS_PER_CONTEXT: u64 = 8;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -253,18 +255,7 @@ async fn throughput(
             h
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let mut all = histogram();
-    for t in tasks {
-        all.add(t.await.expect("writer")).ok();
-    }
-    (all.len() as f64 / elapsed, all)
+    crate::report::measure_writers(secs, &stop, &measuring, tasks).await
 }
 
 /// One writer appending and waiting for each acknowledgement.
@@ -294,8 +285,9 @@ fn now_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// Appends paced at 10,000/s over 10 contexts (ack=writer); a watcher of each context on a
-/// follower records when each entry arrives against its append time.
+/// Appends paced at 10,000/s over 10 contexts (ack=writer, 8 appenders per context, each
+/// paced at 125/s); a watcher of each context on a follower records when each entry arrives
+/// against its append time.
 async fn replication_lag(cluster: &Cluster, chans: &[Channel], secs: u64) {
     let per_ctx = 1_000u64;
     let mut watchers = Vec::new();
@@ -333,24 +325,29 @@ async fn replication_lag(cluster: &Cluster, chans: &[Channel], secs: u64) {
             }
             h
         }));
-        let mut client = ContextServiceClient::new(chans[wi].clone());
-        let stop_a = stop.clone();
-        writers.push(tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_ctx));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-            let mut sent = 0u64;
-            while !stop_a.load(Ordering::Relaxed) {
-                tick.tick().await;
-                if client
-                    .append(append_request(&ctx, vec![2; 256], Some("writer")))
-                    .await
-                    .is_ok()
-                {
-                    sent += 1;
+        for _ in 0..APPENDERS_PER_CONTEXT {
+            let mut client = ContextServiceClient::new(chans[wi].clone());
+            let stop_a = stop.clone();
+            let ctx = ctx.clone();
+            writers.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_micros(
+                    1_000_000 * APPENDERS_PER_CONTEXT / per_ctx,
+                ));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut sent = 0u64;
+                while !stop_a.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    if client
+                        .append(append_request(&ctx, vec![2; 256], Some("writer")))
+                        .await
+                        .is_ok()
+                    {
+                        sent += 1;
+                    }
                 }
-            }
-            sent
-        }));
+                sent
+            }));
+        }
     }
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
@@ -365,7 +362,7 @@ async fn replication_lag(cluster: &Cluster, chans: &[Channel], secs: u64) {
         all.add(w.await.expect("watcher")).ok();
     }
     row(
-        "replication lag, writer append → follower watcher, paced appends on 10 contexts",
+        "replication lag, writer append → follower watcher, paced appends on 10 contexts (8 appenders each)",
         &format!(
             "{} appended; lag p50 {}, p99 {}",
             rate(sent as f64 / elapsed),

@@ -221,18 +221,7 @@ async fn append_rate(client: &LedgerClient, pipelined: bool, secs: u64) -> (f64,
             h
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    measuring.store(true, Ordering::Relaxed);
-    let start = Instant::now();
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    measuring.store(false, Ordering::Relaxed);
-    let elapsed = start.elapsed().as_secs_f64();
-    stop.store(true, Ordering::Relaxed);
-    let mut all = histogram();
-    for t in tasks {
-        all.add(t.await.expect("writer")).ok();
-    }
-    (all.len() as f64 / elapsed, all)
+    crate::report::measure_writers(secs, &stop, &measuring, tasks).await
 }
 
 async fn watch_latency(

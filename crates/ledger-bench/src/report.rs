@@ -74,3 +74,28 @@ impl XorShift {
         1 + self.0 % m
     }
 }
+
+/// The measurement window shared by the throughput benchmarks: lets the writer `tasks` (which
+/// record into their histograms while `measuring` is set, and stop when `stop` is) warm up for
+/// half a second, measures for `secs`, stops them and returns operations per second and the
+/// merged latency histogram.
+pub async fn measure_writers(
+    secs: u64,
+    stop: &std::sync::atomic::AtomicBool,
+    measuring: &std::sync::atomic::AtomicBool,
+    tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
+) -> (f64, Histogram<u64>) {
+    use std::sync::atomic::Ordering;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    measuring.store(false, Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let mut all = histogram();
+    for t in tasks {
+        all.add(t.await.expect("writer")).ok();
+    }
+    (all.len() as f64 / elapsed, all)
+}

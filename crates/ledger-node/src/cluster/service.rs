@@ -119,24 +119,8 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<cpb::QuarantinesResponse>, Status> {
         let ctx = request.into_inner().context_id;
         let context = (!ctx.is_empty()).then_some(ctx.as_str());
-        let list = self
-            .cluster
-            .ledger
-            .quarantines(context)
+        let json = super::status::quarantines_json(&self.cluster.ledger, context)
             .map_err(crate::status::to_status)?;
-        let json: Vec<serde_json::Value> = list
-            .into_iter()
-            .map(|q| {
-                serde_json::json!({
-                    "context": q.context_id,
-                    "id": q.id,
-                    "from_sequence": q.from_sequence,
-                    "count": q.count,
-                    "quarantined_at_ns": q.quarantined_at_ns,
-                    "reason": q.reason,
-                })
-            })
-            .collect();
         Ok(Response::new(cpb::QuarantinesResponse {
             json: serde_json::Value::Array(json).to_string(),
         }))

@@ -24,6 +24,27 @@ const REPLICA_TIMEOUT: Duration = Duration::from_secs(2);
 /// Contexts listed when no context is named and no limit given.
 pub const DEFAULT_LIMIT: usize = 100;
 
+/// The quarantines this node holds (of one context, or all), as JSON objects.
+pub fn quarantines_json(
+    ledger: &ledger_embedded::Ledger,
+    context: Option<&str>,
+) -> Result<Vec<Value>, ledger_embedded::LedgerError> {
+    Ok(ledger
+        .quarantines(context)?
+        .into_iter()
+        .map(|q| {
+            json!({
+                "context": q.context_id,
+                "id": q.id,
+                "from_sequence": q.from_sequence,
+                "count": q.count,
+                "quarantined_at_ns": q.quarantined_at_ns,
+                "reason": q.reason,
+            })
+        })
+        .collect())
+}
+
 impl Cluster {
     /// What this node holds of a context, from storage (no task is started).
     pub async fn local_context_state(
@@ -121,24 +142,7 @@ impl Cluster {
         for c in contexts {
             out.push(self.context_json(&c).await);
         }
-        let quarantines: Vec<Value> = self
-            .ledger
-            .quarantines(context)
-            .map(|list| {
-                list.into_iter()
-                    .map(|q| {
-                        json!({
-                            "context": q.context_id,
-                            "id": q.id,
-                            "from_sequence": q.from_sequence,
-                            "count": q.count,
-                            "quarantined_at_ns": q.quarantined_at_ns,
-                            "reason": q.reason,
-                        })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
+        let quarantines = quarantines_json(&self.ledger, context).unwrap_or_default();
         json!({
             "node": self.me.node.to_string(),
             "replication_factor": self.settings.protocol.replication_factor,
