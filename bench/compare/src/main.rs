@@ -5,6 +5,7 @@
 
 mod plot;
 mod procs;
+mod replicated;
 mod systems;
 
 use anyhow::{Context, Result};
@@ -19,19 +20,23 @@ use systems::{Ledger, Nats, Postgres, Redis, System};
 
 #[derive(Parser, Debug)]
 #[command(about = "Compare Converge Ledger with PostgreSQL, Redis Streams and NATS JetStream")]
-struct Args {
+pub(crate) struct Args {
     /// A run of under three minutes (shorter phases, 100,000-entry restart).
     #[arg(long)]
-    quick: bool,
+    pub(crate) quick: bool,
     /// The converge-ledger binary.
     #[arg(long)]
-    ledger_bin: PathBuf,
+    pub(crate) ledger_bin: PathBuf,
     /// The nats-server binary (2.10 or later can fsync every message: `sync_interval: always`).
     #[arg(long)]
-    nats_bin: Option<PathBuf>,
+    pub(crate) nats_bin: Option<PathBuf>,
+    /// Only the replicated comparison: a 3-node ledger cluster against a NATS JetStream R3
+    /// cluster (writes replicated.md).
+    #[arg(long)]
+    pub(crate) replicated: bool,
     /// Where to write results.md and the SVG plots.
     #[arg(long, default_value = "docs/compare")]
-    out: PathBuf,
+    pub(crate) out: PathBuf,
 }
 
 struct Report {
@@ -54,7 +59,7 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 120_000_000_000, 3).expect("histogram")
 }
 
-fn us(ns: u64) -> String {
+pub(crate) fn us(ns: u64) -> String {
     if ns >= 10_000_000 {
         format!("{:.1} ms", ns as f64 / 1e6)
     } else {
@@ -82,12 +87,12 @@ async fn wait_ready(sys: &dyn System, probe_ctx: &str) -> Result<Duration> {
 }
 
 /// How long a server may take to start.
-fn start_deadline() -> Instant {
+pub(crate) fn start_deadline() -> Instant {
     Instant::now() + Duration::from_secs(60)
 }
 
 /// Retries `f` every 50 ms until it succeeds; fails with `what` once `deadline` has passed.
-async fn until_ok<F, Fut>(what: &str, deadline: Instant, mut f: F) -> Result<()>
+pub(crate) async fn until_ok<F, Fut>(what: &str, deadline: Instant, mut f: F) -> Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
@@ -100,7 +105,7 @@ where
 }
 
 /// Appends per second and latency with `writers` concurrent writers over 64 contexts.
-async fn append_run(
+pub(crate) async fn append_run(
     sys: &dyn System,
     tag: &str,
     writers: usize,
@@ -201,6 +206,9 @@ async fn tail_run(
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if args.replicated {
+        return replicated::run(&args).await;
+    }
     let secs = if args.quick { 2.0 } else { 5.0 };
     let restart_n: u64 = if args.quick { 100_000 } else { 1_000_000 };
     std::fs::create_dir_all(&args.out)?;
@@ -281,11 +289,13 @@ async fn main() -> Result<()> {
         port: nats_port,
         version: format!("{major}.{minor}"),
         sync_always: nats_can_sync,
+        replicas: 1,
     };
     let nats_fast = Nats {
         port: nats_fast_port,
         version: format!("{major}.{minor}"),
         sync_always: false,
+        replicas: 1,
     };
     wait_ready(&ledger, "probe").await?;
     wait_ready(&ledger_fast, "probe").await?;

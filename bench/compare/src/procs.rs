@@ -208,6 +208,47 @@ pub fn start_nats(bin: &Path, dir: &Path, port: u16, sync_always: bool) -> Resul
     })
 }
 
+/// A JetStream cluster of `client_ports.len()` servers on 127.0.0.1 (file storage, every
+/// message fsynced), routed to each other on `route_ports`: the peer a user would pick for
+/// replicated durable streams (R3).
+pub fn start_nats_cluster(
+    bin: &Path,
+    dirs: &[PathBuf],
+    client_ports: &[u16],
+    route_ports: &[u16],
+) -> Result<Vec<Proc>> {
+    let routes: Vec<String> = route_ports
+        .iter()
+        .map(|p| format!("\"nats-route://127.0.0.1:{p}\""))
+        .collect();
+    let mut procs = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        let conf = dir.join("nats.conf");
+        let store = dir.join("jetstream");
+        std::fs::write(
+            &conf,
+            format!(
+                "server_name: r3-{i}\nlisten: \"127.0.0.1:{}\"\njetstream {{\n  store_dir: {store:?}\n  sync_interval: always\n}}\ncluster {{\n  name: r3\n  listen: \"127.0.0.1:{}\"\n  routes: [{}]\n}}\n",
+                client_ports[i],
+                route_ports[i],
+                routes.join(", ")
+            ),
+        )?;
+        let child = Command::new(bin)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("start {}", bin.display()))?;
+        procs.push(Proc {
+            child: Some(child),
+            stop_signal: libc::SIGTERM,
+        });
+    }
+    Ok(procs)
+}
+
 /// The packaged nats-server, when no other is given.
 pub fn default_nats_bin() -> PathBuf {
     for p in ["/usr/sbin/nats-server", "/usr/bin/nats-server"] {

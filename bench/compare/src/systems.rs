@@ -192,6 +192,63 @@ impl System for Ledger {
 }
 
 // ---------------------------------------------------------------------------------------------
+// A Converge Ledger cluster: the cluster-aware client sends each append to its context's
+// writer, which acknowledges at `ack=quorum` (the nodes' default).
+
+pub struct LedgerCluster {
+    pub client: ledger_client::cluster::ClusterClient,
+    pub nodes: usize,
+}
+
+struct ClusterWriter(ledger_client::cluster::ClusterClient);
+
+#[async_trait]
+impl Writer for ClusterWriter {
+    async fn append(&mut self, ctx: &str, payload: &[u8]) -> Result<()> {
+        self.0
+            .append(ctx, "facts", payload.to_vec(), Metadata::new())
+            .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl System for LedgerCluster {
+    fn label(&self) -> String {
+        format!(
+            "Converge Ledger, {} nodes, R=3, ack=quorum (durability sync)",
+            self.nodes
+        )
+    }
+    async fn writer(&self, _notify: bool) -> Result<Box<dyn Writer>> {
+        Ok(Box::new(ClusterWriter(self.client.clone())))
+    }
+    async fn fill(&self, ctx: &str, n: u64, payload: &[u8]) -> Result<()> {
+        // Load is refused on cluster members: fill through appends.
+        for _ in 0..n {
+            self.client
+                .append(ctx, "facts", payload.to_vec(), Metadata::new())
+                .await?;
+        }
+        Ok(())
+    }
+    async fn read_all(&self, ctx: &str) -> Result<u64> {
+        let c = self.client.reader(ctx).await?;
+        Ok(c.get_all(ctx, "", 0).await?.len() as u64)
+    }
+    async fn read_first(&self, ctx: &str) -> Result<u64> {
+        let c = self.client.reader(ctx).await?;
+        Ok(c.get(ctx, "", 0, 100).await?.entries.len() as u64)
+    }
+    async fn subscriber(&self, ctx: &str) -> Result<Box<dyn Subscriber>> {
+        let c = self.client.reader(ctx).await?;
+        let from = c.get(ctx, "", 0, 1).await?.latest_sequence;
+        let s = c.watch(ctx, "", from).await?;
+        Ok(Box::new(LedgerSub(Box::pin(s))))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // PostgreSQL: a table with (context_id, seq) primary key; "just use Postgres".
 
 pub struct Postgres {
@@ -534,6 +591,8 @@ pub struct Nats {
     pub version: String,
     /// `sync_interval: always`: every message fsynced before its acknowledgement.
     pub sync_always: bool,
+    /// Stream replicas (3 on a 3-server cluster: R3).
+    pub replicas: usize,
 }
 
 impl Nats {
@@ -557,6 +616,7 @@ impl Nats {
             name: STREAM.into(),
             subjects: vec!["ctx.>".into()],
             storage: async_nats::jetstream::stream::StorageType::File,
+            num_replicas: self.replicas.max(1),
             ..Default::default()
         })
         .await
@@ -610,8 +670,13 @@ impl Subscriber for NatsSub {
 impl System for Nats {
     fn label(&self) -> String {
         format!(
-            "NATS {} JetStream (file storage, {})",
+            "NATS {} JetStream ({}file storage, {})",
             self.version,
+            if self.replicas > 1 {
+                format!("{} servers, R{}, ", self.replicas, self.replicas)
+            } else {
+                String::new()
+            },
             if self.sync_always {
                 "sync_interval always"
             } else {

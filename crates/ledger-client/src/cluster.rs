@@ -127,6 +127,11 @@ impl ClusterClient {
         Ok(view)
     }
 
+    /// Members in this client's view (dead ones included).
+    pub fn member_count(&self) -> usize {
+        self.view.read().expect("view lock").members.len()
+    }
+
     /// The gRPC address of the node that writes `context_id`, as this client sees it.
     pub fn writer_addr(&self, context_id: &str) -> Option<String> {
         let v = self.view.read().expect("view lock");
