@@ -44,6 +44,26 @@ async fn entries_on(node: &support::Node, ctx: &str) -> Vec<ledger_core::Entry> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_replicate_appends_made_through_any_node() {
     let cluster = TestCluster::start(21, 3, &[]).await;
+    // Each member reports SERVING once it has joined and compared contexts with its peers.
+    for n in &cluster.nodes {
+        let mut health = tonic_health::pb::health_client::HealthClient::new(n.channel().await);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let s = health
+                .check(tonic_health::pb::HealthCheckRequest {
+                    service: "converge.context.v1.ContextService".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .status;
+            if s == tonic_health::pb::health_check_response::ServingStatus::Serving as i32 {
+                break;
+            }
+            assert!(Instant::now() < deadline, "node never reported SERVING");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let mut clients = Vec::new();
     for n in &cluster.nodes {
         clients.push(raw(n).await);

@@ -160,14 +160,35 @@ pub fn run(args: Args) {
         // Baseline: one node, same writers.
         let single = crate::node::NodeProcess::start(&bin, &[]);
         let single_ch = channel(&single.url).await;
-        let base = throughput(|_| single_ch.clone(), None, secs, "single").await;
+        let single_pids = [single.pid()];
+        let base = throughput(|_| Writers::Unary(single_ch.clone()), None, secs, "single", &single_pids).await;
+        let single_pipe = ledger_client::LedgerClient::connect(&single.url)
+            .await
+            .expect("connect")
+            .pipeline();
+        let base_piped = throughput(
+            |_| Writers::Pipelined(single_pipe.clone()),
+            None,
+            secs,
+            "single-p",
+            &single_pids,
+        )
+        .await;
         let base_one = one_writer(single_ch.clone(), None, secs).await;
         drop(single);
 
         let mut cluster = Cluster::start(&bin, 3).await;
+        let pids: Vec<i32> = cluster.nodes.iter().map(|n| n.pid()).collect();
         let mut chans = Vec::new();
+        let mut pipes = Vec::new();
         for n in &cluster.nodes {
             chans.push(channel(&n.url).await);
+            pipes.push(
+                ledger_client::LedgerClient::connect(&n.url)
+                    .await
+                    .expect("connect")
+                    .pipeline(),
+            );
         }
         // Create the 64 contexts and learn their writers.
         let mut writer_of = Vec::new();
@@ -179,12 +200,12 @@ pub fn run(args: Args) {
                 .expect("create context");
             writer_of.push(cluster.writer(&ctx).await);
         }
-        let route = |w: usize| chans[writer_of[w]].clone();
+        let cpu = |c: f64, base: f64| format!("CPU {c:.0} µs per append ({:.1}× one node's {base:.0} µs)", c / base);
         for (level, name) in [(Some("writer"), "writer"), (Some("quorum"), "quorum")] {
-            let r = throughput(route, level, secs, "c").await;
+            let r = throughput(|w| Writers::Unary(chans[writer_of[w]].clone()), level, secs, "c", &pids).await;
             row(
-                &format!("3 nodes, durable appends, 64 writers on 64 contexts, 256 B, ack={name}"),
-                &format!("{}, {}", rate(r.0), p50_p99(&r.1)),
+                &format!("3 nodes, durable appends, 64 writers on 64 contexts, 256 B, unary Append, ack={name}"),
+                &format!("{}, {}; {}", rate(r.0), p50_p99(&r.1), cpu(r.2, base.2)),
                 if name == "quorum" {
                     "≥ 50% of one node"
                 } else {
@@ -198,6 +219,18 @@ pub fn run(args: Args) {
                 &format!("{:.0}% of one node", 100.0 * r.0 / base.0),
             );
         }
+        let r = throughput(|w| Writers::Pipelined(pipes[writer_of[w]].clone()), None, secs, "c", &pids).await;
+        row(
+            "3 nodes, durable appends, 64 writers on 64 contexts, 256 B, AppendPipeline (ClusterPipeline), ack=quorum",
+            &format!("{}, {}; {}", rate(r.0), p50_p99(&r.1), cpu(r.2, base_piped.2)),
+            "≥ 50% of one node",
+            &format!(
+                "one node, same writers, AppendPipeline: {}, {}",
+                rate(base_piped.0),
+                p50_p99(&base_piped.1)
+            ),
+            &format!("{:.0}% of one node", 100.0 * r.0 / base_piped.0),
+        );
         let w0 = writer_of[0];
         let one = one_writer(chans[w0].clone(), Some("quorum"), secs).await;
         row(
@@ -222,18 +255,28 @@ pub fn run(args: Args) {
     });
 }
 
-/// 64 writers on 64 contexts (`bench-c-{w}` on a cluster), unary appends through `route(w)`.
+/// How the writers of a throughput run append.
+enum Writers {
+    /// Unary `Append` calls on this channel.
+    Unary(Channel),
+    /// Appends on this shared `AppendPipeline` stream (the node's default ack level).
+    Pipelined(ledger_client::AppendPipeline),
+}
+
+/// 64 writers on 64 contexts (`bench-c-{w}` on a cluster) appending through `route(w)`;
+/// returns the rate, the latencies and the CPU the processes `pids` used per append.
 async fn throughput(
-    route: impl Fn(usize) -> Channel,
+    route: impl Fn(usize) -> Writers,
     ack: Option<&'static str>,
     secs: u64,
     prefix: &str,
-) -> (f64, Histogram<u64>) {
+    pids: &[i32],
+) -> (f64, Histogram<u64>, f64) {
     let stop = Arc::new(AtomicBool::new(false));
     let measuring = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for w in 0..64 {
-        let mut client = ContextServiceClient::new(route(w));
+        let writers = route(w);
         let (stop, measuring) = (stop.clone(), measuring.clone());
         let ctx = if prefix == "c" {
             format!("bench-c-{w}")
@@ -244,10 +287,19 @@ async fn throughput(
             let mut h = histogram();
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                client
-                    .append(append_request(&ctx, vec![w as u8; 256], ack))
-                    .await
-                    .expect("append");
+                match &writers {
+                    Writers::Unary(ch) => {
+                        ContextServiceClient::new(ch.clone())
+                            .append(append_request(&ctx, vec![w as u8; 256], ack))
+                            .await
+                            .expect("append");
+                    }
+                    Writers::Pipelined(p) => {
+                        p.append(&ctx, "facts", vec![w as u8; 256], Default::default(), None)
+                            .await
+                            .expect("append");
+                    }
+                }
                 if measuring.load(Ordering::Relaxed) {
                     h.record(t.elapsed().as_nanos() as u64).ok();
                 }
@@ -255,7 +307,7 @@ async fn throughput(
             h
         }));
     }
-    crate::report::measure_writers(secs, &stop, &measuring, tasks).await
+    crate::report::measure_writers(secs, &stop, &measuring, tasks, pids).await
 }
 
 /// One writer appending and waiting for each acknowledgement.

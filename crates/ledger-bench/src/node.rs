@@ -51,6 +51,10 @@ impl NodeProcess {
             _dir: dir,
         }
     }
+
+    pub fn pid(&self) -> i32 {
+        self._node.pid()
+    }
 }
 
 pub fn default_bin() -> PathBuf {
@@ -221,7 +225,8 @@ async fn append_rate(client: &LedgerClient, pipelined: bool, secs: u64) -> (f64,
             h
         }));
     }
-    crate::report::measure_writers(secs, &stop, &measuring, tasks).await
+    let (r, h, _) = crate::report::measure_writers(secs, &stop, &measuring, tasks, &[]).await;
+    (r, h)
 }
 
 async fn watch_latency(

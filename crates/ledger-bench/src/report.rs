@@ -79,23 +79,51 @@ impl XorShift {
 /// record into their histograms while `measuring` is set, and stop when `stop` is) warm up for
 /// half a second, measures for `secs`, stops them and returns operations per second and the
 /// merged latency histogram.
+/// Runs writer tasks for `secs` after a 500 ms warm-up and returns their rate, their merged
+/// latency histogram, and the CPU time the processes `pids` used per measured operation
+/// (µs; 0 without pids): a figure that does not depend on what else the machine runs.
 pub async fn measure_writers(
     secs: u64,
     stop: &std::sync::atomic::AtomicBool,
     measuring: &std::sync::atomic::AtomicBool,
     tasks: Vec<tokio::task::JoinHandle<Histogram<u64>>>,
-) -> (f64, Histogram<u64>) {
+    pids: &[i32],
+) -> (f64, Histogram<u64>, f64) {
     use std::sync::atomic::Ordering;
     tokio::time::sleep(Duration::from_millis(500)).await;
     measuring.store(true, Ordering::Relaxed);
+    let cpu_before = cpu_ns(pids);
     let start = Instant::now();
     tokio::time::sleep(Duration::from_secs(secs)).await;
     measuring.store(false, Ordering::Relaxed);
+    let cpu = cpu_ns(pids).saturating_sub(cpu_before);
     let elapsed = start.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = histogram();
     for t in tasks {
         all.add(t.await.expect("writer")).ok();
     }
-    (all.len() as f64 / elapsed, all)
+    let per_op = if all.is_empty() {
+        0.0
+    } else {
+        cpu as f64 / 1_000.0 / all.len() as f64
+    };
+    (all.len() as f64 / elapsed, all, per_op)
+}
+
+/// CPU time (user + system) the processes `pids` have used so far, in ns, from
+/// `/proc/<pid>/stat` (clock ticks of 10 ms: measure over seconds).
+pub fn cpu_ns(pids: &[i32]) -> u64 {
+    let tick_ns = 1_000_000_000 / 100; // USER_HZ is 100 on Linux
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which may contain spaces) in parentheses.
+            let rest = &stat[stat.rfind(')')? + 2..];
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            let utime: u64 = fields.get(11)?.parse().ok()?;
+            let stime: u64 = fields.get(12)?.parse().ok()?;
+            Some((utime + stime) * tick_ns)
+        })
+        .sum()
 }

@@ -158,6 +158,12 @@ impl ClusterClient {
     }
 
     async fn route(&self, context_id: &str) -> Result<LedgerClient, ClientError> {
+        let addr = self.route_addr(context_id).await?;
+        self.client(&addr).await
+    }
+
+    /// The address appends to `context_id` go to (refreshing a stale view first).
+    async fn route_addr(&self, context_id: &str) -> Result<String, ClientError> {
         let stale = self
             .view
             .read()
@@ -168,15 +174,23 @@ impl ClusterClient {
             // A failed refresh keeps the old view: routing still works, a redirect corrects it.
             let _ = self.refresh().await;
         }
-        let addr = match self.writer_addr(context_id) {
-            Some(a) => a,
+        match self.writer_addr(context_id) {
+            Some(a) => Ok(a),
             None => self
                 .seeds
                 .first()
                 .cloned()
-                .ok_or_else(|| ClientError::InvalidResponse("no seed address given".into()))?,
-        };
-        self.client(&addr).await
+                .ok_or_else(|| ClientError::InvalidResponse("no seed address given".into())),
+        }
+    }
+
+    /// Pipelined appends through each context's writer (one `AppendPipeline` stream per
+    /// writer node, shared by every clone): for many tasks appending at once.
+    pub fn pipeline(&self) -> ClusterPipeline {
+        ClusterPipeline {
+            cluster: self.clone(),
+            pipes: Arc::default(),
+        }
     }
 
     /// Appends one entry through the context's writer.
@@ -216,5 +230,41 @@ impl ClusterClient {
             "context {:?}: still redirected after {MAX_REDIRECTS} tries",
             entry.context_id
         )))
+    }
+}
+
+/// Pipelined appends to a cluster (from [`ClusterClient::pipeline`]): each append goes on the
+/// stream to its context's writer, so appends of one context from one task keep their order.
+/// A node that redirects (a stale view, `route = redirect`) stored nothing: the append is then
+/// made with [`ClusterClient::append_entry`], which follows the redirect.
+#[derive(Clone, Debug)]
+pub struct ClusterPipeline {
+    cluster: ClusterClient,
+    pipes: Arc<Mutex<HashMap<String, crate::AppendPipeline>>>,
+}
+
+impl ClusterPipeline {
+    /// Appends `entry` through its context's writer and returns it as stored.
+    pub async fn append_entry(&self, entry: NewEntry) -> Result<Entry, ClientError> {
+        let addr = self.cluster.route_addr(&entry.context_id).await?;
+        let existing = self.pipes.lock().expect("pipes lock").get(&addr).cloned();
+        let pipe = match existing {
+            Some(p) => p,
+            None => {
+                let p = self.cluster.client(&addr).await?.pipeline();
+                self.pipes
+                    .lock()
+                    .expect("pipes lock")
+                    .entry(addr)
+                    .or_insert(p)
+                    .clone()
+            }
+        };
+        match pipe.append_entry(entry.clone()).await {
+            Err(ClientError::Status(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                self.cluster.append_entry(entry).await
+            }
+            other => other,
+        }
     }
 }

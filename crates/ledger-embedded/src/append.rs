@@ -26,6 +26,33 @@ impl std::future::Future for AppendAck {
     }
 }
 
+/// An append queued by [`Ledger::submit_sequenced`]: `sequenced` resolves as soon as the
+/// sequencer numbered it (before it is durable), `durable` like [`AppendAck`].
+#[derive(Debug)]
+pub struct SequencedAppend {
+    /// The entry as it will be stored (id, sequence, time, clock, hash), or `None` if it was
+    /// not sequenced: `durable` then says why. An idempotent retry yields the entry stored
+    /// earlier, with its earlier sequence.
+    pub sequenced: Sequenced,
+    pub durable: AppendAck,
+}
+
+/// The first half of a [`SequencedAppend`].
+#[derive(Debug)]
+#[must_use = "resolves once the append is sequenced"]
+pub struct Sequenced(oneshot::Receiver<Arc<Entry>>);
+
+impl std::future::Future for Sequenced {
+    type Output = Option<Arc<Entry>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::pin::Pin::new(&mut self.0).poll(cx).map(Result::ok)
+    }
+}
+
 impl Ledger {
     /// Appends one entry and returns it as stored: with its id, sequence, time, Lamport clock
     /// and content hash. Returns once the entry is durable (per the durability mode).
@@ -65,6 +92,27 @@ impl Ledger {
     /// how a pipelined stream keeps many appends of one context in flight without reordering
     /// them.
     pub async fn submit(&self, e: NewEntry) -> Result<AppendAck, LedgerError> {
+        self.queue_append(e, None).await
+    }
+
+    /// Like [`Self::submit`], and also tells when the entry is sequenced, before it is durable:
+    /// a cluster writer ships entries to its followers while its own disk syncs them. Nothing
+    /// about the entry may be acknowledged or served before `durable` resolves (a crash before
+    /// then loses it here).
+    pub async fn submit_sequenced(&self, e: NewEntry) -> Result<SequencedAppend, LedgerError> {
+        let (tx, rx) = oneshot::channel();
+        let durable = self.queue_append(e, Some(tx)).await?;
+        Ok(SequencedAppend {
+            sequenced: Sequenced(rx),
+            durable,
+        })
+    }
+
+    async fn queue_append(
+        &self,
+        e: NewEntry,
+        sequenced: Option<oneshot::Sender<Arc<Entry>>>,
+    ) -> Result<AppendAck, LedgerError> {
         validate::validate_append(
             &e.context_id,
             &e.key,
@@ -78,8 +126,12 @@ impl Ledger {
         }
         self.inner.failed.check()?;
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Append(AppendCmd { entry: e, reply }))
-            .await?;
+        self.send(Command::Append(AppendCmd {
+            entry: e,
+            reply,
+            sequenced,
+        }))
+        .await?;
         Ok(AppendAck(rx))
     }
 }

@@ -49,7 +49,7 @@ mod sequencer;
 mod snapshot;
 mod watch;
 
-pub use append::AppendAck;
+pub use append::{AppendAck, Sequenced, SequencedAppend};
 pub use apply::Applied;
 pub use commit::Stats;
 pub use config::LedgerConfig;

@@ -39,6 +39,8 @@ const DEDUPE_CACHE_LIMIT: usize = 100_000;
 pub(crate) struct AppendCmd {
     pub entry: NewEntry,
     pub reply: oneshot::Sender<Result<Arc<Entry>, LedgerError>>,
+    /// Told the entry as soon as it is sequenced (before it is durable), if given.
+    pub sequenced: Option<oneshot::Sender<Arc<Entry>>>,
 }
 
 /// Reserve a context for a load: appends to it are refused until the load applies or gives up.
@@ -233,7 +235,16 @@ impl Sequencer {
     }
 
     fn add_append(&mut self, group: &mut Group, cmd: AppendCmd, now: u64) {
-        let AppendCmd { entry: a, reply } = cmd;
+        let AppendCmd {
+            entry: a,
+            reply,
+            sequenced,
+        } = cmd;
+        let tell = |e: &Arc<Entry>| {
+            if let Some(tx) = sequenced {
+                let _ = tx.send(Arc::clone(e));
+            }
+        };
         if let Err(e) = self.failed.check() {
             let _ = reply.send(Err(e));
             return;
@@ -256,6 +267,7 @@ impl Sequencer {
                 Ok(Seen::New) => {}
                 Ok(Seen::Same(entry)) => {
                     // Answered once everything before it is durable, like any append.
+                    tell(&entry);
                     group.replies.push(Reply::Append(reply, entry));
                     return;
                 }
@@ -316,6 +328,7 @@ impl Sequencer {
             .push(&entry, &mut commit.nodes)
             .expect("sequence assigned from the head");
         commit.entries.push(Arc::clone(&entry));
+        tell(&entry);
         group.replies.push(Reply::Append(reply, entry));
     }
 

@@ -136,18 +136,26 @@ pub async fn serve(
         cluster,
     } = opened;
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<ContextServiceServer<ContextApi>>()
-        .await;
-    reporter
-        .set_serving::<IntegrityServiceServer<IntegrityApi>>()
-        .await;
-    reporter
-        .set_serving::<AppendPipelineServer<PipelineApi>>()
-        .await;
-    reporter
-        .set_serving::<SnapshotServiceServer<SnapshotApi>>()
-        .await;
+    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    match &cluster {
+        None => set_public_health(&reporter, true).await,
+        Some(c) => {
+            // A cluster member is NOT_SERVING until it has joined (done before serving) and
+            // compared its contexts with every live peer once (anti-entropy), so that the
+            // contexts it writes have started catching up.
+            set_public_health(&reporter, false).await;
+            let (c, reporter, stopping) = (Arc::clone(c), reporter.clone(), Arc::clone(&stopping));
+            tokio::spawn(async move {
+                c.wait_ready(READY_TIMEOUT).await;
+                if !stopping.load(Ordering::Acquire) {
+                    set_public_health(&reporter, true).await;
+                    tracing::info!(
+                        "serving: joined the cluster and compared contexts with every live peer"
+                    );
+                }
+            });
+        }
+    }
     let reflection = |b: tonic_reflection::server::Builder<'static>| {
         b.register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -191,18 +199,8 @@ pub async fn serve(
         async move {
             shutdown.await;
             tracing::info!("shutting down: ending watch streams, finishing in-flight requests");
-            reporter
-                .set_not_serving::<ContextServiceServer<ContextApi>>()
-                .await;
-            reporter
-                .set_not_serving::<IntegrityServiceServer<IntegrityApi>>()
-                .await;
-            reporter
-                .set_not_serving::<AppendPipelineServer<PipelineApi>>()
-                .await;
-            reporter
-                .set_not_serving::<SnapshotServiceServer<SnapshotApi>>()
-                .await;
+            stopping.store(true, Ordering::Release);
+            set_public_health(&reporter, false).await;
             ledger.stop_watchers();
             let _ = stop_streams.send(true);
             if let Some(c) = &cluster_for_signal {
@@ -259,6 +257,30 @@ pub async fn serve(
                 "storage failed ({reason}); appends acknowledged before the failure are durable, nothing after it was acknowledged; check the disk and data dir, then restart"
             ))
         }
+    }
+}
+
+/// The longest a cluster member waits for its first anti-entropy comparisons before it reports
+/// SERVING anyway (a peer that never answers must not keep it out forever).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Sets the health of the public services and of the whole server (`""`) together.
+async fn set_public_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+    use tonic::server::NamedService;
+    use tonic_health::ServingStatus;
+    let status = if serving {
+        ServingStatus::Serving
+    } else {
+        ServingStatus::NotServing
+    };
+    for name in [
+        "",
+        <ContextServiceServer<ContextApi> as NamedService>::NAME,
+        <IntegrityServiceServer<IntegrityApi> as NamedService>::NAME,
+        <AppendPipelineServer<PipelineApi> as NamedService>::NAME,
+        <SnapshotServiceServer<SnapshotApi> as NamedService>::NAME,
+    ] {
+        reporter.set_service_status(name, status).await;
     }
 }
 

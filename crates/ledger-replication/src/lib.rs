@@ -80,9 +80,16 @@
 //! - **Catch-up through the own replica.** The claimant's fetched entries go through the same
 //!   [`Replica::on_entries`] path as a writer's batches (with the best history as the "writer's"
 //!   log), so its own divergent suffix is quarantined by the same code.
-//! - **Appends reach the writer's own disk before they are shipped** (the runtime carries out the
-//!   own `Append` before the `SendEntries` that follow it); simpler than shipping ahead of the
-//!   writer's fsync, at the price of one fsync of latency per batch on the writer.
+//! - **The writer ships ahead of its own fsync.** The `Append` of the writer's own new entries
+//!   (from [`Participant::append`]) is the one storage command the runtime may complete *after*
+//!   the commands that follow it: the entries go to the followers while the writer's disk syncs,
+//!   so the writer's and the followers' fsyncs overlap instead of adding up. The writer counts
+//!   itself for acknowledgements only up to what the runtime reports durable
+//!   ([`Participant::on_local_durable`]); a follower's cursor still reports only its durable log.
+//!   So an entry acknowledged at `quorum` is still on a majority's disks, the writer possibly not
+//!   among them. If the writer crashes before its own sync, its log restarts shorter than what
+//!   the followers hold *in its own epoch*; that is the ordinary "replica behind" case of the
+//!   next claim (the best history is the longest of the highest epoch), not a divergence.
 //!
 //! # Layout
 //! - [`identity`]: node ids, incarnations, voters.
@@ -110,6 +117,8 @@
 //!   [`Voter`]; fill [`Command::SendEntries`] from the store, with the Merkle root at `upto`.
 //! - Verify every [`Command::Append`] with `ledger_core::tail::TailVerifier` (and its
 //!   `expected_root`), and on any failure rebuild the participant from storage.
+//! - Report the local log's durable size after storing the writer's own entries
+//!   ([`Participant::on_local_durable`]); finish those stores before acting on a `SteppedDown`.
 //! - Feed membership views, appends and a clock ([`Participant::tick`] every few tens of ms).
 //! - Apply membership removals one at a time ([`Participant::is_settled`]).
 //!

@@ -171,6 +171,20 @@ impl Participant {
         Ok(out)
     }
 
+    /// The local log is durable up to `size`. The runtime reports this after it stores the
+    /// writer's own entries (the `Append` an [`Self::append`] returns), which it may carry out
+    /// after the `SendEntries` that follow it: the writer ships ahead of its own fsync and counts
+    /// itself for acknowledgements only up to what was reported here.
+    pub fn on_local_durable<E: LogEntry>(&mut self, size: u64, now: u64) -> Vec<Command<E>> {
+        let mut out = Vec::new();
+        if let RoleState::Writing(w) = &mut self.role {
+            let cmds = w.on_own_durable(size);
+            self.route(cmds, now, &mut out);
+        }
+        self.settle(now, &mut out);
+        out
+    }
+
     /// A new membership view.
     pub fn on_membership<E: LogEntry>(
         &mut self,
@@ -580,6 +594,10 @@ mod tests {
                 .append((0..n as u64).map(|i| E(seq + i, 1)).collect(), self.now)
                 .unwrap();
             self.exec(&w, cmds);
+            // The writer's own store completes (this runtime stores at once).
+            let (p, log) = self.nodes.get_mut(&w).unwrap();
+            let cmds = p.on_local_durable(log.len() as u64, self.now);
+            self.exec(&w, cmds);
             self.run();
         }
     }
@@ -792,6 +810,13 @@ mod tests {
         );
         assert!(cmds.iter().any(|c| matches!(c, Command::Activated { .. })));
         let cmds = p.append(vec![E(1, 0), E(2, 0)], 0).unwrap();
+        // Nothing is acknowledged before the node's own disk holds the entries.
+        assert!(
+            !cmds
+                .iter()
+                .any(|c| matches!(c, Command::Acknowledged { .. }))
+        );
+        let cmds = p.on_local_durable::<E>(2, 0);
         assert!(cmds.iter().any(|c| matches!(
             c,
             Command::Acknowledged {

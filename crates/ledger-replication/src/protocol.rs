@@ -11,6 +11,12 @@
 //! protocol tolerates: a history saved ahead of its entries is clipped on restore
 //! ([`crate::replica::Replica::restore`]).
 //!
+//! One exception: the `Append` of a writer's own new entries (returned by
+//! [`crate::Participant::append`]) may become durable after the commands that follow it, so the
+//! writer ships while its own disk syncs; the runtime reports when it is durable with
+//! [`crate::Participant::on_local_durable`] and must have finished it before it carries out a
+//! [`Command::SteppedDown`].
+//!
 //! If the runtime cannot carry out a command (its Merkle check of an `Append` fails, a write
 //! fails), it drops the rest of the list and rebuilds the context's state machines from storage,
 //! exactly as after a crash.

@@ -118,6 +118,10 @@ pub struct Writer {
     /// Live members per membership; `None` (not told yet) counts every voter as live.
     live: Option<BTreeSet<NodeId>>,
     commit_index: u64,
+    /// How much of the writer's own log is durable, as the runtime reported it
+    /// ([`Self::on_own_durable`]). The writer counts itself only up to here: it ships entries
+    /// before its own fsync completes, so its replica's cursor can run ahead of its disk.
+    own_durable: u64,
     acked: BTreeMap<AckLevel, u64>,
     settings: Settings,
     stopped: Option<StepDown>,
@@ -182,6 +186,7 @@ impl Writer {
             progress,
             live: None,
             commit_index: 0,
+            own_durable: size,
             acked,
             settings,
             stopped: None,
@@ -317,6 +322,18 @@ impl Writer {
             self.ship(&n, now, &mut out);
         }
         Ok(out)
+    }
+
+    /// The writer's own log is durable up to `size` (the runtime's report, in any order and
+    /// possibly stale: only growth within the log counts). Acknowledges what this completes.
+    pub fn on_own_durable<E>(&mut self, size: u64) -> Vec<Command<E>> {
+        let mut out = Vec::new();
+        let size = size.min(self.size);
+        if self.stopped.is_none() && size > self.own_durable {
+            self.own_durable = size;
+            self.advance(&mut out);
+        }
+        out
     }
 
     /// A follower's cursor (its durable head), or the writer's own replica's.
@@ -531,7 +548,9 @@ impl Writer {
     /// Durable size of `v` counted for this epoch: its matched prefix if it is that voter's
     /// incarnation and holds the epoch's record.
     fn durable(&self, v: &Voter) -> u64 {
-        if self.holds_record(v) {
+        if *v == self.me {
+            self.progress[&v.node].matched.min(self.own_durable)
+        } else if self.holds_record(v) {
             self.progress[&v.node].matched
         } else {
             0
@@ -561,7 +580,7 @@ impl Writer {
                 upto: self.size,
             });
         }
-        let own = self.progress[&self.me.node].matched;
+        let own = self.durable(&self.me);
         let all = self
             .quorum
             .target()
@@ -570,7 +589,7 @@ impl Writer {
                 *v != &self.me && self.live.as_ref().is_none_or(|live| live.contains(&v.node))
             })
             .map(|v| self.durable(v))
-            .fold(self.commit_index, u64::min);
+            .fold(self.commit_index.min(own), u64::min);
         for (level, value) in [
             (AckLevel::Writer, own),
             (AckLevel::Quorum, self.commit_index),
@@ -667,9 +686,12 @@ mod tests {
         }
     }
 
+    /// The own replica's cursor, with the runtime's report that `size` is durable.
     fn own_cursor(w: &mut Writer, size: u64, now: u64) -> Vec<Command<E>> {
         let h = follower_head(w, size, true);
-        w.on_cursor(&v("a"), &h, now)
+        let mut out = w.on_cursor(&v("a"), &h, now);
+        out.extend(w.on_own_durable(size));
+        out
     }
 
     fn entries(from: u64, n: u64) -> Vec<E> {
@@ -777,6 +799,35 @@ mod tests {
         // Membership not told yet: `all` counts every voter as live.
         let cmds = w.on_cursor(&v("c"), &follower_head(&w, 6, true), 1_010);
         assert_eq!(acks(&cmds), [(AckLevel::Quorum, 6), (AckLevel::All, 5)]);
+        assert_eq!(w.acknowledged(AckLevel::Writer), 6);
+    }
+
+    #[test]
+    fn the_writer_counts_itself_only_up_to_its_reported_durable_size() {
+        let (mut w, _) = writer();
+        let mut all = w.append(entries(4, 3), 1_000).unwrap();
+        // The own replica took the entries, but the writer's fsync is still running.
+        all.extend(w.on_cursor(&v("a"), &follower_head(&w, 6, true), 1_000));
+        assert_eq!(acks(&all), []);
+        // b alone is not a majority with a writer whose disk does not hold the entries yet.
+        let cmds = w.on_cursor(&v("b"), &follower_head(&w, 6, true), 1_010);
+        assert_eq!(acks(&cmds), []);
+        // c makes b and c a majority without the writer.
+        let cmds = w.on_cursor(&v("c"), &follower_head(&w, 5, true), 1_010);
+        assert_eq!(acks(&cmds), [(AckLevel::Quorum, 5)]);
+        // The writer's own sync completes: `writer` level, and the writer joins b at 6.
+        let cmds = w.on_own_durable(6);
+        assert_eq!(
+            acks(&cmds),
+            [
+                (AckLevel::Writer, 6),
+                (AckLevel::Quorum, 6),
+                (AckLevel::All, 5)
+            ]
+        );
+        // Stale or oversized reports change nothing.
+        assert_eq!(acks(&w.on_own_durable::<E>(4)), []);
+        assert_eq!(acks(&w.on_own_durable::<E>(99)), []);
         assert_eq!(w.acknowledged(AckLevel::Writer), 6);
     }
 

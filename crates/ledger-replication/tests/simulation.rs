@@ -64,6 +64,9 @@ impl LogEntry for SimEntry {
 #[derive(Clone, Debug)]
 struct Store {
     log: Vec<SimEntry>,
+    /// Leading entries of `log` on disk. The writer's own new entries are shipped before its
+    /// disk syncs them ([`World::flush`]); a crash loses the rest.
+    durable: usize,
     /// `roots[i]`: Merkle root of the first `i` entries.
     roots: Vec<Hash>,
     frontier: Frontier,
@@ -75,6 +78,7 @@ impl Store {
     fn new() -> Self {
         Store {
             log: Vec::new(),
+            durable: 0,
             roots: vec![empty_root()],
             frontier: Frontier::new(),
             state: PersistentState::default(),
@@ -95,11 +99,33 @@ impl Store {
     fn truncate(&mut self, keep: u64) {
         let keep = keep as usize;
         self.quarantine.extend(self.log.drain(keep..));
+        self.durable = keep;
+        self.cut_to(keep);
+    }
+
+    /// Everything written so far reaches the disk (a sync covers every earlier write).
+    fn sync(&mut self) {
+        self.durable = self.log.len();
+    }
+
+    /// A crash: what was not synced is gone.
+    fn lose_unsynced(&mut self) {
+        self.log.truncate(self.durable);
+        self.cut_to(self.durable);
+    }
+
+    fn cut_to(&mut self, keep: usize) {
         self.roots.truncate(keep + 1);
         self.frontier = Frontier::new();
         for e in &self.log {
             self.frontier.push_leaf(e.hash);
         }
+    }
+
+    /// The entry at `seq` if it is on disk.
+    fn durable_hash(&self, seq: u64) -> Option<Hash> {
+        let k = usize::try_from(seq).ok()?.checked_sub(1)?;
+        (k < self.durable).then(|| self.log[k].hash)
     }
 
     /// The saved history as restore would see it.
@@ -175,6 +201,9 @@ struct World {
     max_wipes: usize,
     /// The nemesis acts (crashes in the middle of command lists, duplicates): off while converging.
     nemesis: bool,
+    /// Carrying out the commands of a client append: its `Append` is the writer's own, written
+    /// without waiting for the disk.
+    own_append: bool,
     ops: u64,
     trace: Option<VecDeque<String>>,
     stats: Stats,
@@ -270,6 +299,7 @@ impl World {
             wipes: 0,
             max_wipes,
             nemesis: true,
+            own_append: false,
             ops: 0,
             trace: trace.then(VecDeque::new),
             stats: Stats::default(),
@@ -315,6 +345,9 @@ impl World {
         }
         self.nodes[i].up = false;
         self.nodes[i].parts.clear();
+        for s in self.nodes[i].stores.values_mut() {
+            s.lose_unsynced();
+        }
         self.stats.crashes += 1;
         let id = self.nodes[i].id.clone();
         self.log(|| format!("crash {id}"));
@@ -438,6 +471,8 @@ impl World {
                 }
                 let n = store.size() + 1 - from_sequence;
                 self.stats.quarantined += n;
+                // The cut waits for everything written before it to be durable.
+                self.nodes[i].stores.get_mut(ctx).unwrap().sync();
                 self.log(|| format!("{me} {ctx}: quarantine {n} from {from_sequence}"));
                 self.nodes[i]
                     .stores
@@ -494,6 +529,11 @@ impl World {
                         store.size()
                     );
                 }
+                // Shipped and fetched entries are durable before anything that follows; the
+                // writer's own are synced later (`flush`).
+                if !self.own_append {
+                    store.sync();
+                }
             }
             Command::Acknowledged {
                 epoch,
@@ -533,6 +573,8 @@ impl World {
                 self.log(|| format!("{me} {ctx}: activated {epoch} at {first_sequence}"));
             }
             Command::SteppedDown { epoch, reason } => {
+                // The runtime finishes the writer's own stores before it acts on this.
+                self.nodes[i].stores.get_mut(ctx).unwrap().sync();
                 self.log(|| format!("{me} {ctx}: stepped down from {epoch}: {reason:?}"));
             }
         }
@@ -574,8 +616,7 @@ impl World {
                         self.index.get(&v.node).is_some_and(|&k| {
                             let n = &self.nodes[k];
                             n.incarnation == v.incarnation.0
-                                && n.stores[ctx].log.get(seq as usize - 1).map(|e| e.hash)
-                                    == Some(hash)
+                                && n.stores[ctx].durable_hash(seq) == Some(hash)
                         })
                     })
                     .count();
@@ -717,7 +758,45 @@ impl World {
             .map_err(|e| format!("append refused after next_sequence said yes: {e}"))?;
         let id = self.nodes[i].id.clone();
         self.log(|| format!("{id} {ctx}: append {n} from #{seq}"));
+        self.own_append = true;
+        let r = self.execute(i, ctx, cmds);
+        self.own_append = false;
+        r?;
+        // Usually the disk syncs before anything else happens; sometimes later.
+        if self.rng.random_bool(0.5) {
+            self.flush(i, ctx)?;
+        }
+        Ok(())
+    }
+
+    /// The writer's disk syncs its own entries; the runtime tells the participant.
+    fn flush(&mut self, i: usize, ctx: &str) -> Check {
+        if !self.nodes[i].up {
+            return Ok(());
+        }
+        let store = self.nodes[i].stores.get_mut(ctx).unwrap();
+        if store.durable == store.log.len() {
+            return Ok(());
+        }
+        store.sync();
+        let size = store.size();
+        let now = self.now;
+        let Some(part) = self.nodes[i].parts.get_mut(ctx) else {
+            return Ok(());
+        };
+        let cmds = part.on_local_durable(size, now);
+        let id = self.nodes[i].id.clone();
+        self.log(|| format!("{id} {ctx}: own entries durable through #{size}"));
         self.execute(i, ctx, cmds)
+    }
+
+    fn flush_all(&mut self) -> Check {
+        for i in 0..self.nodes.len() {
+            for c in self.contexts.clone() {
+                self.flush(i, &c)?;
+            }
+        }
+        Ok(())
     }
 
     fn gossip(&mut self, i: usize, m: usize, state: Option<MemberState>) -> Check {
@@ -740,7 +819,12 @@ impl World {
         let roll = self.rng.random_range(0..1000);
         match roll {
             0..=449 => self.deliver_one()?,
-            450..=599 => {
+            450..=489 => {
+                let i = self.rng.random_range(0..n);
+                let c = self.contexts[self.rng.random_range(0..self.contexts.len())].clone();
+                self.flush(i, &c)?;
+            }
+            490..=599 => {
                 self.now += self.rng.random_range(1..=30);
                 self.tick_all()?;
             }
@@ -939,7 +1023,7 @@ impl World {
             // Members only: a mirror's copy does not count.
             let holders = self.nodes[..self.cfg.nodes]
                 .iter()
-                .filter(|n| n.stores[c].log.get(*seq as usize - 1).map(|e| e.hash) == Some(*h))
+                .filter(|n| n.stores[c].durable_hash(*seq) == Some(*h))
                 .count();
             ensure!(
                 holders + self.wipes >= majority,
@@ -989,6 +1073,7 @@ impl World {
                 self.check()?;
             }
             self.now += 10;
+            self.flush_all()?;
             self.tick_all()?;
             self.check()?;
             if !rounds.is_multiple_of(20) {

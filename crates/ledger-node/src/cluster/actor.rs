@@ -5,10 +5,12 @@
 //!
 //! - **Writer.** An append is checked against the participant (is this node the active
 //!   writer, within its lease?), then sequenced by the embedded ledger like any local append
-//!   (ids, clocks, hashes, group commit, watchers). Once durable, in sequence order, it is
-//!   handed to the participant, which ships it to the followers and acknowledges it at the
-//!   requested level (`Command::Acknowledged`). The participant's own `Append` of those
-//!   entries is skipped: they are stored already.
+//!   (ids, clocks, hashes, group commit, watchers). As soon as it is *sequenced*, in sequence
+//!   order, it is handed to the participant, which ships it to the followers while the
+//!   writer's own disk syncs it (the participant's own `Append` of those entries is skipped:
+//!   the ledger is storing them already). When the local sync completes the participant is
+//!   told (`on_local_durable`): the writer counts itself for acknowledgements only from then.
+//!   Appends are answered when their level is reached (`Command::Acknowledged`).
 //! - **Follower.** Batches from the writer go through `Ledger::apply` (content hashes, clocks
 //!   and the writer's root verified, then the normal group commit, so watchers here see them
 //!   like local appends); the cursor back to the writer goes out only after that.
@@ -25,7 +27,7 @@ use super::wire;
 use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use ledger_core::{Entry, Frontier, Hash, NewEntry};
-use ledger_embedded::{LedgerError, ReadQuery};
+use ledger_embedded::{AppendAck, LedgerError, ReadQuery};
 use ledger_replication::{
     AckLevel, AppendError, Command, Epoch, Message, Participant, PersistentState, RoleState, Voter,
 };
@@ -82,12 +84,29 @@ pub struct ContextState {
 }
 
 type LocalFuture = Pin<Box<dyn Future<Output = Local> + Send>>;
+type SyncFuture = Pin<Box<dyn Future<Output = Synced> + Send>>;
 
-/// A local append that became durable (or failed), in submission order.
+/// A local append that was sequenced (or refused), in submission order.
 struct Local {
-    result: Result<Arc<Entry>, LedgerError>,
+    /// `None`: refused before sequencing (`durable` says why).
+    entry: Option<Arc<Entry>>,
+    durable: AppendAck,
     level: AckLevel,
     reply: AppendReply,
+}
+
+/// A local append's durability, in submission order.
+enum Synced {
+    /// A fresh entry of this writer, now durable (or its store failed).
+    Entry {
+        sequence: u64,
+        result: Result<Arc<Entry>, LedgerError>,
+    },
+    /// An append the sequencer refused: answer with why.
+    Refused {
+        result: Result<Arc<Entry>, LedgerError>,
+        reply: AppendReply,
+    },
 }
 
 struct Waiter {
@@ -101,8 +120,10 @@ pub(crate) struct Actor {
     cluster: Arc<Cluster>,
     ctx: String,
     p: Participant,
-    /// Entries durably stored (the ledger's size for this context).
-    stored: u64,
+    /// The log's size: entries stored or, on the writer, sequenced and being stored.
+    size: u64,
+    /// Entries durably stored (what reads here can see).
+    durable: u64,
     frontier: Frontier,
     /// The newest stored entries, with the root after each.
     recent: VecDeque<(Arc<Entry>, Hash)>,
@@ -111,7 +132,10 @@ pub(crate) struct Actor {
     waiters: BTreeMap<u64, Vec<Waiter>>,
     /// Highest acknowledged sequence per level in the current epoch.
     acked: BTreeMap<AckLevel, (Epoch, u64)>,
+    /// Appends queued to the ledger, until sequenced.
     local: FuturesOrdered<LocalFuture>,
+    /// Sequenced appends, until durable.
+    syncing: FuturesOrdered<SyncFuture>,
     seq_waiters: Vec<(u64, oneshot::Sender<()>)>,
 }
 
@@ -132,13 +156,15 @@ impl Actor {
             cluster,
             ctx,
             p,
-            stored: 0,
+            size: 0,
+            durable: 0,
             frontier: Frontier::new(),
             recent: VecDeque::new(),
             recent_bytes: 0,
             waiters: BTreeMap::new(),
             acked: BTreeMap::new(),
             local: FuturesOrdered::new(),
+            syncing: FuturesOrdered::new(),
             seq_waiters: Vec::new(),
         };
         let cmds = a.rebuild().await;
@@ -160,6 +186,16 @@ impl Actor {
                     }
                     a.on_local(done).await;
                 }
+                Some(first) = a.syncing.next(), if !a.syncing.is_empty() => {
+                    let mut done = vec![first];
+                    while done.len() < MAX_STEP {
+                        match a.syncing.next().now_or_never() {
+                            Some(Some(s)) => done.push(s),
+                            _ => break,
+                        }
+                    }
+                    a.on_synced(done).await;
+                }
                 msg = rx.recv() => match msg {
                     Some(m) => a.on_msg(m).await,
                     None => break,
@@ -179,12 +215,36 @@ impl Actor {
             }
         }
         a.fail_waiters("the node is shutting down");
-        while let Some(l) = a.local.next().await {
-            let _ = l.reply.send(Err(ClusterError::OutcomeUnknown {
-                context_id: a.ctx.clone(),
-                reason: "the node is shutting down".into(),
+        a.drain("the node is shutting down").await;
+    }
+
+    /// Waits for every append in flight to be sequenced and stored (or refused), answering
+    /// those still waiting with "outcome unknown" for `reason`.
+    async fn drain(&mut self, reason: &str) {
+        let unknown = |reply: AppendReply, ctx: &str| {
+            let _ = reply.send(Err(ClusterError::OutcomeUnknown {
+                context_id: ctx.to_owned(),
+                reason: reason.to_owned(),
             }));
+        };
+        while let Some(l) = self.local.next().await {
+            let _ = l.durable.await;
+            unknown(l.reply, &self.ctx);
         }
+        self.finish_syncing().await;
+        for (_, list) in std::mem::take(&mut self.waiters) {
+            for w in list {
+                unknown(w.reply, &self.ctx);
+            }
+        }
+    }
+
+    /// Waits until every sequenced append of this writer is durable (or failed).
+    async fn finish_syncing(&mut self) {
+        while let Some(s) = self.syncing.next().await {
+            self.synced(s);
+        }
+        self.wake_seq_waiters();
     }
 
     async fn on_msg(&mut self, msg: ActorMsg) {
@@ -195,10 +255,11 @@ impl Actor {
                     let _ = reply.send(Err(self.refusal(e)));
                     return;
                 }
-                match self.cluster.ledger.submit(entry).await {
-                    Ok(pending) => self.local.push_back(Box::pin(async move {
+                match self.cluster.ledger.submit_sequenced(entry).await {
+                    Ok(queued) => self.local.push_back(Box::pin(async move {
                         Local {
-                            result: pending.await,
+                            entry: queued.sequenced.await,
+                            durable: queued.durable,
                             level: ack,
                             reply,
                         }
@@ -213,7 +274,7 @@ impl Actor {
                 self.exec(cmds).await;
             }
             ActorMsg::WaitFor { sequence, reply } => {
-                if self.stored >= sequence {
+                if self.durable >= sequence {
                     let _ = reply.send(());
                 } else {
                     self.seq_waiters.push((sequence, reply));
@@ -269,7 +330,7 @@ impl Actor {
             ),
         };
         ContextState {
-            size: self.stored,
+            size: self.durable,
             root: self.frontier.root(),
             epoch,
             promised: self.p.replica().promised().cloned(),
@@ -279,28 +340,39 @@ impl Actor {
         }
     }
 
-    /// Local appends that became durable, in sequence order.
+    /// Local appends that were sequenced (or refused), in submission order: the fresh ones are
+    /// shipped at once, while the ledger makes them durable.
     async fn on_local(&mut self, done: Vec<Local>) {
         let mut fresh: Vec<Entry> = Vec::new();
         let mut new_waiters = Vec::new();
         for Local {
-            result,
+            entry,
+            durable,
             level,
             reply,
         } in done
         {
-            let entry = match result {
-                Ok(e) => e,
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                    continue;
-                }
+            let Some(entry) = entry else {
+                self.syncing.push_back(Box::pin(async move {
+                    Synced::Refused {
+                        result: durable.await,
+                        reply,
+                    }
+                }));
+                continue;
             };
-            let next = self.stored + 1 + fresh.len() as u64;
+            let next = self.size + 1 + fresh.len() as u64;
             if entry.sequence < next {
                 // An idempotent retry answered with the entry stored earlier.
                 self.wait_ack(entry, level, reply);
             } else if entry.sequence == next {
+                let sequence = entry.sequence;
+                self.syncing.push_back(Box::pin(async move {
+                    Synced::Entry {
+                        sequence,
+                        result: durable.await,
+                    }
+                }));
                 fresh.push((*entry).clone());
                 new_waiters.push((entry, level, reply));
             } else {
@@ -319,8 +391,7 @@ impl Actor {
         for e in &fresh {
             self.remember(Arc::new(e.clone()));
         }
-        self.stored += fresh.len() as u64;
-        self.wake_seq_waiters();
+        self.size += fresh.len() as u64;
         let epoch = self.p.writer().map(|w| w.epoch().clone());
         match (self.p.append(fresh, self.cluster.now_ms()), epoch) {
             (Ok(cmds), Some(epoch)) => {
@@ -355,6 +426,61 @@ impl Actor {
         }
     }
 
+    /// Local appends whose store completed, in submission order: the participant learns how
+    /// much of its own log is durable.
+    async fn on_synced(&mut self, done: Vec<Synced>) {
+        let before = self.durable;
+        let mut failed = false;
+        for s in done {
+            failed |= !self.synced(s);
+        }
+        self.wake_seq_waiters();
+        if failed {
+            let cmds = self.rebuild().await;
+            self.exec(cmds).await;
+        } else if self.durable > before {
+            self.complete_acked();
+            let cmds = self.p.on_local_durable(self.durable, self.cluster.now_ms());
+            self.exec(cmds).await;
+        }
+    }
+
+    /// Records one completed store; false if it failed (its waiter is answered with why).
+    fn synced(&mut self, s: Synced) -> bool {
+        match s {
+            Synced::Refused { result, reply } => {
+                let _ = reply.send(result.map_err(ClusterError::from));
+                true
+            }
+            Synced::Entry {
+                result: Ok(_),
+                sequence,
+            } => {
+                self.durable = self.durable.max(sequence);
+                true
+            }
+            Synced::Entry {
+                result: Err(e),
+                sequence,
+            } => {
+                tracing::error!(context_id = %self.ctx, sequence, error = %e, "the writer could not store its own entry");
+                let reason = e.to_string();
+                let mut first = Some(e);
+                for w in self.waiters.remove(&sequence).unwrap_or_default() {
+                    let err = first.take().map_or_else(
+                        || ClusterError::OutcomeUnknown {
+                            context_id: self.ctx.clone(),
+                            reason: reason.clone(),
+                        },
+                        ClusterError::from,
+                    );
+                    let _ = w.reply.send(Err(err));
+                }
+                false
+            }
+        }
+    }
+
     /// Registers an already-stored entry's acknowledgement, or answers at once if reached.
     fn wait_ack(&mut self, entry: Arc<Entry>, level: AckLevel, reply: AppendReply) {
         let Some(epoch) = self.p.writer().map(|w| w.epoch().clone()) else {
@@ -376,7 +502,8 @@ impl Actor {
         self.complete_acked();
     }
 
-    /// Answers every waiter whose level has been reached.
+    /// Answers every waiter whose level has been reached and whose entry is durable here (so
+    /// a read on this node right after the answer sees it).
     fn complete_acked(&mut self) {
         let acked = &self.acked;
         let reached = |w: &Waiter| {
@@ -385,7 +512,12 @@ impl Actor {
             })
         };
         let mut empty = Vec::new();
-        let max = acked.values().map(|(_, t)| *t).max().unwrap_or(0);
+        let max = acked
+            .values()
+            .map(|(_, t)| *t)
+            .max()
+            .unwrap_or(0)
+            .min(self.durable);
         for (seq, list) in self.waiters.range_mut(..=max) {
             let mut i = 0;
             while i < list.len() {
@@ -417,10 +549,10 @@ impl Actor {
     }
 
     fn wake_seq_waiters(&mut self) {
-        let stored = self.stored;
+        let durable = self.durable;
         let (reached, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.seq_waiters)
             .into_iter()
-            .partition(|(s, _)| *s <= stored);
+            .partition(|(s, _)| *s <= durable);
         self.seq_waiters = waiting;
         for (_, reply) in reached {
             let _ = reply.send(());
@@ -514,6 +646,9 @@ impl Actor {
                     tracing::info!(context_id = %self.ctx, %epoch, ?reason, "stopped writing the context");
                     self.fail_waiters(&format!("the writer stepped down ({reason:?})"));
                     self.acked.clear();
+                    // The protocol's rule: the writer's own stores finish before anything
+                    // after a step-down (a promise, a claim) is carried out.
+                    self.finish_syncing().await;
                 }
             }
         }
@@ -526,10 +661,10 @@ impl Actor {
         let Some(last) = entries.last().map(|e| e.sequence) else {
             return Ok(());
         };
-        if last <= self.stored {
+        if last <= self.size {
             return Ok(());
         }
-        let before = self.stored;
+        let before = self.size;
         let applied = self
             .cluster
             .ledger
@@ -539,8 +674,9 @@ impl Actor {
         for e in entries.into_iter().filter(|e| e.sequence > before) {
             self.remember(Arc::new(e));
         }
-        self.stored = applied.head.size();
-        if self.frontier.size() != self.stored || self.frontier.root() != applied.head.root() {
+        self.size = applied.head.size();
+        self.durable = self.size;
+        if self.frontier.size() != self.size || self.frontier.root() != applied.head.root() {
             self.frontier = applied.head.frontier.clone();
             self.recent.clear();
             self.recent_bytes = 0;
@@ -573,12 +709,13 @@ impl Actor {
     /// Re-reads the stored size and frontier (after a quarantine or a rebuild).
     async fn reload_tail(&mut self) -> Result<(), String> {
         let ledger = &self.cluster.ledger;
-        self.stored = ledger
+        self.size = ledger
             .current_sequence(&self.ctx)
             .await
             .map_err(|e| e.to_string())?;
+        self.durable = self.size;
         self.frontier = ledger
-            .frontier_at(&self.ctx, self.stored)
+            .frontier_at(&self.ctx, self.size)
             .await
             .map_err(|e| e.to_string())?;
         self.recent.clear();
@@ -594,7 +731,7 @@ impl Actor {
         }
         if let Some((first, _)) = self.recent.front()
             && first.sequence <= after + 1
-            && upto <= self.stored
+            && upto <= self.size
         {
             let skip = usize::try_from(after + 1 - first.sequence).unwrap_or(usize::MAX);
             let take = usize::try_from(upto - after).unwrap_or(usize::MAX);
@@ -618,12 +755,8 @@ impl Actor {
     /// of stored entries), given the current membership view. Returns its first commands.
     async fn rebuild(&mut self) -> Vec<Command<Entry>> {
         // Appends in flight finish first, so the stored size is final.
-        while let Some(l) = self.local.next().await {
-            let _ = l.reply.send(Err(ClusterError::OutcomeUnknown {
-                context_id: self.ctx.clone(),
-                reason: "the context's replication state was rebuilt".into(),
-            }));
-        }
+        self.drain("the context's replication state was rebuilt")
+            .await;
         self.acked.clear();
         if let Err(e) = self.reload_tail().await {
             tracing::error!(context_id = %self.ctx, error = %e, "cannot read the context's stored tail");
@@ -647,7 +780,7 @@ impl Actor {
             self.ctx.clone(),
             self.cluster.me.clone(),
             state,
-            self.stored,
+            self.size,
             self.cluster.settings.protocol.clone(),
         );
         let members = self.cluster.view().members.to_vec();

@@ -27,6 +27,8 @@ use tonic::Status;
 
 /// Contexts listed per storage page while building a digest.
 const PAGE: usize = 1_000;
+/// The longest the first comparison waits for the contexts this node writes to catch up.
+const FIRST_CATCH_UP: Duration = Duration::from_secs(30);
 /// A responder session idle this long is dropped.
 const SESSION_TTL: Duration = Duration::from_secs(30);
 
@@ -47,6 +49,47 @@ impl Cluster {
     pub(crate) async fn anti_entropy_loop(self: Arc<Self>) {
         let every = self.settings.anti_entropy_interval;
         let mut stop = self.stop_signal();
+        // First, one comparison with every live peer, right away; the contexts this node
+        // writes that differ are then caught up (their claim done: a claim catches up to the
+        // best history before it writes). The node reports SERVING after that
+        // (`Cluster::wait_ready`).
+        let peers: Vec<String> = self
+            .view()
+            .peers
+            .values()
+            .filter(|p| p.state.is_live() && p.id != self.me.node.as_str())
+            .map(|p| p.id.clone())
+            .collect();
+        let mut mine = std::collections::BTreeSet::new();
+        for peer in &peers {
+            match self.anti_entropy_round(peer).await {
+                Ok(differ) => mine.extend(differ.into_iter().filter(|c| {
+                    self.writer_of(c)
+                        .is_some_and(|(w, _)| w == self.me.node.as_str())
+                })),
+                Err(e) => tracing::warn!(%peer, error = %e, "first anti-entropy comparison failed"),
+            }
+        }
+        // Bounded: a context without a majority gets no writer, and must not keep the node
+        // out of service (nor stop the periodic rounds below) for long.
+        let deadline = Instant::now() + FIRST_CATCH_UP;
+        for ctx in &mine {
+            while Instant::now() < deadline
+                && self
+                    .context_state(ctx)
+                    .await
+                    .is_some_and(|s| s.role != "writer")
+                && self
+                    .writer_of(ctx)
+                    .is_some_and(|(w, _)| w == self.me.node.as_str())
+            {
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(20)) => {}
+                    _ = stop.changed() => return,
+                }
+            }
+        }
+        self.ready.send_replace(true);
         let mut round = 0u64;
         loop {
             tokio::select! {
@@ -66,8 +109,8 @@ impl Cluster {
             round += 1;
             let peer = &peers[usize::try_from(round).unwrap_or(0) % peers.len()];
             match self.anti_entropy_round(peer).await {
-                Ok(n) if n > 0 => {
-                    tracing::info!(%peer, contexts = n, "anti-entropy found contexts that differ; repairing");
+                Ok(differ) if !differ.is_empty() => {
+                    tracing::info!(%peer, contexts = differ.len(), "anti-entropy found contexts that differ; repairing");
                 }
                 Ok(_) => {}
                 Err(e) => tracing::debug!(%peer, error = %e, "anti-entropy round failed"),
@@ -114,8 +157,8 @@ impl Cluster {
         Ok(items)
     }
 
-    /// One exchange with `peer` as initiator; returns how many contexts differed.
-    pub async fn anti_entropy_round(self: &Arc<Self>, peer: &str) -> Result<usize, String> {
+    /// One exchange with `peer` as initiator; returns the contexts that differed.
+    pub async fn anti_entropy_round(self: &Arc<Self>, peer: &str) -> Result<Vec<String>, String> {
         let addr = self
             .view()
             .addr_of(peer)
@@ -156,7 +199,7 @@ impl Cluster {
         self.anti_entropy.rounds.fetch_add(1, Ordering::Relaxed);
         let contexts: Vec<String> = session.differences().map(|d| d.context.clone()).collect();
         self.repair(&contexts);
-        Ok(contexts.len())
+        Ok(contexts)
     }
 
     /// Answers one turn of a peer's exchange. An empty answer: the conversation is over.

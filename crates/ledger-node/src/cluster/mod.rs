@@ -69,6 +69,8 @@ pub struct Cluster {
     joined: AtomicBool,
     quarantines: AtomicU64,
     pub anti_entropy: anti_entropy::AntiEntropy,
+    /// True once the first anti-entropy comparison with every live peer is done.
+    ready: watch::Sender<bool>,
 }
 
 impl Cluster {
@@ -118,6 +120,7 @@ impl Cluster {
             joined: AtomicBool::new(false),
             quarantines: AtomicU64::new(0),
             anti_entropy: anti_entropy::AntiEntropy::default(),
+            ready: watch::channel(false).0,
         });
         let view_task = tokio::spawn(Arc::clone(&cluster).follow_membership());
         cluster.tasks.lock().push(view_task);
@@ -138,6 +141,13 @@ impl Cluster {
         Ok(cluster)
     }
 
+    /// Waits (at most `timeout`) until the node has joined and compared its contexts with every
+    /// live peer once.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        let mut rx = self.ready.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await;
+    }
+
     /// Joined the cluster (the seeds were tried).
     pub fn is_joined(&self) -> bool {
         self.joined.load(Ordering::Acquire)
@@ -147,7 +157,7 @@ impl Cluster {
     /// detector's timeout), stops every context task and peer link. Appends in flight end
     /// with UNAVAILABLE.
     pub async fn shutdown(&self) {
-        let _ = self.stop.send(true);
+        self.stop.send_replace(true);
         if let Err(e) = self.discovery.leave(Duration::from_secs(2)).await {
             tracing::warn!(error = %e, "could not announce leaving the cluster");
         }
