@@ -26,19 +26,37 @@ fn request(ctx: &str, payload: String) -> pb::AppendRequest {
     }
 }
 
+/// What `node` serves of `ctx` once everything it holds is committed (reads stop at the commit
+/// index, which a replica learns a round trip after it stores the entries).
 async fn entries_on(node: &support::Node, ctx: &str) -> Vec<ledger_core::Entry> {
     let c = node.client().await;
-    let mut req = tonic::Request::new(pb::GetRequest {
-        context_id: ctx.into(),
-        ..Default::default()
-    });
-    req.metadata_mut()
-        .insert("x-ledger-forwarded", "1".parse().unwrap());
-    let r = c.raw().get(req).await.expect("get").into_inner();
-    r.entries
-        .into_iter()
-        .map(|e| ledger_proto::convert::entry_from_pb(e).unwrap())
-        .collect()
+    let mut state = ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient::new(
+        node.channel().await,
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = state
+            .context_state(ledger_proto::cluster::v1::ContextStateRequest {
+                context_id: ctx.into(),
+            })
+            .await
+            .map_or(0, |r| r.into_inner().size);
+        let mut req = tonic::Request::new(pb::GetRequest {
+            context_id: ctx.into(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("x-ledger-forwarded", "1".parse().unwrap());
+        let r = c.raw().get(req).await.expect("get").into_inner();
+        if r.entries.len() as u64 >= held || Instant::now() > deadline {
+            return r
+                .entries
+                .into_iter()
+                .map(|e| ledger_proto::convert::entry_from_pb(e).unwrap())
+                .collect();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -537,4 +555,109 @@ async fn a_joining_node_takes_over_contexts_without_losing_or_duplicating_entrie
     assert!(acked.len() > 100, "appends continued: {}", acked.len());
     assert!(taken > 0, "the new node writes some of the 16 contexts");
     eprintln!("the joining node took over writing {taken} of 16 contexts");
+}
+
+/// Replicas serve only what a quorum holds (the commit index): an entry the writer alone
+/// stored (`x-ledger-ack: writer`, both followers frozen) is neither read, snapshotted, signed
+/// nor watched, even on the writer, until a follower has it; then it is, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_and_watches_stop_at_what_a_quorum_holds() {
+    let cluster = TestCluster::start(31, 3, &[]).await;
+    let ctx = "gated";
+    raw(&cluster.nodes[0])
+        .await
+        .append(request(ctx, "first".into()))
+        .await
+        .expect("first append");
+    let w = cluster.writer_index(0, ctx).await.expect("a writer");
+    let followers: Vec<usize> = (0..3).filter(|i| *i != w).collect();
+    let mut wc = raw(&cluster.nodes[w]).await;
+    let mut watch = wc
+        .watch(pb::WatchRequest {
+            context_id: ctx.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap().entry.unwrap();
+    assert_eq!(first.sequence, 1);
+
+    for &f in &followers {
+        cluster.nodes[f].signal(libc::SIGSTOP);
+    }
+    let mut req = tonic::Request::new(request(ctx, "only on the writer".into()));
+    req.metadata_mut()
+        .insert("x-ledger-ack", "writer".parse().unwrap());
+    let second = wc.append(req).await.expect("acknowledged by the writer");
+    assert_eq!(second.into_inner().entry.unwrap().sequence, 2);
+
+    let page = wc
+        .get(pb::GetRequest {
+            context_id: ctx.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.entries.len(), 1, "an uncommitted entry was read");
+    assert_eq!(page.latest_sequence, 1);
+    let snap = wc
+        .snapshot(pb::SnapshotRequest {
+            context_id: ctx.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(snap.sequence, 1, "an uncommitted entry was snapshotted");
+    let mut integrity =
+        ledger_proto::ledger::v1::integrity_service_client::IntegrityServiceClient::new(
+            cluster.nodes[w].channel().await,
+        );
+    let head = integrity
+        .get_tree_head(ledger_proto::ledger::v1::GetTreeHeadRequest {
+            context_id: ctx.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(head.tree_size, 1, "an uncommitted tree head was signed");
+    let refused = integrity
+        .get_inclusion_proof(ledger_proto::ledger::v1::GetInclusionProofRequest {
+            context_id: ctx.into(),
+            sequence: 2,
+            tree_size: 2,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::OutOfRange, "{refused:?}");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), watch.next())
+            .await
+            .is_err(),
+        "an uncommitted entry was watched"
+    );
+
+    for &f in &followers {
+        cluster.nodes[f].signal(libc::SIGCONT);
+    }
+    let ev = tokio::time::timeout(Duration::from_secs(15), watch.next())
+        .await
+        .expect("the entry is watched once committed")
+        .unwrap()
+        .unwrap();
+    let e = ev.entry.expect("an entry");
+    assert_eq!(
+        (e.sequence, e.payload.as_slice()),
+        (2, &b"only on the writer"[..])
+    );
+    let page = wc
+        .get(pb::GetRequest {
+            context_id: ctx.into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.latest_sequence, 2);
 }

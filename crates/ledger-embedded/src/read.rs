@@ -16,17 +16,34 @@ impl Ledger {
         after_sequence: u64,
         limit: Option<usize>,
     ) -> Result<ReadResult, LedgerError> {
-        self.read(
-            context_id,
-            ReadQuery {
-                after_sequence,
-                key: key_filter.map(str::to_owned),
-                limit,
-                max_bytes: Some(self.inner.config.max_read_bytes),
-                up_to: None,
-            },
-        )
-        .await
+        self.get_up_to(context_id, key_filter, after_sequence, limit, None)
+            .await
+    }
+
+    /// [`Self::get`] that sees only the first `up_to` entries (all when `None`), and reports
+    /// `latest_sequence` no higher: a cluster replica serves only what a quorum holds.
+    pub async fn get_up_to(
+        &self,
+        context_id: &str,
+        key_filter: Option<&str>,
+        after_sequence: u64,
+        limit: Option<usize>,
+        up_to: Option<u64>,
+    ) -> Result<ReadResult, LedgerError> {
+        let mut r = self
+            .read(
+                context_id,
+                ReadQuery {
+                    after_sequence,
+                    key: key_filter.map(str::to_owned),
+                    limit,
+                    max_bytes: Some(self.inner.config.max_read_bytes),
+                    up_to,
+                },
+            )
+            .await?;
+        Self::report_durable(&mut r, up_to);
+        Ok(r)
     }
 
     /// A read with every knob of [`ReadQuery`]. Only durable entries are visible.
@@ -77,6 +94,24 @@ impl Ledger {
         let store = Arc::clone(&self.inner.store);
         let ctx = context_id.to_owned();
         blocking(move || store.head(&ctx)).await
+    }
+
+    /// The context's head after its first `size` entries (at most the durable size): size,
+    /// Lamport clock, time and Merkle frontier, as the head was when it had that size.
+    pub async fn head_at(&self, context_id: &str, size: u64) -> Result<ContextHead, LedgerError> {
+        if let Some(h) = self.head(context_id).await?
+            && h.size() == size
+        {
+            return Ok(h);
+        }
+        let frontier = self.frontier_at(context_id, size).await?;
+        let (lamport_clock, last_appended_at_ns) = self.clock_at(context_id, size).await?;
+        Ok(ContextHead {
+            context_id: context_id.to_owned(),
+            lamport_clock,
+            last_appended_at_ns,
+            frontier,
+        })
     }
 
     pub(crate) async fn require_head(&self, context_id: &str) -> Result<ContextHead, LedgerError> {

@@ -125,8 +125,17 @@ impl Ledger {
     async fn snapshot_head(
         &self,
         context_id: &str,
+        up_to: Option<u64>,
     ) -> Result<(ContextHead, SnapshotInfo), LedgerError> {
-        let head = self.require_head(context_id).await?;
+        let mut head = self.require_head(context_id).await?;
+        if let Some(n) = up_to.filter(|n| *n < head.size()) {
+            if n == 0 {
+                return Err(LedgerError::NotFound {
+                    context_id: context_id.to_owned(),
+                });
+            }
+            head = self.head_at(context_id, n).await?;
+        }
         let info = SnapshotInfo {
             sequence: head.size(),
             merkle_root: head.root(),
@@ -138,18 +147,19 @@ impl Ledger {
 
     /// Encodes a snapshot of the context as it is now.
     pub async fn snapshot(&self, context_id: &str) -> Result<SnapshotBlob, LedgerError> {
-        self.snapshot_within(context_id, None).await
+        self.snapshot_within(context_id, None, None).await
     }
 
-    /// Encodes a snapshot of the context as it is now, giving up with
-    /// [`LedgerError::SnapshotTooLarge`] as soon as it grows past `max_bytes` (so a context too
-    /// large for one message never costs more memory than the limit).
+    /// Encodes a snapshot of the context as it is now (of its first `up_to` entries if given),
+    /// giving up with [`LedgerError::SnapshotTooLarge`] as soon as it grows past `max_bytes`
+    /// (so a context too large for one message never costs more memory than the limit).
     pub async fn snapshot_within(
         &self,
         context_id: &str,
         max_bytes: Option<usize>,
+        up_to: Option<u64>,
     ) -> Result<SnapshotBlob, LedgerError> {
-        let (head, info) = self.snapshot_head(context_id).await?;
+        let (head, info) = self.snapshot_head(context_id, up_to).await?;
         let store = Arc::clone(&self.inner.store);
         let ctx = context_id.to_owned();
         tokio::task::spawn_blocking(move || {
@@ -176,15 +186,17 @@ impl Ledger {
         .map_err(|_| LedgerError::ShuttingDown)?
     }
 
-    /// Streams a snapshot of the context as it is now in pieces of about `piece_bytes`. A
-    /// blocking task encodes at most a couple of pieces ahead of the reader, so memory stays
-    /// bounded whatever the context's size; it stops when the stream is dropped.
+    /// Streams a snapshot of the context as it is now (of its first `up_to` entries if given)
+    /// in pieces of about `piece_bytes`. A blocking task encodes at most a couple of pieces
+    /// ahead of the reader, so memory stays bounded whatever the context's size; it stops when
+    /// the stream is dropped.
     pub async fn snapshot_stream(
         &self,
         context_id: &str,
         piece_bytes: usize,
+        up_to: Option<u64>,
     ) -> Result<SnapshotStream, LedgerError> {
-        let (head, info) = self.snapshot_head(context_id).await?;
+        let (head, info) = self.snapshot_head(context_id, up_to).await?;
         let store = Arc::clone(&self.inner.store);
         let (tx, rx) = mpsc::channel(STREAM_AHEAD);
         let task_info = info.clone();

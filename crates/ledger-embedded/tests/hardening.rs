@@ -310,19 +310,19 @@ async fn snapshots_are_size_checked_and_stream_in_pieces() {
     append_n(&l, "s", 2_000).await;
     let whole = l.snapshot("s").await.unwrap();
     let err = l
-        .snapshot_within("s", Some(whole.bytes.len() / 2))
+        .snapshot_within("s", Some(whole.bytes.len() / 2), None)
         .await
         .unwrap_err();
     assert!(matches!(err, LedgerError::SnapshotTooLarge { .. }), "{err}");
     assert!(err.to_string().contains("SnapshotStream"), "{err}");
     assert_eq!(
-        l.snapshot_within("s", Some(whole.bytes.len()))
+        l.snapshot_within("s", Some(whole.bytes.len()), None)
             .await
             .unwrap()
             .sequence,
         2_000
     );
-    let mut stream = l.snapshot_stream("s", 4096).await.unwrap();
+    let mut stream = l.snapshot_stream("s", 4096, None).await.unwrap();
     assert_eq!(stream.info.sequence, 2_000);
     let mut bytes = Vec::new();
     let mut pieces = 0;
@@ -339,4 +339,44 @@ async fn snapshots_are_size_checked_and_stream_in_pieces() {
     let decoded = snapshot::decode(&bytes).unwrap();
     assert_eq!(decoded.merkle_root, whole.merkle_root);
     assert_eq!(decoded.tree_size(), 2_000);
+}
+
+#[tokio::test]
+async fn reads_and_snapshots_stop_at_an_upper_bound() {
+    let l = memory_ledger();
+    append_n(&l, "s", 100).await;
+    let at_40 = l.tree_state("s", 40).await.unwrap();
+    let snap = l.snapshot_within("s", None, Some(40)).await.unwrap();
+    assert_eq!(snap.sequence, 40);
+    assert_eq!(snap.merkle_root, at_40.root);
+    assert_eq!(snap.lamport_clock, at_40.lamport_clock);
+    let decoded = snapshot::decode(&snap.bytes).unwrap();
+    assert_eq!(decoded.tree_size(), 40);
+    assert_eq!(decoded.merkle_root, at_40.root);
+    let mut stream = l.snapshot_stream("s", 512, Some(40)).await.unwrap();
+    let mut bytes = Vec::new();
+    while let Some(p) = stream.next().await {
+        bytes.extend_from_slice(&p.unwrap().data);
+    }
+    assert_eq!(snapshot::decode(&bytes).unwrap().entries, decoded.entries);
+    // A bound past the end changes nothing.
+    assert_eq!(
+        l.snapshot_within("s", None, Some(1_000))
+            .await
+            .unwrap()
+            .sequence,
+        100
+    );
+    let head = l.head_at("s", 40).await.unwrap();
+    assert_eq!((head.size(), head.root()), (40, at_40.root));
+    let page = l.get_up_to("s", None, 30, None, Some(40)).await.unwrap();
+    assert_eq!(page.entries.len(), 10);
+    assert_eq!(page.entries.last().unwrap().sequence, 40);
+    assert_eq!(page.latest_sequence, 40);
+    assert!(!page.has_more);
+    // Nothing visible: the context reads as not found.
+    assert!(matches!(
+        l.snapshot_within("s", None, Some(0)).await,
+        Err(LedgerError::NotFound { .. })
+    ));
 }

@@ -1,26 +1,62 @@
 //! `converge.ledger.v1.IntegrityService`: signed tree heads and proofs, read-only.
 
+use crate::cluster::Cluster;
+use crate::cluster::gate::ReadCap;
+use crate::cluster::route::Serve;
 use crate::signer::Signer;
-use crate::status::to_status;
+use crate::status::{cluster_status, to_status};
 use ledger_core::Hash;
 use ledger_core::checkpoint::SignedTreeHead;
 use ledger_embedded::{Ledger, LedgerError, TreeState};
 use ledger_proto::convert::tree_head_to_pb;
 use ledger_proto::ledger::v1 as lpb;
+use lpb::integrity_service_client::IntegrityServiceClient;
 use lpb::integrity_service_server::IntegrityService;
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
-/// The IntegrityService implementation.
+/// The IntegrityService implementation. In a cluster a replica answers about what is
+/// committed (sizes past its commit index are refused) and other nodes forward to one.
 #[derive(Clone, Debug)]
 pub struct IntegrityApi {
     ledger: Ledger,
     signer: Arc<Signer>,
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// How a request is answered: here (with the tree sizes it may name), or by another node.
+enum Here {
+    Yes(Option<ReadCap>),
+    Forward(
+        Arc<Cluster>,
+        IntegrityServiceClient<tonic::transport::Channel>,
+    ),
+}
+
+/// A requested tree size, within what this node may serve (0 = the latest).
+fn size_within(cap: &Option<ReadCap>, size: u64, context_id: &str) -> Result<u64, Status> {
+    match cap {
+        None => Ok(size),
+        Some(c) => c.resolve_size(size, context_id).map_err(cluster_status),
+    }
 }
 
 impl IntegrityApi {
-    pub fn new(ledger: Ledger, signer: Arc<Signer>) -> Self {
-        IntegrityApi { ledger, signer }
+    pub fn new(ledger: Ledger, signer: Arc<Signer>, cluster: Option<Arc<Cluster>>) -> Self {
+        IntegrityApi {
+            ledger,
+            signer,
+            cluster,
+        }
+    }
+
+    async fn here<T>(&self, context_id: &str, request: &Request<T>) -> Result<Here, Status> {
+        Ok(
+            match Serve::read(self.cluster.as_ref(), context_id, request.metadata()).await? {
+                Serve::Local(cap) => Here::Yes(cap),
+                Serve::Remote(c, ch) => Here::Forward(c, IntegrityServiceClient::new(ch)),
+            },
+        )
     }
 
     /// The signed head of `context_id` at `size` (0 = current).
@@ -53,8 +89,17 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetTreeHeadRequest>,
     ) -> Result<Response<lpb::SignedTreeHead>, Status> {
+        let cap = match self.here(&request.get_ref().context_id, &request).await? {
+            Here::Forward(c, mut client) => {
+                return client
+                    .get_tree_head(c.forwarded(Request::new(request.into_inner())))
+                    .await;
+            }
+            Here::Yes(cap) => cap,
+        };
         let r = request.into_inner();
-        let h = self.head(&r.context_id, 0).await.map_err(to_status)?;
+        let size = size_within(&cap, 0, &r.context_id)?;
+        let h = self.head(&r.context_id, size).await.map_err(to_status)?;
         Ok(Response::new(tree_head_to_pb(&h)))
     }
 
@@ -62,10 +107,19 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetInclusionProofRequest>,
     ) -> Result<Response<lpb::InclusionProof>, Status> {
+        let cap = match self.here(&request.get_ref().context_id, &request).await? {
+            Here::Forward(c, mut client) => {
+                return client
+                    .get_inclusion_proof(c.forwarded(Request::new(request.into_inner())))
+                    .await;
+            }
+            Here::Yes(cap) => cap,
+        };
         let r = request.into_inner();
+        let tree_size = size_within(&cap, r.tree_size, &r.context_id)?;
         let p = self
             .ledger
-            .inclusion_proof(&r.context_id, r.sequence, r.tree_size)
+            .inclusion_proof(&r.context_id, r.sequence, tree_size)
             .await
             .map_err(to_status)?;
         let head = self
@@ -85,10 +139,19 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetConsistencyProofRequest>,
     ) -> Result<Response<lpb::ConsistencyProof>, Status> {
+        let cap = match self.here(&request.get_ref().context_id, &request).await? {
+            Here::Forward(c, mut client) => {
+                return client
+                    .get_consistency_proof(c.forwarded(Request::new(request.into_inner())))
+                    .await;
+            }
+            Here::Yes(cap) => cap,
+        };
         let r = request.into_inner();
+        let second = size_within(&cap, r.second_size, &r.context_id)?;
         let p = self
             .ledger
-            .consistency_proof(&r.context_id, r.first_size, r.second_size)
+            .consistency_proof(&r.context_id, r.first_size, second)
             .await
             .map_err(to_status)?;
         let first = self

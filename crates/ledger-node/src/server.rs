@@ -174,10 +174,11 @@ pub async fn serve(
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
-    let snapshots = SnapshotServiceServer::new(SnapshotApi::new(ledger.clone(), cluster.is_some()))
+    let snapshots = SnapshotServiceServer::new(SnapshotApi::new(ledger.clone(), cluster.clone()))
         .max_decoding_message_size(config.max_message_bytes)
         .max_encoding_message_size(config.max_message_bytes);
-    let integrity = IntegrityServiceServer::new(IntegrityApi::new(ledger.clone(), signer));
+    let integrity =
+        IntegrityServiceServer::new(IntegrityApi::new(ledger.clone(), signer, cluster.clone()));
     let (stop_streams, streams_stopping) = watch::channel(false);
     let pipeline = AppendPipelineServer::new(PipelineApi::new(
         ledger.clone(),

@@ -2,13 +2,15 @@
 //! where [`crate::cluster::route`] says: appends to the context's writer, reads to a replica.
 
 use crate::cluster::Cluster;
-use crate::cluster::route::ReadAt;
+use crate::cluster::gate::ReadCap;
+use crate::cluster::route::Serve;
 use crate::signer::Signer;
 use crate::status::to_status;
 use ledger_core::{Entry, Frontier};
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
 use ledger_proto::convert::{append_request_from_pb, entry_into_pb, entry_to_pb, tree_head_to_pb};
+use pb::context_service_client::ContextServiceClient;
 use pb::context_service_server::ContextService;
 use std::sync::Arc;
 use std::time::Instant;
@@ -48,26 +50,17 @@ impl ContextApi {
         }
     }
 
-    /// Where a read is served: `None` here, or a client of the node to forward it to.
-    async fn remote_for<T>(
-        &self,
-        context_id: &str,
-        request: &Request<T>,
-    ) -> Result<
-        Option<(
-            Arc<Cluster>,
-            pb::context_service_client::ContextServiceClient<tonic::transport::Channel>,
-        )>,
-        Status,
-    > {
-        let Some(c) = &self.cluster else {
-            return Ok(None);
-        };
-        match c.read_at(context_id, request.metadata()).await? {
-            ReadAt::Local => Ok(None),
-            ReadAt::Remote(client) => Ok(Some((Arc::clone(c), client))),
-        }
+    /// Where a read is served (here, up to what is committed in a cluster, or elsewhere).
+    async fn serve<T>(&self, context_id: &str, request: &Request<T>) -> Result<Serve, Status> {
+        Serve::read(self.cluster.as_ref(), context_id, request.metadata()).await
     }
+}
+
+/// A client of another node's ContextService (for a forwarded read).
+fn remote(ch: tonic::transport::Channel) -> ContextServiceClient<tonic::transport::Channel> {
+    ContextServiceClient::new(ch)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
 }
 
 /// Signs heads along a watch stream: follows the tree of the delivered entries.
@@ -160,18 +153,25 @@ impl ContextService for ContextApi {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let start = Instant::now();
-        if let Some((c, mut client)) = self
-            .remote_for(&request.get_ref().context_id, &request)
-            .await?
-        {
-            let r = request.into_inner();
-            return client.get(c.forwarded(Request::new(r))).await;
-        }
+        let cap = match self.serve(&request.get_ref().context_id, &request).await? {
+            Serve::Remote(c, ch) => {
+                return remote(ch)
+                    .get(c.forwarded(Request::new(request.into_inner())))
+                    .await;
+            }
+            Serve::Local(cap) => cap,
+        };
         let r = request.into_inner();
         let limit = (r.limit > 0).then_some(r.limit as usize);
         let result = self
             .ledger
-            .get(&r.context_id, key_filter(&r.key), r.after_sequence, limit)
+            .get_up_to(
+                &r.context_id,
+                key_filter(&r.key),
+                r.after_sequence,
+                limit,
+                cap.as_ref().map(ReadCap::committed),
+            )
             .await
             .map(|page| {
                 Response::new(pb::GetResponse {
@@ -191,17 +191,22 @@ impl ContextService for ContextApi {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let start = Instant::now();
-        if let Some((c, mut client)) = self
-            .remote_for(&request.get_ref().context_id, &request)
-            .await?
-        {
-            let r = request.into_inner();
-            return client.snapshot(c.forwarded(Request::new(r))).await;
-        }
+        let cap = match self.serve(&request.get_ref().context_id, &request).await? {
+            Serve::Remote(c, ch) => {
+                return remote(ch)
+                    .snapshot(c.forwarded(Request::new(request.into_inner())))
+                    .await;
+            }
+            Serve::Local(cap) => cap,
+        };
         let r = request.into_inner();
         let result = self
             .ledger
-            .snapshot_within(&r.context_id, Some(self.max_snapshot_bytes))
+            .snapshot_within(
+                &r.context_id,
+                Some(self.max_snapshot_bytes),
+                cap.as_ref().map(ReadCap::committed),
+            )
             .await
             .map(|s| {
                 Response::new(pb::SnapshotResponse {
@@ -253,17 +258,16 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        if let Some((c, mut client)) = self
-            .remote_for(&request.get_ref().context_id, &request)
-            .await?
-        {
-            let r = request.into_inner();
-            let stream = client
-                .watch(c.forwarded(Request::new(r)))
-                .await?
-                .into_inner();
-            return Ok(Response::new(Box::pin(stream)));
-        }
+        let cap = match self.serve(&request.get_ref().context_id, &request).await? {
+            Serve::Remote(c, ch) => {
+                let stream = remote(ch)
+                    .watch(c.forwarded(Request::new(request.into_inner())))
+                    .await?
+                    .into_inner();
+                return Ok(Response::new(Box::pin(stream)));
+            }
+            Serve::Local(cap) => cap,
+        };
         let r = request.into_inner();
         let mut trail = if r.include_tree_heads {
             if !r.key.is_empty() {
@@ -328,6 +332,8 @@ impl ContextService for ContextApi {
         let state = WatchState {
             context_id: r.context_id,
             stream,
+            cap,
+            held: std::collections::VecDeque::new(),
             trail,
             tick,
             queued,
@@ -345,9 +351,13 @@ impl ContextService for ContextApi {
 }
 
 /// One Watch stream: the ledger's watch stream, the head trail, and an event waiting to go out.
+/// In a cluster, entries past the commit index wait in `held` until they are committed (or
+/// the stream ends because they were cut off).
 struct WatchState {
     context_id: String,
     stream: ledger_embedded::WatchStream,
+    cap: Option<ReadCap>,
+    held: std::collections::VecDeque<Arc<Entry>>,
     trail: Option<HeadTrail>,
     tick: tokio::time::Interval,
     queued: Option<pb::WatchEvent>,
@@ -355,6 +365,27 @@ struct WatchState {
 }
 
 type WatchItem = Result<pb::WatchEvent, Status>;
+
+/// Completes when the commit index changes (false: its context task is gone); never
+/// without a cap.
+async fn cap_changed(cap: &mut Option<ReadCap>) -> bool {
+    match cap {
+        Some(c) => c.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What a watch may send of the entries it holds back.
+enum Release {
+    Entry(Arc<Entry>),
+    /// The ledger's stream ended (the held entries were cut off): end with this.
+    Cut(Status),
+    Wait,
+}
+
+/// Entries a watch holds back while they are not committed; beyond this it stops reading
+/// (the ledger's watcher then catches up from storage later, like a slow client).
+const MAX_HELD: usize = 65_536;
 
 impl WatchState {
     async fn next_event(mut self) -> Option<(WatchItem, Self)> {
@@ -371,26 +402,71 @@ impl WatchState {
             return None;
         }
         loop {
+            match self.releasable() {
+                Release::Entry(e) => return Some(self.deliver(&e)),
+                Release::Cut(status) => return Some(self.end(status)),
+                Release::Wait => {}
+            }
+            let committed = self.cap.as_ref().map(ReadCap::committed);
+            let room = self.held.len() < MAX_HELD;
             tokio::select! {
                 _ = self.tick.tick(), if self.trail.is_some() => {
                     if let Some(ev) = self.trail.as_mut().and_then(HeadTrail::tick) {
                         return Some((Ok(ev), self));
                     }
                 }
-                next = self.stream.next() => {
-                    return match next {
-                        Ok(e) => {
-                            self.queued = self.trail.as_mut().and_then(|t| t.entry(&e));
-                            let ev = pb::WatchEvent { entry: Some(entry_to_pb(&e)), tree_head: None };
-                            Some((Ok(ev), self))
-                        }
-                        Err(e) => {
-                            self.ended = true;
-                            Some((Err(to_status(e)), self))
-                        }
-                    };
+                changed = cap_changed(&mut self.cap), if !self.held.is_empty() => {
+                    if !changed {
+                        return Some(self.end(Status::unavailable(
+                            "the node is shutting down; reconnect to resume",
+                        )));
+                    }
                 }
+                next = self.stream.next(), if room => match next {
+                    Ok(e) if committed.is_some_and(|c| e.sequence > c) || !self.held.is_empty() => {
+                        self.held.push_back(e);
+                    }
+                    Ok(e) => return Some(self.deliver(&e)),
+                    Err(e) => return Some(self.end(to_status(e))),
+                },
             }
         }
+    }
+
+    /// The oldest held entry once it is committed. Before releasing it, everything the
+    /// ledger's stream already has is taken: if the entries were cut off (quarantined), the
+    /// stream has ended with that error, and the held entries are dropped, never sent.
+    fn releasable(&mut self) -> Release {
+        let Some(committed) = self.cap.as_ref().map(ReadCap::committed) else {
+            return Release::Wait;
+        };
+        if self.held.front().is_none_or(|e| e.sequence > committed) {
+            return Release::Wait;
+        }
+        while self.held.len() < MAX_HELD {
+            match futures::FutureExt::now_or_never(self.stream.next()) {
+                Some(Ok(e)) => self.held.push_back(e),
+                Some(Err(e)) => {
+                    self.held.clear();
+                    return Release::Cut(to_status(e));
+                }
+                None => break,
+            }
+        }
+        self.held.pop_front().map_or(Release::Wait, Release::Entry)
+    }
+
+    fn deliver(mut self, e: &Entry) -> (WatchItem, Self) {
+        self.queued = self.trail.as_mut().and_then(|t| t.entry(e));
+        let ev = pb::WatchEvent {
+            entry: Some(entry_to_pb(e)),
+            tree_head: None,
+        };
+        (Ok(ev), self)
+    }
+
+    fn end(mut self, status: Status) -> (WatchItem, Self) {
+        self.ended = true;
+        (Err(status), self)
     }
 }

@@ -1,12 +1,16 @@
 //! `converge.ledger.v1.SnapshotService`: snapshots streamed out and in, in pieces, so contexts
 //! of any size are saved and restored with bounded memory.
 
+use crate::cluster::Cluster;
+use crate::cluster::gate::ReadCap;
+use crate::cluster::route::Serve;
 use crate::status::to_status;
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
 use ledger_proto::ledger::v1 as lpb;
 use lpb::snapshot_service_server::SnapshotService;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -32,17 +36,17 @@ async fn next_piece(
         })?
 }
 
-/// The SnapshotService implementation.
+/// The SnapshotService implementation. In a cluster, snapshots are served by a replica up
+/// to its commit index (other nodes forward them); loads are refused.
 #[derive(Clone, Debug)]
 pub struct SnapshotApi {
     ledger: Ledger,
-    /// On a cluster member loads are refused (they would bypass replication).
-    clustered: bool,
+    cluster: Option<Arc<Cluster>>,
 }
 
 impl SnapshotApi {
-    pub fn new(ledger: Ledger, clustered: bool) -> Self {
-        SnapshotApi { ledger, clustered }
+    pub fn new(ledger: Ledger, cluster: Option<Arc<Cluster>>) -> Self {
+        SnapshotApi { ledger, cluster }
     }
 }
 
@@ -59,6 +63,23 @@ impl SnapshotService for SnapshotApi {
         &self,
         request: Request<lpb::SnapshotStreamRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
+        let cap = match Serve::read(
+            self.cluster.as_ref(),
+            &request.get_ref().context_id,
+            request.metadata(),
+        )
+        .await?
+        {
+            Serve::Remote(c, ch) => {
+                let stream = lpb::snapshot_service_client::SnapshotServiceClient::new(ch)
+                    .max_decoding_message_size(usize::MAX)
+                    .snapshot_stream(c.forwarded(Request::new(request.into_inner())))
+                    .await?
+                    .into_inner();
+                return Ok(Response::new(Box::pin(stream)));
+            }
+            Serve::Local(cap) => cap,
+        };
         let r = request.into_inner();
         let chunk = match r.chunk_bytes as usize {
             0 => DEFAULT_CHUNK_BYTES,
@@ -71,7 +92,7 @@ impl SnapshotService for SnapshotApi {
         };
         let stream = self
             .ledger
-            .snapshot_stream(&r.context_id, chunk)
+            .snapshot_stream(&r.context_id, chunk, cap.as_ref().map(ReadCap::committed))
             .await
             .map_err(to_status)?;
         tracing::debug!(
@@ -113,7 +134,7 @@ impl SnapshotService for SnapshotApi {
         request: Request<Streaming<lpb::LoadStreamRequest>>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
-        if self.clustered {
+        if self.cluster.is_some() {
             return Err(Status::failed_precondition(CLUSTER_LOAD_REFUSED));
         }
         let mut inbound = request.into_inner();

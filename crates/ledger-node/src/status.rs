@@ -44,6 +44,7 @@ pub fn cluster_status(e: ClusterError) -> Status {
     let mut status = match e {
         ClusterError::Ledger(e) => return to_status(e),
         ClusterError::InvalidMetadata(m) => return Status::invalid_argument(m),
+        ClusterError::NotCommitted { .. } => return Status::out_of_range(e.to_string()),
         ClusterError::Redirect {
             ref writer_addr, ..
         } => {

@@ -54,7 +54,7 @@ fn fixture(n: u64) -> Fixture {
     });
     Fixture {
         rt,
-        api: IntegrityApi::new(ledger, signer),
+        api: IntegrityApi::new(ledger, signer, None),
         key,
     }
 }

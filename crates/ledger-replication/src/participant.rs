@@ -171,6 +171,16 @@ impl Participant {
         Ok(out)
     }
 
+    /// The prefix of the log known to be held by a quorum: the writer's commit index while
+    /// writing, else what the writer last said (never ahead of the local log). Entries past it
+    /// may still be quarantined, so replicas serve reads only up to it.
+    pub fn committed(&self) -> u64 {
+        match &self.role {
+            RoleState::Writing(w) => w.commit_index().min(self.replica.size()),
+            _ => self.replica.commit_index(),
+        }
+    }
+
     /// The local log is durable up to `size`. The runtime reports this after it stores the
     /// writer's own entries (the `Append` an [`Self::append`] returns), which it may carry out
     /// after the `SendEntries` that follow it: the writer ships ahead of its own fsync and counts
@@ -227,6 +237,9 @@ impl Participant {
     /// Time passes.
     pub fn tick<E: LogEntry>(&mut self, now: u64) -> Vec<Command<E>> {
         let mut cmds = self.replica.poll(now, self.settings.poll_ms);
+        if let (RoleState::Follower, Some(w)) = (&self.role, self.placement_writer()) {
+            cmds.extend(self.replica.poll_placement(w, now, self.settings.poll_ms));
+        }
         match &mut self.role {
             RoleState::Claiming(c) => cmds.extend(c.tick(now)),
             RoleState::Writing(w) => cmds.extend(w.tick(now)),

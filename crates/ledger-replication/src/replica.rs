@@ -301,6 +301,21 @@ impl Replica {
         vec![self.cursor_to(to)]
     }
 
+    /// A follower that knows no writer (just restarted, or its writer stepped down) sends its
+    /// cursor to the node placement names writer, at most every `poll_ms`: that node then
+    /// takes up the context (claims it or answers as its writer), so this replica learns what
+    /// is committed even if nobody appends.
+    pub fn poll_placement<E>(&mut self, writer: NodeId, now: u64, poll_ms: u64) -> Vec<Command<E>> {
+        if self.writer.is_some()
+            || writer == self.me.node
+            || now.saturating_sub(self.last_poll) < poll_ms
+        {
+            return Vec::new();
+        }
+        self.last_poll = now;
+        vec![self.cursor_to(writer)]
+    }
+
     /// Forgets the writer followed (it stepped down or another one took over).
     pub fn forget_writer(&mut self) {
         self.writer = None;

@@ -122,6 +122,8 @@ pub struct Writer {
     /// ([`Self::on_own_durable`]). The writer counts itself only up to here: it ships entries
     /// before its own fsync completes, so its replica's cursor can run ahead of its disk.
     own_durable: u64,
+    /// The latest time an event brought (for messages sent from steps that carry no time).
+    now: u64,
     acked: BTreeMap<AckLevel, u64>,
     settings: Settings,
     stopped: Option<StepDown>,
@@ -187,6 +189,7 @@ impl Writer {
             live: None,
             commit_index: 0,
             own_durable: size,
+            now,
             acked,
             settings,
             stopped: None,
@@ -294,6 +297,7 @@ impl Writer {
         now: u64,
     ) -> Result<Vec<Command<E>>, AppendError> {
         self.can_accept(now)?;
+        self.now = self.now.max(now);
         for (i, e) in entries.iter().enumerate() {
             let expected = self.size + 1 + i as u64;
             if e.sequence() != expected {
@@ -342,6 +346,7 @@ impl Writer {
         if self.stopped.is_some() {
             return out;
         }
+        self.now = self.now.max(now);
         if let Some(p) = &head.promised
             && *p > self.epoch
         {
@@ -400,7 +405,13 @@ impl Writer {
         p.has_record |= has_record;
         self.advance(&mut out);
         if from.node != self.me.node {
+            let before = out.len();
             self.ship(&from.node, now, &mut out);
+            // Caught up, but behind on what is committed (it serves reads only up to that):
+            // tell it now rather than at the next heartbeat.
+            if out.len() == before && head.commit_index < self.commit_index.min(matched) {
+                self.heartbeat(&from.node, now, &mut out);
+            }
         }
         out
     }
@@ -411,6 +422,7 @@ impl Writer {
         if self.stopped.is_some() {
             return out;
         }
+        self.now = self.now.max(now);
         let nodes: Vec<NodeId> = self.followers().collect();
         for n in nodes {
             let Some(p) = self.progress.get_mut(&n) else {
@@ -519,6 +531,20 @@ impl Writer {
         });
     }
 
+    /// Tells the followers that have been shipped everything the new commit index (a
+    /// heartbeat carries it): replicas serve reads only up to it, so they should learn it now,
+    /// not at the next heartbeat. The others learn it with their next batch.
+    fn tell_commit<E>(&mut self, out: &mut Vec<Command<E>>) {
+        let idle: Vec<NodeId> = self
+            .followers()
+            .filter(|n| self.progress[n].sent == Some(self.size))
+            .collect();
+        let now = self.now;
+        for n in idle {
+            self.heartbeat(&n, now, out);
+        }
+    }
+
     /// Ships what `to` is missing, within the batch size and the in-flight bound.
     fn ship<E>(&mut self, to: &NodeId, now: u64, out: &mut Vec<Command<E>>) {
         let header = self.header();
@@ -569,6 +595,7 @@ impl Writer {
         let agreed = self.quorum.agreed_value(|v| self.durable(v));
         if agreed + 1 >= self.start && agreed > self.commit_index {
             self.commit_index = agreed;
+            self.tell_commit(out);
         }
         let record_held = self.quorum.is_reached(|v| self.holds_record(v));
         if record_held && self.history.mark_committed(&self.epoch) {

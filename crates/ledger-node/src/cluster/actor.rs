@@ -43,6 +43,8 @@ const RECENT_ENTRIES: usize = 2_048;
 const RECENT_BYTES: usize = 8 << 20;
 /// Most entries handed to the participant in one step.
 const MAX_STEP: usize = 512;
+/// Most peer messages whose commands are carried out together.
+const MAX_COALESCE: usize = 64;
 /// Most bytes read from storage for one shipped batch.
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
@@ -58,11 +60,6 @@ pub(crate) enum ActorMsg {
     Deliver {
         from: Voter,
         message: Message<Entry>,
-    },
-    /// Answer once the context holds `sequence` durably.
-    WaitFor {
-        sequence: u64,
-        reply: oneshot::Sender<()>,
     },
     State {
         reply: oneshot::Sender<ContextState>,
@@ -136,7 +133,6 @@ pub(crate) struct Actor {
     local: FuturesOrdered<LocalFuture>,
     /// Sequenced appends, until durable.
     syncing: FuturesOrdered<SyncFuture>,
-    seq_waiters: Vec<(u64, oneshot::Sender<()>)>,
 }
 
 impl Actor {
@@ -165,7 +161,6 @@ impl Actor {
             acked: BTreeMap::new(),
             local: FuturesOrdered::new(),
             syncing: FuturesOrdered::new(),
-            seq_waiters: Vec::new(),
         };
         let cmds = a.rebuild().await;
         a.exec(cmds).await;
@@ -197,7 +192,7 @@ impl Actor {
                     a.on_synced(done).await;
                 }
                 msg = rx.recv() => match msg {
-                    Some(m) => a.on_msg(m).await,
+                    Some(m) => a.on_mail(m, &mut rx).await,
                     None => break,
                 },
                 changed = view_rx.changed() => {
@@ -244,7 +239,33 @@ impl Actor {
         while let Some(s) = self.syncing.next().await {
             self.synced(s);
         }
-        self.wake_seq_waiters();
+    }
+
+    /// One message from the mailbox, and the peer messages queued right behind it: their
+    /// commands are carried out together (see [`coalesce`]), so a follower that fell behind
+    /// stores everything that arrived meanwhile in one write instead of one per batch.
+    async fn on_mail(&mut self, first: ActorMsg, rx: &mut mpsc::Receiver<ActorMsg>) {
+        let ActorMsg::Deliver { from, message } = first else {
+            return self.on_msg(first).await;
+        };
+        let mut cmds = self.p.on_message(from, message, self.cluster.now_ms());
+        let mut next = None;
+        for _ in 0..MAX_COALESCE {
+            match rx.try_recv() {
+                Ok(ActorMsg::Deliver { from, message }) => {
+                    cmds.extend(self.p.on_message(from, message, self.cluster.now_ms()));
+                }
+                Ok(other) => {
+                    next = Some(other);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.exec(coalesce(cmds)).await;
+        if let Some(m) = next {
+            self.on_msg(m).await;
+        }
     }
 
     async fn on_msg(&mut self, msg: ActorMsg) {
@@ -272,13 +293,6 @@ impl Actor {
             ActorMsg::Deliver { from, message } => {
                 let cmds = self.p.on_message(from, message, now);
                 self.exec(cmds).await;
-            }
-            ActorMsg::WaitFor { sequence, reply } => {
-                if self.durable >= sequence {
-                    let _ = reply.send(());
-                } else {
-                    self.seq_waiters.push((sequence, reply));
-                }
             }
             ActorMsg::State { reply } => {
                 let _ = reply.send(self.state());
@@ -434,7 +448,6 @@ impl Actor {
         for s in done {
             failed |= !self.synced(s);
         }
-        self.wake_seq_waiters();
         if failed {
             let cmds = self.rebuild().await;
             self.exec(cmds).await;
@@ -548,17 +561,6 @@ impl Actor {
         }
     }
 
-    fn wake_seq_waiters(&mut self) {
-        let durable = self.durable;
-        let (reached, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.seq_waiters)
-            .into_iter()
-            .partition(|(s, _)| *s <= durable);
-        self.seq_waiters = waiting;
-        for (_, reply) in reached {
-            let _ = reply.send(());
-        }
-    }
-
     /// Keeps a stored entry (and the root after it) for shipping without a read.
     fn remember(&mut self, e: Arc<Entry>) {
         self.frontier.push_leaf(e.content_hash);
@@ -577,7 +579,11 @@ impl Actor {
     async fn exec(&mut self, mut cmds: Vec<Command<Entry>>) {
         for _ in 0..3 {
             match self.try_exec(cmds).await {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.cluster
+                        .publish_committed(&self.ctx, self.p.committed().min(self.durable));
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(context_id = %self.ctx, error = %e, "replication step failed; rebuilding the context's replication state from storage");
                     self.fail_waiters(&format!("replication failed: {e}"));
@@ -681,7 +687,6 @@ impl Actor {
             self.recent.clear();
             self.recent_bytes = 0;
         }
-        self.wake_seq_waiters();
         Ok(())
     }
 
@@ -819,4 +824,178 @@ async fn read_entries(
         .map_err(|e| format!("cannot read the root at {last}: {e}"))?
         .root;
     Ok((r.entries, Some(root)))
+}
+
+/// The same effects as carrying out `cmds` in order, with fewer storage round trips:
+/// consecutive `Append`s of consecutive entries separated only by `Send`s become one `Append`
+/// (the `Send`s move after it: they only wait longer, which the protocol allows: a message
+/// goes out after the storage commands before it are durable), and of several cursors to one
+/// node among those `Send`s only the last goes out (a later cursor says everything an earlier
+/// one did: a replica's log and promise only grow between them).
+fn coalesce(cmds: Vec<Command<Entry>>) -> Vec<Command<Entry>> {
+    let mut out = Vec::with_capacity(cmds.len());
+    let mut pending: Option<(Vec<Entry>, Option<Hash>)> = None;
+    let mut held: Vec<Command<Entry>> = Vec::new();
+    fn flush(
+        out: &mut Vec<Command<Entry>>,
+        pending: &mut Option<(Vec<Entry>, Option<Hash>)>,
+        held: &mut Vec<Command<Entry>>,
+    ) {
+        if let Some((entries, expected_root)) = pending.take() {
+            out.push(Command::Append {
+                entries,
+                expected_root,
+            });
+        }
+        let mut last_cursor = std::collections::HashMap::new();
+        for (i, c) in held.iter().enumerate() {
+            if let Command::Send {
+                to,
+                message: Message::Cursor(_),
+            } = c
+            {
+                last_cursor.insert(to.clone(), i);
+            }
+        }
+        for (i, c) in held.drain(..).enumerate() {
+            let superseded = matches!(
+                &c,
+                Command::Send { to, message: Message::Cursor(_) } if last_cursor[to] != i
+            );
+            if !superseded {
+                out.push(c);
+            }
+        }
+    }
+    for c in cmds {
+        match c {
+            Command::Append {
+                entries,
+                expected_root,
+            } => {
+                let joins = pending.as_ref().is_some_and(|(have, root)| {
+                    let contiguous = match (have.last(), entries.first()) {
+                        (Some(a), Some(b)) => a.sequence + 1 == b.sequence,
+                        _ => false,
+                    };
+                    // The earlier root is checked only if the merged batch still checks one.
+                    contiguous && (expected_root.is_some() || root.is_none())
+                });
+                if joins {
+                    let (have, root) = pending.as_mut().expect("pending");
+                    have.extend(entries);
+                    *root = expected_root;
+                } else {
+                    flush(&mut out, &mut pending, &mut held);
+                    pending = Some((entries, expected_root));
+                }
+            }
+            send @ Command::Send { .. } if pending.is_some() => held.push(send),
+            other => {
+                flush(&mut out, &mut pending, &mut held);
+                out.push(other);
+            }
+        }
+    }
+    flush(&mut out, &mut pending, &mut held);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ledger_replication::{EpochHistory, Head, NodeId};
+
+    fn entry(seq: u64) -> Entry {
+        Entry::new(
+            format!("id-{seq}"),
+            "facts".into(),
+            vec![seq as u8],
+            seq,
+            seq,
+            Default::default(),
+            seq,
+        )
+    }
+
+    fn append(from: u64, to: u64, root: u8) -> Command<Entry> {
+        Command::Append {
+            entries: (from..=to).map(entry).collect(),
+            expected_root: Some(Hash([root; 32])),
+        }
+    }
+
+    fn cursor(to: &str, size: u64) -> Command<Entry> {
+        Command::Send {
+            to: NodeId::from(to),
+            message: Message::Cursor(Head {
+                promised: None,
+                size,
+                history: EpochHistory::default(),
+                commit_index: 0,
+            }),
+        }
+    }
+
+    fn shape(cmds: &[Command<Entry>]) -> Vec<String> {
+        cmds.iter()
+            .map(|c| match c {
+                Command::Append {
+                    entries,
+                    expected_root,
+                } => format!(
+                    "append {}..{} root {}",
+                    entries[0].sequence,
+                    entries.last().unwrap().sequence,
+                    expected_root.map_or(0, |r| r.as_bytes()[0])
+                ),
+                Command::Send {
+                    to,
+                    message: Message::Cursor(h),
+                } => format!("cursor {to} {}", h.size),
+                Command::SaveState(_) => "save".into(),
+                other => format!("{other:?}"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn consecutive_batches_are_stored_at_once_and_answered_with_the_last_cursor() {
+        let cmds = vec![
+            append(1, 2, 1),
+            cursor("w", 2),
+            append(3, 5, 2),
+            cursor("w", 5),
+            append(6, 6, 3),
+            cursor("w", 6),
+        ];
+        assert_eq!(shape(&coalesce(cmds)), ["append 1..6 root 3", "cursor w 6"]);
+    }
+
+    #[test]
+    fn storage_commands_and_gaps_keep_their_place() {
+        let cmds = vec![
+            append(1, 2, 1),
+            cursor("w", 2),
+            Command::SaveState(Default::default()),
+            append(3, 3, 2),
+            cursor("w", 3),
+            append(5, 5, 3), // not contiguous: its own write
+            cursor("w", 5),
+            cursor("x", 5),
+        ];
+        assert_eq!(
+            shape(&coalesce(cmds)),
+            [
+                "append 1..2 root 1",
+                "cursor w 2",
+                "save",
+                "append 3..3 root 2",
+                "cursor w 3",
+                "append 5..5 root 3",
+                "cursor w 5",
+                "cursor x 5"
+            ]
+        );
+    }
 }

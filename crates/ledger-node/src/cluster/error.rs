@@ -44,6 +44,16 @@ pub enum ClusterError {
         writer: String,
         writer_addr: String,
     },
+    /// A read asked for a tree size this replica does not know to be committed yet (held by
+    /// a quorum). Nothing past the commit index is served: it could still be cut off.
+    #[error(
+        "size {size} of context {context_id:?} is not committed yet on this node (committed: {committed}); retry, or send x-ledger-min-sequence: {size} to wait for it"
+    )]
+    NotCommitted {
+        context_id: String,
+        size: u64,
+        committed: u64,
+    },
     /// Bad request metadata (`x-ledger-ack`, `x-ledger-min-sequence`).
     #[error("{0}")]
     InvalidMetadata(String),

@@ -17,13 +17,14 @@
 //! - the **anti-entropy task** compares digests with one peer per interval ([`anti_entropy`]).
 //!
 //! Layout: [`settings`] (configuration), [`members`] (membership view), [`wire`] (envelopes),
-//! [`peers`] (links), [`actor`] (context tasks), [`route`] (serving public requests in a
-//! cluster), [`service`] (the internal `converge.ledger.cluster.v1` service), [`status`]
+//! [`peers`] (links), [`actor`] (context tasks), [`gate`] (what replicas may serve: the commit
+//! index), [`route`] (serving public requests in a cluster), [`service`] (the internal `converge.ledger.cluster.v1` service), [`status`]
 //! (`cluster status`), [`error`].
 
 pub mod actor;
 pub mod anti_entropy;
 pub mod error;
+pub mod gate;
 pub mod members;
 pub mod peers;
 pub mod route;
@@ -69,6 +70,8 @@ pub struct Cluster {
     joined: AtomicBool,
     quarantines: AtomicU64,
     pub anti_entropy: anti_entropy::AntiEntropy,
+    /// Every context task's commit index: what reads here may serve.
+    commits: gate::Commits,
     /// True once the first anti-entropy comparison with every live peer is done.
     ready: watch::Sender<bool>,
 }
@@ -120,6 +123,7 @@ impl Cluster {
             joined: AtomicBool::new(false),
             quarantines: AtomicU64::new(0),
             anti_entropy: anti_entropy::AntiEntropy::default(),
+            commits: gate::Commits::default(),
             ready: watch::channel(false).0,
         });
         let view_task = tokio::spawn(Arc::clone(&cluster).follow_membership());
@@ -263,6 +267,21 @@ impl Cluster {
     ) {
         let tx = self.actor(&context_id);
         let _ = tx.send(ActorMsg::Deliver { from, message }).await;
+    }
+
+    /// What this node may serve of `context_id`: its commit index (starting the context's task
+    /// if needed, which then learns it from the writer).
+    pub async fn read_cap(self: &Arc<Self>, context_id: &str) -> gate::ReadCap {
+        let rx = self.commits.subscribe(context_id);
+        if rx.borrow().is_none() {
+            let _ = self.actor(context_id);
+        }
+        gate::ReadCap::new(rx, gate::FIRST_VALUE_WAIT).await
+    }
+
+    /// Records a context task's commit index for the readers of the context.
+    pub(crate) fn publish_committed(&self, context_id: &str, committed: u64) {
+        self.commits.publish(context_id, committed);
     }
 
     /// What this node holds of `context_id` (starting its task if needed).

@@ -13,6 +13,7 @@
 use super::Cluster;
 use super::members::View;
 use super::wire::{self, Inbound};
+use futures::StreamExt;
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use parking_lot::Mutex;
@@ -25,6 +26,10 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status, Streaming};
+
+/// The envelopes a node sends on a stream a peer opened.
+pub type Outbound =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<cpb::Envelope, Status>> + Send>>;
 
 /// Envelopes queued for one peer before new ones are dropped.
 pub const QUEUE: usize = 4_096;
@@ -200,7 +205,7 @@ impl Cluster {
     pub(crate) async fn accept(
         self: &Arc<Self>,
         mut inbound: Streaming<cpb::Envelope>,
-    ) -> Result<Response<ReceiverStream<Result<cpb::Envelope, Status>>>, Status> {
+    ) -> Result<Response<Outbound>, Status> {
         let first = inbound.message().await?.ok_or_else(|| {
             Status::invalid_argument("a replication stream must start with a hello")
         })?;
@@ -214,27 +219,21 @@ impl Cluster {
         };
         let peer = from.node.to_string();
         let (tx, rx) = mpsc::channel::<cpb::Envelope>(QUEUE);
-        let (out_tx, out_rx) = mpsc::channel::<Result<cpb::Envelope, Status>>(64);
-        let _ = out_tx.try_send(Ok(wire::hello(&self.me)));
+        let _ = tx.try_send(wire::hello(&self.me));
         self.links.register(&peer, tx.clone());
         tracing::debug!(%peer, "replication stream accepted");
-        // Our side: the peer's queue into the response stream.
-        let mut rx = rx;
-        let pump = tokio::spawn(async move {
-            while let Some(env) = rx.recv().await {
-                if out_tx.send(Ok(env)).await.is_err() {
-                    break;
-                }
-            }
-        });
         let me = Arc::clone(self);
+        let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(async move {
             if let Err(e) = me.read_stream(None, inbound).await {
                 tracing::debug!(%peer, error = %e, "accepted replication stream failed");
             }
             me.links.unregister(&peer, &tx);
-            pump.abort();
+            let _ = closed_tx.send(());
         });
-        Ok(Response::new(ReceiverStream::new(out_rx)))
+        // Our side: the peer's queue is the response stream (tonic encodes every envelope
+        // ready at once into one write); it ends when the inbound side does.
+        let out = ReceiverStream::new(rx).map(Ok).take_until(closed_rx);
+        Ok(Response::new(Box::pin(out)))
     }
 }

@@ -17,6 +17,7 @@
 use super::Cluster;
 use super::actor::ActorMsg;
 use super::error::ClusterError;
+use super::gate::ReadCap;
 use crate::config::RouteSetting;
 use crate::status::{NOT_STORED_HEADER, cluster_status};
 use futures::future::BoxFuture;
@@ -47,8 +48,37 @@ const RETRY_PAUSE: Duration = Duration::from_millis(25);
 /// Where a read is served.
 #[derive(Debug)]
 pub enum ReadAt {
-    Local,
-    Remote(ContextServiceClient<Channel>),
+    /// Here, up to the context's commit index.
+    Local(ReadCap),
+    /// By another node.
+    Remote(Channel),
+}
+
+/// Where a public read is served, for the services that also run without a cluster.
+#[derive(Debug)]
+pub enum Serve {
+    /// Here; in a cluster only up to the context's commit index.
+    Local(Option<ReadCap>),
+    /// By another node, over this channel (send the request [`Cluster::forwarded`]).
+    Remote(Arc<Cluster>, Channel),
+}
+
+impl Serve {
+    /// Where a read of `context_id` is served: here without a cluster, else where
+    /// [`Cluster::read_at`] says.
+    pub async fn read(
+        cluster: Option<&Arc<Cluster>>,
+        context_id: &str,
+        meta: &MetadataMap,
+    ) -> Result<Serve, Status> {
+        let Some(c) = cluster else {
+            return Ok(Serve::Local(None));
+        };
+        Ok(match c.read_at(context_id, meta).await? {
+            ReadAt::Local(cap) => Serve::Local(Some(cap)),
+            ReadAt::Remote(ch) => Serve::Remote(Arc::clone(c), ch),
+        })
+    }
 }
 
 /// The request's `x-ledger-ack`, or the node's default.
@@ -126,10 +156,14 @@ impl Cluster {
     }
 
     fn client(&self, addr: &str) -> Result<ContextServiceClient<Channel>, Status> {
-        let ch = self.links.channel(addr).map_err(Status::unavailable)?;
-        Ok(ContextServiceClient::new(ch)
+        Ok(ContextServiceClient::new(self.channel(addr)?)
             .max_decoding_message_size(usize::MAX)
             .max_encoding_message_size(usize::MAX))
+    }
+
+    /// The channel to another node's public services (for forwarding).
+    fn channel(&self, addr: &str) -> Result<Channel, Status> {
+        self.links.channel(addr).map_err(Status::unavailable)
     }
 
     /// An append, served wherever it should be (see the module docs).
@@ -298,18 +332,19 @@ impl Cluster {
         meta: &MetadataMap,
     ) -> Result<ReadAt, Status> {
         if is_forwarded(meta) {
-            return Ok(ReadAt::Local);
+            return Ok(ReadAt::Local(self.read_cap(context_id).await));
         }
         let min = min_sequence(meta).map_err(cluster_status)?;
         if self.holds(context_id) {
-            if min == 0 || self.wait_for(context_id, min, MIN_SEQUENCE_WAIT).await {
-                return Ok(ReadAt::Local);
+            let mut cap = self.read_cap(context_id).await;
+            if min == 0 || cap.wait_for(min, MIN_SEQUENCE_WAIT).await {
+                return Ok(ReadAt::Local(cap));
             }
             return match self.writer_of(context_id) {
                 Some((w, addr)) if w != self.me.node.as_str() => {
-                    Ok(ReadAt::Remote(self.client(&addr)?))
+                    Ok(ReadAt::Remote(self.channel(&addr)?))
                 }
-                _ => Ok(ReadAt::Local),
+                _ => Ok(ReadAt::Local(cap)),
             };
         }
         let view = self.view();
@@ -321,38 +356,11 @@ impl Cluster {
             })
         });
         match target {
-            Some(addr) => Ok(ReadAt::Remote(self.client(&addr)?)),
+            Some(addr) => Ok(ReadAt::Remote(self.channel(&addr)?)),
             None => Err(Status::unavailable(format!(
                 "no live replica of context {context_id:?} to read from; retry when members return"
             ))),
         }
-    }
-
-    /// Waits (up to `timeout`) until this node durably holds `sequence` of the context.
-    pub async fn wait_for(
-        self: &Arc<Self>,
-        context_id: &str,
-        sequence: u64,
-        timeout: Duration,
-    ) -> bool {
-        if self
-            .ledger
-            .current_sequence(context_id)
-            .await
-            .is_ok_and(|s| s >= sequence)
-        {
-            return true;
-        }
-        let (reply, rx) = oneshot::channel();
-        if self
-            .actor(context_id)
-            .send(ActorMsg::WaitFor { sequence, reply })
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        matches!(tokio::time::timeout(timeout, rx).await, Ok(Ok(())))
     }
 
     /// Adds `x-ledger-forwarded` to a read forwarded to another node.

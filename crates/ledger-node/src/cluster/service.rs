@@ -5,7 +5,6 @@ use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use ledger_proto::cluster::v1::cluster_service_server::ClusterService;
 use std::sync::Arc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The ClusterService implementation.
@@ -22,7 +21,7 @@ impl ClusterApi {
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
-    type ReplicateStream = ReceiverStream<Result<cpb::Envelope, Status>>;
+    type ReplicateStream = super::peers::Outbound;
 
     async fn replicate(
         &self,
