@@ -60,6 +60,8 @@ fn pod_values(value: &str) -> String {
 }
 
 /// The node's configuration with exactly these `LEDGER_*` variables set.
+// figment::Jail closures return figment::Error, which is large; fine in tests.
+#[allow(clippy::result_large_err)]
 fn load(vars: &[(String, String)]) -> Result<Config, String> {
     let mut result = None;
     figment::Jail::expect_with(|jail| {
