@@ -90,7 +90,6 @@ impl Scenario {
 
 fn skip(why: &str) {
     println!("container suite: SKIPPED: {why}");
-    eprintln!("container suite: SKIPPED: {why}");
 }
 
 /// Docker, compose and the image, or why the suite cannot run here.
