@@ -166,3 +166,36 @@ fn watch_prints_entries_as_they_arrive() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn health_exits_zero_when_serving_and_says_why_not_otherwise() {
+    let dir = data_dir();
+    let node = Node::start(dir.path(), &[]);
+    let (code, out, err) = cli(&["health", "--addr", &node.url]);
+    assert_eq!((code, out.trim()), (0, "SERVING"), "{err}");
+    let (code, out, _) = cli(&[
+        "health",
+        "--addr",
+        &node.url,
+        "--service",
+        "converge.context.v1.ContextService",
+    ]);
+    assert_eq!((code, out.trim()), (0, "SERVING"));
+
+    // Not serving, unknown, unreachable: non-zero with one line naming the reason.
+    let (code, _, err) = cli(&[
+        "health",
+        "--addr",
+        &node.url,
+        "--service",
+        "no.such.Service",
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("unknown service"), "{err}");
+    let closed = format!("http://127.0.0.1:{}", support::free_port());
+    let (code, _, err) = cli(&["health", "--addr", &closed, "--timeout-ms", "2000"]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("cannot connect"), "{err}");
+}

@@ -90,17 +90,28 @@ impl TestCluster {
 
 /// `cluster status` of one node, as JSON.
 pub async fn status(node: &Node, context: Option<&str>) -> serde_json::Value {
-    let mut client = ClusterServiceClient::new(node.channel().await);
-    let r = client
+    status_at(&node.url, context).await.expect("cluster status")
+}
+
+/// `cluster status` of the node at `url`, as JSON.
+pub async fn status_at(url: &str, context: Option<&str>) -> Result<serde_json::Value, String> {
+    let channel = tonic::transport::Endpoint::from_shared(url.to_owned())
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(10))
+        .connect()
+        .await
+        .map_err(|e| format!("connect {url}: {e}"))?;
+    let r = ClusterServiceClient::new(channel)
         .status(cpb::StatusRequest {
             context_id: context.unwrap_or_default().to_owned(),
             limit: 0,
             members_only: false,
         })
         .await
-        .expect("cluster status")
+        .map_err(|e| format!("cluster status on {url}: {e}"))?
         .into_inner();
-    serde_json::from_str(&r.json).expect("status json")
+    serde_json::from_str(&r.json).map_err(|e| format!("status json: {e}"))
 }
 
 /// Waits until every replica of `context` listed by node `via` reports `size` entries and the

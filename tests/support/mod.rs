@@ -2,7 +2,9 @@
 #![allow(dead_code)]
 
 use ledger_client::LedgerClient;
+pub mod checker;
 pub mod cluster;
+pub mod containers;
 
 pub use ledger_launcher::{Launch, NodeProcess};
 use std::path::{Path, PathBuf};

@@ -119,6 +119,19 @@ enum Command {
         #[arg(long)]
         public_key: Option<String>,
     },
+    /// Ask the node's grpc.health.v1 service: exit 0 when it is SERVING, 1 with the reason
+    /// otherwise (for container health checks and probes)
+    Health {
+        #[command(flatten)]
+        target: Target,
+        /// The service to check; "" (default) is the whole server: a cluster member turns
+        /// SERVING once it has joined and compared its contexts with its peers
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Give up after this many milliseconds (connect and answer)
+        #[arg(long, default_value_t = 3_000)]
+        timeout_ms: u64,
+    },
     /// See and manage a cluster: status, remove a dead member, quarantines
     Cluster {
         #[command(subcommand)]
@@ -395,6 +408,16 @@ async fn run(command: Command) -> Result<(), CliError> {
         .await
         .map_err(|e| CliError::Message(e.to_string()))
         .and_then(|json| out_line(&json)),
+        Command::Health {
+            target,
+            service,
+            timeout_ms,
+        } => {
+            let status =
+                crate::health::check(&target.addr, &service, Duration::from_millis(timeout_ms))
+                    .await?;
+            out_line(status)
+        }
         Command::Cluster { what } => crate::cluster_cli::run(what).await,
         Command::Verify { what } => {
             let r = match what {

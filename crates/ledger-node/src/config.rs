@@ -196,8 +196,9 @@ impl Default for Config {
     }
 }
 
-/// Environment variables read with the `LEDGER_` prefix (one per setting).
-const ENV_KEYS: &[&str] = &[
+/// Every setting, as read from the environment with the `LEDGER_` prefix (`LEDGER_DATA_DIR`, …).
+/// Deployment files (deploy/compose, deploy/helm) are checked against it.
+pub const ENV_KEYS: &[&str] = &[
     "data_dir",
     "host",
     "port",
@@ -557,6 +558,29 @@ mod tests {
             assert_eq!((c.port, c.data_dir), (7300, PathBuf::from("/env")));
             Ok(())
         });
+    }
+
+    #[test]
+    fn every_setting_has_an_environment_variable() {
+        let all = Config {
+            signing_key_file: Some("k".into()),
+            signing_key: Some("k".into()),
+            node_id: Some("n".into()),
+            advertise_addr: Some("a:1".into()),
+            gossip_addr: Some("g:1".into()),
+            ..Config::default()
+        };
+        let json = serde_json::to_value(&all).unwrap();
+        let mut fields: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut keys = ENV_KEYS.to_vec();
+        fields.sort_unstable();
+        keys.sort_unstable();
+        assert_eq!(fields, keys, "ENV_KEYS lists exactly the settings");
     }
 
     #[test]

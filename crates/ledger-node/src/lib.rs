@@ -13,7 +13,8 @@
 //!   response header.
 //! - [`verify_cli`]: `converge-ledger verify …` and `head`: checks done locally.
 //! - [`status`]: the one mapping from domain errors to gRPC status codes.
-//! - [`cli`]: the command line (serve, append, get, watch, snapshot, load).
+//! - [`cli`]: the command line (serve, append, get, watch, snapshot, load, health).
+//! - [`health`]: `converge-ledger health`: the grpc.health.v1 check for probes.
 //! - [`output`]: how the CLI prints entries.
 
 pub mod cli;
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod cluster_cli;
 pub mod config;
 pub mod conn;
+pub mod health;
 pub mod identity;
 pub mod integrity;
 pub mod output;
