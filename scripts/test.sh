@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
+# chromium and chromedriver for the observer's browser test (it skips, saying why, without them).
+./scripts/browser.sh
 . scripts/env.sh
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run $LEDGER_PROFILE_FLAG --locked --workspace --no-fail-fast "$@"

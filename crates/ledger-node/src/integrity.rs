@@ -1,5 +1,6 @@
 //! `converge.ledger.v1.IntegrityService`: signed tree heads and proofs, read-only.
 
+use crate::metrics::Metrics;
 use crate::signer::Signer;
 use crate::status::to_status;
 use ledger_core::Hash;
@@ -16,11 +17,16 @@ use tonic::{Request, Response, Status};
 pub struct IntegrityApi {
     ledger: Ledger,
     signer: Arc<Signer>,
+    metrics: Arc<Metrics>,
 }
 
 impl IntegrityApi {
-    pub fn new(ledger: Ledger, signer: Arc<Signer>) -> Self {
-        IntegrityApi { ledger, signer }
+    pub fn new(ledger: Ledger, signer: Arc<Signer>, metrics: Arc<Metrics>) -> Self {
+        IntegrityApi {
+            ledger,
+            signer,
+            metrics,
+        }
     }
 
     /// The signed head of `context_id` at `size` (0 = current).
@@ -53,6 +59,8 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetTreeHeadRequest>,
     ) -> Result<Response<lpb::SignedTreeHead>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        self.metrics.tree_head();
         let r = request.into_inner();
         let h = self.head(&r.context_id, 0).await.map_err(to_status)?;
         Ok(Response::new(tree_head_to_pb(&h)))
@@ -62,6 +70,8 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetInclusionProofRequest>,
     ) -> Result<Response<lpb::InclusionProof>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        self.metrics.proof("inclusion");
         let r = request.into_inner();
         let p = self
             .ledger
@@ -85,6 +95,8 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetConsistencyProofRequest>,
     ) -> Result<Response<lpb::ConsistencyProof>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        self.metrics.proof("consistency");
         let r = request.into_inner();
         let p = self
             .ledger

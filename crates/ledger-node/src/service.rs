@@ -3,6 +3,8 @@
 
 use crate::cluster::Cluster;
 use crate::cluster::route::ReadAt;
+use crate::limits::{Limits, WatchPermit};
+use crate::metrics::Metrics;
 use crate::signer::Signer;
 use crate::status::to_status;
 use ledger_core::{Entry, Frontier};
@@ -28,6 +30,8 @@ pub struct ContextApi {
     max_snapshot_bytes: usize,
     /// The cluster runtime, when this node is a cluster member.
     cluster: Option<Arc<Cluster>>,
+    metrics: Arc<Metrics>,
+    limits: Arc<Limits>,
 }
 
 /// Room left in a Snapshot response for its other fields and protobuf framing.
@@ -39,12 +43,16 @@ impl ContextApi {
         signer: Arc<Signer>,
         max_message_bytes: usize,
         cluster: Option<Arc<Cluster>>,
+        metrics: Arc<Metrics>,
+        limits: Arc<Limits>,
     ) -> Self {
         ContextApi {
             ledger,
             signer,
             max_snapshot_bytes: max_message_bytes.saturating_sub(SNAPSHOT_RESPONSE_OVERHEAD),
             cluster,
+            metrics,
+            limits,
         }
     }
 
@@ -122,6 +130,17 @@ fn log_result<T>(rpc: &'static str, context_id: &str, start: Instant, r: &Result
     }
 }
 
+/// A read forwarded to another node: the message, with the caller's token (the other node
+/// authenticates the caller again).
+fn onward<T>(request: Request<T>) -> Request<T> {
+    let auth = crate::auth::authorization_of(request.metadata());
+    crate::auth::pass_on(auth.as_ref(), Request::new(request.into_inner()))
+}
+
+fn code_of<T>(r: &Result<T, Status>) -> tonic::Code {
+    r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok)
+}
+
 fn key_filter(key: &str) -> Option<&str> {
     (!key.is_empty()).then_some(key)
 }
@@ -133,10 +152,12 @@ impl ContextService for ContextApi {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         if let Some(c) = &self.cluster {
             let context_id = request.get_ref().context_id.clone();
             let result = c.append(request).await.map(Response::new);
             log_result("Append", &context_id, start, &result);
+            self.metrics.append(code_of(&result), start.elapsed());
             return result;
         }
         let append = append_request_from_pb(request.into_inner());
@@ -152,6 +173,7 @@ impl ContextService for ContextApi {
             })
             .map_err(to_status);
         log_result("Append", &context_id, start, &result);
+        self.metrics.append(code_of(&result), start.elapsed());
         result
     }
 
@@ -160,12 +182,12 @@ impl ContextService for ContextApi {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         if let Some((c, mut client)) = self
             .remote_for(&request.get_ref().context_id, &request)
             .await?
         {
-            let r = request.into_inner();
-            return client.get(c.forwarded(Request::new(r))).await;
+            return client.get(c.forwarded(onward(request))).await;
         }
         let r = request.into_inner();
         let limit = (r.limit > 0).then_some(r.limit as usize);
@@ -191,12 +213,12 @@ impl ContextService for ContextApi {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         if let Some((c, mut client)) = self
             .remote_for(&request.get_ref().context_id, &request)
             .await?
         {
-            let r = request.into_inner();
-            return client.snapshot(c.forwarded(Request::new(r))).await;
+            return client.snapshot(c.forwarded(onward(request))).await;
         }
         let r = request.into_inner();
         let result = self
@@ -225,12 +247,15 @@ impl ContextService for ContextApi {
         request: Request<pb::LoadRequest>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         if self.cluster.is_some() {
             return Err(Status::failed_precondition(
                 crate::snapshots::CLUSTER_LOAD_REFUSED,
             ));
         }
         let r = request.into_inner();
+        self.limits
+            .check_load(&r.context_id, r.snapshot.len() as u64)?;
         let result = self
             .ledger
             .load(&r.context_id, r.snapshot, r.fail_if_exists)
@@ -253,15 +278,22 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        let permit = self.limits.watcher(&request.get_ref().context_id)?;
         if let Some((c, mut client)) = self
             .remote_for(&request.get_ref().context_id, &request)
             .await?
         {
-            let r = request.into_inner();
             let stream = client
-                .watch(c.forwarded(Request::new(r)))
+                .watch(c.forwarded(onward(request)))
                 .await?
                 .into_inner();
+            // The permit lives as long as the relayed stream.
+            use futures::StreamExt as _;
+            let stream = stream.map(move |ev| {
+                let _held = &permit;
+                ev
+            });
             return Ok(Response::new(Box::pin(stream)));
         }
         let r = request.into_inner();
@@ -327,6 +359,9 @@ impl ContextService for ContextApi {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = WatchState {
             context_id: r.context_id,
+            _permit: permit,
+            metrics: Arc::clone(&self.metrics),
+            fallbacks_seen: 0,
             stream,
             trail,
             tick,
@@ -347,6 +382,11 @@ impl ContextService for ContextApi {
 /// One Watch stream: the ledger's watch stream, the head trail, and an event waiting to go out.
 struct WatchState {
     context_id: String,
+    /// This stream's place under the watcher limits.
+    _permit: WatchPermit,
+    metrics: Arc<Metrics>,
+    /// Fallbacks of `stream` already counted in the metrics.
+    fallbacks_seen: u64,
     stream: ledger_embedded::WatchStream,
     trail: Option<HeadTrail>,
     tick: tokio::time::Interval,
@@ -378,6 +418,11 @@ impl WatchState {
                     }
                 }
                 next = self.stream.next() => {
+                    let fallbacks = self.stream.fallbacks();
+                    if fallbacks > self.fallbacks_seen {
+                        self.metrics.watch_fallbacks(fallbacks - self.fallbacks_seen);
+                        self.fallbacks_seen = fallbacks;
+                    }
                     return match next {
                         Ok(e) => {
                             self.queued = self.trail.as_mut().and_then(|t| t.entry(&e));

@@ -1,12 +1,14 @@
 //! `converge.ledger.v1.SnapshotService`: snapshots streamed out and in, in pieces, so contexts
 //! of any size are saved and restored with bounded memory.
 
+use crate::limits::Limits;
 use crate::status::to_status;
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
 use ledger_proto::ledger::v1 as lpb;
 use lpb::snapshot_service_server::SnapshotService;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -38,11 +40,17 @@ pub struct SnapshotApi {
     ledger: Ledger,
     /// On a cluster member loads are refused (they would bypass replication).
     clustered: bool,
+    /// `max_load_bytes`.
+    limits: Arc<Limits>,
 }
 
 impl SnapshotApi {
-    pub fn new(ledger: Ledger, clustered: bool) -> Self {
-        SnapshotApi { ledger, clustered }
+    pub fn new(ledger: Ledger, clustered: bool, limits: Arc<Limits>) -> Self {
+        SnapshotApi {
+            ledger,
+            clustered,
+            limits,
+        }
     }
 }
 
@@ -59,6 +67,7 @@ impl SnapshotService for SnapshotApi {
         &self,
         request: Request<lpb::SnapshotStreamRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         let r = request.into_inner();
         let chunk = match r.chunk_bytes as usize {
             0 => DEFAULT_CHUNK_BYTES,
@@ -116,6 +125,10 @@ impl SnapshotService for SnapshotApi {
         if self.clustered {
             return Err(Status::failed_precondition(CLUSTER_LOAD_REFUSED));
         }
+        let principal = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .cloned();
         let mut inbound = request.into_inner();
         let first = next_piece(&mut inbound).await?.ok_or_else(|| {
             Status::invalid_argument(
@@ -123,13 +136,20 @@ impl SnapshotService for SnapshotApi {
             )
         })?;
         let context_id = first.context_id.clone();
+        if let Some(p) = &principal {
+            p.check_context(&context_id)?;
+        }
         let mut session = self
             .ledger
             .begin_load(&context_id, first.fail_if_exists)
             .await
             .map_err(to_status)?;
         let mut next = Some(first);
+        let mut received: u64 = 0;
         while let Some(msg) = next {
+            received += msg.data.len() as u64;
+            // Refused before staging more: the session is dropped and nothing is stored.
+            self.limits.check_load(&context_id, received)?;
             if !msg.context_id.is_empty() && msg.context_id != context_id {
                 return Err(Status::invalid_argument(format!(
                     "LoadStream message names context {:?}, but the stream loads {context_id:?}",

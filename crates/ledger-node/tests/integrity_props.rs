@@ -54,7 +54,11 @@ fn fixture(n: u64) -> Fixture {
     });
     Fixture {
         rt,
-        api: IntegrityApi::new(ledger, signer),
+        api: IntegrityApi::new(
+            ledger.clone(),
+            signer,
+            ledger_node::metrics::Metrics::new(ledger),
+        ),
         key,
     }
 }

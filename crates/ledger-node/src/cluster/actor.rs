@@ -279,6 +279,14 @@ impl Actor {
         }
     }
 
+    /// Metrics hook: while writing, each follower's unacknowledged entries.
+    fn report_lag(&self) {
+        for (peer, matched) in self.state().followers {
+            let lag = self.stored.saturating_sub(matched);
+            self.cluster.metrics.replica_lag(&self.ctx, &peer, lag);
+        }
+    }
+
     /// Local appends that became durable, in sequence order.
     async fn on_local(&mut self, done: Vec<Local>) {
         let mut fresh: Vec<Entry> = Vec::new();
@@ -470,7 +478,10 @@ impl Actor {
                 } => {
                     let (entries, root) = match self.cached(after, upto) {
                         Some(r) => r,
-                        None => read_entries(&self.cluster, &self.ctx, after, upto).await?,
+                        None => {
+                            self.cluster.metrics.catch_up();
+                            read_entries(&self.cluster, &self.ctx, after, upto).await?
+                        }
                     };
                     let message = Message::Entries(ledger_replication::Entries {
                         header,
@@ -501,6 +512,7 @@ impl Actor {
                 } => {
                     self.acked.insert(level, (epoch, through));
                     self.complete_acked();
+                    self.report_lag();
                 }
                 Command::Activated {
                     epoch,
@@ -508,12 +520,14 @@ impl Actor {
                     quorum,
                 } => {
                     self.acked.clear();
+                    self.cluster.metrics.epoch_change();
                     tracing::info!(context_id = %self.ctx, %epoch, first_sequence, voters = quorum.voters().len(), "writing the context");
                 }
                 Command::SteppedDown { epoch, reason } => {
                     tracing::info!(context_id = %self.ctx, %epoch, ?reason, "stopped writing the context");
                     self.fail_waiters(&format!("the writer stepped down ({reason:?})"));
                     self.acked.clear();
+                    self.cluster.metrics.forget_lag(&self.ctx);
                 }
             }
         }
