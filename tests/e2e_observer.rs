@@ -226,14 +226,20 @@ async fn observer_page_tails_live_and_verifies_heads_in_a_real_browser() {
     let seen_after = appended.elapsed();
     assert!(seen_after < Duration::from_secs(1), "{seen_after:?}");
     eprintln!("live tail: entry 4 shown {seen_after:?} after the append returned");
-    // The badge follows the new head and stays verified.
-    wait_for(
-        &client,
-        "#badge[data-state='verified']",
-        Duration::from_secs(5),
-    )
-    .await
-    .unwrap();
+    // The badge follows the new head (4 entries) and stays verified.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let badge = client.find(Locator::Css("#badge")).await.unwrap();
+        let (state, text) = (
+            badge.attr("data-state").await.unwrap().unwrap_or_default(),
+            badge.text().await.unwrap(),
+        );
+        if state == "verified" && text.contains("4 entries") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "badge: {state} {text}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // The inclusion proof of a selected entry verifies in the browser.
     client
         .find(Locator::Css("#entries tbody tr[data-seq='2']"))

@@ -62,9 +62,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
         context: String,
-        /// Only entries with this key
-        #[arg(long, default_value = "")]
-        key: String,
+        /// Only entries with this key (also `--key` when no --cert is given)
+        #[arg(long = "entry-key")]
+        key: Option<String>,
         /// Only entries after this sequence
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -79,8 +79,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
         context: String,
-        #[arg(long, default_value = "")]
-        key: String,
+        /// Only entries with this key (also `--key` when no --cert is given)
+        #[arg(long = "entry-key")]
+        key: Option<String>,
         /// Start after this sequence (0 = from the beginning)
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -364,13 +365,14 @@ async fn run(command: Command) -> Result<(), CliError> {
             print_entry(&e, json)
         }
         Command::Get {
-            target,
+            mut target,
             context,
             key,
             after,
             limit,
             json,
         } => {
+            let key = target.take_key_filter(key);
             let client = target.client().await.map_err(client_err)?;
             if limit == 0 {
                 for e in client
@@ -398,13 +400,16 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Watch {
-            target,
+            mut target,
             context,
             key,
             from,
             no_reconnect,
             json,
-        } => watch(&target, &context, &key, from, no_reconnect, json).await,
+        } => {
+            let key = target.take_key_filter(key);
+            watch(&target, &context, &key, from, no_reconnect, json).await
+        }
         Command::Snapshot {
             target,
             context,

@@ -16,11 +16,12 @@ pub struct Target {
     #[arg(long, env = "LEDGER_CA")]
     pub ca: Option<PathBuf>,
     /// Client certificate (PEM), for nodes that require one (tls_client_ca)
-    #[arg(long, env = "LEDGER_CERT", requires = "key")]
+    #[arg(long, env = "LEDGER_CERT")]
     pub cert: Option<PathBuf>,
-    /// The client certificate's private key (PEM)
-    #[arg(long, env = "LEDGER_KEY", requires = "cert")]
-    pub key: Option<PathBuf>,
+    /// The client certificate's private key (PEM), with --cert. (In `get` and `watch`,
+    /// `--key` without `--cert` is the entry-key filter, as before.)
+    #[arg(long = "key", id = "tls_key", value_name = "KEY", env = "LEDGER_KEY")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Target {
@@ -31,17 +32,34 @@ impl Target {
             token: None,
             ca: None,
             cert: None,
-            key: None,
+            tls_key: None,
         }
+    }
+
+    /// For `get` and `watch`, whose `--key` has always been the entry-key filter: without
+    /// `--cert`, a `--key` value is that filter (a TLS key needs its certificate anyway).
+    /// Returns the filter: `--entry-key` if given, else that `--key`.
+    pub fn take_key_filter(&mut self, entry_key: Option<String>) -> String {
+        if self.cert.is_none()
+            && let Some(k) = self.tls_key.take()
+        {
+            return entry_key.unwrap_or_else(|| k.to_string_lossy().into_owned());
+        }
+        entry_key.unwrap_or_default()
     }
 
     /// TLS and token as given.
     pub fn options(&self) -> Result<ConnectOptions, ClientError> {
+        if self.tls_key.is_some() && self.cert.is_none() {
+            return Err(ClientError::Options(
+                "--key is the client certificate's key: give --cert with it".into(),
+            ));
+        }
         let tls = if self.ca.is_some() || self.cert.is_some() || self.addr.starts_with("https://") {
             Some(TlsOptions::from_files(
                 self.ca.as_deref(),
                 self.cert.as_deref(),
-                self.key.as_deref(),
+                self.tls_key.as_deref(),
             )?)
         } else {
             None
