@@ -10,8 +10,11 @@ use prost::Message;
 /// Largest entry a streamed load accepts in these targets (the node uses its payload limit).
 const MAX_ENTRY_BYTES: usize = 1 << 20;
 
+/// A target body.
+pub type Target = fn(&[u8]);
+
 /// Every target: (name, body).
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("snapshot_decode", snapshot_decode),
     ("snapshot_stream", snapshot_stream),
     ("leaf_decode", leaf_decode),
