@@ -223,8 +223,8 @@ impl Default for Config {
             tls_key: None,
             tls_client_ca: None,
             auth_file: None,
-            max_watchers: 10_000,
-            max_watchers_per_context: 1_000,
+            max_watchers: 100_000,
+            max_watchers_per_context: 10_000,
             max_append_streams: 1_024,
             append_stream_window: 1_024,
             max_load_bytes: 16 << 30,
@@ -424,11 +424,11 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auth_file: Option<PathBuf>,
-    /// Watch streams open on the node at once [default: 10000]
+    /// Watch streams open on the node at once [default: 100000]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_watchers: Option<usize>,
-    /// Watch streams open on one context at once [default: 1000]
+    /// Watch streams open on one context at once [default: 10000]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_watchers_per_context: Option<usize>,
