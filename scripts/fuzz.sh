@@ -2,7 +2,7 @@
 # Coverage-guided fuzzing of every decoder (libFuzzer via cargo fuzz, nightly toolchain).
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 # Seeds the corpus with valid inputs (crates/ledger-fuzz), then runs each target for the given
-# time (default 60 s) with a 256 MB RSS limit and a 64 MB single-allocation limit, so an input
+# time (default 60 s) with a 64 MB single-allocation limit (and libFuzzer's 2 GB RSS limit: AddressSanitizer's quarantine of freed memory alone takes a few hundred MB), so an input
 # that makes a decoder allocate beyond the configured limits is reported as a crash. Crashes go
 # to fuzz/artifacts/<target>/. The test suite runs the same targets on stable (a bounded
 # mutation run); this is the longer, coverage-guided run.
@@ -27,5 +27,5 @@ cd fuzz
 for t in "${targets[@]}"; do
   echo "fuzz: $t for ${secs}s" >&2
   CARGO_TARGET_DIR="${CARGO_TARGET_DIR}/fuzz" cargo +nightly fuzz run "$t" "corpus/$t" -- \
-    -max_total_time="$secs" -rss_limit_mb=256 -malloc_limit_mb=64 -print_final_stats=1
+    -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=64 -print_final_stats=1
 done
