@@ -9,6 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
+# chromium and chromedriver for the observer's browser test (it skips, saying why, without them).
+./scripts/browser.sh
 . scripts/env.sh
 status=0
 if cargo nextest --version >/dev/null 2>&1; then

@@ -12,7 +12,7 @@
 //! # Ok(()) }
 //! ```
 
-use crate::{ClientError, LedgerClient};
+use crate::{ClientError, ConnectOptions, LedgerClient};
 use ledger_core::{Entry, Metadata, NewEntry};
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
@@ -38,23 +38,26 @@ struct View {
 #[derive(Clone, Debug)]
 pub struct ClusterClient {
     seeds: Vec<String>,
+    options: ConnectOptions,
     view: Arc<RwLock<View>>,
     clients: Arc<Mutex<HashMap<String, LedgerClient>>>,
-}
-
-fn url(addr: &str) -> String {
-    if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    }
 }
 
 impl ClusterClient {
     /// Connects through any of `seeds` (node gRPC addresses) and reads the membership.
     pub async fn connect(seeds: &[&str]) -> Result<Self, ClientError> {
+        Self::connect_with(seeds, &ConnectOptions::default()).await
+    }
+
+    /// Connects through any of `seeds` with TLS and a token as `options` say. The token needs
+    /// no particular role to read the membership (any valid token does).
+    pub async fn connect_with(
+        seeds: &[&str],
+        options: &ConnectOptions,
+    ) -> Result<Self, ClientError> {
         let c = ClusterClient {
-            seeds: seeds.iter().map(|s| url(s)).collect(),
+            options: options.clone(),
+            seeds: seeds.iter().map(|s| options.url(s)).collect(),
             view: Arc::default(),
             clients: Arc::default(),
         };
@@ -66,12 +69,12 @@ impl ClusterClient {
     pub async fn refresh(&self) -> Result<(), ClientError> {
         let mut candidates: Vec<String> = {
             let v = self.view.read().expect("view lock");
-            v.addrs.values().map(|a| url(a)).collect()
+            v.addrs.values().map(|a| self.options.url(a)).collect()
         };
         candidates.extend(self.seeds.iter().cloned());
         let mut last = None;
         for addr in candidates {
-            match Self::fetch(&addr).await {
+            match Self::fetch(&addr, &self.options).await {
                 Ok(v) => {
                     *self.view.write().expect("view lock") = v;
                     return Ok(());
@@ -82,9 +85,9 @@ impl ClusterClient {
         Err(last.unwrap_or_else(|| ClientError::InvalidResponse("no seed address given".into())))
     }
 
-    async fn fetch(addr: &str) -> Result<View, ClientError> {
-        let channel = tonic::transport::Endpoint::from_shared(addr.to_owned())
-            .map_err(|e| ClientError::InvalidResponse(format!("bad address {addr:?}: {e}")))?
+    async fn fetch(addr: &str, options: &ConnectOptions) -> Result<View, ClientError> {
+        let channel = options
+            .endpoint(addr)?
             .connect_timeout(Duration::from_secs(2))
             .connect()
             .await
@@ -92,7 +95,7 @@ impl ClusterClient {
                 addr: addr.to_owned(),
                 source,
             })?;
-        let json = ClusterServiceClient::new(channel)
+        let json = ClusterServiceClient::with_interceptor(channel, options.auth()?)
             .status(cpb::StatusRequest {
                 members_only: true,
                 ..Default::default()
@@ -143,7 +146,7 @@ impl ClusterClient {
         if let Some(c) = self.clients.lock().expect("clients lock").get(addr) {
             return Ok(c.clone());
         }
-        let c = LedgerClient::connect(&url(addr)).await?;
+        let c = LedgerClient::connect_with(addr, &self.options).await?;
         self.clients
             .lock()
             .expect("clients lock")

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - [`LedgerClient`]: connect, append, get (one page or all), watch, snapshot, load.
+//! - [`connect`]: TLS and bearer tokens ([`ConnectOptions`]).
 //! - [`pipeline`]: [`AppendPipeline`], appends pipelined on one stream shared by many tasks.
 //! - [`retry`]: appends retried safely after timeouts and outages (idempotency keys).
 //! - [`transfer`]: snapshots saved and loaded as streams, with bounded memory.
@@ -10,6 +11,7 @@
 //!   trusted key, without trusting the node. Pure, no network.
 
 pub mod cluster;
+pub mod connect;
 pub mod pipeline;
 pub mod retry;
 pub mod transfer;
@@ -25,8 +27,9 @@ use lpb::snapshot_service_client::SnapshotServiceClient;
 use pb::context_service_client::ContextServiceClient;
 use thiserror::Error;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
+pub use connect::{Auth, ConnectOptions, TlsOptions, Transport};
 pub use ledger_proto;
 pub use ledger_proto::convert;
 pub use pipeline::AppendPipeline;
@@ -56,6 +59,9 @@ pub enum ClientError {
     Status(#[from] tonic::Status),
     #[error("the node sent an invalid response: {0}")]
     InvalidResponse(String),
+    /// The connection options are unusable (files, token).
+    #[error("{0}")]
+    Options(String),
     /// Reading or writing a local file or stream failed.
     #[error("{what}: {source}")]
     Io {
@@ -87,10 +93,10 @@ pub struct Page {
 /// A connected client. Cheap to clone (one HTTP/2 connection, multiplexed).
 #[derive(Clone, Debug)]
 pub struct LedgerClient {
-    inner: ContextServiceClient<Channel>,
-    integrity: IntegrityServiceClient<Channel>,
-    pipeline: AppendPipelineClient<Channel>,
-    snapshots: SnapshotServiceClient<Channel>,
+    inner: ContextServiceClient<Transport>,
+    integrity: IntegrityServiceClient<Transport>,
+    pipeline: AppendPipelineClient<Transport>,
+    snapshots: SnapshotServiceClient<Transport>,
 }
 
 /// An event of a watch stream that carries tree heads.
@@ -123,19 +129,18 @@ fn invalid(e: String) -> ClientError {
 }
 
 impl LedgerClient {
-    /// Connects to `addr` (`http://host:port`; a bare `host:port` gets `http://`).
+    /// Connects to `addr` (`http://host:port`; a bare `host:port` gets `http://`), without TLS
+    /// or token.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let url = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let err = |source| ClientError::Connect {
-            addr: url.clone(),
-            source,
-        };
-        let channel = Endpoint::from_shared(url.clone())
-            .map_err(err)?
+        Self::connect_with(addr, &ConnectOptions::default()).await
+    }
+
+    /// Connects to `addr` with TLS and a bearer token as `options` say.
+    pub async fn connect_with(addr: &str, options: &ConnectOptions) -> Result<Self, ClientError> {
+        let auth = options.auth()?;
+        let endpoint = options.endpoint(addr)?;
+        let url = endpoint.uri().to_string();
+        let channel = endpoint
             .tcp_nodelay(true)
             // HTTP/2's default windows (64 KiB) make a multi-megabyte Get or snapshot wait for
             // a WINDOW_UPDATE round trip every 64 KiB; large frames cut per-frame work.
@@ -144,28 +149,34 @@ impl LedgerClient {
             .max_frame_size(MAX_FRAME_BYTES)
             .connect()
             .await
-            .map_err(err)?;
-        Ok(Self::from_channel(channel))
+            .map_err(|source| ClientError::Connect { addr: url, source })?;
+        Ok(Self::from_channel_with(channel, auth))
     }
 
     /// A client over an existing channel.
     pub fn from_channel(channel: Channel) -> Self {
+        Self::from_channel_with(channel, Auth::default())
+    }
+
+    /// A client over an existing channel whose requests carry `auth`'s token.
+    pub fn from_channel_with(channel: Channel, auth: Auth) -> Self {
+        let t = |ch: Channel| Transport::new(ch, auth.clone());
         LedgerClient {
-            inner: ContextServiceClient::new(channel.clone())
+            inner: ContextServiceClient::new(t(channel.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            integrity: IntegrityServiceClient::new(channel.clone()),
-            pipeline: AppendPipelineClient::new(channel.clone())
+            integrity: IntegrityServiceClient::new(t(channel.clone())),
+            pipeline: AppendPipelineClient::new(t(channel.clone()))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-            snapshots: SnapshotServiceClient::new(channel)
+            snapshots: SnapshotServiceClient::new(t(channel))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
 
     /// The generated client, for calls this wrapper does not cover.
-    pub fn raw(&self) -> ContextServiceClient<Channel> {
+    pub fn raw(&self) -> ContextServiceClient<Transport> {
         self.inner.clone()
     }
 

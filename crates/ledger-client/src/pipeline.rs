@@ -12,6 +12,7 @@
 //! never retried here: it may have been stored, and only the caller knows whether to append
 //! again after reading the context.
 
+use crate::Transport;
 use crate::{ClientError, convert, invalid};
 use ledger_core::{Entry, Metadata, NewEntry};
 use ledger_proto::ledger::v1 as lpb;
@@ -21,7 +22,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Status, Streaming};
 
 /// Requests the client queues on a stream before a caller waits for room.
@@ -37,7 +37,7 @@ pub struct AppendPipeline {
 
 #[derive(Debug)]
 struct Inner {
-    client: AppendPipelineClient<Channel>,
+    client: AppendPipelineClient<Transport>,
     current: Mutex<Option<Arc<Stream>>>,
     /// Serialises opening a new stream.
     opening: tokio::sync::Mutex<()>,
@@ -80,7 +80,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl AppendPipeline {
-    pub(crate) fn new(client: AppendPipelineClient<Channel>) -> Self {
+    pub(crate) fn new(client: AppendPipelineClient<Transport>) -> Self {
         AppendPipeline {
             inner: Arc::new(Inner {
                 client,

@@ -89,8 +89,54 @@ pub struct Stats {
     pub commits: AtomicU64,
     /// Entries in those commits.
     pub entries: AtomicU64,
+    /// Payload bytes of those entries.
+    pub bytes: AtomicU64,
     /// Write-ahead-log fsyncs that made commits durable (sync mode).
     pub syncs: AtomicU64,
+    /// Entries per commit (group-commit size).
+    pub commit_sizes: SizeHistogram,
+    /// Entries made durable per fsync (sync mode).
+    pub sync_sizes: SizeHistogram,
+}
+
+/// Buckets of power-of-two upper bounds: 1, 2, 4, … 2^15, then everything.
+const SIZE_BUCKETS: usize = 17;
+
+/// A histogram of sizes (entry counts) with power-of-two buckets, kept in atomics so the write
+/// path pays one addition per observation.
+#[derive(Debug, Default)]
+pub struct SizeHistogram {
+    buckets: [AtomicU64; SIZE_BUCKETS],
+    sum: AtomicU64,
+}
+
+impl SizeHistogram {
+    pub fn observe(&self, n: u64) {
+        let i = (u64::BITS - n.saturating_sub(1).leading_zeros()) as usize;
+        self.buckets[i.min(SIZE_BUCKETS - 1)].fetch_add(1, Ordering::Relaxed);
+        self.sum.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Buckets `(upper bound, observations in this bucket)` (not cumulative; the last bound
+    /// is `None`: everything above), the sum and the count of observations.
+    pub fn read(&self) -> (Vec<(Option<u64>, u64)>, u64, u64) {
+        let mut total = 0;
+        let mut out = Vec::with_capacity(SIZE_BUCKETS);
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(Ordering::Relaxed);
+            total += n;
+            let le = (i + 1 < SIZE_BUCKETS).then_some(1 << i);
+            out.push((le, n));
+        }
+        (out, self.sum.load(Ordering::Relaxed), total)
+    }
+}
+
+fn entries_in(commits: &[ContextCommit]) -> u64 {
+    commits
+        .iter()
+        .map(|c| c.entries.len() as u64 + c.staged)
+        .sum()
 }
 
 /// The durable head of every context that has had writes in flight in this process. A context
@@ -192,11 +238,15 @@ impl WritePath {
 
     fn count(&self, commits: &[ContextCommit]) {
         self.stats.commits.fetch_add(1, Ordering::Relaxed);
-        let n: u64 = commits
-            .iter()
-            .map(|c| c.entries.len() as u64 + c.staged)
-            .sum();
+        let n = entries_in(commits);
         self.stats.entries.fetch_add(n, Ordering::Relaxed);
+        self.stats.commit_sizes.observe(n);
+        let bytes: u64 = commits
+            .iter()
+            .flat_map(|c| c.entries.iter())
+            .map(|e| e.payload.len() as u64)
+            .sum();
+        self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
     /// Runs the committer (and, in sync mode, the syncer) until `rx` closes.
@@ -304,6 +354,8 @@ impl WritePath {
                         })
                     });
                 self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                let synced_entries = pending.iter().map(|g| entries_in(&g.commits)).sum();
+                self.stats.sync_sizes.observe(synced_entries);
                 for mut g in pending.drain(..) {
                     match &synced {
                         Ok(()) => self.finish(&g.commits, &mut g.replies),

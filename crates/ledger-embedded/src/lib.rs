@@ -51,7 +51,7 @@ mod watch;
 
 pub use append::{AppendAck, Sequenced, SequencedAppend};
 pub use apply::Applied;
-pub use commit::Stats;
+pub use commit::{SizeHistogram, Stats};
 pub use config::LedgerConfig;
 pub use error::{ErrorKind, LedgerError};
 pub use ledger_core::validate::Limits;
@@ -181,6 +181,15 @@ impl Ledger {
     /// Counters of the write path (commits and the entries in them).
     pub fn stats(&self) -> &Stats {
         &self.inner.stats
+    }
+
+    /// Appends (and other commands) waiting in the sequencer's queue (at most `queue_depth`).
+    pub fn queue_len(&self) -> usize {
+        self.inner
+            .tx
+            .read()
+            .as_ref()
+            .map_or(0, |tx| tx.max_capacity() - tx.capacity())
     }
 
     /// True while appends are accepted (not closed, no storage failure).

@@ -38,6 +38,7 @@ pub struct WatchStream {
     backlog: VecDeque<Arc<Entry>>,
     caught_up: bool,
     storage_reads: u64,
+    fallbacks: u64,
     /// The hub's cut count this stream has taken into account.
     cuts_seen: u64,
     /// Set once the stream ended because the context was cut back to this size below it.
@@ -63,6 +64,7 @@ impl WatchStream {
             backlog: VecDeque::new(),
             caught_up: false,
             storage_reads: 0,
+            fallbacks: 0,
             cuts_seen,
             truncated_to: None,
         }
@@ -76,6 +78,12 @@ impl WatchStream {
     /// How many times this stream read from storage (the first catch-up included).
     pub fn storage_reads(&self) -> u64 {
         self.storage_reads
+    }
+
+    /// How many times live delivery left this stream behind (it lagged the buffer or skipped
+    /// ahead) and it went back to storage.
+    pub fn fallbacks(&self) -> u64 {
+        self.fallbacks
     }
 
     /// The next entry. Waits for one to be appended if the stream is at the head.
@@ -106,6 +114,7 @@ impl WatchStream {
                     if e.sequence > self.fetched + 1 {
                         // Live delivery skipped ahead: fill the gap from storage.
                         self.caught_up = false;
+                        self.fallbacks += 1;
                         continue;
                     }
                     self.fetched = e.sequence;
@@ -114,7 +123,10 @@ impl WatchStream {
                         return Ok(e);
                     }
                 }
-                Err(broadcast::error::RecvError::Lagged(_)) => self.caught_up = false,
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    self.caught_up = false;
+                    self.fallbacks += 1;
+                }
                 Err(broadcast::error::RecvError::Closed) => {
                     if self.check_cut()? {
                         continue; // the channel ended for a cut, not for shutdown

@@ -2,9 +2,10 @@
 
 use crate::config::{Config, LogFormat, Overrides};
 use crate::output::{CliError, note, out_line, print_entry, write_error};
+use crate::target::Target;
 use clap::{Parser, Subcommand};
+use ledger_client::ClientError;
 use ledger_client::transfer::Progress;
-use ledger_client::{ClientError, LedgerClient};
 use ledger_core::{Metadata, NewEntry};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -20,13 +21,6 @@ use tokio_stream::StreamExt;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-struct Target {
-    /// Node address
-    #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
-    addr: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,9 +62,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
         context: String,
-        /// Only entries with this key
-        #[arg(long, default_value = "")]
-        key: String,
+        /// Only entries with this key (also `--key` when no --cert is given)
+        #[arg(long = "entry-key")]
+        key: Option<String>,
         /// Only entries after this sequence
         #[arg(long, default_value_t = 0)]
         after: u64,
@@ -85,8 +79,9 @@ enum Command {
         #[command(flatten)]
         target: Target,
         context: String,
-        #[arg(long, default_value = "")]
-        key: String,
+        /// Only entries with this key (also `--key` when no --cert is given)
+        #[arg(long = "entry-key")]
+        key: Option<String>,
         /// Start after this sequence (0 = from the beginning)
         #[arg(long, default_value_t = 0)]
         from: u64,
@@ -132,6 +127,16 @@ enum Command {
         #[arg(long, default_value_t = 3_000)]
         timeout_ms: u64,
     },
+    /// Make throwaway certificates for development and tests
+    Certs {
+        #[command(subcommand)]
+        what: CertsCommand,
+    },
+    /// Make bearer tokens for the auth file
+    Token {
+        #[command(subcommand)]
+        what: TokenCommand,
+    },
     /// See and manage a cluster: status, remove a dead member, quarantines
     Cluster {
         #[command(subcommand)]
@@ -160,6 +165,33 @@ enum Command {
         /// Fail if the context already has entries
         #[arg(long)]
         fail_if_exists: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CertsCommand {
+    /// A throwaway CA, a node certificate (localhost, 127.0.0.1 and every --name) and a client
+    /// certificate: ca.pem node.pem node.key client.pem client.key
+    Dev {
+        /// Directory to write into (created if missing)
+        #[arg(long)]
+        out: PathBuf,
+        /// Another DNS name or IP address the node certificate covers (repeatable)
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenCommand {
+    /// A new random token: printed on the first line, then the [[token]] table for the auth file
+    New {
+        /// What the token may do
+        #[arg(long, value_enum)]
+        role: crate::auth::Role,
+        /// Only contexts whose id starts with this
+        #[arg(long)]
+        prefix: Option<String>,
     },
 }
 
@@ -255,11 +287,18 @@ async fn run(command: Command) -> Result<(), CliError> {
             );
             let listener = crate::server::bind(&config).await?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            let admin = match &config.admin_addr {
+                Some(a) => Some(crate::admin::bind(a).await?),
+                None => None,
+            };
+            let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
             let mut opened = crate::server::open(&config, &fds)?;
+            opened.security.warn_if_exposed(&config);
             crate::server::start_cluster(&config, &mut opened, addr).await?;
             let (signer, identity) = (&opened.signer, &opened.identity);
             out_line(&crate::server::listening_line(
                 addr,
+                admin_addr,
                 &config,
                 signer,
                 identity,
@@ -285,6 +324,7 @@ async fn run(command: Command) -> Result<(), CliError> {
                 config,
                 opened,
                 listener,
+                admin,
                 fds,
                 crate::server::shutdown_signal(),
             )
@@ -323,9 +363,7 @@ async fn run(command: Command) -> Result<(), CliError> {
                     .ok_or_else(|| format!("--meta {m:?} is not KEY=VALUE"))?;
                 metadata.insert(k.to_owned(), v.to_owned());
             }
-            let client = LedgerClient::connect(&target.addr)
-                .await
-                .map_err(client_err)?;
+            let client = target.client().await.map_err(client_err)?;
             let e = client
                 .append_entry(NewEntry {
                     context_id: context,
@@ -340,16 +378,15 @@ async fn run(command: Command) -> Result<(), CliError> {
             print_entry(&e, json)
         }
         Command::Get {
-            target,
+            mut target,
             context,
             key,
             after,
             limit,
             json,
         } => {
-            let client = LedgerClient::connect(&target.addr)
-                .await
-                .map_err(client_err)?;
+            let key = target.take_key_filter(key);
+            let client = target.client().await.map_err(client_err)?;
             if limit == 0 {
                 for e in client
                     .get_all(&context, &key, after)
@@ -376,13 +413,16 @@ async fn run(command: Command) -> Result<(), CliError> {
             Ok(())
         }
         Command::Watch {
-            target,
+            mut target,
             context,
             key,
             from,
             no_reconnect,
             json,
-        } => watch(&target.addr, &context, &key, from, no_reconnect, json).await,
+        } => {
+            let key = target.take_key_filter(key);
+            watch(&target, &context, &key, from, no_reconnect, json).await
+        }
         Command::Snapshot {
             target,
             context,
@@ -392,22 +432,17 @@ async fn run(command: Command) -> Result<(), CliError> {
             let out = out
                 .or(file)
                 .ok_or("give the output file (`-` for stdout)")?;
-            snapshot(&target.addr, &context, &out).await
+            snapshot(&target, &context, &out).await
         }
         Command::Head {
             target,
             context,
             out,
             public_key,
-        } => crate::verify_cli::head(
-            &target.addr,
-            &context,
-            out.as_deref(),
-            public_key.as_deref(),
-        )
-        .await
-        .map_err(|e| CliError::Message(e.to_string()))
-        .and_then(|json| out_line(&json)),
+        } => crate::verify_cli::head(&target, &context, out.as_deref(), public_key.as_deref())
+            .await
+            .map_err(|e| CliError::Message(e.to_string()))
+            .and_then(|json| out_line(&json)),
         Command::Health {
             target,
             service,
@@ -419,6 +454,25 @@ async fn run(command: Command) -> Result<(), CliError> {
             out_line(status)
         }
         Command::Cluster { what } => crate::cluster_cli::run(what).await,
+        Command::Certs {
+            what: CertsCommand::Dev { out, names },
+        } => {
+            let written = crate::certs::dev(&out, &names)?;
+            for p in written {
+                out_line(&p.display().to_string())?;
+            }
+            Ok(())
+        }
+        Command::Token {
+            what: TokenCommand::New { role, prefix },
+        } => {
+            if prefix.as_deref() == Some("") {
+                return Err("--prefix is empty; leave it out to allow every context".into());
+            }
+            let token = crate::auth::new_token()?;
+            out_line(&token)?;
+            out_line(crate::auth::token_table(&token, role, prefix.as_deref()).trim_end())
+        }
         Command::Verify { what } => {
             let r = match what {
                 VerifyCommand::Snapshot {
@@ -438,21 +492,14 @@ async fn run(command: Command) -> Result<(), CliError> {
                     sequence,
                     public_key,
                 } => {
-                    crate::verify_cli::entry(
-                        &target.addr,
-                        &context,
-                        sequence,
-                        public_key.as_deref(),
-                    )
-                    .await
+                    crate::verify_cli::entry(&target, &context, sequence, public_key.as_deref())
+                        .await
                 }
                 VerifyCommand::Context {
                     target,
                     context,
                     public_key,
-                } => {
-                    crate::verify_cli::context(&target.addr, &context, public_key.as_deref()).await
-                }
+                } => crate::verify_cli::context(&target, &context, public_key.as_deref()).await,
             };
             out_line(&r.map_err(|e| CliError::Message(e.to_string()))?)
         }
@@ -466,7 +513,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             let input = input
                 .or(file)
                 .ok_or("give the snapshot file (`-` for stdin)")?;
-            load(&target.addr, &context, &input, fail_if_exists).await
+            load(&target, &context, &input, fail_if_exists).await
         }
     }
 }
@@ -491,8 +538,8 @@ fn progress_bar(what: &str, total: Option<u64>) -> indicatif::ProgressBar {
 
 /// `snapshot CTX FILE|-`: streams the snapshot into the file (written to a temporary name and
 /// renamed when complete, so a failed transfer never leaves a partial file) or to stdout.
-async fn snapshot(addr: &str, context: &str, out: &Path) -> Result<(), CliError> {
-    let client = LedgerClient::connect(addr).await.map_err(client_err)?;
+async fn snapshot(target: &Target, context: &str, out: &Path) -> Result<(), CliError> {
+    let client = target.client().await.map_err(client_err)?;
     let started = Instant::now();
     let to_stdout = out == Path::new("-");
     let partial = out.with_extension("partial");
@@ -552,7 +599,7 @@ async fn snapshot(addr: &str, context: &str, out: &Path) -> Result<(), CliError>
 
 /// `load CTX FILE|-`: streams the snapshot from the file or stdin; all or nothing.
 async fn load(
-    addr: &str,
+    target: &Target,
     context: &str,
     input: &Path,
     fail_if_exists: bool,
@@ -568,7 +615,7 @@ async fn load(
             size,
         )
     };
-    let client = LedgerClient::connect(addr).await.map_err(client_err)?;
+    let client = target.client().await.map_err(client_err)?;
     let started = Instant::now();
     let bar = progress_bar("load", None);
     if let Some(n) = size {
@@ -598,7 +645,7 @@ async fn load(
 }
 
 async fn watch(
-    addr: &str,
+    target: &Target,
     context: &str,
     key: &str,
     from: u64,
@@ -609,7 +656,7 @@ async fn watch(
     loop {
         let mut printed: Result<(), CliError> = Ok(());
         let result: Result<(), ClientError> = async {
-            let client = LedgerClient::connect(addr).await?;
+            let client = target.client().await?;
             let mut stream = client.watch(context, key, position).await?;
             while let Some(item) = stream.next().await {
                 let e = item?;

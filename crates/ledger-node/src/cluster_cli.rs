@@ -6,18 +6,18 @@
 //! - `cluster quarantine list|export`: divergent suffixes moved aside by replicas.
 
 use crate::output::{CliError, out_line};
+use crate::target::Target;
+use ledger_client::{Auth, Transport};
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use std::path::PathBuf;
-use tonic::transport::Channel;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
     /// Members, and for each context its writer, epoch, replicas, sizes, roots and lag
     Status {
-        /// Node address
-        #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        target: Target,
         /// Only this context (default: the contexts the node holds, up to --limit)
         #[arg(long)]
         context: Option<String>,
@@ -29,8 +29,8 @@ pub enum ClusterCommand {
     },
     /// Remove a dead or left member from the cluster (its contexts move to other members)
     Remove {
-        #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        target: Target,
         /// The member's node id
         node: String,
     },
@@ -45,8 +45,8 @@ pub enum ClusterCommand {
 pub enum QuarantineCommand {
     /// List the quarantined suffixes a node holds
     List {
-        #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         context: Option<String>,
         #[arg(long)]
@@ -55,8 +55,8 @@ pub enum QuarantineCommand {
     /// Write one quarantined suffix as a snapshot of the divergent history (loadable into a
     /// separate node for inspection)
     Export {
-        #[arg(long, env = "LEDGER_ADDR", default_value = "http://127.0.0.1:50051")]
-        addr: String,
+        #[command(flatten)]
+        target: Target,
         #[arg(long)]
         context: String,
         /// The quarantine's id (from `list`)
@@ -68,18 +68,16 @@ pub enum QuarantineCommand {
     },
 }
 
-async fn connect(addr: &str) -> Result<ClusterServiceClient<Channel>, CliError> {
-    let url = if addr.contains("://") {
-        addr.to_owned()
-    } else {
-        format!("http://{addr}")
-    };
-    let ch = tonic::transport::Endpoint::from_shared(url)
-        .map_err(|e| format!("bad address {addr:?}: {e}"))?
+async fn connect(target: &Target) -> Result<ClusterServiceClient<Transport>, CliError> {
+    let options = target.options().map_err(|e| e.to_string())?;
+    let auth: Auth = options.auth().map_err(|e| e.to_string())?;
+    let ch = options
+        .endpoint(&target.addr)
+        .map_err(|e| e.to_string())?
         .connect()
         .await
-        .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-    Ok(ClusterServiceClient::new(ch)
+        .map_err(|e| format!("cannot connect to {}: {e}", target.addr))?;
+    Ok(ClusterServiceClient::with_interceptor(ch, auth)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX))
 }
@@ -96,12 +94,12 @@ fn status_err(s: tonic::Status) -> CliError {
 pub async fn run(cmd: ClusterCommand) -> Result<(), CliError> {
     match cmd {
         ClusterCommand::Status {
-            addr,
+            target,
             context,
             limit,
             json,
         } => {
-            let doc = connect(&addr)
+            let doc = connect(&target)
                 .await?
                 .status(cpb::StatusRequest {
                     context_id: context.unwrap_or_default(),
@@ -122,8 +120,8 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), CliError> {
             }
             Ok(())
         }
-        ClusterCommand::Remove { addr, node } => {
-            let r = connect(&addr)
+        ClusterCommand::Remove { target, node } => {
+            let r = connect(&target)
                 .await?
                 .remove_member(cpb::RemoveMemberRequest {
                     node_id: node.clone(),
@@ -139,11 +137,11 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), CliError> {
         }
         ClusterCommand::Quarantine { what } => match what {
             QuarantineCommand::List {
-                addr,
+                target,
                 context,
                 json,
             } => {
-                let doc = connect(&addr)
+                let doc = connect(&target)
                     .await?
                     .quarantines(cpb::QuarantinesRequest {
                         context_id: context.unwrap_or_default(),
@@ -175,12 +173,12 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), CliError> {
                 Ok(())
             }
             QuarantineCommand::Export {
-                addr,
+                target,
                 context,
                 id,
                 out,
             } => {
-                let r = connect(&addr)
+                let r = connect(&target)
                     .await?
                     .export_quarantine(cpb::ExportQuarantineRequest {
                         context_id: context.clone(),

@@ -147,6 +147,32 @@ pub struct Config {
     pub gossip_push_pull_interval_ms: u64,
     /// Compare a digest of shared contexts with one peer this often (anti-entropy).
     pub anti_entropy_interval_ms: u64,
+    /// host:port of the admin HTTP server (`/metrics`, the observer at `/`); unset = none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<String>,
+    /// PEM certificate (chain) of the public gRPC port; with `tls_key`, turns TLS on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA: clients and peers must present a certificate it signed (mutual TLS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TOML file of bearer tokens (`[[token]]` tables); unset = auth off.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_file: Option<PathBuf>,
+    /// Watch streams open on this node at once (beyond: RESOURCE_EXHAUSTED).
+    pub max_watchers: usize,
+    /// Watch streams open on one context at once (beyond: RESOURCE_EXHAUSTED).
+    pub max_watchers_per_context: usize,
+    /// AppendStream streams open on this node at once (beyond: RESOURCE_EXHAUSTED).
+    pub max_append_streams: usize,
+    /// Appends one AppendStream may have in flight; beyond it the node stops reading the
+    /// stream until answers go out (flow control holds the client).
+    pub append_stream_window: usize,
+    /// Largest snapshot a Load or LoadStream accepts, in bytes (beyond: RESOURCE_EXHAUSTED).
+    pub max_load_bytes: u64,
 }
 
 impl Default for Config {
@@ -192,6 +218,16 @@ impl Default for Config {
             gossip_suspicion_timeout_ms: 4_000,
             gossip_push_pull_interval_ms: 30_000,
             anti_entropy_interval_ms: 10_000,
+            admin_addr: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            auth_file: None,
+            max_watchers: 100_000,
+            max_watchers_per_context: 10_000,
+            max_append_streams: 1_024,
+            append_stream_window: 1_024,
+            max_load_bytes: 16 << 30,
         }
     }
 }
@@ -238,6 +274,16 @@ pub const ENV_KEYS: &[&str] = &[
     "gossip_suspicion_timeout_ms",
     "gossip_push_pull_interval_ms",
     "anti_entropy_interval_ms",
+    "admin_addr",
+    "tls_cert",
+    "tls_key",
+    "tls_client_ca",
+    "auth_file",
+    "max_watchers",
+    "max_watchers_per_context",
+    "max_append_streams",
+    "append_stream_window",
+    "max_load_bytes",
 ];
 
 /// Settings given as command-line flags (only those present override).
@@ -359,6 +405,50 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anti_entropy_interval_ms: Option<u64>,
+    /// host:port of the admin HTTP server: /metrics and the observer [default: none]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub admin_addr: Option<String>,
+    /// PEM certificate of the gRPC port; with --tls-key turns TLS on [default: none]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert [default: none]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA that client and peer certificates must be signed by (mutual TLS) [default: none]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// TOML file of bearer tokens; turns auth on [default: none]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_file: Option<PathBuf>,
+    /// Watch streams open on the node at once [default: 100000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_watchers: Option<usize>,
+    /// Watch streams open on one context at once [default: 10000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_watchers_per_context: Option<usize>,
+    /// AppendStream streams open on the node at once [default: 1024]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_append_streams: Option<usize>,
+    /// Appends in flight per AppendStream before the node stops reading it [default: 1024]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub append_stream_window: Option<usize>,
+    /// Largest snapshot Load accepts, in bytes [default: 17179869184]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_load_bytes: Option<u64>,
+    /// Concurrent requests per connection [default: 1024]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent_streams: Option<u32>,
 }
 
 /// One figment error as "invalid setting <name>: <problem> (from <source>)".
@@ -446,6 +536,20 @@ impl Config {
         if self.max_concurrent_streams == 0 {
             return bad("max_concurrent_streams", "must be at least 1".into());
         }
+        for (setting, v) in [
+            ("max_watchers", self.max_watchers),
+            ("max_watchers_per_context", self.max_watchers_per_context),
+            ("max_append_streams", self.max_append_streams),
+            ("append_stream_window", self.append_stream_window),
+        ] {
+            if v == 0 {
+                return bad(setting, "must be at least 1".into());
+            }
+        }
+        if self.max_load_bytes == 0 {
+            return bad("max_load_bytes", "must be at least 1".into());
+        }
+        self.validate_security()?;
         if self.watch_buffer == 0 || self.queue_depth == 0 {
             return bad("watch_buffer/queue_depth", "must be at least 1".into());
         }
@@ -470,6 +574,53 @@ impl Config {
             );
         }
         Ok(())
+    }
+
+    /// TLS and admin settings that only make sense together.
+    fn validate_security(&self) -> Result<(), String> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(
+                    "invalid setting tls_key: tls_cert is set, so its key is needed too".into(),
+                );
+            }
+            (None, Some(_)) => {
+                return Err(
+                    "invalid setting tls_cert: tls_key is set, so its certificate is needed too"
+                        .into(),
+                );
+            }
+            _ => {}
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("invalid setting tls_client_ca: client certificates need TLS; set tls_cert and tls_key too".into());
+        }
+        if self.tls_cert.is_some()
+            && self.tls_client_ca.is_none()
+            && crate::cluster::is_clustered(self)
+        {
+            return Err("invalid setting tls_client_ca: a cluster with TLS needs it, so nodes can verify each other's certificates (mutual TLS between nodes)".into());
+        }
+        if let Some(a) = &self.admin_addr {
+            let ok = a
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok());
+            if !ok {
+                return Err(format!(
+                    "invalid setting admin_addr: {a:?} is not host:port (port 0 picks a free port)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's TLS files, when TLS is on.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// The address to bind.

@@ -9,16 +9,27 @@
 //! - A connection must send the HTTP/2 preface within the handshake timeout or it is closed
 //!   ([`Conn`]); after the handshake, HTTP/2 keepalive pings (set on the server) close
 //!   connections whose peer stopped answering.
+//! - With TLS ([`crate::tls::ServerTls`]) the handshake runs off the accept loop, several at
+//!   once (each holding its connection slot), bounded by the same timeout; the configuration
+//!   in force at accept time is used, so a reload never touches established connections.
+//! - Every request of a connection sees its [`ConnInfo`] (address, what its certificate
+//!   proved, its open-request count) in its extensions.
 
+use crate::tls::{PeerIdentity, ServerTls};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::transport::server::{Connected, TcpConnectInfo};
+use tonic::transport::server::Connected;
 
 /// Descriptors kept for storage beyond RocksDB's table files: write-ahead logs, manifests,
 /// info logs, the lock file, and the node's own files.
@@ -73,54 +84,129 @@ impl FdBudget {
     }
 }
 
+/// What every request of a connection knows about it (in its extensions).
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub remote: Option<SocketAddr>,
+    pub tls: bool,
+    pub peer: PeerIdentity,
+    /// Requests open on this connection right now (shared by all of them).
+    pub open_requests: Arc<AtomicU32>,
+}
+
+impl ConnInfo {
+    /// The peer presented a node certificate.
+    pub fn is_node(&self) -> bool {
+        self.peer == PeerIdentity::Node
+    }
+}
+
+/// The accept loop's state.
+struct Accepting {
+    listener: TcpListener,
+    slots: Arc<Semaphore>,
+    refused: u64,
+    max_connections: usize,
+    handshake_timeout: Duration,
+    tls: Option<Arc<ServerTls>>,
+    /// TLS handshakes under way; a connection is handed out once its handshake is done.
+    handshakes: FuturesUnordered<BoxFuture<'static, Option<Conn>>>,
+}
+
 /// Accepts connections from `listener`, at most `max_connections` open at once, each closed if
-/// it sends no HTTP/2 preface within `handshake_timeout`.
+/// it completes no TLS handshake (with `tls`) or sends no HTTP/2 preface within
+/// `handshake_timeout`.
 pub fn incoming(
     listener: TcpListener,
     max_connections: usize,
     handshake_timeout: Duration,
+    tls: Option<Arc<ServerTls>>,
 ) -> impl futures::Stream<Item = io::Result<Conn>> + Send + 'static {
-    let slots = Arc::new(Semaphore::new(max_connections));
-    futures::stream::unfold(
-        (listener, slots, 0u64),
-        move |(listener, slots, mut refused)| async move {
-            loop {
-                let (stream, peer) = match listener.accept().await {
-                    Ok(s) => s,
-                    Err(e) if is_fd_exhaustion(&e) => {
-                        // Out of descriptors: leave the connection in the backlog, refuse
-                        // nothing that is stored, and try again shortly.
-                        refused += 1;
-                        if refused.is_power_of_two() {
-                            tracing::warn!(error = %e, refused, "out of file descriptors: not accepting connections for now");
-                        }
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
+    let state = Accepting {
+        listener,
+        slots: Arc::new(Semaphore::new(max_connections)),
+        refused: 0,
+        max_connections,
+        handshake_timeout,
+        tls,
+        handshakes: FuturesUnordered::new(),
+    };
+    futures::stream::unfold(state, |mut st| async move {
+        loop {
+            let accepted = tokio::select! {
+                Some(done) = st.handshakes.next(), if !st.handshakes.is_empty() => {
+                    match done {
+                        Some(conn) => return Some((Ok(conn), st)),
+                        None => continue,
                     }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "accept failed");
-                        continue;
+                }
+                a = st.listener.accept() => a,
+            };
+            let (stream, peer) = match accepted {
+                Ok(s) => s,
+                Err(e) if is_fd_exhaustion(&e) => {
+                    // Out of descriptors: leave the connection in the backlog, refuse
+                    // nothing that is stored, and try again shortly.
+                    st.refused += 1;
+                    if st.refused.is_power_of_two() {
+                        tracing::warn!(error = %e, refused = st.refused, "out of file descriptors: not accepting connections for now");
                     }
-                };
-                let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-                    refused += 1;
-                    if refused.is_power_of_two() {
-                        tracing::warn!(%peer, max_connections, refused, "connection limit reached: refusing new connections (setting max_connections)");
-                    }
-                    drop(stream);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let conn = Conn {
-                    stream,
-                    _permit: permit,
-                    received: 0,
-                    deadline: Some(Box::pin(tokio::time::sleep(handshake_timeout))),
-                };
-                return Some((Ok(conn), (listener, slots, refused)));
-            }
-        },
-    )
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "accept failed");
+                    continue;
+                }
+            };
+            let Ok(permit) = Arc::clone(&st.slots).try_acquire_owned() else {
+                st.refused += 1;
+                if st.refused.is_power_of_two() {
+                    tracing::warn!(%peer, max_connections = st.max_connections, refused = st.refused, "connection limit reached: refusing new connections (setting max_connections)");
+                }
+                drop(stream);
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let timeout = st.handshake_timeout;
+            let info = ConnInfo {
+                remote: Some(peer),
+                tls: st.tls.is_some(),
+                peer: PeerIdentity::Anonymous,
+                open_requests: Arc::default(),
+            };
+            let acceptor = match &st.tls {
+                Some(tls) => tls.acceptor(),
+                None => {
+                    return Some((Ok(Conn::new(Io::Plain(stream), permit, info, timeout)), st));
+                }
+            };
+            st.handshakes.push(Box::pin(async move {
+                match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                    Ok(Ok((tls_stream, identity))) => {
+                        let info = ConnInfo {
+                            peer: identity,
+                            ..info
+                        };
+                        Some(Conn::new(
+                            Io::Tls(Box::new(tls_stream)),
+                            permit,
+                            info,
+                            timeout,
+                        ))
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "no TLS handshake within the handshake timeout");
+                        None
+                    }
+                }
+            }));
+        }
+    })
 }
 
 fn is_fd_exhaustion(e: &io::Error) -> bool {
@@ -128,22 +214,42 @@ fn is_fd_exhaustion(e: &io::Error) -> bool {
         || e.kind() == io::ErrorKind::OutOfMemory
 }
 
+/// The byte stream of a connection.
+#[derive(Debug)]
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
 /// An accepted connection: holds a connection slot until it closes, and fails its reads if
 /// the HTTP/2 preface does not arrive in time.
 #[derive(Debug)]
 pub struct Conn {
-    stream: TcpStream,
+    io: Io,
+    info: ConnInfo,
     _permit: OwnedSemaphorePermit,
     received: usize,
     /// Until the preface has arrived.
     deadline: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
+impl Conn {
+    fn new(io: Io, permit: OwnedSemaphorePermit, info: ConnInfo, timeout: Duration) -> Conn {
+        Conn {
+            io,
+            info,
+            _permit: permit,
+            received: 0,
+            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+        }
+    }
+}
+
 impl Connected for Conn {
-    type ConnectInfo = TcpConnectInfo;
+    type ConnectInfo = ConnInfo;
 
     fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
+        self.info.clone()
     }
 }
 
@@ -162,7 +268,10 @@ impl AsyncRead for Conn {
             )));
         }
         let before = buf.filled().len();
-        let r = Pin::new(&mut self.stream).poll_read(cx, buf);
+        let r = match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        };
         if let Poll::Ready(Ok(())) = r
             && self.deadline.is_some()
         {
@@ -181,7 +290,10 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
     }
 
     fn poll_write_vectored(
@@ -189,19 +301,31 @@ impl AsyncWrite for Conn {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
+        match &self.io {
+            Io::Plain(s) => s.is_write_vectored(),
+            Io::Tls(s) => s.is_write_vectored(),
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        match &mut self.io {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
     }
 }
 
@@ -232,10 +356,9 @@ mod tests {
     #[tokio::test]
     async fn silent_connections_are_closed_and_slots_are_capped() {
         use tokio::io::AsyncReadExt;
-        use tokio_stream::StreamExt;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let mut conns = Box::pin(incoming(listener, 2, Duration::from_millis(200)));
+        let mut conns = Box::pin(incoming(listener, 2, Duration::from_millis(200), None));
         let _a = TcpStream::connect(addr).await.unwrap();
         let _b = TcpStream::connect(addr).await.unwrap();
         let mut first = conns.next().await.unwrap().unwrap();

@@ -3,6 +3,7 @@
 use crate::cluster::Cluster;
 use crate::cluster::gate::ReadCap;
 use crate::cluster::route::Serve;
+use crate::metrics::Metrics;
 use crate::signer::Signer;
 use crate::status::{cluster_status, to_status};
 use ledger_core::Hash;
@@ -22,6 +23,7 @@ pub struct IntegrityApi {
     ledger: Ledger,
     signer: Arc<Signer>,
     cluster: Option<Arc<Cluster>>,
+    metrics: Arc<Metrics>,
 }
 
 /// How a request is answered: here (with the tree sizes it may name), or by another node.
@@ -42,11 +44,17 @@ fn size_within(cap: &Option<ReadCap>, size: u64, context_id: &str) -> Result<u64
 }
 
 impl IntegrityApi {
-    pub fn new(ledger: Ledger, signer: Arc<Signer>, cluster: Option<Arc<Cluster>>) -> Self {
+    pub fn new(
+        ledger: Ledger,
+        signer: Arc<Signer>,
+        cluster: Option<Arc<Cluster>>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         IntegrityApi {
             ledger,
             signer,
             cluster,
+            metrics,
         }
     }
 
@@ -89,14 +97,16 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetTreeHeadRequest>,
     ) -> Result<Response<lpb::SignedTreeHead>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
             Here::Forward(c, mut client) => {
                 return client
-                    .get_tree_head(c.forwarded(Request::new(request.into_inner())))
+                    .get_tree_head(c.forwarded(crate::service::onward(request)))
                     .await;
             }
             Here::Yes(cap) => cap,
         };
+        self.metrics.tree_head();
         let r = request.into_inner();
         let size = size_within(&cap, 0, &r.context_id)?;
         let h = self.head(&r.context_id, size).await.map_err(to_status)?;
@@ -107,14 +117,16 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetInclusionProofRequest>,
     ) -> Result<Response<lpb::InclusionProof>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
             Here::Forward(c, mut client) => {
                 return client
-                    .get_inclusion_proof(c.forwarded(Request::new(request.into_inner())))
+                    .get_inclusion_proof(c.forwarded(crate::service::onward(request)))
                     .await;
             }
             Here::Yes(cap) => cap,
         };
+        self.metrics.proof("inclusion");
         let r = request.into_inner();
         let tree_size = size_within(&cap, r.tree_size, &r.context_id)?;
         let p = self
@@ -139,14 +151,16 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetConsistencyProofRequest>,
     ) -> Result<Response<lpb::ConsistencyProof>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
             Here::Forward(c, mut client) => {
                 return client
-                    .get_consistency_proof(c.forwarded(Request::new(request.into_inner())))
+                    .get_consistency_proof(c.forwarded(crate::service::onward(request)))
                     .await;
             }
             Here::Yes(cap) => cap,
         };
+        self.metrics.proof("consistency");
         let r = request.into_inner();
         let second = size_within(&cap, r.second_size, &r.context_id)?;
         let p = self

@@ -7,7 +7,15 @@
 //! - [`integrity`]: `converge.ledger.v1.IntegrityService`: signed tree heads and proofs.
 //! - [`pipeline`]: `converge.ledger.v1.AppendPipeline`: appends pipelined on one stream.
 //! - [`snapshots`]: `converge.ledger.v1.SnapshotService`: snapshots streamed out and in.
-//! - [`conn`]: file-descriptor budget, connection cap and handshake timeout.
+//! - [`conn`]: file-descriptor budget, connection cap, handshake timeout, TLS handshakes.
+//! - [`tls`]: TLS on the public port and mutual TLS between nodes, reloaded on SIGHUP.
+//! - [`auth`]: bearer tokens with roles and context prefixes.
+//! - [`requests`]: around every request: per-connection limit, deadlines, request metrics.
+//! - [`limits`]: watchers, append streams and load size.
+//! - [`metrics`]: Prometheus metrics.
+//! - [`admin`]: the admin HTTP server: `/metrics` and the observer page.
+//! - [`certs`]: `converge-ledger certs dev`, throwaway certificates.
+//! - [`target`]: the node a CLI command talks to (address, TLS, token).
 //! - [`signer`]: the node's Ed25519 key.
 //! - [`identity`]: the node id and data-dir incarnation (`node.json`), the `x-ledger-node`
 //!   response header.
@@ -17,6 +25,9 @@
 //! - [`health`]: `converge-ledger health`: the grpc.health.v1 check for probes.
 //! - [`output`]: how the CLI prints entries.
 
+pub mod admin;
+pub mod auth;
+pub mod certs;
 pub mod cli;
 pub mod cluster;
 pub mod cluster_cli;
@@ -25,11 +36,16 @@ pub mod conn;
 pub mod health;
 pub mod identity;
 pub mod integrity;
+pub mod limits;
+pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod requests;
 pub mod server;
 pub mod service;
 pub mod signer;
 pub mod snapshots;
 pub mod status;
+pub mod target;
+pub mod tls;
 pub mod verify_cli;

@@ -2,11 +2,15 @@
 //!
 //! Each stream's response body reads requests, hands each to the ledger as soon as it arrives
 //! (so the sequencer can group appends of many requests into one write and one fsync), and
-//! answers in request order as the appends become durable. It reads at most [`MAX_IN_FLIGHT`]
-//! requests ahead of its answers, and reads nothing while the client does not take answers, so
-//! a slow client holds back only itself (HTTP/2 flow control does the rest).
+//! answers in request order as the appends become durable. It reads at most
+//! `append_stream_window` requests ahead of its answers, and reads nothing while the client
+//! does not take answers, so a slow client holds back only itself (HTTP/2 flow control does
+//! the rest). A node serves at most `max_append_streams` streams at once; one more is refused
+//! with RESOURCE_EXHAUSTED.
 
 use crate::cluster::Cluster;
+use crate::limits::{Limits, StreamPermit};
+use crate::metrics::Metrics;
 use crate::status::{cluster_status, to_status};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
@@ -18,11 +22,9 @@ use lpb::append_pipeline_server::AppendPipeline;
 use lpb::append_stream_response::Result as Outcome;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::watch;
 use tonic::{Request, Response, Status, Streaming};
-
-/// Requests a stream may have in the ledger before its oldest one is answered.
-pub const MAX_IN_FLIGHT: usize = 1024;
 
 /// The AppendPipeline implementation.
 #[derive(Clone, Debug)]
@@ -33,6 +35,8 @@ pub struct PipelineApi {
     draining: watch::Receiver<bool>,
     /// In a cluster, appends go through [`Cluster::submit`].
     cluster: Option<Arc<Cluster>>,
+    metrics: Arc<Metrics>,
+    limits: Arc<Limits>,
 }
 
 impl PipelineApi {
@@ -40,11 +44,15 @@ impl PipelineApi {
         ledger: Ledger,
         draining: watch::Receiver<bool>,
         cluster: Option<Arc<Cluster>>,
+        metrics: Arc<Metrics>,
+        limits: Arc<Limits>,
     ) -> Self {
         PipelineApi {
             ledger,
             draining,
             cluster,
+            metrics,
+            limits,
         }
     }
 }
@@ -61,6 +69,7 @@ impl AppendPipeline for PipelineApi {
         if *self.draining.borrow() {
             return Err(shutting_down());
         }
+        let permit = self.limits.append_stream()?;
         let cluster = match &self.cluster {
             Some(c) => Some((
                 Arc::clone(c),
@@ -68,9 +77,19 @@ impl AppendPipeline for PipelineApi {
             )),
             None => None,
         };
+        let principal = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .cloned();
+        let auth = crate::auth::authorization_of(request.metadata());
         let state = StreamState {
+            _permit: permit,
+            window: self.limits.append_stream_window,
+            metrics: Arc::clone(&self.metrics),
             ledger: self.ledger.clone(),
             cluster,
+            principal,
+            auth,
             inbound: request.into_inner(),
             draining: self.draining.clone(),
             in_flight: FuturesOrdered::new(),
@@ -96,8 +115,17 @@ fn shutting_down() -> Status {
 
 /// One stream: requests read, appends in flight (oldest first), and how it ends.
 struct StreamState {
+    /// This stream's place under `max_append_streams`.
+    _permit: StreamPermit,
+    /// Requests read ahead of answers at most.
+    window: usize,
+    metrics: Arc<Metrics>,
     ledger: Ledger,
     cluster: Option<(Arc<Cluster>, AckLevel)>,
+    /// The caller (auth on): each request's context is checked against its prefix.
+    principal: Option<crate::auth::Principal>,
+    /// The caller's `authorization`, passed on with appends forwarded to a writer.
+    auth: Option<tonic::metadata::AsciiMetadataValue>,
     inbound: Streaming<lpb::AppendStreamRequest>,
     draining: watch::Receiver<bool>,
     in_flight: FuturesOrdered<BoxFuture<'static, lpb::AppendStreamResponse>>,
@@ -127,16 +155,31 @@ impl StreamState {
                         self.end = Some(shutting_down());
                     }
                 }
-                message = self.inbound.message(), if self.reading && self.in_flight.len() < MAX_IN_FLIGHT => {
+                message = self.inbound.message(), if self.reading && self.in_flight.len() < self.window => {
                     match message {
                         Ok(Some(request)) => {
                             // Queued here, one request after another, so appends are applied in
                             // stream order; only their acknowledgements run concurrently.
-                            let answer = match &self.cluster {
-                                Some((c, level)) => submit_clustered(c, *level, request).await,
-                                None => submit(&self.ledger, request).await,
+                            let denied = self.principal.as_ref().and_then(|p| {
+                                let ctx = request.append.as_ref().map_or("", |a| a.context_id.as_str());
+                                p.check_context(ctx).err()
+                            });
+                            let pending: BoxFuture<'static, lpb::AppendStreamResponse> = match (denied, &self.cluster) {
+                                (Some(status), _) => {
+                                    let id = request.request_id;
+                                    Box::pin(futures::future::ready(answer(id, Err(status))))
+                                }
+                                (None, Some((c, level))) => {
+                                    submit_clustered(c, *level, self.auth.as_ref(), request).await
+                                }
+                                (None, None) => submit(&self.ledger, request).await,
                             };
-                            self.in_flight.push_back(answer);
+                            let (metrics, started) = (Arc::clone(&self.metrics), Instant::now());
+                            self.in_flight.push_back(Box::pin(async move {
+                                let a = pending.await;
+                                metrics.append(outcome_code(&a), started.elapsed());
+                                a
+                            }));
                         }
                         Ok(None) => self.reading = false,
                         Err(status) => {
@@ -181,6 +224,7 @@ async fn submit(
 async fn submit_clustered(
     cluster: &Arc<Cluster>,
     level: AckLevel,
+    auth: Option<&tonic::metadata::AsciiMetadataValue>,
     request: lpb::AppendStreamRequest,
 ) -> BoxFuture<'static, lpb::AppendStreamResponse> {
     let request_id = request.request_id;
@@ -193,7 +237,7 @@ async fn submit_clustered(
                 )),
             )));
         }
-        Some(append) => cluster.submit(append, level).await,
+        Some(append) => cluster.submit(append, level, auth).await,
     };
     Box::pin(async move {
         answer(
@@ -201,6 +245,13 @@ async fn submit_clustered(
             pending.await.map(|r| r.entry.unwrap_or_default()),
         )
     })
+}
+
+fn outcome_code(a: &lpb::AppendStreamResponse) -> tonic::Code {
+    match &a.result {
+        Some(Outcome::Error(e)) => tonic::Code::from_i32(e.code),
+        _ => tonic::Code::Ok,
+    }
 }
 
 fn answer(

@@ -7,17 +7,25 @@
 //! 2. the gRPC server stops accepting connections and waits (up to `shutdown_grace_ms`) for
 //!    in-flight requests, so started appends finish and are answered;
 //! 3. the ledger drains its write queue, syncs and closes RocksDB.
+//!
+//! SIGHUP reloads the TLS certificates and the auth file ([`Security::reload`]): new
+//! connections use them; established connections and their streams carry on.
 
+use crate::auth::{AuthLayer, Policy};
 use crate::cluster::Cluster;
 use crate::cluster::service::ClusterApi;
 use crate::config::Config;
 use crate::conn::FdBudget;
 use crate::identity::{Identity, NodeIdLayer};
 use crate::integrity::IntegrityApi;
+use crate::limits::Limits;
+use crate::metrics::Metrics;
 use crate::pipeline::PipelineApi;
+use crate::requests::RequestLayer;
 use crate::service::ContextApi;
 use crate::signer::Signer;
 use crate::snapshots::SnapshotApi;
+use crate::tls::{PeerTls, ServerTls};
 use ledger_embedded::{CloseOutcome, Ledger};
 use ledger_proto::cluster::v1::cluster_service_server::ClusterServiceServer;
 use ledger_proto::context::v1::context_service_server::ContextServiceServer;
@@ -43,6 +51,7 @@ pub async fn bind(config: &Config) -> Result<TcpListener, String> {
 /// The machine-readable line printed on stdout once the node accepts connections.
 pub fn listening_line(
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     config: &Config,
     signer: &Signer,
     identity: &Identity,
@@ -63,18 +72,111 @@ pub fn listening_line(
         "ledger_name": signer.name(),
         "public_key": ledger_core::checkpoint::base64(signer.public_key().as_bytes()),
         "key_id": signer.key_id_hex(),
+        "tls": config.tls_cert.is_some(),
+        "mutual_tls": config.tls_client_ca.is_some(),
+        "auth": config.auth_file.is_some(),
+        "admin_addr": admin.map(|a| a.to_string()),
     })
     .to_string()
 }
 
-/// What a node serves with: the ledger, its signing key, its identity, and the cluster
-/// runtime when it is a cluster member.
+/// What a node serves with: the ledger, its signing key, its identity, its TLS and access
+/// settings, and the cluster runtime when it is a cluster member.
 #[derive(Debug)]
 pub struct Opened {
     pub ledger: Ledger,
     pub signer: Arc<Signer>,
     pub identity: Identity,
+    pub security: Security,
+    pub metrics: Arc<Metrics>,
     pub cluster: Option<Arc<Cluster>>,
+}
+
+/// The node's TLS and access settings: loaded at start, reloaded on SIGHUP.
+#[derive(Debug)]
+pub struct Security {
+    pub policy: Arc<Policy>,
+    /// TLS on the public port.
+    pub tls: Option<Arc<ServerTls>>,
+    /// Mutual TLS to peers (a cluster member with TLS).
+    pub peer_tls: Option<Arc<PeerTls>>,
+}
+
+impl Security {
+    /// Reads the certificates and the auth file the configuration names.
+    pub fn load(config: &Config) -> Result<Security, String> {
+        let files = config.tls_files();
+        let tls = files
+            .clone()
+            .map(ServerTls::load)
+            .transpose()?
+            .map(Arc::new);
+        let peer_tls = match files {
+            Some(f) if crate::cluster::is_clustered(config) => Some(Arc::new(PeerTls::load(f)?)),
+            _ => None,
+        };
+        let policy = Arc::new(Policy::load(
+            config.auth_file.as_deref(),
+            config.tls_client_ca.is_some(),
+        )?);
+        Ok(Security {
+            policy,
+            tls,
+            peer_tls,
+        })
+    }
+
+    /// Reads certificates and tokens again; what fails to load is reported and the settings
+    /// in force stay.
+    pub fn reload(&self, cluster: Option<&Cluster>) {
+        if let Some(t) = &self.tls {
+            match t.reload() {
+                Ok(()) => {
+                    tracing::info!("SIGHUP: TLS certificates reloaded; new connections use them")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded; the previous ones stay in use")
+                }
+            }
+        }
+        if let Some(p) = &self.peer_tls {
+            match p.reload() {
+                Ok(()) => {
+                    if let Some(c) = cluster {
+                        c.tls_reloaded();
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "SIGHUP: peer TLS not reloaded"),
+            }
+        }
+        if self.policy.auth_on() {
+            match self.policy.reload() {
+                Ok(n) => tracing::info!(tokens = n, "SIGHUP: auth file reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "SIGHUP: auth file not reloaded; the previous tokens stay in force")
+                }
+            }
+        }
+    }
+
+    /// Warnings about an exposed node, logged at start.
+    pub fn warn_if_exposed(&self, config: &Config) {
+        let beyond_loopback = !config.host.is_loopback();
+        if beyond_loopback && !self.policy.auth_on() {
+            tracing::warn!(host = %config.host, "listening beyond loopback without auth: anyone who can reach this port can read and append to every context (set auth_file, see docs/OPERATIONS.md \"Securing a node\")");
+        }
+        if beyond_loopback && self.policy.auth_on() && self.tls.is_none() {
+            tracing::warn!(host = %config.host, "auth is on but TLS is off: tokens cross the network in clear text (set tls_cert and tls_key)");
+        }
+        if self.policy.auth_on()
+            && crate::cluster::is_clustered(config)
+            && config.tls_client_ca.is_none()
+        {
+            tracing::warn!(
+                "auth is on but tls_client_ca is not set: the cluster's node-to-node service is not authenticated (set tls_cert, tls_key and tls_client_ca for mutual TLS between nodes)"
+            );
+        }
+    }
 }
 
 /// Joins the cluster when `seeds` or `gossip_addr` is set (a no-op otherwise), with the
@@ -87,14 +189,17 @@ pub async fn start_cluster(
     if !crate::cluster::is_clustered(config) {
         return Ok(());
     }
-    let settings = crate::cluster::ClusterSettings::from_config(config, bound)?;
+    let mut settings = crate::cluster::ClusterSettings::from_config(config, bound)?;
+    settings.peer_tls = opened.security.peer_tls.clone();
     let cluster = Cluster::start(
         settings,
         &opened.identity,
         opened.signer.public_key().as_bytes().to_vec(),
         opened.ledger.clone(),
+        Arc::clone(&opened.metrics),
     )
     .await?;
+    opened.metrics.attach_cluster(Arc::clone(&cluster));
     opened.cluster = Some(cluster);
     Ok(())
 }
@@ -111,10 +216,14 @@ pub fn open(config: &Config, fds: &FdBudget) -> Result<Opened, String> {
     })?;
     let signer = Arc::new(Signer::load_or_create(config)?);
     let identity = crate::identity::load_or_create(&config.data_dir, config.node_id.as_deref())?;
+    let security = Security::load(config)?;
+    let metrics = Metrics::new(ledger.clone());
     Ok(Opened {
         ledger,
         signer,
         identity,
+        security,
+        metrics,
         cluster: None,
     })
 }
@@ -126,6 +235,7 @@ pub async fn serve(
     config: Config,
     opened: Opened,
     listener: TcpListener,
+    admin: Option<TcpListener>,
     fds: FdBudget,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
@@ -133,8 +243,13 @@ pub async fn serve(
         ledger,
         signer,
         identity,
+        security,
+        metrics,
         cluster,
     } = opened;
+    let limits = Limits::new(&config, Arc::clone(&metrics));
+    let security = Arc::new(security);
+    let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&security), cluster.clone()));
     let (reporter, health) = tonic_health::server::health_reporter();
     let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
     match &cluster {
@@ -171,19 +286,47 @@ pub async fn serve(
         Arc::clone(&signer),
         config.max_message_bytes,
         cluster.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&limits),
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
-    let snapshots = SnapshotServiceServer::new(SnapshotApi::new(ledger.clone(), cluster.clone()))
-        .max_decoding_message_size(config.max_message_bytes)
-        .max_encoding_message_size(config.max_message_bytes);
-    let integrity =
-        IntegrityServiceServer::new(IntegrityApi::new(ledger.clone(), signer, cluster.clone()));
+    let snapshots = SnapshotServiceServer::new(SnapshotApi::new(
+        ledger.clone(),
+        cluster.clone(),
+        Arc::clone(&limits),
+    ))
+    .max_decoding_message_size(config.max_message_bytes)
+    .max_encoding_message_size(config.max_message_bytes);
+    let integrity = IntegrityServiceServer::new(IntegrityApi::new(
+        ledger.clone(),
+        Arc::clone(&signer),
+        cluster.clone(),
+        Arc::clone(&metrics),
+    ));
     let (stop_streams, streams_stopping) = watch::channel(false);
+    let admin_task = admin.map(|l| {
+        let observer = crate::admin::observer::Observer {
+            ledger: ledger.clone(),
+            signer: Arc::clone(&signer),
+            node_id: identity.node_id.clone(),
+            cluster: cluster.clone(),
+            policy: Arc::clone(&security.policy),
+            limits: Arc::clone(&limits),
+        };
+        tokio::spawn(crate::admin::serve(
+            l,
+            Arc::clone(&metrics),
+            observer,
+            streams_stopping.clone(),
+        ))
+    });
     let pipeline = AppendPipelineServer::new(PipelineApi::new(
         ledger.clone(),
         streams_stopping,
         cluster.clone(),
+        Arc::clone(&metrics),
+        Arc::clone(&limits),
     ))
     .max_decoding_message_size(config.max_message_bytes)
     .max_encoding_message_size(config.max_message_bytes);
@@ -213,9 +356,16 @@ pub async fn serve(
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let server = tonic::transport::Server::builder()
         .layer(NodeIdLayer::new(&identity.node_id)?)
+        .layer(RequestLayer::new(
+            Arc::clone(&metrics),
+            config.max_concurrent_streams,
+        ))
+        .layer(AuthLayer::new(Arc::clone(&security.policy)))
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
-        .max_concurrent_streams(Some(config.max_concurrent_streams))
+        // Twice the per-connection request limit: past the limit a client is answered
+        // RESOURCE_EXHAUSTED (crate::requests) instead of being queued by its HTTP/2 stack.
+        .max_concurrent_streams(Some(config.max_concurrent_streams.saturating_mul(2)))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -231,6 +381,7 @@ pub async fn serve(
                 listener,
                 usize::try_from(fds.max_connections).unwrap_or(usize::MAX),
                 Duration::from_millis(config.handshake_timeout_ms),
+                security.tls.clone(),
             ),
             signal,
         );
@@ -239,6 +390,10 @@ pub async fn serve(
         () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_ms = config.shutdown_grace_ms, "in-flight requests did not finish in time; closing anyway");
         }
+    }
+    hangups.abort();
+    if let Some(t) = admin_task {
+        t.abort();
     }
     let closed = ledger.close().await;
     let stats = ledger.stats();
@@ -282,6 +437,27 @@ async fn set_public_health(reporter: &tonic_health::server::HealthReporter, serv
         <SnapshotServiceServer<SnapshotApi> as NamedService>::NAME,
     ] {
         reporter.set_service_status(name, status).await;
+    }
+}
+
+/// Reloads certificates and tokens on every SIGHUP, until aborted at shutdown.
+async fn reload_on_hangup(security: Arc<Security>, cluster: Option<Arc<Cluster>>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!(
+                "cannot listen for SIGHUP: certificates and tokens reload only on restart"
+            );
+            return;
+        };
+        while hup.recv().await.is_some() {
+            security.reload(cluster.as_deref());
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (security, cluster);
     }
 }
 

@@ -4,6 +4,8 @@
 use crate::cluster::Cluster;
 use crate::cluster::gate::ReadCap;
 use crate::cluster::route::Serve;
+use crate::limits::{Limits, WatchPermit};
+use crate::metrics::Metrics;
 use crate::signer::Signer;
 use crate::status::to_status;
 use ledger_core::{Entry, Frontier};
@@ -30,6 +32,8 @@ pub struct ContextApi {
     max_snapshot_bytes: usize,
     /// The cluster runtime, when this node is a cluster member.
     cluster: Option<Arc<Cluster>>,
+    metrics: Arc<Metrics>,
+    limits: Arc<Limits>,
 }
 
 /// Room left in a Snapshot response for its other fields and protobuf framing.
@@ -41,12 +45,16 @@ impl ContextApi {
         signer: Arc<Signer>,
         max_message_bytes: usize,
         cluster: Option<Arc<Cluster>>,
+        metrics: Arc<Metrics>,
+        limits: Arc<Limits>,
     ) -> Self {
         ContextApi {
             ledger,
             signer,
             max_snapshot_bytes: max_message_bytes.saturating_sub(SNAPSHOT_RESPONSE_OVERHEAD),
             cluster,
+            metrics,
+            limits,
         }
     }
 
@@ -115,6 +123,17 @@ fn log_result<T>(rpc: &'static str, context_id: &str, start: Instant, r: &Result
     }
 }
 
+/// A read forwarded to another node: the message, with the caller's token (the other node
+/// authenticates the caller again).
+pub(crate) fn onward<T>(request: Request<T>) -> Request<T> {
+    let auth = crate::auth::authorization_of(request.metadata());
+    crate::auth::pass_on(auth.as_ref(), Request::new(request.into_inner()))
+}
+
+fn code_of<T>(r: &Result<T, Status>) -> tonic::Code {
+    r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok)
+}
+
 fn key_filter(key: &str) -> Option<&str> {
     (!key.is_empty()).then_some(key)
 }
@@ -126,10 +145,12 @@ impl ContextService for ContextApi {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         if let Some(c) = &self.cluster {
             let context_id = request.get_ref().context_id.clone();
             let result = c.append(request).await.map(Response::new);
             log_result("Append", &context_id, start, &result);
+            self.metrics.append(code_of(&result), start.elapsed());
             return result;
         }
         let append = append_request_from_pb(request.into_inner());
@@ -145,6 +166,7 @@ impl ContextService for ContextApi {
             })
             .map_err(to_status);
         log_result("Append", &context_id, start, &result);
+        self.metrics.append(code_of(&result), start.elapsed());
         result
     }
 
@@ -153,11 +175,10 @@ impl ContextService for ContextApi {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
             Serve::Remote(c, ch) => {
-                return remote(ch)
-                    .get(c.forwarded(Request::new(request.into_inner())))
-                    .await;
+                return remote(ch).get(c.forwarded(onward(request))).await;
             }
             Serve::Local(cap) => cap,
         };
@@ -191,11 +212,10 @@ impl ContextService for ContextApi {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
             Serve::Remote(c, ch) => {
-                return remote(ch)
-                    .snapshot(c.forwarded(Request::new(request.into_inner())))
-                    .await;
+                return remote(ch).snapshot(c.forwarded(onward(request))).await;
             }
             Serve::Local(cap) => cap,
         };
@@ -230,12 +250,15 @@ impl ContextService for ContextApi {
         request: Request<pb::LoadRequest>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         if self.cluster.is_some() {
             return Err(Status::failed_precondition(
                 crate::snapshots::CLUSTER_LOAD_REFUSED,
             ));
         }
         let r = request.into_inner();
+        self.limits
+            .check_load(&r.context_id, r.snapshot.len() as u64)?;
         let result = self
             .ledger
             .load(&r.context_id, r.snapshot, r.fail_if_exists)
@@ -258,12 +281,20 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        let permit = self.limits.watcher(&request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
             Serve::Remote(c, ch) => {
                 let stream = remote(ch)
-                    .watch(c.forwarded(Request::new(request.into_inner())))
+                    .watch(c.forwarded(onward(request)))
                     .await?
                     .into_inner();
+                // The permit lives as long as the relayed stream.
+                use futures::StreamExt as _;
+                let stream = stream.map(move |ev| {
+                    let _held = &permit;
+                    ev
+                });
                 return Ok(Response::new(Box::pin(stream)));
             }
             Serve::Local(cap) => cap,
@@ -331,6 +362,9 @@ impl ContextService for ContextApi {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let state = WatchState {
             context_id: r.context_id,
+            _permit: permit,
+            metrics: Arc::clone(&self.metrics),
+            fallbacks_seen: 0,
             stream,
             cap,
             held: std::collections::VecDeque::new(),
@@ -355,6 +389,11 @@ impl ContextService for ContextApi {
 /// the stream ends because they were cut off).
 struct WatchState {
     context_id: String,
+    /// This stream's place under the watcher limits.
+    _permit: WatchPermit,
+    metrics: Arc<Metrics>,
+    /// Fallbacks of `stream` already counted in the metrics.
+    fallbacks_seen: u64,
     stream: ledger_embedded::WatchStream,
     cap: Option<ReadCap>,
     held: std::collections::VecDeque<Arc<Entry>>,
@@ -422,7 +461,7 @@ impl WatchState {
                         )));
                     }
                 }
-                next = self.stream.next(), if room => match next {
+                next = self.stream.next(), if room => match self.count_fallbacks(next) {
                     Ok(e) if committed.is_some_and(|c| e.sequence > c) || !self.held.is_empty() => {
                         self.held.push_back(e);
                     }
@@ -454,6 +493,16 @@ impl WatchState {
             }
         }
         self.held.pop_front().map_or(Release::Wait, Release::Entry)
+    }
+
+    /// Counts the ledger watcher's slow-watcher fallbacks in the metrics as they happen.
+    fn count_fallbacks<T>(&mut self, next: T) -> T {
+        let fallbacks = self.stream.fallbacks();
+        if fallbacks > self.fallbacks_seen {
+            self.metrics.watch_fallbacks(fallbacks - self.fallbacks_seen);
+            self.fallbacks_seen = fallbacks;
+        }
+        next
     }
 
     fn deliver(mut self, e: &Entry) -> (WatchItem, Self) {

@@ -4,6 +4,7 @@
 use crate::cluster::Cluster;
 use crate::cluster::gate::ReadCap;
 use crate::cluster::route::Serve;
+use crate::limits::Limits;
 use crate::status::to_status;
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
@@ -42,11 +43,17 @@ async fn next_piece(
 pub struct SnapshotApi {
     ledger: Ledger,
     cluster: Option<Arc<Cluster>>,
+    /// `max_load_bytes`.
+    limits: Arc<Limits>,
 }
 
 impl SnapshotApi {
-    pub fn new(ledger: Ledger, cluster: Option<Arc<Cluster>>) -> Self {
-        SnapshotApi { ledger, cluster }
+    pub fn new(ledger: Ledger, cluster: Option<Arc<Cluster>>, limits: Arc<Limits>) -> Self {
+        SnapshotApi {
+            ledger,
+            cluster,
+            limits,
+        }
     }
 }
 
@@ -63,6 +70,7 @@ impl SnapshotService for SnapshotApi {
         &self,
         request: Request<lpb::SnapshotStreamRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
         let cap = match Serve::read(
             self.cluster.as_ref(),
             &request.get_ref().context_id,
@@ -73,7 +81,7 @@ impl SnapshotService for SnapshotApi {
             Serve::Remote(c, ch) => {
                 let stream = lpb::snapshot_service_client::SnapshotServiceClient::new(ch)
                     .max_decoding_message_size(usize::MAX)
-                    .snapshot_stream(c.forwarded(Request::new(request.into_inner())))
+                    .snapshot_stream(c.forwarded(crate::service::onward(request)))
                     .await?
                     .into_inner();
                 return Ok(Response::new(Box::pin(stream)));
@@ -137,6 +145,10 @@ impl SnapshotService for SnapshotApi {
         if self.cluster.is_some() {
             return Err(Status::failed_precondition(CLUSTER_LOAD_REFUSED));
         }
+        let principal = request
+            .extensions()
+            .get::<crate::auth::Principal>()
+            .cloned();
         let mut inbound = request.into_inner();
         let first = next_piece(&mut inbound).await?.ok_or_else(|| {
             Status::invalid_argument(
@@ -144,13 +156,20 @@ impl SnapshotService for SnapshotApi {
             )
         })?;
         let context_id = first.context_id.clone();
+        if let Some(p) = &principal {
+            p.check_context(&context_id)?;
+        }
         let mut session = self
             .ledger
             .begin_load(&context_id, first.fail_if_exists)
             .await
             .map_err(to_status)?;
         let mut next = Some(first);
+        let mut received: u64 = 0;
         while let Some(msg) = next {
+            received += msg.data.len() as u64;
+            // Refused before staging more: the session is dropped and nothing is stored.
+            self.limits.check_load(&context_id, received)?;
             if !msg.context_id.is_empty() && msg.context_id != context_id {
                 return Err(Status::invalid_argument(format!(
                     "LoadStream message names context {:?}, but the stream loads {context_id:?}",

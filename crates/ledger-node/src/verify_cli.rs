@@ -2,6 +2,7 @@
 //! locally with `ledger_client::verify`, trusting only a public key. Exit status 0 only when
 //! verification succeeds; failures say exactly what did not match. Each returns what to print.
 
+use crate::target::Target;
 use ledger_client::LedgerClient;
 use ledger_client::verify::{self, VerifyError};
 use ledger_core::Hash;
@@ -117,12 +118,12 @@ pub fn read_head_file(path: &Path) -> Result<(SignedTreeHead, VerifyingKey), Fai
 
 /// `head C`: fetch, verify against the trusted key, print, and optionally save.
 pub async fn head(
-    addr: &str,
+    target: &Target,
     context: &str,
     out: Option<&Path>,
     pinned: Option<&str>,
 ) -> Result<String, Failure> {
-    let client = LedgerClient::connect(addr).await.map_err(err)?;
+    let client = target.client().await.map_err(err)?;
     let key = trusted_key(&client, pinned).await?;
     let h = client.tree_head(context).await.map_err(err)?;
     verify::verify_tree_head(&h, &key)?;
@@ -179,12 +180,12 @@ pub fn snapshot(
 
 /// `verify entry --context C --sequence N`: entry + inclusion proof + signed head.
 pub async fn entry(
-    addr: &str,
+    target: &Target,
     context: &str,
     sequence: u64,
     pinned: Option<&str>,
 ) -> Result<String, Failure> {
-    let client = LedgerClient::connect(addr).await.map_err(err)?;
+    let client = target.client().await.map_err(err)?;
     let key = trusted_key(&client, pinned).await?;
     let proof = client
         .inclusion_proof(context, sequence, 0)
@@ -207,8 +208,12 @@ pub async fn entry(
 }
 
 /// `verify context C`: recompute the root from every entry and compare with the signed head.
-pub async fn context(addr: &str, context: &str, pinned: Option<&str>) -> Result<String, Failure> {
-    let client = LedgerClient::connect(addr).await.map_err(err)?;
+pub async fn context(
+    target: &Target,
+    context: &str,
+    pinned: Option<&str>,
+) -> Result<String, Failure> {
+    let client = target.client().await.map_err(err)?;
     let key = trusted_key(&client, pinned).await?;
     let head = client.tree_head(context).await.map_err(err)?;
     verify::verify_tree_head(&head, &key)?;

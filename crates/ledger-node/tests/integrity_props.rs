@@ -54,7 +54,12 @@ fn fixture(n: u64) -> Fixture {
     });
     Fixture {
         rt,
-        api: IntegrityApi::new(ledger, signer, None),
+        api: IntegrityApi::new(
+            ledger.clone(),
+            signer,
+            None,
+            ledger_node::metrics::Metrics::new(ledger),
+        ),
         key,
     }
 }

@@ -354,6 +354,14 @@ impl Actor {
         }
     }
 
+    /// Metrics hook: while writing, each follower's unacknowledged entries.
+    fn report_lag(&self) {
+        for (peer, matched) in self.state().followers {
+            let lag = self.size.saturating_sub(matched);
+            self.cluster.metrics.replica_lag(&self.ctx, &peer, lag);
+        }
+    }
+
     /// Local appends that were sequenced (or refused), in submission order: the fresh ones are
     /// shipped at once, while the ledger makes them durable.
     async fn on_local(&mut self, done: Vec<Local>) {
@@ -608,7 +616,10 @@ impl Actor {
                 } => {
                     let (entries, root) = match self.cached(after, upto) {
                         Some(r) => r,
-                        None => read_entries(&self.cluster, &self.ctx, after, upto).await?,
+                        None => {
+                            self.cluster.metrics.catch_up();
+                            read_entries(&self.cluster, &self.ctx, after, upto).await?
+                        }
                     };
                     let message = Message::Entries(ledger_replication::Entries {
                         header,
@@ -639,6 +650,7 @@ impl Actor {
                 } => {
                     self.acked.insert(level, (epoch, through));
                     self.complete_acked();
+                    self.report_lag();
                 }
                 Command::Activated {
                     epoch,
@@ -646,6 +658,7 @@ impl Actor {
                     quorum,
                 } => {
                     self.acked.clear();
+                    self.cluster.metrics.epoch_change();
                     tracing::info!(context_id = %self.ctx, %epoch, first_sequence, voters = quorum.voters().len(), "writing the context");
                 }
                 Command::SteppedDown { epoch, reason } => {
@@ -655,6 +668,7 @@ impl Actor {
                     // The protocol's rule: the writer's own stores finish before anything
                     // after a step-down (a promise, a claim) is carried out.
                     self.finish_syncing().await;
+                    self.cluster.metrics.forget_lag(&self.ctx);
                 }
             }
         }

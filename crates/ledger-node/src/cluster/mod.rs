@@ -60,6 +60,8 @@ pub struct Cluster {
     pub me: Voter,
     pub settings: ClusterSettings,
     pub ledger: Ledger,
+    /// Metrics hooks (epoch changes, catch-ups, replica lag).
+    pub metrics: Arc<crate::metrics::Metrics>,
     discovery: Arc<GossipDiscovery>,
     view_tx: watch::Sender<View>,
     links: peers::Links,
@@ -84,6 +86,7 @@ impl Cluster {
         identity: &Identity,
         public_key: Vec<u8>,
         ledger: Ledger,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Result<Arc<Cluster>, String> {
         let me = Voter {
             node: NodeId::new(identity.node_id.clone()),
@@ -109,13 +112,15 @@ impl Cluster {
         let (view, _) = members::view(&discovery.membership(), None, SystemTime::now());
         let (view_tx, _) = watch::channel(view);
         let (stop, _) = watch::channel(false);
+        let links = peers::Links::new(settings.peer_tls.clone());
         let cluster = Arc::new(Cluster {
             me,
             settings,
             ledger,
+            metrics,
             discovery: Arc::new(discovery),
             view_tx,
-            links: peers::Links::default(),
+            links,
             actors: Mutex::new(HashMap::new()),
             started: Instant::now(),
             stop,
@@ -198,6 +203,11 @@ impl Cluster {
     /// Quarantines made by this node since it started.
     pub fn quarantine_count(&self) -> u64 {
         self.quarantines.load(Ordering::Relaxed)
+    }
+
+    /// Certificates were reloaded (SIGHUP): new peer connections use them.
+    pub fn tls_reloaded(&self) {
+        self.links.tls_reloaded();
     }
 
     /// The gossip layer (for `cluster remove`).

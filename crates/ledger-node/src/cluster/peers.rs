@@ -38,6 +38,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Default)]
 pub struct Links {
+    /// Mutual TLS to peers, when TLS is on.
+    tls: Option<Arc<crate::tls::PeerTls>>,
     /// Peer id → the queue of its current stream.
     queues: Mutex<HashMap<String, mpsc::Sender<cpb::Envelope>>>,
     /// Peer id → (address dialed, dialer task).
@@ -48,6 +50,18 @@ pub struct Links {
 }
 
 impl Links {
+    pub fn new(tls: Option<Arc<crate::tls::PeerTls>>) -> Self {
+        Links {
+            tls,
+            ..Links::default()
+        }
+    }
+
+    /// Forgets cached channels so new ones use reloaded certificates (open streams carry on).
+    pub fn tls_reloaded(&self) {
+        self.channels.lock().clear();
+    }
+
     pub fn send(&self, to: &str, env: cpb::Envelope) {
         let q = self.queues.lock().get(to).cloned();
         match q {
@@ -76,7 +90,7 @@ impl Links {
         if let Some(c) = channels.get(addr) {
             return Ok(c.clone());
         }
-        let c = endpoint(addr)?.connect_lazy();
+        let c = self.endpoint(addr)?.connect_lazy();
         channels.insert(addr.to_owned(), c.clone());
         Ok(c)
     }
@@ -94,13 +108,23 @@ impl Links {
     }
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, String> {
-    Ok(Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(10)))
+impl Links {
+    /// An endpoint for a peer: mutual TLS with this node's certificate when TLS is on.
+    fn endpoint(&self, addr: &str) -> Result<Endpoint, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut e = Endpoint::from_shared(format!("{scheme}://{addr}"))
+            .map_err(|e| format!("bad peer address {addr:?}: {e}"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(10));
+        if let Some(tls) = &self.tls {
+            e = e
+                .tls_config(tls.client_config())
+                .map_err(|e| format!("TLS to peer {addr}: {e}"))?;
+        }
+        Ok(e)
+    }
 }
 
 impl Cluster {
@@ -147,7 +171,9 @@ impl Cluster {
     }
 
     async fn connect_once(self: &Arc<Self>, peer: &str, addr: &str) -> Result<(), String> {
-        let channel = endpoint(addr)?
+        let channel = self
+            .links
+            .endpoint(addr)?
             .connect()
             .await
             .map_err(|e| format!("connect: {e}"))?;

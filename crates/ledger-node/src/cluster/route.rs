@@ -173,10 +173,14 @@ impl Cluster {
     ) -> Result<pb::AppendResponse, Status> {
         let level = ack_of(self, request.metadata()).map_err(cluster_status)?;
         let forwarded = is_forwarded(request.metadata());
+        // The writer authenticates the caller again: its token goes along.
+        let auth = crate::auth::authorization_of(request.metadata());
         let msg = request.into_inner();
         let deadline = Instant::now() + APPEND_RETRY;
         loop {
-            let attempt = self.append_once(&msg, level, forwarded, deadline).await;
+            let attempt = self
+                .append_once(&msg, level, forwarded, deadline, auth.as_ref())
+                .await;
             match attempt {
                 Err(Attempt::Retry(s)) if Instant::now() < deadline => {
                     tracing::debug!(context_id = %msg.context_id, error = %s.message(), "append refused before storing; retrying");
@@ -194,6 +198,7 @@ impl Cluster {
         level: AckLevel,
         forwarded: bool,
         deadline: Instant,
+        auth: Option<&tonic::metadata::AsciiMetadataValue>,
     ) -> Result<pb::AppendResponse, Attempt> {
         let ctx = &msg.context_id;
         let me = self.me.node.as_str();
@@ -231,7 +236,7 @@ impl Cluster {
             })));
         }
         let mut client = self.client(&addr).map_err(Attempt::Retry)?;
-        let mut req = Request::new(msg.clone());
+        let mut req = crate::auth::pass_on(auth, Request::new(msg.clone()));
         req.metadata_mut()
             .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
         req.metadata_mut()
@@ -279,16 +284,18 @@ impl Cluster {
     /// before this returns, so a stream's appends keep their order while their
     /// acknowledgements are awaited concurrently (no retries here: a retry could reorder).
     /// Elsewhere it is forwarded and awaited before this returns (in order, one at a time).
+    /// `auth` is the caller's `authorization`, passed on when the append is forwarded.
     pub async fn submit(
         self: &Arc<Self>,
         msg: pb::AppendRequest,
         level: AckLevel,
+        auth: Option<&tonic::metadata::AsciiMetadataValue>,
     ) -> BoxFuture<'static, Result<pb::AppendResponse, Status>> {
         let here = self
             .writer_of(&msg.context_id)
             .is_some_and(|(w, _)| w == self.me.node.as_str());
         if !here {
-            let mut req = Request::new(msg);
+            let mut req = crate::auth::pass_on(auth, Request::new(msg));
             req.metadata_mut()
                 .insert(ACK_HEADER, MetadataValue::from_static(ack_name(level)));
             let r = self.append(req).await;

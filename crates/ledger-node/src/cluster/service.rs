@@ -48,6 +48,14 @@ impl ClusterService for ClusterApi {
         &self,
         request: Request<cpb::StatusRequest>,
     ) -> Result<Response<cpb::StatusResponse>, Status> {
+        // Any token reads the members (clients route with them); the full status is admin's.
+        if !request.get_ref().members_only {
+            crate::auth::require_role(
+                &request,
+                crate::auth::Role::Admin,
+                "the full cluster status",
+            )?;
+        }
         let r = request.into_inner();
         let context = (!r.context_id.is_empty()).then_some(r.context_id.as_str());
         if let Some(c) = context {
@@ -76,6 +84,8 @@ impl ClusterService for ClusterApi {
         let forwarded = request
             .metadata()
             .contains_key(super::route::FORWARDED_HEADER);
+        // Peers without mutual TLS authenticate the operator's token again.
+        let auth = crate::auth::authorization_of(request.metadata());
         let id = request.into_inner().node_id;
         let view = self.cluster.view();
         let Some(peer) = view.peer(&id) else {
@@ -98,11 +108,12 @@ impl ClusterService for ClusterApi {
                 let Ok(ch) = self.cluster.links.channel(&p.addr) else {
                     continue;
                 };
-                let req = self
-                    .cluster
-                    .forwarded(Request::new(cpb::RemoveMemberRequest {
+                let req = self.cluster.forwarded(crate::auth::pass_on(
+                    auth.as_ref(),
+                    Request::new(cpb::RemoveMemberRequest {
                         node_id: id.clone(),
-                    }));
+                    }),
+                ));
                 if let Err(e) = ClusterServiceClient::new(ch).remove_member(req).await {
                     tracing::warn!(peer = %p.id, node = %id, error = %e.message(), "a peer did not remove the member");
                 }

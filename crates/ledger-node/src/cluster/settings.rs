@@ -26,6 +26,8 @@ pub struct ClusterSettings {
     pub protocol: ledger_replication::Settings,
     /// How often anti-entropy compares digests with a peer.
     pub anti_entropy_interval: Duration,
+    /// Mutual TLS to peers (set by the server when TLS is on).
+    pub peer_tls: Option<std::sync::Arc<crate::tls::PeerTls>>,
 }
 
 /// True when the node joins a cluster: `seeds` or `gossip_addr` is set. Otherwise it is a
@@ -177,6 +179,7 @@ impl ClusterSettings {
             timing,
             protocol,
             anti_entropy_interval: ms(config.anti_entropy_interval_ms),
+            peer_tls: None,
         })
     }
 }
