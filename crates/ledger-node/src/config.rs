@@ -719,6 +719,11 @@ mod tests {
             node_id: Some("n".into()),
             advertise_addr: Some("a:1".into()),
             gossip_addr: Some("g:1".into()),
+            admin_addr: Some("127.0.0.1:9090".into()),
+            tls_cert: Some("c".into()),
+            tls_key: Some("k".into()),
+            tls_client_ca: Some("ca".into()),
+            auth_file: Some("a".into()),
             ..Config::default()
         };
         let json = serde_json::to_value(&all).unwrap();
