@@ -499,7 +499,8 @@ impl WatchState {
     fn count_fallbacks<T>(&mut self, next: T) -> T {
         let fallbacks = self.stream.fallbacks();
         if fallbacks > self.fallbacks_seen {
-            self.metrics.watch_fallbacks(fallbacks - self.fallbacks_seen);
+            self.metrics
+                .watch_fallbacks(fallbacks - self.fallbacks_seen);
             self.fallbacks_seen = fallbacks;
         }
         next
