@@ -661,3 +661,90 @@ async fn reads_and_watches_stop_at_what_a_quorum_holds() {
         .into_inner();
     assert_eq!(page.latest_sequence, 2);
 }
+
+/// A snapshot loads through any node: the writer loads it (all or nothing, verified) and ships
+/// the loaded entries to its followers like appends; every replica then serves the same
+/// entries with the snapshot's root, and appends continue after them. Unary Load through a
+/// follower, LoadStream through the third node, `fail_if_exists` through the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_snapshot_loads_through_any_node_and_replicates() {
+    let cluster = TestCluster::start(32, 3, &[]).await;
+    let src = "load-src";
+    let mut c0 = raw(&cluster.nodes[0]).await;
+    for i in 0..300 {
+        c0.append(request(src, format!("entry {i}"))).await.unwrap();
+    }
+    let snap = cluster.nodes[0]
+        .client()
+        .await
+        .snapshot(src)
+        .await
+        .expect("snapshot");
+    assert_eq!(snap.sequence, 300);
+    let root = hex::encode(&snap.metadata.as_ref().unwrap().merkle_root);
+
+    // Unary Load through a node that does not write "load-a".
+    let w = cluster.writer_index(0, "load-a").await.expect("writer");
+    let other = (w + 1) % 3;
+    let loaded = cluster.nodes[other]
+        .client()
+        .await
+        .load("load-a", snap.snapshot.clone(), true)
+        .await
+        .expect("load through a follower");
+    assert_eq!(
+        (loaded.entries_restored, loaded.latest_sequence),
+        (300, 300)
+    );
+    // The same snapshot again, fail_if_exists: refused, nothing changes.
+    let again = cluster.nodes[w]
+        .client()
+        .await
+        .load("load-a", snap.snapshot.clone(), true)
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Some(tonic::Code::AlreadyExists), "{again}");
+
+    // LoadStream through the third node.
+    let third = (w + 2) % 3;
+    let bytes = snap.snapshot.clone();
+    let streamed = cluster.nodes[third]
+        .client()
+        .await
+        .load_from(
+            "load-b",
+            false,
+            Box::new(std::io::Cursor::new(bytes)),
+            |_| {},
+        )
+        .await
+        .expect("LoadStream through any node");
+    assert_eq!(streamed.latest_sequence, 300);
+
+    for ctx in ["load-a", "load-b"] {
+        let converged = wait_converged(&cluster.nodes[0], ctx, 300).await;
+        assert_eq!(
+            converged, root,
+            "{ctx}: replicas converge to the snapshot's root"
+        );
+        let first = entries_on(&cluster.nodes[0], ctx).await;
+        assert_eq!(first.len(), 300);
+        for n in &cluster.nodes[1..] {
+            assert_eq!(
+                entries_on(n, ctx).await,
+                first,
+                "{ctx}: replicas serve the same entries"
+            );
+        }
+        // Appends continue after the loaded entries, through any node.
+        let e = raw(&cluster.nodes[2])
+            .await
+            .append(request(ctx, "after the load".into()))
+            .await
+            .unwrap()
+            .into_inner()
+            .entry
+            .unwrap();
+        assert_eq!(e.sequence, 301);
+    }
+}

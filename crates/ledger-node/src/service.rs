@@ -251,14 +251,17 @@ impl ContextService for ContextApi {
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
         crate::auth::check_context(&request, &request.get_ref().context_id)?;
-        if self.cluster.is_some() {
-            return Err(Status::failed_precondition(
-                crate::snapshots::CLUSTER_LOAD_REFUSED,
-            ));
+        self.limits.check_load(
+            &request.get_ref().context_id,
+            request.get_ref().snapshot.len() as u64,
+        )?;
+        if let Some(c) = &self.cluster {
+            let context_id = request.get_ref().context_id.clone();
+            let result = c.load(request).await.map(Response::new);
+            log_result("Load", &context_id, start, &result);
+            return result;
         }
         let r = request.into_inner();
-        self.limits
-            .check_load(&r.context_id, r.snapshot.len() as u64)?;
         let result = self
             .ledger
             .load(&r.context_id, r.snapshot, r.fail_if_exists)

@@ -3,6 +3,7 @@
 
 use crate::cluster::Cluster;
 use crate::cluster::gate::ReadCap;
+use crate::cluster::load::LoadAt;
 use crate::cluster::route::Serve;
 use crate::limits::Limits;
 use crate::status::to_status;
@@ -38,7 +39,8 @@ async fn next_piece(
 }
 
 /// The SnapshotService implementation. In a cluster, snapshots are served by a replica up
-/// to its commit index (other nodes forward them); loads are refused.
+/// to its commit index (other nodes forward them); loads run on the context's writer
+/// ([`crate::cluster::load`]).
 #[derive(Clone, Debug)]
 pub struct SnapshotApi {
     ledger: Ledger,
@@ -57,8 +59,74 @@ impl SnapshotApi {
     }
 }
 
-/// Why Load is refused on a cluster member.
-pub const CLUSTER_LOAD_REFUSED: &str = "Load is not available on a cluster member yet (it would bypass replication): load the snapshot into a single node, or append its entries through the cluster";
+impl SnapshotApi {
+    /// Loads the pieces of a LoadStream (`first`, then the rest of `inbound`) into
+    /// `context_id`: all or nothing, bounded by `max_load_bytes`.
+    async fn load_pieces(
+        &self,
+        context_id: &str,
+        fail_if_exists: bool,
+        first: lpb::LoadStreamRequest,
+        mut inbound: Streaming<lpb::LoadStreamRequest>,
+    ) -> Result<ledger_embedded::LoadOutcome, Status> {
+        let mut session = self
+            .ledger
+            .begin_load(context_id, fail_if_exists)
+            .await
+            .map_err(to_status)?;
+        let mut next = Some(first);
+        let mut received: u64 = 0;
+        while let Some(msg) = next {
+            received += msg.data.len() as u64;
+            // Refused before staging more: the session is dropped and nothing is stored.
+            self.limits.check_load(context_id, received)?;
+            if !msg.context_id.is_empty() && msg.context_id != context_id {
+                return Err(Status::invalid_argument(format!(
+                    "LoadStream message names context {:?}, but the stream loads {context_id:?}",
+                    msg.context_id
+                )));
+            }
+            if !msg.data.is_empty() {
+                // Decoding, hashing and staging are blocking work.
+                session =
+                    tokio::task::spawn_blocking(move || session.feed(&msg.data).map(|()| session))
+                        .await
+                        .map_err(|_| Status::unavailable("the node is shutting down"))?
+                        .map_err(to_status)?;
+            }
+            next = next_piece(&mut inbound).await?;
+        }
+        session.finish().await.map_err(to_status)
+    }
+}
+
+/// Sends a LoadStream on to the context's writer: the pieces as they come (`first` was read
+/// already), with the caller's token and acknowledgement level. A client stream that breaks
+/// ends the forwarded one early, and the writer, missing pieces, stores nothing.
+async fn forward_load(
+    cluster: &Arc<Cluster>,
+    channel: tonic::transport::Channel,
+    meta: &tonic::metadata::MetadataMap,
+    auth: Option<&tonic::metadata::AsciiMetadataValue>,
+    first: lpb::LoadStreamRequest,
+    inbound: Streaming<lpb::LoadStreamRequest>,
+) -> Result<Response<pb::LoadResponse>, Status> {
+    let level =
+        crate::cluster::route::ack_of(cluster, meta).map_err(crate::status::cluster_status)?;
+    let rest = futures::stream::unfold(inbound, |mut s| async move {
+        match next_piece(&mut s).await {
+            Ok(Some(m)) => Some((m, s)),
+            _ => None,
+        }
+    });
+    let pieces = futures::StreamExt::chain(futures::stream::iter([first]), rest);
+    let request = cluster.forwarded_load(crate::auth::pass_on(auth, Request::new(pieces)), level);
+    lpb::snapshot_service_client::SnapshotServiceClient::new(channel)
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+        .load_stream(request)
+        .await
+}
 
 type ChunkStream = Pin<Box<dyn futures::Stream<Item = Result<lpb::SnapshotChunk, Status>> + Send>>;
 
@@ -142,13 +210,12 @@ impl SnapshotService for SnapshotApi {
         request: Request<Streaming<lpb::LoadStreamRequest>>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
-        if self.cluster.is_some() {
-            return Err(Status::failed_precondition(CLUSTER_LOAD_REFUSED));
-        }
         let principal = request
             .extensions()
             .get::<crate::auth::Principal>()
             .cloned();
+        let meta = request.metadata().clone();
+        let auth = crate::auth::authorization_of(&meta);
         let mut inbound = request.into_inner();
         let first = next_piece(&mut inbound).await?.ok_or_else(|| {
             Status::invalid_argument(
@@ -159,34 +226,25 @@ impl SnapshotService for SnapshotApi {
         if let Some(p) = &principal {
             p.check_context(&context_id)?;
         }
-        let mut session = self
-            .ledger
-            .begin_load(&context_id, first.fail_if_exists)
-            .await
-            .map_err(to_status)?;
-        let mut next = Some(first);
-        let mut received: u64 = 0;
-        while let Some(msg) = next {
-            received += msg.data.len() as u64;
-            // Refused before staging more: the session is dropped and nothing is stored.
-            self.limits.check_load(&context_id, received)?;
-            if !msg.context_id.is_empty() && msg.context_id != context_id {
-                return Err(Status::invalid_argument(format!(
-                    "LoadStream message names context {:?}, but the stream loads {context_id:?}",
-                    msg.context_id
-                )));
+        let fail_if_exists = first.fail_if_exists;
+        let outcome = match self
+            .cluster
+            .as_ref()
+            .map(|c| (c, c.load_at(&context_id, &meta)))
+        {
+            None => {
+                self.load_pieces(&context_id, fail_if_exists, first, inbound)
+                    .await?
             }
-            if !msg.data.is_empty() {
-                // Decoding, hashing and staging are blocking work.
-                session =
-                    tokio::task::spawn_blocking(move || session.feed(&msg.data).map(|()| session))
-                        .await
-                        .map_err(|_| Status::unavailable("the node is shutting down"))?
-                        .map_err(to_status)?;
+            Some((_, Err(refused))) => return Err(refused),
+            Some((c, Ok(LoadAt::Writer(ch)))) => {
+                return forward_load(c, ch, &meta, auth.as_ref(), first, inbound).await;
             }
-            next = next_piece(&mut inbound).await?;
-        }
-        let outcome = session.finish().await.map_err(to_status)?;
+            Some((c, Ok(LoadAt::Here(level)))) => {
+                let load = self.load_pieces(&context_id, fail_if_exists, first, inbound);
+                c.load_here(&context_id, level, load).await?
+            }
+        };
         tracing::debug!(
             rpc = "LoadStream",
             context_id,

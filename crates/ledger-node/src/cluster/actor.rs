@@ -27,7 +27,7 @@ use super::wire;
 use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use ledger_core::{Entry, Frontier, Hash, NewEntry};
-use ledger_embedded::{AppendAck, LedgerError, ReadQuery};
+use ledger_embedded::{AppendAck, LedgerError, LoadOutcome, ReadQuery};
 use ledger_replication::{
     AckLevel, AppendError, Command, Epoch, Message, Participant, PersistentState, RoleState, Voter,
 };
@@ -49,6 +49,7 @@ const MAX_COALESCE: usize = 64;
 const MAX_BATCH_BYTES: usize = 4 << 20;
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Arc<Entry>, ClusterError>>;
+pub(crate) type LoadReply = oneshot::Sender<Result<LoadOutcome, ClusterError>>;
 
 /// What a context task is asked to do.
 pub(crate) enum ActorMsg {
@@ -64,6 +65,24 @@ pub(crate) enum ActorMsg {
     State {
         reply: oneshot::Sender<ContextState>,
     },
+    /// A load is about to run on this node: answer with the epoch it runs in, if this node
+    /// is the context's active writer (else why not; nothing was stored). Appends wait for
+    /// its [`ActorMsg::LoadEnd`] (they are refused as "load in progress", like on one node).
+    LoadBegin {
+        reply: oneshot::Sender<Result<Epoch, ClusterError>>,
+    },
+    /// The load ended: `None` if it stored nothing (it failed or was abandoned), else it
+    /// stored its entries in the epoch it began in.
+    LoadEnd { loaded: Option<Loaded> },
+}
+
+/// A load that stored its entries (the last `outcome.entries_restored` up to
+/// `outcome.latest_sequence`): replicate them, answer once acknowledged at `ack`.
+pub(crate) struct Loaded {
+    pub epoch: Epoch,
+    pub outcome: LoadOutcome,
+    pub ack: AckLevel,
+    pub reply: LoadReply,
 }
 
 /// What this node holds of a context and does for it.
@@ -109,8 +128,38 @@ enum Synced {
 struct Waiter {
     epoch: Epoch,
     level: AckLevel,
-    entry: Arc<Entry>,
-    reply: AppendReply,
+    sequence: u64,
+    reply: WaitReply,
+}
+
+/// Who waits for an acknowledgement, and what they are told once it comes.
+enum WaitReply {
+    Append(Arc<Entry>, AppendReply),
+    Load(LoadOutcome, LoadReply),
+}
+
+impl WaitReply {
+    fn answer(self) {
+        match self {
+            WaitReply::Append(e, r) => {
+                let _ = r.send(Ok(e));
+            }
+            WaitReply::Load(o, r) => {
+                let _ = r.send(Ok(o));
+            }
+        }
+    }
+
+    fn fail(self, e: ClusterError) {
+        match self {
+            WaitReply::Append(_, r) => {
+                let _ = r.send(Err(e));
+            }
+            WaitReply::Load(_, r) => {
+                let _ = r.send(Err(e));
+            }
+        }
+    }
 }
 
 pub(crate) struct Actor {
@@ -131,6 +180,8 @@ pub(crate) struct Actor {
     acked: BTreeMap<AckLevel, (Epoch, u64)>,
     /// Appends queued to the ledger, until sequenced.
     local: FuturesOrdered<LocalFuture>,
+    /// A load runs on this context (between `LoadBegin` and `LoadEnd`): appends are refused.
+    loading: bool,
     /// Sequenced appends, until durable.
     syncing: FuturesOrdered<SyncFuture>,
 }
@@ -160,6 +211,7 @@ impl Actor {
             waiters: BTreeMap::new(),
             acked: BTreeMap::new(),
             local: FuturesOrdered::new(),
+            loading: false,
             syncing: FuturesOrdered::new(),
         };
         let cmds = a.rebuild().await;
@@ -227,11 +279,7 @@ impl Actor {
             unknown(l.reply, &self.ctx);
         }
         self.finish_syncing().await;
-        for (_, list) in std::mem::take(&mut self.waiters) {
-            for w in list {
-                unknown(w.reply, &self.ctx);
-            }
-        }
+        self.fail_waiters(reason);
     }
 
     /// Waits until every sequenced append of this writer is durable (or failed).
@@ -272,6 +320,12 @@ impl Actor {
         let now = self.cluster.now_ms();
         match msg {
             ActorMsg::Append { entry, ack, reply } => {
+                if self.loading {
+                    let _ = reply.send(Err(ClusterError::Ledger(LedgerError::LoadInProgress {
+                        context_id: self.ctx.clone(),
+                    })));
+                    return;
+                }
                 if let Err(e) = self.p.next_sequence(now) {
                     let _ = reply.send(Err(self.refusal(e)));
                     return;
@@ -296,6 +350,25 @@ impl Actor {
             }
             ActorMsg::State { reply } => {
                 let _ = reply.send(self.state());
+            }
+            ActorMsg::LoadBegin { reply } => {
+                let r = match self.p.next_sequence(now) {
+                    Ok(_) if self.loading => {
+                        Err(ClusterError::Ledger(LedgerError::LoadInProgress {
+                            context_id: self.ctx.clone(),
+                        }))
+                    }
+                    Ok(_) => Ok(self.p.writer().expect("writing").epoch().clone()),
+                    Err(e) => Err(self.refusal(e)),
+                };
+                self.loading |= r.is_ok();
+                let _ = reply.send(r);
+            }
+            ActorMsg::LoadEnd { loaded } => {
+                self.loading = false;
+                if let Some(l) = loaded {
+                    self.on_loaded(l).await;
+                }
             }
         }
     }
@@ -424,8 +497,8 @@ impl Actor {
                         .push(Waiter {
                             epoch: epoch.clone(),
                             level,
-                            entry,
-                            reply,
+                            sequence: entry.sequence,
+                            reply: WaitReply::Append(entry, reply),
                         });
                 }
                 self.complete_acked();
@@ -495,31 +568,110 @@ impl Actor {
                         },
                         ClusterError::from,
                     );
-                    let _ = w.reply.send(Err(err));
+                    w.reply.fail(err);
                 }
                 false
             }
         }
     }
 
-    /// Registers an already-stored entry's acknowledgement, or answers at once if reached.
-    fn wait_ack(&mut self, entry: Arc<Entry>, level: AckLevel, reply: AppendReply) {
-        let Some(epoch) = self.p.writer().map(|w| w.epoch().clone()) else {
+    /// A load stored entries through the ledger (outside this task's appends): the writer
+    /// takes them as its own next entries, ships them like appends, and answers the load once
+    /// they are acknowledged at `level`. If the context moved on meanwhile (another epoch, a
+    /// size that does not line up), the load's outcome is unknown to its caller and the
+    /// participant is rebuilt from storage, where the loaded entries are (as after a crash).
+    async fn on_loaded(&mut self, loaded: Loaded) {
+        let Loaded {
+            epoch,
+            outcome,
+            ack: level,
+            reply,
+        } = loaded;
+        if outcome.entries_restored == 0 {
+            let _ = reply.send(Ok(outcome));
+            return;
+        }
+        let first = outcome.latest_sequence - outcome.entries_restored + 1;
+        let same_epoch = self.p.writer().is_some_and(|w| *w.epoch() == epoch);
+        if !same_epoch || self.size + 1 != first || !self.local.is_empty() {
             let _ = reply.send(Err(ClusterError::OutcomeUnknown {
                 context_id: self.ctx.clone(),
-                reason: "the writer stopped".into(),
+                reason: "the context's writer changed while the load ran; the loaded entries are kept only if the new writer's history has them".into(),
             }));
+            let cmds = self.rebuild().await;
+            self.exec(cmds).await;
+            return;
+        }
+        let mut after = self.size;
+        while after < outcome.latest_sequence {
+            let (entries, _) = match read_entries(
+                &self.cluster,
+                &self.ctx,
+                after,
+                outcome.latest_sequence,
+            )
+            .await
+            {
+                Ok(r) if !r.0.is_empty() => r,
+                other => {
+                    let why = other.err().unwrap_or_else(|| "no entries".into());
+                    let _ = reply.send(Err(ClusterError::OutcomeUnknown {
+                        context_id: self.ctx.clone(),
+                        reason: format!("the loaded entries could not be read back: {why}"),
+                    }));
+                    let cmds = self.rebuild().await;
+                    self.exec(cmds).await;
+                    return;
+                }
+            };
+            after = entries.last().map_or(after, |e| e.sequence);
+            for e in &entries {
+                self.remember(Arc::new(e.clone()));
+            }
+            self.size = after;
+            self.durable = after;
+            match self.p.append(entries, self.cluster.now_ms()) {
+                Ok(cmds) => self.exec(cmds).await,
+                Err(e) => {
+                    let _ = reply.send(Err(ClusterError::OutcomeUnknown {
+                        context_id: self.ctx.clone(),
+                        reason: format!("the writer stopped before replicating the load: {e}"),
+                    }));
+                    let cmds = self.rebuild().await;
+                    self.exec(cmds).await;
+                    return;
+                }
+            }
+        }
+        let cmds = self.p.on_local_durable(self.durable, self.cluster.now_ms());
+        self.exec(cmds).await;
+        self.wait_for_ack(
+            outcome.latest_sequence,
+            level,
+            WaitReply::Load(outcome, reply),
+        );
+    }
+
+    /// Registers an already-stored entry's acknowledgement, or answers at once if reached.
+    fn wait_ack(&mut self, entry: Arc<Entry>, level: AckLevel, reply: AppendReply) {
+        self.wait_for_ack(entry.sequence, level, WaitReply::Append(entry, reply));
+    }
+
+    /// Answers `reply` once `sequence` is acknowledged at `level` in the current epoch.
+    fn wait_for_ack(&mut self, sequence: u64, level: AckLevel, reply: WaitReply) {
+        let Some(epoch) = self.p.writer().map(|w| w.epoch().clone()) else {
+            reply.fail(ClusterError::OutcomeUnknown {
+                context_id: self.ctx.clone(),
+                reason: "the writer stopped".into(),
+            });
             return;
         };
-        self.waiters
-            .entry(entry.sequence)
-            .or_default()
-            .push(Waiter {
-                epoch,
-                level,
-                entry,
-                reply,
-            });
+        self.waiters.entry(sequence).or_default().push(Waiter {
+            epoch,
+            level,
+            sequence,
+            reply,
+        });
         self.complete_acked();
     }
 
@@ -528,9 +680,9 @@ impl Actor {
     fn complete_acked(&mut self) {
         let acked = &self.acked;
         let reached = |w: &Waiter| {
-            acked.iter().any(|(l, (e, through))| {
-                *l >= w.level && *e == w.epoch && *through >= w.entry.sequence
-            })
+            acked
+                .iter()
+                .any(|(l, (e, through))| *l >= w.level && *e == w.epoch && *through >= w.sequence)
         };
         let mut empty = Vec::new();
         let max = acked
@@ -543,8 +695,7 @@ impl Actor {
             let mut i = 0;
             while i < list.len() {
                 if reached(&list[i]) {
-                    let w = list.swap_remove(i);
-                    let _ = w.reply.send(Ok(w.entry));
+                    list.swap_remove(i).reply.answer();
                 } else {
                     i += 1;
                 }
@@ -561,10 +712,10 @@ impl Actor {
     fn fail_waiters(&mut self, reason: &str) {
         for (_, list) in std::mem::take(&mut self.waiters) {
             for w in list {
-                let _ = w.reply.send(Err(ClusterError::OutcomeUnknown {
+                w.reply.fail(ClusterError::OutcomeUnknown {
                     context_id: self.ctx.clone(),
                     reason: reason.to_owned(),
-                }));
+                });
             }
         }
     }

@@ -18,13 +18,14 @@
 //!
 //! Layout: [`settings`] (configuration), [`members`] (membership view), [`wire`] (envelopes),
 //! [`peers`] (links), [`actor`] (context tasks), [`gate`] (what replicas may serve: the commit
-//! index), [`route`] (serving public requests in a cluster), [`service`] (the internal `converge.ledger.cluster.v1` service), [`status`]
+//! index), [`route`] (serving public requests in a cluster), [`load`] (loads through the writer), [`service`] (the internal `converge.ledger.cluster.v1` service), [`status`]
 //! (`cluster status`), [`error`].
 
 pub mod actor;
 pub mod anti_entropy;
 pub mod error;
 pub mod gate;
+pub mod load;
 pub mod members;
 pub mod peers;
 pub mod route;

@@ -109,11 +109,11 @@ fn min_sequence(meta: &MetadataMap) -> Result<u64, ClusterError> {
     }
 }
 
-fn is_forwarded(meta: &MetadataMap) -> bool {
+pub(crate) fn is_forwarded(meta: &MetadataMap) -> bool {
     meta.contains_key(FORWARDED_HEADER)
 }
 
-fn ack_name(level: AckLevel) -> &'static str {
+pub(crate) fn ack_name(level: AckLevel) -> &'static str {
     match level {
         AckLevel::Writer => "writer",
         AckLevel::Quorum => "quorum",
