@@ -748,3 +748,86 @@ async fn a_snapshot_loads_through_any_node_and_replicates() {
         assert_eq!(e.sequence, 301);
     }
 }
+
+/// An engine that lost the answer to an append (its writer died mid-request) retries it with
+/// the same idempotency key through another node: the new writer answers with the entry the old
+/// writer stored, because the keys travel with the entries they were accepted with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_after_failover_is_answered_with_the_entry_already_stored() {
+    let mut cluster = TestCluster::start(33, 3, &["--ack", "quorum"]).await;
+    let ctx = "retried";
+    let keyed = |payload: &str, key: &str| ledger_core::NewEntry {
+        context_id: ctx.into(),
+        key: "facts".into(),
+        payload: payload.as_bytes().to_vec(),
+        idempotency_key: Some(key.into()),
+        ..Default::default()
+    };
+    let first = cluster.nodes[0].client().await;
+    let mut stored = Vec::new();
+    for i in 0..20 {
+        stored.push(
+            first
+                .append_entry(keyed(&format!("p{i}"), &format!("k{i}")))
+                .await
+                .unwrap(),
+        );
+    }
+    let w = cluster.writer_index(0, ctx).await.expect("writer");
+    let survivor = (0..3).find(|i| *i != w).unwrap();
+    wait_converged(&cluster.nodes[survivor], ctx, 20).await;
+    cluster.nodes[w].kill();
+    let client = cluster.nodes[survivor].client().await;
+    // Retries of acknowledged appends, through the node that now writes the context.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let again = loop {
+        match client.append_entry(keyed("p19", "k19")).await {
+            Ok(e) => break e,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("waiting for a new writer: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("no writer took over: {e}"),
+        }
+    };
+    assert_eq!(
+        again, stored[19],
+        "the retry is answered with the stored entry"
+    );
+    for i in [0, 7, 18] {
+        let e = client
+            .append_entry(keyed(&format!("p{i}"), &format!("k{i}")))
+            .await
+            .unwrap();
+        assert_eq!(e, stored[i], "retry of k{i}");
+    }
+    // A different append under a used key is refused, and stores nothing.
+    match client.append_entry(keyed("something else", "k3")).await {
+        Err(ledger_client::ClientError::Status(s)) => {
+            assert_eq!(s.code(), tonic::Code::AlreadyExists, "{s:?}")
+        }
+        other => panic!("expected ALREADY_EXISTS, got {other:?}"),
+    }
+    // A new key is a new entry, right after the retried ones.
+    let next = client.append_entry(keyed("p20", "k20")).await.unwrap();
+    assert_eq!(next.sequence, 21);
+    let held = entries_on(&cluster.nodes[survivor], ctx).await;
+    assert_eq!(held.len(), 21, "no retry was stored twice");
+}
+
+/// With `gossip_key` set on every node (here through `LEDGER_GOSSIP_KEY`'s flag), the
+/// encrypted gossip still finds every member and the cluster replicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cluster_with_an_encrypted_gossip_key_forms_and_replicates() {
+    let key = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+    let cluster = TestCluster::start(34, 3, &["--gossip-key", key]).await;
+    cluster.wait_alive(3).await;
+    let mut c = raw(&cluster.nodes[1]).await;
+    for i in 0..5 {
+        c.append(request("sealed", format!("e{i}"))).await.unwrap();
+    }
+    wait_converged(&cluster.nodes[0], "sealed", 5).await;
+    for n in &cluster.nodes {
+        assert_eq!(entries_on(n, "sealed").await.len(), 5);
+    }
+}

@@ -29,6 +29,9 @@ pub enum DiscoveryError {
         /// Why it was refused.
         reason: String,
     },
+    /// A gossip key that is not 16, 24 or 32 bytes of base64.
+    #[error("invalid gossip key: {0}")]
+    InvalidGossipKey(String),
     /// The node id is empty.
     #[error("node id must not be empty")]
     EmptyNodeId,

@@ -179,6 +179,37 @@ pub struct GossipConfig {
     pub meta: NodeMeta,
     /// Failure-detection timing.
     pub timing: GossipTiming,
+    /// The cluster's shared gossip key (`gossip_key`): with it every gossip message and
+    /// state exchange is encrypted and authenticated (AES-GCM), and a node without the same
+    /// key can neither join nor be heard. `None`: gossip in the clear.
+    pub key: Option<GossipKey>,
+}
+
+/// A gossip encryption key: 16, 24 or 32 random bytes (AES-128/192/256-GCM), written in
+/// standard base64 (`head -c 32 /dev/urandom | base64`). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GossipKey(memberlist::proto::SecretKey);
+
+impl std::fmt::Debug for GossipKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "GossipKey(AES-{}, redacted)",
+            AsRef::<[u8]>::as_ref(&self.0).len() * 8
+        )
+    }
+}
+
+impl std::str::FromStr for GossipKey {
+    type Err = DiscoveryError;
+
+    fn from_str(s: &str) -> Result<Self, DiscoveryError> {
+        s.trim().parse().map(GossipKey).map_err(|e| {
+            DiscoveryError::InvalidGossipKey(format!(
+                "{e}; expected 16, 24 or 32 random bytes in base64, e.g. the output of `head -c 32 /dev/urandom | base64`"
+            ))
+        })
+    }
 }
 
 impl GossipConfig {
@@ -190,6 +221,7 @@ impl GossipConfig {
             advertise_addr: None,
             meta,
             timing: GossipTiming::default(),
+            key: None,
         }
     }
 }
@@ -318,7 +350,16 @@ impl GossipDiscovery {
         if let Some(addr) = config.advertise_addr {
             transport = transport.with_advertise_address(addr);
         }
-        let list = List::with_delegate(delegate, transport, config.timing.options())
+        let mut options = config.timing.options();
+        if let Some(GossipKey(key)) = &config.key {
+            // Both directions enforced: a node without the key is neither heard nor told.
+            options = options
+                .with_primary_key(*key)
+                .with_encryption_algo(memberlist::proto::EncryptionAlgorithm::default())
+                .with_gossip_verify_incoming(true)
+                .with_gossip_verify_outgoing(true);
+        }
+        let list = List::with_delegate(delegate, transport, options)
             .await
             .map_err(|e| DiscoveryError::Start {
                 addr: config.bind_addr,
@@ -356,6 +397,7 @@ impl GossipDiscovery {
         tracing::info!(
             node = %shared.local_id,
             gossip_addr = %advertise,
+            encrypted = config.key.is_some(),
             "gossip membership started"
         );
         Ok(Self { shared })

@@ -34,8 +34,9 @@
 //!
 //! **memberlist, not chitchat.** The brief names memberlist-rs, and it does the job once three
 //! defects of its public API (0.8.5, the newest release) are worked around; its failure
-//! detector itself is sound. It builds with only the `tokio` and `tcp` features (no QUIC,
-//! hickory DNS, compression, checksums, encryption or rayon), joins through TCP push/pull,
+//! detector itself is sound. It builds with only the `tokio`, `tcp` and `encryption` features
+//! (no QUIC, hickory DNS, compression, checksums or rayon; encryption is AES-GCM with a shared
+//! [`GossipKey`], enforced both ways when set), joins through TCP push/pull,
 //! carries up to 512 bytes of per-node metadata (ours is about 120) and has every timing
 //! settable: the tests in `tests/gossip.rs` run 2–4 real nodes on loopback and see a crash as
 //! suspect then dead, a leave as left, and restarts with new incarnations, all within about
@@ -115,7 +116,8 @@ mod view;
 pub use error::DiscoveryError;
 pub use fake::{FakeCluster, FakeDiscovery};
 pub use gossip::{
-    DEFAULT_GOSSIP_PORT, GossipConfig, GossipDiscovery, GossipTiming, MISSED_PINGS_FOR_SUSPECT,
+    DEFAULT_GOSSIP_PORT, GossipConfig, GossipDiscovery, GossipKey, GossipTiming,
+    MISSED_PINGS_FOR_SUSPECT,
 };
 pub use meta::MAX_META_LEN;
 pub use model::{Member, MemberChange, MemberState, Membership, NodeMeta, Role};

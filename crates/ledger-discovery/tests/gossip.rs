@@ -376,6 +376,72 @@ async fn a_node_whose_seeds_are_down_runs_alone_and_joins_when_they_come_up() {
     s.shutdown().await;
 }
 
+async fn start_keyed(id: &str, ip_last: u8, key: Option<&str>) -> GossipDiscovery {
+    init_logs();
+    let config = GossipConfig {
+        bind_addr: SocketAddr::new(ip(ip_last), 0),
+        timing: GossipTiming::fast(),
+        key: key.map(|k| k.parse().expect("a valid key")),
+        ..GossipConfig::new(id, meta(id, &format!("{id}-1"), Role::Member))
+    };
+    GossipDiscovery::start(config).await.expect("gossip starts")
+}
+
+const KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const OTHER_KEY: &str = "/wECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_gossip_key_only_nodes_holding_it_join() {
+    let a = start_keyed("a", 101, Some(KEY)).await;
+    let b = start_keyed("b", 102, Some(KEY)).await;
+    a.join(&[]).await.unwrap();
+    let report = b.join(&seed_of(&a)).await.unwrap();
+    assert!(report.joined(), "{report:?}");
+    for n in [&a, &b] {
+        wait_for(n, "both keyed nodes alive", |v| all_alive(v, &["a", "b"])).await;
+    }
+    // Neither a node without a key nor one with another key gets in, either way round.
+    let clear = start_keyed("clear", 103, None).await;
+    let other = start_keyed("other", 104, Some(OTHER_KEY)).await;
+    for outsider in [&clear, &other] {
+        let report = outsider.join(&seed_of(&a)).await.unwrap();
+        assert!(!report.joined(), "{report:?}");
+    }
+    let report = a
+        .join(&[
+            clear.advertise_addr().to_string(),
+            other.advertise_addr().to_string(),
+        ])
+        .await
+        .unwrap();
+    assert!(!report.joined(), "{report:?}");
+    // Several probe and gossip rounds later, still nobody new on either side.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        for n in [&a, &b] {
+            assert!(
+                all_alive(&n.membership(), &["a", "b"]),
+                "{:?}",
+                n.membership()
+            );
+        }
+        for n in [&clear, &other] {
+            assert_eq!(n.membership().members().len(), 1, "{:?}", n.membership());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A malformed key is refused with what to use instead.
+    let e = "c2hvcnQ="
+        .parse::<ledger_discovery::GossipKey>()
+        .unwrap_err();
+    assert!(matches!(e, DiscoveryError::InvalidGossipKey(_)), "{e}");
+    assert!(e.to_string().contains("base64"), "{e}");
+    assert!(!format!("{:?}", KEY.parse::<ledger_discovery::GossipKey>().unwrap()).contains(KEY));
+    for n in [a, b, clear, other] {
+        n.shutdown().await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_configuration_is_refused() {
     let bind = SocketAddr::new(ip(91), 0);

@@ -38,6 +38,22 @@ impl Ledger {
         entries: Vec<Entry>,
         root_after: Option<Hash>,
     ) -> Result<Applied, LedgerError> {
+        self.apply_with_keys(context_id, entries, root_after, Vec::new())
+            .await
+    }
+
+    /// [`Ledger::apply`], also recording the idempotency keys the writer accepted with the
+    /// entries — `(sequence, key, fingerprint)` — atomically with them, so a retry of one of
+    /// those appends sent to this node once it writes the context is answered with the stored
+    /// entry instead of being stored twice. Keys of entries already held or not in `entries`
+    /// are ignored.
+    pub async fn apply_with_keys(
+        &self,
+        context_id: &str,
+        entries: Vec<Entry>,
+        root_after: Option<Hash>,
+        keys: Vec<(u64, String, Hash)>,
+    ) -> Result<Applied, LedgerError> {
         validate::validate_context_id(context_id)?;
         let head = match self.head(context_id).await? {
             Some(h) => h,
@@ -91,12 +107,23 @@ impl Ledger {
             });
         }
         let n = new.len() as u64;
+        let (first_new, last_new) = (size + 1, size + n);
+        let mut keys: Vec<(u64, String, Hash)> = keys
+            .into_iter()
+            .filter(|(s, _, _)| (first_new..=last_new).contains(s))
+            .collect();
+        for (_, key, _) in &keys {
+            validate::validate_idempotency_key(key)?;
+        }
+        keys.sort_by_key(|(s, _, _)| *s);
+        keys.dedup_by_key(|(s, _, _)| *s);
         let commit = head.extend(new.into_iter().map(Arc::new).collect())?;
         self.inner.failed.check()?;
         let (reply, rx) = oneshot::channel();
         self.send(Command::Apply(ApplyCmd {
             commit,
             token: None,
+            keys,
             reply,
         }))
         .await?;

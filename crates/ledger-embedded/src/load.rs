@@ -235,6 +235,7 @@ impl LoadSession {
             .send(Command::Apply(ApplyCmd {
                 commit,
                 token: Some(self.token),
+                keys: Vec::new(),
                 reply,
             }))
             .await?;

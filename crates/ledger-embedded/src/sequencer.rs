@@ -23,7 +23,7 @@ use crate::dedupe::{Dedupe, Seen};
 use crate::error::LedgerError;
 use crate::fail::FailState;
 use crate::quarantine::QuarantineCmd;
-use ledger_core::{Entry, LamportClock, NewEntry};
+use ledger_core::{Entry, Hash, LamportClock, NewEntry};
 use ledger_storage::{ContextCommit, ContextHead, LogStore};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -56,6 +56,8 @@ pub(crate) struct ApplyCmd {
     pub commit: ContextCommit,
     /// The load reservation this apply ends, if any.
     pub token: Option<u64>,
+    /// Idempotency keys of the commit's entries: (sequence, key, fingerprint), by sequence.
+    pub keys: Vec<(u64, String, Hash)>,
     pub reply: oneshot::Sender<Result<ContextHead, LedgerError>>,
 }
 
@@ -395,8 +397,26 @@ impl Sequencer {
             )));
             return;
         }
-        let new_head = a.commit.head.clone();
-        group.commits.push(a.commit);
+        let mut commit = a.commit;
+        for (sequence, key, fingerprint) in a.keys {
+            let Some(entry) = commit.entries.iter().find(|e| e.sequence == sequence) else {
+                continue;
+            };
+            let entry = Arc::clone(entry);
+            match self
+                .dedupe
+                .record(self.store.as_ref(), key, fingerprint, &entry, &context_id)
+            {
+                Ok(r) => commit.idempotency.push(r),
+                Err(e) => {
+                    release(&self.reserved);
+                    let _ = a.reply.send(Err(e));
+                    return;
+                }
+            }
+        }
+        let new_head = commit.head.clone();
+        group.commits.push(commit);
         group.bases.push(head);
         group
             .index

@@ -121,3 +121,44 @@ async fn shipped_entries_wait_for_a_load_of_their_context() {
         5
     );
 }
+
+#[tokio::test]
+async fn idempotency_keys_shipped_with_entries_dedupe_retries_on_the_follower() {
+    let w = memory_ledger();
+    let keyed = |payload: &str, key: &str| {
+        let mut e = ledger_core::NewEntry::new("c", "facts", payload.into(), Metadata::new(), None);
+        e.idempotency_key = Some(key.into());
+        e
+    };
+    let mut keys = Vec::new();
+    for i in 0..5 {
+        let e = keyed(&format!("p{i}"), &format!("k{i}"));
+        let fp = ledger_core::idempotency::fingerprint(&e.key, &e.payload, &e.metadata);
+        let stored = w.append_entry(e).await.unwrap();
+        keys.push((stored.sequence, format!("k{i}"), fp));
+    }
+    let f = memory_ledger();
+    // Keys of entries outside the batch are ignored; the batch's are stored with it.
+    let mut shipped = keys.clone();
+    shipped.push((99, "stray".into(), Hash([1; 32])));
+    f.apply_with_keys("c", entries(&w, 0, 5).await, None, shipped)
+        .await
+        .unwrap();
+    // The follower, writing the context now, answers a retry with the shipped entry.
+    let retry = f.append_entry(keyed("p3", "k3")).await.unwrap();
+    assert_eq!(retry.sequence, 4);
+    assert_eq!(f.current_sequence("c").await.unwrap(), 5);
+    // A different append under a shipped key is refused, not stored.
+    let err = f.append_entry(keyed("other", "k1")).await.unwrap_err();
+    assert!(
+        matches!(err, LedgerError::IdempotencyConflict { .. }),
+        "{err}"
+    );
+    // The stray key was not recorded: it is free.
+    let fresh = f.append_entry(keyed("new", "stray")).await.unwrap();
+    assert_eq!(fresh.sequence, 6);
+    // Without keys (plain `apply`) a retry is a new append.
+    let g = memory_ledger();
+    g.apply("c", entries(&w, 0, 5).await, None).await.unwrap();
+    assert_eq!(g.append_entry(keyed("p3", "k3")).await.unwrap().sequence, 6);
+}

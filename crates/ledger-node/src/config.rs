@@ -159,6 +159,10 @@ pub struct Config {
     /// PEM CA: clients and peers must present a certificate it signed (mutual TLS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    /// The cluster's shared gossip key (base64 of 16, 24 or 32 random bytes): gossip
+    /// encrypted and authenticated with it; every member needs the same key. Unset = clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gossip_key: Option<String>,
     /// TOML file of bearer tokens (`[[token]]` tables); unset = auth off.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_file: Option<PathBuf>,
@@ -222,6 +226,7 @@ impl Default for Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            gossip_key: None,
             auth_file: None,
             max_watchers: 100_000,
             max_watchers_per_context: 10_000,
@@ -278,6 +283,7 @@ pub const ENV_KEYS: &[&str] = &[
     "tls_cert",
     "tls_key",
     "tls_client_ca",
+    "gossip_key",
     "auth_file",
     "max_watchers",
     "max_watchers_per_context",
@@ -421,6 +427,12 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_client_ca: Option<PathBuf>,
+    /// Shared gossip encryption key, base64 of 16/24/32 random bytes; prefer LEDGER_GOSSIP_KEY
+    /// or the config file, which other local users cannot read in the process list
+    /// [default: none]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gossip_key: Option<String>,
     /// TOML file of bearer tokens; turns auth on [default: none]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -601,6 +613,10 @@ impl Config {
         {
             return Err("invalid setting tls_client_ca: a cluster with TLS needs it, so nodes can verify each other's certificates (mutual TLS between nodes)".into());
         }
+        if let Some(k) = &self.gossip_key {
+            k.parse::<ledger_discovery::GossipKey>()
+                .map_err(|e| format!("invalid setting gossip_key: {e}"))?;
+        }
         if let Some(a) = &self.admin_addr {
             let ok = a
                 .rsplit_once(':')
@@ -723,6 +739,7 @@ mod tests {
             tls_cert: Some("c".into()),
             tls_key: Some("k".into()),
             tls_client_ca: Some("ca".into()),
+            gossip_key: Some("k".into()),
             auth_file: Some("a".into()),
             ..Config::default()
         };
@@ -760,6 +777,24 @@ mod tests {
             .unwrap_err()
         });
         assert!(e.contains("max_payload_bytes"), "{e}");
+        // A gossip key that is not 16/24/32 bytes of base64 is refused with what to use
+        // instead, without echoing the value.
+        let e = with_env(&[("LEDGER_GOSSIP_KEY", "c2hvcnQ=")], || {
+            Config::load(None, &Overrides::default()).unwrap_err()
+        });
+        assert!(
+            e.contains("gossip_key") && e.contains("/dev/urandom"),
+            "{e}"
+        );
+        assert!(!e.contains("c2hvcnQ="), "{e}");
+        let ok = with_env(
+            &[(
+                "LEDGER_GOSSIP_KEY",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )],
+            || Config::load(None, &Overrides::default()),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
         figment::Jail::expect_with(|jail| {
             jail.create_file("bad.toml", "prot = 1\n")?;
             let e = Config::load(Some(Path::new("bad.toml")), &Overrides::default()).unwrap_err();

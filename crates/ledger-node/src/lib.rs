@@ -40,6 +40,7 @@ pub mod limits;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;
+pub mod request_log;
 pub mod requests;
 pub mod server;
 pub mod service;

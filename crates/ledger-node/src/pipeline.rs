@@ -62,6 +62,7 @@ impl AppendPipeline for PipelineApi {
     type AppendStreamStream =
         Pin<Box<dyn Stream<Item = Result<lpb::AppendStreamResponse, Status>> + Send>>;
 
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "AppendStream"))]
     async fn append_stream(
         &self,
         request: Request<Streaming<lpb::AppendStreamRequest>>,

@@ -6,6 +6,7 @@ use crate::cluster::gate::ReadCap;
 use crate::cluster::route::Serve;
 use crate::limits::{Limits, WatchPermit};
 use crate::metrics::Metrics;
+use crate::request_log::log_result;
 use crate::signer::Signer;
 use crate::status::to_status;
 use ledger_core::{Entry, Frontier};
@@ -113,16 +114,6 @@ impl HeadTrail {
     }
 }
 
-fn log_result<T>(rpc: &'static str, context_id: &str, start: Instant, r: &Result<T, Status>) {
-    let micros = start.elapsed().as_micros() as u64;
-    match r {
-        Ok(_) => tracing::debug!(rpc, context_id, micros, "ok"),
-        Err(s) => {
-            tracing::debug!(rpc, context_id, micros, code = ?s.code(), message = s.message(), "failed")
-        }
-    }
-}
-
 /// A read forwarded to another node: the message, with the caller's token (the other node
 /// authenticates the caller again).
 pub(crate) fn onward<T>(request: Request<T>) -> Request<T> {
@@ -140,6 +131,7 @@ fn key_filter(key: &str) -> Option<&str> {
 
 #[tonic::async_trait]
 impl ContextService for ContextApi {
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "Append", context_id = %request.get_ref().context_id, sequence = tracing::field::Empty))]
     async fn append(
         &self,
         request: Request<pb::AppendRequest>,
@@ -170,6 +162,7 @@ impl ContextService for ContextApi {
         result
     }
 
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "Get", context_id = %request.get_ref().context_id, sequence = tracing::field::Empty))]
     async fn get(
         &self,
         request: Request<pb::GetRequest>,
@@ -207,6 +200,7 @@ impl ContextService for ContextApi {
         result
     }
 
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "Snapshot", context_id = %request.get_ref().context_id, sequence = tracing::field::Empty))]
     async fn snapshot(
         &self,
         request: Request<pb::SnapshotRequest>,
@@ -245,6 +239,7 @@ impl ContextService for ContextApi {
         result
     }
 
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "Load", context_id = %request.get_ref().context_id, sequence = tracing::field::Empty))]
     async fn load(
         &self,
         request: Request<pb::LoadRequest>,
@@ -280,6 +275,7 @@ impl ContextService for ContextApi {
     type WatchStream =
         std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::WatchEvent, Status>> + Send>>;
 
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "Watch", context_id = %request.get_ref().context_id, sequence = tracing::field::Empty))]
     async fn watch(
         &self,
         request: Request<pb::WatchRequest>,

@@ -134,6 +134,7 @@ type ChunkStream = Pin<Box<dyn futures::Stream<Item = Result<lpb::SnapshotChunk,
 impl SnapshotService for SnapshotApi {
     type SnapshotStreamStream = ChunkStream;
 
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "SnapshotStream", context_id = %request.get_ref().context_id))]
     async fn snapshot_stream(
         &self,
         request: Request<lpb::SnapshotStreamRequest>,
@@ -205,6 +206,7 @@ impl SnapshotService for SnapshotApi {
         Ok(Response::new(Box::pin(body)))
     }
 
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "LoadStream"))]
     async fn load_stream(
         &self,
         request: Request<Streaming<lpb::LoadStreamRequest>>,

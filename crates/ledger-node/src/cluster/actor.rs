@@ -23,7 +23,7 @@
 
 use super::Cluster;
 use super::error::ClusterError;
-use super::wire;
+use super::wire::{self, KeyRecord};
 use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use ledger_core::{Entry, Frontier, Hash, NewEntry};
@@ -61,6 +61,8 @@ pub(crate) enum ActorMsg {
     Deliver {
         from: Voter,
         message: Message<Entry>,
+        /// Idempotency keys of a batch's entries.
+        keys: Vec<KeyRecord>,
     },
     State {
         reply: oneshot::Sender<ContextState>,
@@ -106,6 +108,8 @@ type SyncFuture = Pin<Box<dyn Future<Output = Synced> + Send>>;
 struct Local {
     /// `None`: refused before sequencing (`durable` says why).
     entry: Option<Arc<Entry>>,
+    /// Its idempotency key and fingerprint, if it had one (shipped with the entry).
+    key: Option<(String, Hash)>,
     durable: AppendAck,
     level: AckLevel,
     reply: AppendReply,
@@ -173,9 +177,17 @@ pub(crate) struct Actor {
     frontier: Frontier,
     /// The newest stored entries, with the root after each.
     recent: VecDeque<(Arc<Entry>, Hash)>,
+    /// Idempotency keys of this node's entries, by sequence: the writer's own appends (to ship
+    /// with them) and those shipped to it (to store with them). Kept for the entries in
+    /// `recent`; a batch read back from storage goes without its keys.
+    keys: BTreeMap<u64, (String, Hash)>,
     recent_bytes: usize,
     /// Appends waiting for their acknowledgement level, by sequence.
     waiters: BTreeMap<u64, Vec<Waiter>>,
+    /// The first sequence of the epoch this node writes in (0: not writing). Entries before
+    /// it came from earlier epochs: the participant acknowledges only the epoch's own, so a
+    /// retry answered with such an entry waits for the epoch to be established instead.
+    epoch_start: u64,
     /// Highest acknowledged sequence per level in the current epoch.
     acked: BTreeMap<AckLevel, (Epoch, u64)>,
     /// Appends queued to the ledger, until sequenced.
@@ -207,8 +219,10 @@ impl Actor {
             durable: 0,
             frontier: Frontier::new(),
             recent: VecDeque::new(),
+            keys: BTreeMap::new(),
             recent_bytes: 0,
             waiters: BTreeMap::new(),
+            epoch_start: 0,
             acked: BTreeMap::new(),
             local: FuturesOrdered::new(),
             loading: false,
@@ -293,14 +307,25 @@ impl Actor {
     /// commands are carried out together (see [`coalesce`]), so a follower that fell behind
     /// stores everything that arrived meanwhile in one write instead of one per batch.
     async fn on_mail(&mut self, first: ActorMsg, rx: &mut mpsc::Receiver<ActorMsg>) {
-        let ActorMsg::Deliver { from, message } = first else {
+        let ActorMsg::Deliver {
+            from,
+            message,
+            keys,
+        } = first
+        else {
             return self.on_msg(first).await;
         };
+        self.take_keys(keys);
         let mut cmds = self.p.on_message(from, message, self.cluster.now_ms());
         let mut next = None;
         for _ in 0..MAX_COALESCE {
             match rx.try_recv() {
-                Ok(ActorMsg::Deliver { from, message }) => {
+                Ok(ActorMsg::Deliver {
+                    from,
+                    message,
+                    keys,
+                }) => {
+                    self.take_keys(keys);
                     cmds.extend(self.p.on_message(from, message, self.cluster.now_ms()));
                 }
                 Ok(other) => {
@@ -330,9 +355,18 @@ impl Actor {
                     let _ = reply.send(Err(self.refusal(e)));
                     return;
                 }
+                let key = entry.idempotency_key.clone().map(|k| {
+                    let fp = ledger_core::idempotency::fingerprint(
+                        &entry.key,
+                        &entry.payload,
+                        &entry.metadata,
+                    );
+                    (k, fp)
+                });
                 match self.cluster.ledger.submit_sequenced(entry).await {
                     Ok(queued) => self.local.push_back(Box::pin(async move {
                         Local {
+                            key,
                             entry: queued.sequenced.await,
                             durable: queued.durable,
                             level: ack,
@@ -344,7 +378,12 @@ impl Actor {
                     }
                 }
             }
-            ActorMsg::Deliver { from, message } => {
+            ActorMsg::Deliver {
+                from,
+                message,
+                keys,
+            } => {
+                self.take_keys(keys);
                 let cmds = self.p.on_message(from, message, now);
                 self.exec(cmds).await;
             }
@@ -442,6 +481,7 @@ impl Actor {
         let mut new_waiters = Vec::new();
         for Local {
             entry,
+            key,
             durable,
             level,
             reply,
@@ -462,6 +502,9 @@ impl Actor {
                 self.wait_ack(entry, level, reply);
             } else if entry.sequence == next {
                 let sequence = entry.sequence;
+                if let Some(k) = key {
+                    self.keys.insert(sequence, k);
+                }
                 self.syncing.push_back(Box::pin(async move {
                     Synced::Entry {
                         sequence,
@@ -679,10 +722,18 @@ impl Actor {
     /// a read on this node right after the answer sees it).
     fn complete_acked(&mut self) {
         let acked = &self.acked;
+        // Entries of earlier epochs: on a quorum of this one once its record is committed
+        // (the commit index reaches the epoch's start - 1), and on this node's disk already.
+        let inherited = if self.epoch_start > 0 && self.p.committed() + 1 >= self.epoch_start {
+            self.epoch_start - 1
+        } else {
+            0
+        };
         let reached = |w: &Waiter| {
-            acked
-                .iter()
-                .any(|(l, (e, through))| *l >= w.level && *e == w.epoch && *through >= w.sequence)
+            w.sequence <= inherited
+                || acked.iter().any(|(l, (e, through))| {
+                    *l >= w.level && *e == w.epoch && *through >= w.sequence
+                })
         };
         let mut empty = Vec::new();
         let max = acked
@@ -690,6 +741,7 @@ impl Actor {
             .map(|(_, t)| *t)
             .max()
             .unwrap_or(0)
+            .max(inherited)
             .min(self.durable);
         for (seq, list) in self.waiters.range_mut(..=max) {
             let mut i = 0;
@@ -731,6 +783,34 @@ impl Actor {
                 None => break,
             }
         }
+        let oldest = self.recent.front().map_or(u64::MAX, |(e, _)| e.sequence);
+        while self
+            .keys
+            .first_key_value()
+            .is_some_and(|(s, _)| *s < oldest)
+        {
+            self.keys.pop_first();
+        }
+    }
+
+    /// Keeps the idempotency keys shipped with a batch, to store them with its entries.
+    fn take_keys(&mut self, keys: Vec<KeyRecord>) {
+        for (sequence, key, fingerprint) in keys {
+            if sequence > self.size {
+                self.keys.insert(sequence, (key, fingerprint));
+            }
+        }
+    }
+
+    /// The idempotency keys of entries `after + 1 ..= upto` this node knows.
+    fn keys_between(&self, after: u64, upto: u64) -> Vec<KeyRecord> {
+        if after >= upto {
+            return Vec::new();
+        }
+        self.keys
+            .range(after + 1..=upto)
+            .map(|(s, (k, f))| (*s, k.clone(), *f))
+            .collect()
     }
 
     /// Carries out `cmds` in order; on a failure rebuilds from storage and carries out what
@@ -741,6 +821,9 @@ impl Actor {
                 Ok(()) => {
                     self.cluster
                         .publish_committed(&self.ctx, self.p.committed().min(self.durable));
+                    if !self.waiters.is_empty() {
+                        self.complete_acked();
+                    }
                     return;
                 }
                 Err(e) => {
@@ -779,6 +862,7 @@ impl Actor {
                         root,
                     });
                     let env = wire::encode(&self.ctx, &self.cluster.me, &message);
+                    let env = wire::with_keys(env, self.keys_between(after, upto));
                     self.cluster.send(to.as_str(), env);
                 }
                 Command::Quarantine { from_sequence } => self.quarantine(from_sequence).await?,
@@ -809,6 +893,7 @@ impl Actor {
                     quorum,
                 } => {
                     self.acked.clear();
+                    self.epoch_start = first_sequence;
                     self.cluster.metrics.epoch_change();
                     tracing::info!(context_id = %self.ctx, %epoch, first_sequence, voters = quorum.voters().len(), "writing the context");
                 }
@@ -816,6 +901,7 @@ impl Actor {
                     tracing::info!(context_id = %self.ctx, %epoch, ?reason, "stopped writing the context");
                     self.fail_waiters(&format!("the writer stepped down ({reason:?})"));
                     self.acked.clear();
+                    self.epoch_start = 0;
                     // The protocol's rule: the writer's own stores finish before anything
                     // after a step-down (a promise, a claim) is carried out.
                     self.finish_syncing().await;
@@ -836,10 +922,11 @@ impl Actor {
             return Ok(());
         }
         let before = self.size;
+        let keys = self.keys_between(before, last);
         let applied = self
             .cluster
             .ledger
-            .apply(&self.ctx, entries.clone(), root)
+            .apply_with_keys(&self.ctx, entries.clone(), root, keys)
             .await
             .map_err(|e| format!("cannot store entries up to {last}: {e}"))?;
         for e in entries.into_iter().filter(|e| e.sequence > before) {

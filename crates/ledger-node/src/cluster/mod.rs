@@ -104,6 +104,7 @@ impl Cluster {
         gossip.bind_addr = settings.gossip_bind;
         gossip.advertise_addr = settings.gossip_advertise;
         gossip.timing = settings.timing.clone();
+        gossip.key = settings.gossip_key.clone();
         let discovery = GossipDiscovery::start(gossip).await.map_err(|e| {
             format!(
                 "cannot start gossip on {} (setting gossip_addr): {e}",
@@ -275,9 +276,16 @@ impl Cluster {
         context_id: String,
         from: Voter,
         message: ledger_replication::Message<ledger_core::Entry>,
+        keys: Vec<wire::KeyRecord>,
     ) {
         let tx = self.actor(&context_id);
-        let _ = tx.send(ActorMsg::Deliver { from, message }).await;
+        let _ = tx
+            .send(ActorMsg::Deliver {
+                from,
+                message,
+                keys,
+            })
+            .await;
     }
 
     /// What this node may serve of `context_id`: its commit index (starting the context's task

@@ -221,7 +221,8 @@ impl Cluster {
                     context_id,
                     from,
                     message,
-                } => self.deliver(context_id, from, message).await,
+                    keys,
+                } => self.deliver(context_id, from, message, keys).await,
             }
         }
     }

@@ -26,6 +26,8 @@ pub struct ClusterSettings {
     pub protocol: ledger_replication::Settings,
     /// How often anti-entropy compares digests with a peer.
     pub anti_entropy_interval: Duration,
+    /// The shared gossip key, if gossip is encrypted.
+    pub gossip_key: Option<ledger_discovery::GossipKey>,
     /// Mutual TLS to peers (set by the server when TLS is on).
     pub peer_tls: Option<std::sync::Arc<crate::tls::PeerTls>>,
 }
@@ -179,6 +181,10 @@ impl ClusterSettings {
             timing,
             protocol,
             anti_entropy_interval: ms(config.anti_entropy_interval_ms),
+            gossip_key: match &config.gossip_key {
+                Some(k) => Some(k.parse().map_err(|e| bad("gossip_key", e))?),
+                None => None,
+            },
             peer_tls: None,
         })
     }

@@ -38,6 +38,22 @@ enum Control {
     },
 }
 
+/// An idempotency key recorded with a shipped entry: (sequence, key, fingerprint).
+pub type KeyRecord = (u64, String, Hash);
+
+/// Puts the idempotency keys of a batch's entries on its envelope.
+pub fn with_keys(mut env: cpb::Envelope, keys: Vec<KeyRecord>) -> cpb::Envelope {
+    env.idempotency_keys = keys
+        .into_iter()
+        .map(|(sequence, key, fingerprint)| cpb::IdempotencyKey {
+            sequence,
+            key,
+            fingerprint: fingerprint.as_bytes().to_vec(),
+        })
+        .collect();
+    env
+}
+
 /// A decoded envelope.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // consumed at once, never stored
@@ -49,6 +65,8 @@ pub enum Inbound {
         context_id: String,
         from: Voter,
         message: Message<Entry>,
+        /// Idempotency keys of the batch's entries (empty for other messages).
+        keys: Vec<KeyRecord>,
     },
 }
 
@@ -60,6 +78,7 @@ fn envelope(context_id: &str, from: &Voter, control: &Control) -> cpb::Envelope 
         control: serde_json::to_vec(control).expect("protocol types serialise"),
         entries: Vec::new(),
         root: Vec::new(),
+        idempotency_keys: Vec::new(),
     }
 }
 
@@ -153,10 +172,20 @@ pub fn decode(env: cpb::Envelope) -> Result<Inbound, String> {
     if env.context_id.is_empty() {
         return Err("a replication message without a context id".into());
     }
+    let keys = env
+        .idempotency_keys
+        .into_iter()
+        .map(|k| {
+            Hash::from_slice(&k.fingerprint)
+                .map(|fp| (k.sequence, k.key, fp))
+                .ok_or_else(|| "an idempotency fingerprint that is not 32 bytes".to_owned())
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Inbound::Message {
         context_id: env.context_id,
         from,
         message,
+        keys,
     })
 }
 
@@ -213,6 +242,7 @@ mod tests {
                     context_id,
                     from,
                     message,
+                    ..
                 } => {
                     assert_eq!((context_id.as_str(), &from), ("ctx", &me));
                     assert_eq!(message, m);
