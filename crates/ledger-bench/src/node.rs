@@ -1,5 +1,6 @@
-//! Benchmarks of a node over gRPC (issue: the ledger node): Get of 10,000 entries and
-//! append-to-watcher delivery latency with 1, 100 and 1,000 watchers on one context.
+//! Benchmarks of a node over gRPC (issue: the ledger node): Get of 10,000 entries,
+//! append-to-watcher delivery latency with 1, 100 and 1,000 watchers on one context, and a Get
+//! filtered by key from a context of a million entries (the key index).
 //!
 //! The node is the real `converge-ledger` binary, started on a temporary data dir and port 0,
 //! exactly as a user runs it.
@@ -28,6 +29,17 @@ pub struct Args {
     /// Target append rate while watchers listen.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
+    /// Only this benchmark: `get`, `appends`, `watch` or `keyed`.
+    #[arg(long)]
+    only: Option<String>,
+    /// Entries of the keyed Get benchmark's context (10 keys, each a block of a tenth).
+    #[arg(long, default_value_t = 1_000_000)]
+    keyed_entries: u64,
+    /// Leave the keyed benchmark's data dir in storage format 1 (no key index), as builds
+    /// before the index wrote it: with `--bin` of such a build this measures the keyed Get
+    /// before the index; with this build the node upgrades the dir when it starts (timed).
+    #[arg(long)]
+    keyed_format1: bool,
 }
 
 /// A node process on a temporary data dir (the shared launcher's), killed on drop.
@@ -39,7 +51,11 @@ pub struct NodeProcess {
 
 impl NodeProcess {
     pub fn start(bin: &std::path::Path, extra: &[&str]) -> NodeProcess {
-        let dir = tempfile::tempdir().expect("temp dir");
+        NodeProcess::start_in(bin, tempfile::tempdir().expect("temp dir"), extra)
+    }
+
+    /// A node on `dir`, which may already hold data.
+    pub fn start_in(bin: &std::path::Path, dir: tempfile::TempDir, extra: &[&str]) -> NodeProcess {
         let launch = ledger_launcher::Launch::new(bin, dir.path())
             .args(&["--log-level", "warn"])
             .args(extra)
@@ -80,6 +96,13 @@ pub fn run(args: Args) {
         if args.quick { "quick" } else { "full" }
     );
     header();
+    let want = |name: &str| args.only.as_deref().is_none_or(|o| o == name);
+    if want("keyed") {
+        rt.block_on(keyed_get(&bin, args.keyed_entries, args.keyed_format1));
+    }
+    if args.only.as_deref() == Some("keyed") {
+        return;
+    }
     rt.block_on(async {
         let node = NodeProcess::start(&bin, &[]);
         let client = LedgerClient::connect(&node.url).await.expect("connect");
@@ -88,9 +111,13 @@ pub fn run(args: Args) {
             "empty gRPC round trip (health check): {}",
             p50_p99(&baseline)
         );
-        get_10k(&client, &base_text, &baseline).await;
-        append_64_writers(&client, if args.quick { 2 } else { 5 }).await;
-        for &w in &args.watchers {
+        if want("get") {
+            get_10k(&client, &base_text, &baseline).await;
+        }
+        if want("appends") {
+            append_64_writers(&client, if args.quick { 2 } else { 5 }).await;
+        }
+        for &w in args.watchers.iter().filter(|_| want("watch")) {
             watch_latency(
                 &node.url,
                 &client,
@@ -103,6 +130,115 @@ pub fn run(args: Args) {
             .await;
         }
     });
+}
+
+/// Writes a context of `n` entries of 100 B straight into a RocksDB store in `dir` (commits
+/// of 10,000 entries, buffered): keys `k0` … `k9`, each one block of `n / 10` consecutive
+/// entries, so a key-filtered read of `k9` would have to pass 90 % of the context without an index.
+fn fill_keyed(dir: &std::path::Path, ctx: &str, n: u64, format1: bool) {
+    use ledger_storage::{ContextHead, LogStore, RocksConfig, RocksStore};
+    let config = RocksConfig {
+        durability: ledger_storage::Durability::Buffered,
+        ..RocksConfig::default()
+    };
+    let store = RocksStore::open(dir, &config).expect("open store");
+    let mut head = ContextHead::empty(ctx);
+    let block = (n / 10).max(1);
+    let t0 = now_ns();
+    let mut seq = 0;
+    while seq < n {
+        let entries = (seq + 1..=(seq + 10_000).min(n))
+            .map(|s| {
+                Arc::new(ledger_core::Entry::new(
+                    format!("bench-{s}"),
+                    format!("k{}", ((s - 1) / block).min(9)),
+                    vec![(s % 251) as u8; 100],
+                    s,
+                    t0 + s,
+                    Metadata::new(),
+                    s,
+                ))
+            })
+            .collect::<Vec<_>>();
+        seq += entries.len() as u64;
+        let commit = head.extend(entries).expect("extend");
+        store.commit(std::slice::from_ref(&commit)).expect("commit");
+        head = commit.head;
+    }
+    store.flush().expect("flush");
+    drop(store);
+    if format1 {
+        RocksStore::downgrade_to_format_1_for_tests(dir).expect("downgrade to format 1");
+    }
+}
+
+/// p50/p99 of `Get(ctx, key, after 0, limit 100)`, each call checked to return 100 entries of
+/// `key`: 200 calls after 20 of warm-up, or as many as fit in 20 s (at least 5).
+async fn get_100(client: &LedgerClient, ctx: &str, key: &str) -> Histogram<u64> {
+    let mut h = histogram();
+    let started = Instant::now();
+    for i in 0..220 {
+        let t = Instant::now();
+        let page = client.get(ctx, key, 0, 100).await.expect("get");
+        let took = t.elapsed();
+        assert_eq!(page.entries.len(), 100);
+        assert!(key.is_empty() || page.entries.iter().all(|e| e.key == key));
+        if i >= 20 || started.elapsed() > Duration::from_secs(10) {
+            h.record(took.as_nanos() as u64).ok();
+        }
+        if h.len() >= 5 && started.elapsed() > Duration::from_secs(20) {
+            break;
+        }
+    }
+    h
+}
+
+/// Get of 100 entries of one key from a context of `n` entries with 10 keys, against the
+/// unfiltered Get of 100 entries on the same node.
+async fn keyed_get(bin: &std::path::Path, n: u64, format1: bool) {
+    let ctx = "bench-keyed";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().to_path_buf();
+    let t = Instant::now();
+    tokio::task::spawn_blocking(move || fill_keyed(&path, ctx, n, format1))
+        .await
+        .expect("fill the keyed context");
+    let filled = t.elapsed();
+    let t = Instant::now();
+    let node = NodeProcess::start_in(bin, dir, &[]);
+    let started = t.elapsed();
+    let client = LedgerClient::connect(&node.url).await.expect("connect");
+    let keyed = get_100(&client, ctx, "k9").await;
+    let unfiltered = get_100(&client, ctx, "").await;
+    row(
+        &format!(
+            "Get(key) of 100 entries of one key from a {n}-entry context with 10 keys (the last key's block), end to end"
+        ),
+        &p50_p99(&keyed),
+        "≤ 2 ms",
+        &format!(
+            "unfiltered Get of 100 entries, same node: {}",
+            p50_p99(&unfiltered)
+        ),
+        &format!(
+            "{:.2}× unfiltered (p50)",
+            keyed.value_at_quantile(0.5) as f64 / unfiltered.value_at_quantile(0.5) as f64
+        ),
+    );
+    row(
+        &format!(
+            "node start to serving on a {n}-entry data dir ({})",
+            if format1 {
+                "storage format 1: builds the key index"
+            } else {
+                "current format"
+            }
+        ),
+        &ms(started),
+        "—",
+        &format!("writing the data dir: {}", ms(filled)),
+        "—",
+    );
 }
 
 async fn empty_round_trip(url: &str) -> Histogram<u64> {

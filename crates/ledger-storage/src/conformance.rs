@@ -75,6 +75,284 @@ pub fn run_all<H: Harness>(h: &mut H) {
     quarantine_of_everything_empties_the_context(h);
     quarantine_beyond_the_size_or_from_zero_changes_nothing(h);
     quarantines_are_listed_per_context_and_overall(h);
+    keyed_reads_match_a_filter_over_all_entries(h);
+    keyed_reads_see_loaded_entries_and_skip_abandoned_staged_rows(h);
+    keyed_reads_after_quarantine_see_the_prefix_and_the_new_entries(h);
+}
+
+/// What a read of `query` over a context whose committed entries are `all` must answer,
+/// computed the naive way: filter every entry, then cut at `limit` / `max_bytes`.
+pub fn expected_read(all: &[Entry], query: &ReadQuery) -> crate::ReadResult {
+    let latest = all.len() as u64;
+    let upper = query.up_to.map_or(latest, |u| u.min(latest));
+    let matching: Vec<&Entry> = all
+        .iter()
+        .filter(|e| e.sequence > query.after_sequence && e.sequence <= upper)
+        .filter(|e| query.key.as_deref().is_none_or(|k| k == e.key))
+        .collect();
+    let mut entries = Vec::new();
+    let mut bytes = 0;
+    for e in &matching {
+        let over_limit = query.limit.is_some_and(|l| entries.len() >= l);
+        let over_bytes = query
+            .max_bytes
+            .is_some_and(|m| !entries.is_empty() && bytes + e.encoded_len() > m);
+        if over_limit || over_bytes {
+            break;
+        }
+        bytes += e.encoded_len();
+        entries.push(Entry::clone(e));
+    }
+    let has_more = entries.len() < matching.len();
+    let next_after_sequence = if has_more {
+        entries.last().map_or(query.after_sequence, |e| e.sequence)
+    } else {
+        query.after_sequence.max(upper)
+    };
+    crate::ReadResult {
+        entries,
+        latest_sequence: latest,
+        has_more,
+        next_after_sequence,
+    }
+}
+
+/// Checks a keyed read against [`expected_read`] over the context's entries, and that paging
+/// through it with `next_after_sequence` yields every matching entry once.
+fn keyed_read_matches<S: LogStore>(s: &S, context_id: &str, query: &ReadQuery) {
+    let all = s.read(context_id, &ReadQuery::default()).unwrap().entries;
+    assert!(all.iter().map(|e| e.sequence).eq(1..=all.len() as u64));
+    let got = s.read(context_id, query).unwrap();
+    assert_eq!(got, expected_read(&all, query), "{context_id}: {query:?}");
+    let mut paged = Vec::new();
+    let mut q = query.clone();
+    loop {
+        let r = s.read(context_id, &q).unwrap();
+        paged.extend(r.entries);
+        if !r.has_more {
+            break;
+        }
+        q.after_sequence = r.next_after_sequence;
+    }
+    let whole = ReadQuery {
+        limit: None,
+        max_bytes: None,
+        ..query.clone()
+    };
+    assert_eq!(
+        paged,
+        expected_read(&all, &whole).entries,
+        "paged {query:?}"
+    );
+}
+
+pub fn keyed_reads_match_a_filter_over_all_entries<H: Harness>(h: &mut H) {
+    let keys = ["a", "b", "", "a-much-longer-key/with/parts", "c"];
+    {
+        let s = h.open();
+        // Several commits of mixed keys, and a second context with the same keys.
+        let mut n = 0u64;
+        for chunk in [1u64, 7, 3, 40, 2, 17] {
+            let head = s
+                .head("keyed")
+                .unwrap()
+                .unwrap_or_else(|| ContextHead::empty("keyed"));
+            let entries = (1..=chunk)
+                .map(|i| {
+                    n += 1;
+                    let key = keys[(n * n % 7 % 5) as usize];
+                    make_entry(
+                        head.size() + i,
+                        key,
+                        format!("p{n}").repeat(1 + (n % 4) as usize).as_bytes(),
+                    )
+                })
+                .collect();
+            s.commit(&[head.extend(entries).unwrap()]).unwrap();
+        }
+        append_n(&s, "keyed-other", 9, "a");
+    }
+    let s = h.open();
+    let size = s.size("keyed").unwrap();
+    assert_eq!(size, 70);
+    let one = s
+        .read(
+            "keyed",
+            &ReadQuery {
+                limit: Some(1),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let entry_len = one.entries[0].encoded_len();
+    for key in keys.iter().chain(&["absent"]) {
+        for after in [0, 1, 5, 33, 69, 70, 80] {
+            for limit in [None, Some(1), Some(3)] {
+                for up_to in [None, Some(0), Some(10), Some(70), Some(500)] {
+                    for max_bytes in [None, Some(1), Some(3 * entry_len)] {
+                        keyed_read_matches(
+                            &s,
+                            "keyed",
+                            &ReadQuery {
+                                after_sequence: after,
+                                key: Some((*key).to_owned()),
+                                limit,
+                                max_bytes,
+                                up_to,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    // The other context's entries under the same key are not mixed in.
+    let r = s
+        .read(
+            "keyed-other",
+            &ReadQuery {
+                key: Some("a".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(r.entries.iter().map(|e| e.sequence).eq(1..=9));
+    let r = s
+        .read(
+            "keyed-none",
+            &ReadQuery {
+                key: Some("a".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    assert!(r.entries.is_empty() && !r.has_more && r.latest_sequence == 0);
+}
+
+pub fn keyed_reads_see_loaded_entries_and_skip_abandoned_staged_rows<H: Harness>(h: &mut H) {
+    let facts = |after| ReadQuery {
+        after_sequence: after,
+        key: Some("facts".into()),
+        ..Default::default()
+    };
+    {
+        let s = h.open();
+        // A load of 40 "facts" entries after 3 "x" entries, applied.
+        append_n(&s, "keyed-load", 3, "x");
+        let head = s.head("keyed-load").unwrap().unwrap();
+        let commit = stage_all(&s, &head, 40, 9);
+        // Staged rows answer no keyed read before the apply.
+        assert!(s.read("keyed-load", &facts(0)).unwrap().entries.is_empty());
+        s.commit(std::slice::from_ref(&commit)).unwrap();
+        let r = s.read("keyed-load", &facts(0)).unwrap();
+        assert!(r.entries.iter().map(|e| e.sequence).eq(4..=43));
+        // A load of 30 "facts" entries after 2 "x" entries that never applies.
+        append_n(&s, "keyed-abandoned", 2, "x");
+        let head = s.head("keyed-abandoned").unwrap().unwrap();
+        drop(stage_all(&s, &head, 30, 10));
+    }
+    let s = h.open();
+    for after in [0, 10, 43] {
+        keyed_read_matches(&s, "keyed-load", &facts(after));
+    }
+    keyed_read_matches(
+        &s,
+        "keyed-load",
+        &ReadQuery {
+            key: Some("x".into()),
+            ..Default::default()
+        },
+    );
+    // Appends overwrite the abandoned rows at 3..=22 with other keys, and a few "facts".
+    append_n(&s, "keyed-abandoned", 20, "other");
+    append_n(&s, "keyed-abandoned", 2, "facts");
+    let r = s.read("keyed-abandoned", &facts(0)).unwrap();
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![23, 24]
+    );
+    assert_eq!(
+        (r.latest_sequence, r.next_after_sequence, r.has_more),
+        (24, 24, false)
+    );
+    // Cut by a limit, the read has more only if another entry of the key exists.
+    let r = s
+        .read(
+            "keyed-abandoned",
+            &ReadQuery {
+                limit: Some(2),
+                ..facts(0)
+            },
+        )
+        .unwrap();
+    assert!(!r.has_more);
+    for key in ["facts", "other", "x"] {
+        keyed_read_matches(
+            &s,
+            "keyed-abandoned",
+            &ReadQuery {
+                key: Some(key.into()),
+                limit: Some(1),
+                ..Default::default()
+            },
+        );
+    }
+}
+
+pub fn keyed_reads_after_quarantine_see_the_prefix_and_the_new_entries<H: Harness>(h: &mut H) {
+    let s = h.open();
+    let entries: Vec<Arc<Entry>> = (1..=30)
+        .map(|i| make_entry(i, if i % 2 == 0 { "even" } else { "odd" }, b"before"))
+        .collect();
+    commit_in_chunks(&s, "keyed-q", &entries, &[10, 20]);
+    s.quarantine("keyed-q", 12, "diverged", 1).unwrap().unwrap();
+    let even = ReadQuery {
+        key: Some("even".into()),
+        ..Default::default()
+    };
+    let r = s.read("keyed-q", &even).unwrap();
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![2, 4, 6, 8, 10]
+    );
+    assert_eq!((r.latest_sequence, r.next_after_sequence), (11, 11));
+    // Even with a cap beyond the cut, nothing moved aside is read.
+    let r = s
+        .read(
+            "keyed-q",
+            &ReadQuery {
+                up_to: Some(30),
+                ..even.clone()
+            },
+        )
+        .unwrap();
+    assert_eq!(r.entries.len(), 5);
+    // New entries at the moved sequences, under the other key and under the same one.
+    append_n(&s, "keyed-q", 3, "odd");
+    append_n(&s, "keyed-q", 2, "even");
+    drop(s);
+    let s = h.open();
+    let r = s.read("keyed-q", &even).unwrap();
+    assert_eq!(
+        r.entries.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![2, 4, 6, 8, 10, 15, 16]
+    );
+    assert!(r.entries[5..].iter().all(|e| e.payload != b"before"));
+    for key in ["even", "odd"] {
+        keyed_read_matches(
+            &s,
+            "keyed-q",
+            &ReadQuery {
+                key: Some(key.into()),
+                limit: Some(2),
+                ..Default::default()
+            },
+        );
+    }
+    assert_eq!(
+        s.quarantined_entries("keyed-q", 1).unwrap().unwrap().len(),
+        19
+    );
 }
 
 pub fn empty_context_reads_as_empty<H: Harness>(h: &mut H) {

@@ -11,6 +11,12 @@
 //! | `replication` | context key (16)                  | context id, the replication layer's state bytes |
 //! | `quarantine`  | `i` ‖ context key (16) ‖ id (u64) | context id, from sequence, count, time, reason |
 //! | `quarantine`  | `e` ‖ context key (16) ‖ id (u64) ‖ sequence (u64) | a quarantined entry, as its `entries` value was |
+//! | `key_index`   | context key (16) ‖ SHA-256(entry key)[..16] ‖ sequence (u64) | empty          |
+//!
+//! The `key_index` rows of one (context, entry key) pair are contiguous and in sequence order, so
+//! a read filtered by key seeks to the first sequence it wants and touches only matching rows.
+//! Readers check the entry's stored key (a hash collision, or a row left by a load that never
+//! applied, names an entry with another key, and is skipped).
 //!
 //! The `quarantine` rows start with a tag byte so that one kind can be scanned without the
 //! other: every quarantine of every context is the `i` range (by context key, then id), and the
@@ -62,6 +68,40 @@ pub fn idempotency_key(ctx: &ContextKey, key: &str) -> [u8; 2 * CONTEXT_KEY_LEN]
     k[..CONTEXT_KEY_LEN].copy_from_slice(ctx);
     k[CONTEXT_KEY_LEN..].copy_from_slice(&h.0[..CONTEXT_KEY_LEN]);
     k
+}
+
+/// Width of the (context, entry key) prefix of a `key_index` key.
+pub const KEY_INDEX_PREFIX_LEN: usize = 2 * CONTEXT_KEY_LEN;
+/// Width of a `key_index` key: context key ‖ entry key hash ‖ sequence.
+pub const KEY_INDEX_KEY_LEN: usize = KEY_INDEX_PREFIX_LEN + 8;
+
+/// The `key_index` rows of entry key `key` in a context all start with these bytes.
+pub fn key_index_prefix(ctx: &ContextKey, key: &str) -> [u8; KEY_INDEX_PREFIX_LEN] {
+    let h = sha256(key.as_bytes());
+    let mut k = [0u8; KEY_INDEX_PREFIX_LEN];
+    k[..CONTEXT_KEY_LEN].copy_from_slice(ctx);
+    k[CONTEXT_KEY_LEN..].copy_from_slice(&h.0[..CONTEXT_KEY_LEN]);
+    k
+}
+
+/// `key_index` key of the entry with `sequence` under the prefix of its context and entry key.
+pub fn key_index_key(
+    prefix: &[u8; KEY_INDEX_PREFIX_LEN],
+    sequence: u64,
+) -> [u8; KEY_INDEX_KEY_LEN] {
+    let mut k = [0u8; KEY_INDEX_KEY_LEN];
+    k[..KEY_INDEX_PREFIX_LEN].copy_from_slice(prefix);
+    k[KEY_INDEX_PREFIX_LEN..].copy_from_slice(&sequence.to_be_bytes());
+    k
+}
+
+/// The sequence of a `key_index` key (`None` for any other key).
+pub fn key_index_key_sequence(key: &[u8]) -> Option<u64> {
+    if key.len() != KEY_INDEX_KEY_LEN {
+        return None;
+    }
+    let b: [u8; 8] = key[KEY_INDEX_PREFIX_LEN..].try_into().ok()?;
+    Some(u64::from_be_bytes(b))
 }
 
 /// Tag byte of `quarantine` info rows.
@@ -172,6 +212,33 @@ mod tests {
         assert_eq!(quarantine_entry_key_sequence(&keys[4]), None);
         assert_eq!(quarantine_info_key_id(&keys[5]), Some(2));
         assert_eq!(quarantine_info_key_id(&keys[0]), None);
+    }
+
+    #[test]
+    fn key_index_keys_group_by_context_then_entry_key_then_sequence() {
+        let c = context_key("ctx");
+        let (a, b) = (key_index_prefix(&c, "a"), key_index_prefix(&c, "b"));
+        assert_ne!(a, b);
+        assert_eq!(a[..CONTEXT_KEY_LEN], c);
+        let mut keys: Vec<_> = [(a, 300u64), (b, 1), (a, 2), (b, 256), (a, u64::MAX)]
+            .iter()
+            .map(|(p, s)| key_index_key(p, *s))
+            .collect();
+        keys.sort();
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
+        let n_lo = if lo == a { 3 } else { 2 };
+        assert!(keys[..n_lo].iter().all(|k| k.starts_with(&lo)));
+        assert!(keys[n_lo..].iter().all(|k| k.starts_with(&hi)));
+        let seqs: Vec<_> = keys
+            .iter()
+            .map(|k| key_index_key_sequence(k).unwrap())
+            .collect();
+        if lo == a {
+            assert_eq!(seqs, vec![2, 300, u64::MAX, 1, 256]);
+        } else {
+            assert_eq!(seqs, vec![1, 256, 2, 300, u64::MAX]);
+        }
+        assert_eq!(key_index_key_sequence(&entry_key(&c, 5)), None);
     }
 
     #[test]

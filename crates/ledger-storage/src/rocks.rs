@@ -1,11 +1,13 @@
 //! The RocksDB store.
 //!
-//! Six column families (key layout in [`crate::keys`], values in [`crate::codec`]):
-//! `entries`, `nodes`, `heads`, `idempotency`, `replication` (each context's replication state)
-//! and `quarantine` (suffixes moved aside, see [`LogStore::quarantine`] and the `quarantine`
-//! submodule). Families missing from an existing database are created when it opens. A commit is one `WriteBatch` holding, per appended entry, its
-//! `entries` row and its `nodes` row (the Merkle subtrees it completed), and per context its new
-//! head; in [`Durability::Sync`] it is written with `sync = true`, so the write-ahead log is
+//! Seven column families (key layout in [`crate::keys`], values in [`crate::codec`]):
+//! `entries`, `nodes`, `heads`, `idempotency`, `replication` (each context's replication state),
+//! `quarantine` (suffixes moved aside, see [`LogStore::quarantine`] and the `quarantine`
+//! submodule) and `key_index` (entries by context and entry key, for reads filtered by key).
+//! Families missing from an existing database are created when it opens; a format-1 directory
+//! gets its `key_index` built once on open and is then marked format 2 (see [`RocksStore::open`]).
+//! A commit is one `WriteBatch` holding, per appended entry, its `entries` row, its `key_index`
+//! row and its `nodes` row (the Merkle subtrees it completed), and per context its new head; in [`Durability::Sync`] it is written with `sync = true`, so the write-ahead log is
 //! fsynced before `commit` returns. Opening the store reads no data: heads are loaded when a
 //! context is first touched (the head row plus the `nodes` rows of the frontier's subtrees).
 
@@ -16,7 +18,8 @@ use crate::codec::{
     encode_entry_into, encode_head, encode_idempotency, encode_replication, entry_value_key,
 };
 use crate::keys::{
-    ContextKey, context_key, entry_key, entry_key_sequence, idempotency_key, node_location,
+    CONTEXT_KEY_LEN, ContextKey, KEY_INDEX_PREFIX_LEN, context_key, entry_key, entry_key_sequence,
+    idempotency_key, key_index_key, key_index_key_sequence, key_index_prefix, node_location,
     node_row_len,
 };
 use crate::{
@@ -39,8 +42,15 @@ const CF_NODES: &str = "nodes";
 const CF_IDEMPOTENCY: &str = "idempotency";
 const CF_REPLICATION: &str = "replication";
 const CF_QUARANTINE: &str = "quarantine";
+const CF_KEY_INDEX: &str = "key_index";
 const FORMAT_KEY: &[u8] = b"converge-ledger/format";
-const FORMAT_VALUE: &[u8] = b"1";
+/// Format 1: no `key_index`. Upgraded on open.
+const FORMAT_V1: &[u8] = b"1";
+/// Format 2: every entry has its `key_index` row. Builds that only know format 1 refuse it, so
+/// none of them can append entries the index would miss.
+const FORMAT_VALUE: &[u8] = b"2";
+/// `key_index` rows per write batch while upgrading a format-1 directory.
+const UPGRADE_BATCH_ROWS: usize = 1 << 16;
 /// Known context sizes kept for commit checks; cleared wholesale when it grows past this.
 const SIZE_CACHE_LIMIT: usize = 1 << 20;
 
@@ -122,6 +132,23 @@ fn put_node_rows(
         put_node_row(wb, cf, key, seq, &row, c)?;
     }
     Ok(())
+}
+
+/// Adds the `key_index` row of every entry of `c`.
+fn put_key_index_rows(wb: &mut WriteBatch, cf: &ColumnFamily, key: &ContextKey, c: &ContextCommit) {
+    // Appends of one context mostly repeat a few keys: hash each run of equal keys once.
+    let mut last: Option<(&str, [u8; KEY_INDEX_PREFIX_LEN])> = None;
+    for e in &c.entries {
+        let prefix = match last {
+            Some((k, p)) if k == e.key => p,
+            _ => {
+                let p = key_index_prefix(key, &e.key);
+                last = Some((&e.key, p));
+                p
+            }
+        };
+        wb.put_cf(cf, key_index_key(&prefix, e.sequence), b"");
+    }
 }
 
 /// [`LogStore`] on RocksDB.
@@ -222,35 +249,118 @@ impl RocksStore {
             cf(CF_IDEMPOTENCY, DBCompressionType::None, true),
             cf(CF_REPLICATION, DBCompressionType::None, true),
             cf(CF_QUARANTINE, DBCompressionType::None, false),
+            cf(CF_KEY_INDEX, DBCompressionType::None, false),
         ];
         let db =
             DB::open_cf_descriptors(&db_opts, &path, cfs).map_err(rocks("open the database"))?;
-        match db
-            .get(FORMAT_KEY)
-            .map_err(rocks("read the format marker"))?
-        {
-            None => {
-                db.put(FORMAT_KEY, FORMAT_VALUE)
-                    .map_err(rocks("write the format marker"))?;
-                // Flushed at once: an unflushed default column family would keep every later
-                // write-ahead-log file alive, to be replayed at each open.
-                db.flush().map_err(rocks("flush the format marker"))?;
-            }
-            Some(v) if v == FORMAT_VALUE => {}
-            Some(v) => {
-                return Err(StorageError::Corrupt(format!(
-                    "data dir {} has storage format {:?}; this build reads format 1",
-                    path.display(),
-                    String::from_utf8_lossy(&v)
-                )));
-            }
-        }
-        Ok(RocksStore {
+        let store = RocksStore {
             db,
             path,
             durability: config.durability,
             committed: Mutex::new(HashMap::new()),
-        })
+        };
+        match store
+            .db
+            .get(FORMAT_KEY)
+            .map_err(rocks("read the format marker"))?
+        {
+            None => store.write_format_marker()?,
+            Some(v) if v == FORMAT_VALUE => {}
+            Some(v) if v == FORMAT_V1 => {
+                store.build_key_index()?;
+                store.write_format_marker()?;
+            }
+            Some(v) => {
+                return Err(StorageError::Corrupt(format!(
+                    "data dir {} has storage format {:?}; this build reads formats 1 (upgraded \
+                     to 2 on open) and 2",
+                    store.path.display(),
+                    String::from_utf8_lossy(&v)
+                )));
+            }
+        }
+        Ok(store)
+    }
+
+    /// Marks the directory as the current format, durably (after everything written before it).
+    fn write_format_marker(&self) -> Result<(), StorageError> {
+        let mut wo = WriteOptions::default();
+        wo.set_sync(true);
+        self.db
+            .put_opt(FORMAT_KEY, FORMAT_VALUE, &wo)
+            .map_err(rocks("write the format marker"))?;
+        // Flushed at once: an unflushed default column family would keep every later
+        // write-ahead-log file alive, to be replayed at each open.
+        self.db.flush().map_err(rocks("flush the format marker"))
+    }
+
+    /// Upgrades a format-1 directory: writes the `key_index` row of every stored entry (staged
+    /// rows beyond a context's size too; readers skip rows whose entry has another key). The
+    /// rows are idempotent puts and the format marker is only written after all of them, so an
+    /// interrupted upgrade is simply run again at the next open.
+    fn build_key_index(&self) -> Result<(), StorageError> {
+        tracing::info!(path = %self.path.display(), "building the key index of a format-1 data dir");
+        let started = std::time::Instant::now();
+        let index_cf = self.cf(CF_KEY_INDEX);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_ENTRIES));
+        it.seek_to_first();
+        let mut wb = WriteBatch::default();
+        let mut rows = 0u64;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let (Some(ctx), Some(seq)) = (
+                k.get(..CONTEXT_KEY_LEN)
+                    .and_then(|c| ContextKey::try_from(c).ok()),
+                entry_key_sequence(k),
+            ) else {
+                return Err(StorageError::Corrupt(format!(
+                    "entries key of {} bytes while building the key index",
+                    k.len()
+                )));
+            };
+            let entry_key = entry_value_key(v).ok_or_else(|| {
+                StorageError::Corrupt(format!(
+                    "entry {seq} is unreadable while building the key index"
+                ))
+            })?;
+            wb.put_cf(
+                index_cf,
+                key_index_key(&key_index_prefix(&ctx, entry_key), seq),
+                b"",
+            );
+            rows += 1;
+            if wb.len() >= UPGRADE_BATCH_ROWS {
+                self.db
+                    .write(std::mem::take(&mut wb))
+                    .map_err(rocks("write key index rows"))?;
+            }
+            it.next();
+        }
+        it.status()
+            .map_err(rocks("iterate entries to build the key index"))?;
+        self.db.write(wb).map_err(rocks("write key index rows"))?;
+        tracing::info!(
+            rows,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "key index built"
+        );
+        Ok(())
+    }
+
+    /// Drops the `key_index` and marks the directory format 1, as a build before the index left
+    /// it: for tests of the upgrade on open. Never used by the ledger itself.
+    #[doc(hidden)]
+    pub fn downgrade_to_format_1_for_tests(dir: impl AsRef<Path>) -> Result<(), StorageError> {
+        let dir = dir.as_ref();
+        let names = DB::list_cf(&Options::default(), dir).map_err(rocks("list column families"))?;
+        let mut db =
+            DB::open_cf(&Options::default(), dir, &names).map_err(rocks("open the database"))?;
+        if names.iter().any(|n| n == CF_KEY_INDEX) {
+            db.drop_cf(CF_KEY_INDEX)
+                .map_err(rocks("drop the key index"))?;
+        }
+        db.put(FORMAT_KEY, FORMAT_V1)
+            .map_err(rocks("write the format marker"))?;
+        db.flush().map_err(rocks("flush the format marker"))
     }
 
     /// Directory of the database.
@@ -386,6 +496,10 @@ impl RocksStore {
                 wb.put_cf(entries_cf, entry_key(key, e.sequence), &value);
             }
         }
+        let index_cf = self.cf(CF_KEY_INDEX);
+        for (key, c) in &keyed {
+            put_key_index_rows(&mut wb, index_cf, key, c);
+        }
         for (key, c) in &keyed {
             put_node_rows(&mut wb, nodes_cf, key, c)?;
         }
@@ -422,6 +536,64 @@ impl RocksStore {
             }
         }
         Ok(())
+    }
+
+    /// A read filtered by entry key: walks the key's `key_index` rows from `after_sequence` to
+    /// `upper` and reads only the entries they name, all from `snap`. Rows naming an entry with
+    /// another key (a hash collision, a load's staged row later overwritten) are skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn read_keyed(
+        &self,
+        context_id: &str,
+        key: &ContextKey,
+        want: &str,
+        query: &ReadQuery,
+        snap: &rocksdb::SnapshotWithThreadMode<'_, DB>,
+        latest: u64,
+        upper: u64,
+    ) -> Result<ReadResult, StorageError> {
+        let mut out: Vec<Entry> = Vec::new();
+        let mut bytes = 0usize;
+        let mut has_more = false;
+        if query.after_sequence < upper {
+            let prefix = key_index_prefix(key, want);
+            let mut ro = ReadOptions::default();
+            ro.set_iterate_upper_bound(key_index_key(&prefix, upper.saturating_add(1)).to_vec());
+            let mut it = snap.raw_iterator_cf_opt(self.cf(CF_KEY_INDEX), ro);
+            it.seek(key_index_key(&prefix, query.after_sequence + 1));
+            let entries_cf = self.cf(CF_ENTRIES);
+            while let Some(k) = it.key() {
+                let seq = key_index_key_sequence(k).ok_or_else(|| {
+                    StorageError::Corrupt(format!(
+                        "key index row of {} bytes in {context_id:?}",
+                        k.len()
+                    ))
+                })?;
+                let v = snap
+                    .get_pinned_cf_opt(entries_cf, entry_key(key, seq), ReadOptions::default())
+                    .map_err(rocks("read an indexed entry"))?
+                    .ok_or_else(|| {
+                        StorageError::Corrupt(format!(
+                            "context {context_id:?} is missing entry {seq} (named by the key index)"
+                        ))
+                    })?;
+                let stored = entry_value_key(&v).ok_or_else(|| {
+                    StorageError::Corrupt(format!("entry {seq} of {context_id:?} is unreadable"))
+                })?;
+                if stored == want {
+                    let entry = decode_entry(&v)?;
+                    if !fits_budget(query, &out, bytes, &entry) {
+                        has_more = true;
+                        break;
+                    }
+                    bytes += entry.encoded_len();
+                    out.push(entry);
+                }
+                it.next();
+            }
+            it.status().map_err(rocks("iterate the key index"))?;
+        }
+        Ok(ReadResult::finish(query, out, latest, upper, has_more))
     }
 
     /// Writes raw bytes under an entry's key, bypassing every check. For tests that simulate
@@ -481,6 +653,7 @@ impl LogStore for RocksStore {
             encode_entry_into(e, &mut value);
             wb.put_cf(entries_cf, entry_key(&key, e.sequence), &value);
         }
+        put_key_index_rows(&mut wb, self.cf(CF_KEY_INDEX), &key, c);
         put_node_rows(&mut wb, self.cf(CF_NODES), &key, c)?;
         self.db
             .write_opt(wb, &WriteOptions::default())
@@ -545,6 +718,9 @@ impl LogStore for RocksStore {
             .load_record(&key, context_id, Some(&snap))?
             .map_or(0, |r| r.size);
         let upper = query.up_to.map_or(latest, |u| u.min(latest));
+        if let Some(want) = query.key.as_deref() {
+            return self.read_keyed(context_id, &key, want, query, &snap, latest, upper);
+        }
         let mut out: Vec<Entry> = Vec::new();
         let mut bytes = 0usize;
         let mut has_more = false;
@@ -562,17 +738,6 @@ impl LogStore for RocksStore {
                     )));
                 }
                 expected += 1;
-                if let Some(want) = query.key.as_deref() {
-                    let stored = entry_value_key(v).ok_or_else(|| {
-                        StorageError::Corrupt(format!(
-                            "entry {seq} of {context_id:?} is unreadable"
-                        ))
-                    })?;
-                    if stored != want {
-                        it.next();
-                        continue;
-                    }
-                }
                 let entry = decode_entry(v)?;
                 if !fits_budget(query, &out, bytes, &entry) {
                     has_more = true;
@@ -710,6 +875,7 @@ impl LogStore for RocksStore {
             self.cf(CF_IDEMPOTENCY),
             self.cf(CF_REPLICATION),
             self.cf(CF_QUARANTINE),
+            self.cf(CF_KEY_INDEX),
             default,
         ];
         self.db

@@ -2,7 +2,7 @@
 //! column family and cuts the context back (see [`crate::LogStore::quarantine`]).
 //!
 //! The batch holds, for each moved entry, a `quarantine` entry row with the entry's stored value
-//! byte for byte, and deletions of its `entries` and `nodes` rows; deletions of the idempotency
+//! byte for byte, and deletions of its `entries`, `key_index` and `nodes` rows; deletions of the idempotency
 //! records that name moved entries and the context's new keyed-append ordinal; the quarantine's
 //! info row; and the context's new head row (deleted when the context is cut back to nothing).
 //! The new head is computed from the rows that stay: the frontier of the kept size from its
@@ -10,15 +10,17 @@
 //! entry. It is the head a context that only ever had the kept entries would have.
 
 use super::{
-    CF_ENTRIES, CF_HEADS, CF_IDEMPOTENCY, CF_NODES, CF_QUARANTINE, HeadRecord, RocksStore, rocks,
+    CF_ENTRIES, CF_HEADS, CF_IDEMPOTENCY, CF_KEY_INDEX, CF_NODES, CF_QUARANTINE, HeadRecord,
+    RocksStore, rocks,
 };
 use crate::codec::{
     decode_entry, decode_idempotency, decode_quarantine_info, encode_head, encode_quarantine_info,
+    entry_value_key,
 };
 use crate::keys::{
     CONTEXT_KEY_LEN, ContextKey, QUARANTINE_INFO_TAG, context_key, entry_key, entry_key_sequence,
-    quarantine_entry_key, quarantine_entry_key_sequence, quarantine_info_key,
-    quarantine_info_key_id,
+    key_index_key, key_index_prefix, quarantine_entry_key, quarantine_entry_key_sequence,
+    quarantine_info_key, quarantine_info_key_id,
 };
 use crate::{
     ContextHead, Durability, QuarantineInfo, Quarantined, StorageError, check_quarantine_from,
@@ -53,10 +55,11 @@ impl RocksStore {
         let head = self.head_at(&key, context_id, keep)?;
         let id = self.last_quarantine_id(&key)? + 1;
 
-        let (entries_cf, nodes_cf, q_cf) = (
+        let (entries_cf, nodes_cf, q_cf, index_cf) = (
             self.cf(CF_ENTRIES),
             self.cf(CF_NODES),
             self.cf(CF_QUARANTINE),
+            self.cf(CF_KEY_INDEX),
         );
         let mut wb = WriteBatch::default();
         let mut ro = ReadOptions::default();
@@ -71,7 +74,14 @@ impl RocksStore {
                     "context {context_id:?} is missing entry {expected} (found {seq})"
                 )));
             }
+            let entry_key_of = entry_value_key(v).ok_or_else(|| {
+                StorageError::Corrupt(format!("entry {seq} of {context_id:?} is unreadable"))
+            })?;
             wb.put_cf(q_cf, quarantine_entry_key(&key, id, seq), v);
+            wb.delete_cf(
+                index_cf,
+                key_index_key(&key_index_prefix(&key, entry_key_of), seq),
+            );
             wb.delete_cf(entries_cf, k);
             wb.delete_cf(nodes_cf, entry_key(&key, seq));
             expected += 1;
