@@ -840,3 +840,63 @@ async fn a_cluster_with_an_encrypted_gossip_key_forms_and_replicates() {
         assert_eq!(entries_on(n, "sealed").await.len(), 5);
     }
 }
+
+fn batch(ctx: &str, tag: &str, n: usize) -> pb::AppendBatchRequest {
+    pb::AppendBatchRequest {
+        context_id: ctx.into(),
+        items: (0..n)
+            .map(|i| pb::AppendBatchItem {
+                key: "facts".into(),
+                payload: format!("{tag}-{i}").into_bytes(),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_through_a_non_writer_is_stored_whole_on_every_replica() {
+    let cluster = TestCluster::start(41, 3, &[]).await;
+    let ctx = "batched";
+    let mut first = raw(&cluster.nodes[0]).await;
+    first.append(request(ctx, "single".into())).await.unwrap();
+    let w = cluster.writer_index(0, ctx).await.expect("writer");
+    let via = (w + 1) % 3;
+    let mut c = raw(&cluster.nodes[via]).await;
+    let r = c
+        .append_batch(batch(ctx, "b", 50))
+        .await
+        .unwrap_or_else(|s| panic!("batch via non-writer {via}: {s:?}"))
+        .into_inner();
+    assert_eq!((r.first_sequence, r.last_sequence), (2, 51));
+    assert_eq!(r.entries.len(), 50);
+    // A bad batch through the writer itself stores nothing, and names the item.
+    let mut bad = batch(ctx, "bad", 3);
+    bad.items[1].key = String::new();
+    let s = raw(&cluster.nodes[w])
+        .await
+        .append_batch(bad)
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::InvalidArgument);
+    assert!(s.message().starts_with("batch item 1"), "{}", s.message());
+    let r = c
+        .append_batch(batch(ctx, "c", 10))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((r.first_sequence, r.last_sequence), (52, 61));
+    wait_converged(&cluster.nodes[0], ctx, 61).await;
+    let want: Vec<String> = std::iter::once("single".to_owned())
+        .chain((0..50).map(|i| format!("b-{i}")))
+        .chain((0..10).map(|i| format!("c-{i}")))
+        .collect();
+    for n in &cluster.nodes {
+        let got: Vec<String> = entries_on(n, ctx)
+            .await
+            .iter()
+            .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+            .collect();
+        assert_eq!(got, want);
+    }
+}

@@ -28,6 +28,7 @@ fn request(id: u64, ctx: &str, key: &str, payload: Vec<u8>) -> lpb::AppendStream
             received_lamport_clock: None,
             idempotency_key: None,
         }),
+        batch: None,
     }
 }
 

@@ -2,7 +2,7 @@
 
 use crate::report::{header, histogram, median_of, ms, p50_p99, rate, row};
 use ledger_core::merkle::root_from_leaves;
-use ledger_core::{Entry, Hash, Metadata, hash::sha256, snapshot};
+use ledger_core::{Entry, Hash, Metadata, NewEntry, hash::sha256, snapshot};
 use ledger_embedded::{Durability, Ledger, LedgerConfig, RocksConfig};
 use ledger_storage::{ContextHead, LogStore, RocksStore};
 use std::sync::Arc;
@@ -60,6 +60,7 @@ pub fn run(args: Args) {
     );
     header();
     rt.block_on(appends(&ctx));
+    rt.block_on(batch_appends(&ctx));
     if ctx.wants("root") {
         root_recomputation();
     }
@@ -89,13 +90,19 @@ fn entry(seq: u64, payload: &[u8]) -> Entry {
 /// Raw RocksDB: batches of 100 puts of 256-byte values, one thread, for `secs`.
 fn raw_rocks_puts_per_sec(ctx: &Ctx, sync: bool) -> f64 {
     let dir = ctx.tempdir();
-    let db = rocksdb::DB::open_default(dir.path()).expect("open raw RocksDB");
+    raw_rocks_batches(dir.path(), sync, ctx.secs())
+}
+
+/// Raw RocksDB in `dir`: batches of 100 puts of 256-byte values, one thread, for `secs`;
+/// puts per second.
+pub(crate) fn raw_rocks_batches(dir: &std::path::Path, sync: bool, secs: f64) -> f64 {
+    let db = rocksdb::DB::open_default(dir).expect("open raw RocksDB");
     let mut wo = rocksdb::WriteOptions::default();
     wo.set_sync(sync);
     let value = [7u8; 256];
     let start = Instant::now();
     let mut n = 0u64;
-    while start.elapsed().as_secs_f64() < ctx.secs() {
+    while start.elapsed().as_secs_f64() < secs {
         let mut b = rocksdb::WriteBatch::default();
         for _ in 0..100 {
             b.put(n.to_be_bytes(), value);
@@ -206,6 +213,89 @@ async fn appends(ctx: &Ctx) {
             };
             row(
                 &format!("{name} (mean {group:.1} appends per commit{per_sync})"),
+                &rate(r),
+                target,
+                &baseline,
+                &format!("{:.2}× raw", r / raw),
+            );
+        }
+    }
+}
+
+/// Entries per second appended with `append_batch` in batches of `batch` by `writers` tasks,
+/// each to its own context.
+async fn batch_rate(ctx: &Ctx, durability: Durability, writers: usize, batch: usize) -> f64 {
+    let dir = ctx.tempdir();
+    let config = LedgerConfig {
+        rocks: RocksConfig {
+            durability,
+            ..RocksConfig::default()
+        },
+        ..LedgerConfig::default()
+    };
+    let ledger = Ledger::open(dir.path(), config).expect("open ledger");
+    let stop = Arc::new(AtomicBool::new(false));
+    let count = Arc::new(AtomicU64::new(0));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let (ledger, stop, count, measuring) = (
+            ledger.clone(),
+            stop.clone(),
+            count.clone(),
+            measuring.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let ctx_id = format!("bench-batch-{w}");
+            let item = NewEntry::new("", "facts", vec![42u8; 256], Metadata::new(), None);
+            while !stop.load(Ordering::Relaxed) {
+                let items = vec![item.clone(); batch];
+                ledger
+                    .append_batch(&ctx_id, items)
+                    .await
+                    .expect("append batch");
+                if measuring.load(Ordering::Relaxed) {
+                    count.fetch_add(batch as u64, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    measuring.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_secs_f64(ctx.secs())).await;
+    let n = count.load(Ordering::Relaxed);
+    let elapsed = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("batch appender");
+    }
+    ledger.close().await;
+    n as f64 / elapsed
+}
+
+/// Batch appends (`Ledger::append_batch`), against raw RocksDB batches of 100 in the same run.
+async fn batch_appends(ctx: &Ctx) {
+    for (durability, sync, target) in [
+        (Durability::Buffered, false, "≥ 300k/s"),
+        (Durability::Sync, true, "—"),
+    ] {
+        let rows = [(1usize, 100usize), (4, 100), (1, 1000)];
+        let name = |w: usize, b: usize| {
+            format!("append_batch 256 B, {durability}, {w} writer(s) × batches of {b}")
+        };
+        if !rows.iter().any(|(w, b)| ctx.wants(&name(*w, *b))) {
+            continue;
+        }
+        let raw = raw_rocks_puts_per_sec(ctx, sync);
+        let baseline = format!("raw RocksDB {durability}, batches of 100: {}", rate(raw));
+        for (w, b) in rows {
+            if !ctx.wants(&name(w, b)) {
+                continue;
+            }
+            let r = batch_rate(ctx, durability, w, b).await;
+            row(
+                &format!("{} (entries/s)", name(w, b)),
                 &rate(r),
                 target,
                 &baseline,

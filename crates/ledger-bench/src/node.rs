@@ -8,7 +8,7 @@
 use crate::report::{header, histogram, ms, p50_p99, rate, row, us_from_ns};
 use hdrhistogram::Histogram;
 use ledger_client::LedgerClient;
-use ledger_core::Metadata;
+use ledger_core::{Metadata, NewEntry};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -29,7 +29,7 @@ pub struct Args {
     /// Target append rate while watchers listen.
     #[arg(long, default_value_t = 10_000)]
     rate: u64,
-    /// Only this benchmark: `get`, `appends`, `watch` or `keyed`.
+    /// Only this benchmark: `get`, `appends`, `batch`, `watch` or `keyed`.
     #[arg(long)]
     only: Option<String>,
     /// Entries of the keyed Get benchmark's context (10 keys, each a block of a tenth).
@@ -116,6 +116,9 @@ pub fn run(args: Args) {
         }
         if want("appends") {
             append_64_writers(&client, if args.quick { 2 } else { 5 }).await;
+        }
+        if want("batch") {
+            append_batches(&client, if args.quick { 2 } else { 5 }).await;
         }
         for &w in args.watchers.iter().filter(|_| want("watch")) {
             watch_latency(
@@ -329,6 +332,60 @@ async fn append_64_writers(client: &LedgerClient, secs: u64) {
         ),
         &format!("{:.2}× unary (throughput)", piped.0 / unary.0),
     );
+}
+
+/// Durable AppendBatch calls of 100 entries over gRPC, against raw RocksDB synced batches of
+/// 100 measured in the same run.
+async fn append_batches(client: &LedgerClient, secs: u64) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let raw = crate::embedded::raw_rocks_batches(dir.path(), true, secs as f64);
+    drop(dir);
+    let baseline = format!("raw RocksDB sync, batches of 100: {}", rate(raw));
+    for writers in [1usize, 8] {
+        let (r, h) = batch_rate(client, writers, 100, secs).await;
+        row(
+            &format!(
+                "durable AppendBatch, {writers} writer(s) on their own contexts, batches of 100 × 256 B (entries/s; latency per batch)"
+            ),
+            &format!("{}, {}", rate(r), p50_p99(&h)),
+            "≥ 200k/s",
+            &baseline,
+            &format!("{:.2}× raw", r / raw),
+        );
+    }
+}
+
+/// Entries per second and per-batch latency of `writers` unary AppendBatch callers.
+async fn batch_rate(
+    client: &LedgerClient,
+    writers: usize,
+    batch: usize,
+    secs: u64,
+) -> (f64, Histogram<u64>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let measuring = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let c = client.clone();
+        let (stop, measuring) = (stop.clone(), measuring.clone());
+        tasks.push(tokio::spawn(async move {
+            let ctx = format!("bench-batch-{writers}-{w}");
+            let item = NewEntry::new("", "facts", vec![w as u8; 256], Metadata::new(), None);
+            let mut h = histogram();
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                c.append_batch(&ctx, vec![item.clone(); batch])
+                    .await
+                    .expect("append batch");
+                if measuring.load(Ordering::Relaxed) {
+                    h.record(t.elapsed().as_nanos() as u64).ok();
+                }
+            }
+            h
+        }));
+    }
+    let (calls, h, _) = crate::report::measure_writers(secs, &stop, &measuring, tasks, &[]).await;
+    (calls * batch as f64, h)
 }
 
 /// Appends per second and latency of 64 writers for `secs` (after half a second of warm-up).

@@ -228,6 +228,33 @@ impl LedgerClient {
         convert::entry_from_pb(entry).map_err(ClientError::InvalidResponse)
     }
 
+    /// Appends `items` to `context_id` in one AppendBatch call: all are stored, with
+    /// consecutive sequences in this order, or none is. Returns the stored entries. Items'
+    /// own `context_id`s are ignored; items with an idempotency key are refused
+    /// (INVALID_ARGUMENT, before sending): batch items cannot carry one.
+    pub async fn append_batch(
+        &self,
+        context_id: &str,
+        items: Vec<NewEntry>,
+    ) -> Result<Vec<Entry>, ClientError> {
+        if let Some(index) = items.iter().position(|e| e.idempotency_key.is_some()) {
+            return Err(ClientError::Status(tonic::Status::invalid_argument(
+                ledger_core::validate::ValidationError::BatchItemIdempotencyKey { index }
+                    .to_string(),
+            )));
+        }
+        let resp = self
+            .raw()
+            .append_batch(convert::batch_request_to_pb(context_id, items))
+            .await?
+            .into_inner();
+        resp.entries
+            .into_iter()
+            .map(convert::entry_from_pb)
+            .collect::<Result<_, _>>()
+            .map_err(ClientError::InvalidResponse)
+    }
+
     /// One page of entries.
     pub async fn get(
         &self,

@@ -131,6 +131,7 @@ impl AppendPipeline {
             permit.send(lpb::AppendStreamRequest {
                 request_id,
                 append: Some(convert::append_request_to_pb(entry)),
+                batch: None,
             });
         }
         match answer.await {
@@ -208,6 +209,9 @@ async fn read_answers(state: Arc<Mutex<State>>, mut inbound: Streaming<lpb::Appe
             Some(Outcome::Error(e)) => Err(ClientError::Status(Status::new(
                 Code::from_i32(e.code),
                 e.message,
+            ))),
+            Some(Outcome::Batch(_)) => Err(invalid(format!(
+                "answer to append request {request_id} is a batch answer"
             ))),
             None => Err(invalid(format!("answer to request {request_id} is empty"))),
         };

@@ -15,18 +15,28 @@ pub const MAX_METADATA_PAIRS: usize = 64;
 pub const MAX_METADATA_KEY_BYTES: usize = 128;
 /// Most bytes in a metadata value (4 KiB).
 pub const MAX_METADATA_VALUE_BYTES: usize = 4 * 1024;
+/// Default most items in one batch append.
+pub const DEFAULT_MAX_BATCH_ITEMS: usize = 10_000;
+/// Default most payload bytes in one batch append (16 MiB).
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 * 1024 * 1024;
 
 /// Configurable limits on appended entries.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted payload in bytes.
     pub max_payload_bytes: usize,
+    /// Most items in one batch append.
+    pub max_batch_items: usize,
+    /// Most payload bytes (summed over its items) in one batch append.
+    pub max_batch_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            max_batch_items: DEFAULT_MAX_BATCH_ITEMS,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
         }
     }
 }
@@ -62,13 +72,41 @@ pub enum ValidationError {
          (2^63 - 2), so the context's clock stays below 2^63 and can always advance"
     )]
     LamportOverflow(u64),
+    #[error("a batch append needs at least one item")]
+    EmptyBatch,
+    #[error("the batch has {count} items; the limit is {max} items (max_batch_items)")]
+    TooManyBatchItems { count: usize, max: usize },
+    #[error("the batch's payloads total {len} bytes; the limit is {max} bytes (max_batch_bytes)")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error(
+        "batch item {index} has an idempotency key; batch items cannot carry idempotency keys \
+         (append them one by one to make each retry-safe)"
+    )]
+    BatchItemIdempotencyKey { index: usize },
+    #[error("batch item {index} names context {item:?}, but the batch appends to {batch:?}")]
+    BatchItemContext {
+        index: usize,
+        item: String,
+        batch: String,
+    },
+    #[error("batch item {index}: {error}")]
+    BatchItem {
+        index: usize,
+        error: Box<ValidationError>,
+    },
 }
 
 impl ValidationError {
     /// True for errors about sizes of the request's data (payload over the configured maximum),
     /// which map to `RESOURCE_EXHAUSTED` rather than `INVALID_ARGUMENT`.
     pub fn is_resource_exhausted(&self) -> bool {
-        matches!(self, ValidationError::PayloadTooLarge { .. })
+        match self {
+            ValidationError::PayloadTooLarge { .. }
+            | ValidationError::TooManyBatchItems { .. }
+            | ValidationError::BatchTooLarge { .. } => true,
+            ValidationError::BatchItem { error, .. } => error.is_resource_exhausted(),
+            _ => false,
+        }
     }
 }
 
@@ -185,6 +223,59 @@ pub fn validate_append(
     validate_payload(payload, limits)
 }
 
+/// A batch append to `context_id`: 1 to `max_batch_items` items whose payloads total at most
+/// `max_batch_bytes`, each a valid append of that context without an idempotency key (an
+/// item's own `context_id` is empty or the batch's). An item's error names its index
+/// (0-based).
+pub fn validate_batch(
+    context_id: &str,
+    items: &[crate::entry::NewEntry],
+    limits: &Limits,
+) -> Result<(), ValidationError> {
+    validate_context_id(context_id)?;
+    if items.is_empty() {
+        return Err(ValidationError::EmptyBatch);
+    }
+    if items.len() > limits.max_batch_items {
+        return Err(ValidationError::TooManyBatchItems {
+            count: items.len(),
+            max: limits.max_batch_items,
+        });
+    }
+    let len: usize = items.iter().map(|e| e.payload.len()).sum();
+    if len > limits.max_batch_bytes {
+        return Err(ValidationError::BatchTooLarge {
+            len,
+            max: limits.max_batch_bytes,
+        });
+    }
+    for (index, e) in items.iter().enumerate() {
+        if e.idempotency_key.is_some() {
+            return Err(ValidationError::BatchItemIdempotencyKey { index });
+        }
+        if !e.context_id.is_empty() && e.context_id != context_id {
+            return Err(ValidationError::BatchItemContext {
+                index,
+                item: e.context_id.clone(),
+                batch: context_id.to_owned(),
+            });
+        }
+        validate_append(
+            context_id,
+            &e.key,
+            &e.payload,
+            &e.metadata,
+            e.received_lamport_clock,
+            limits,
+        )
+        .map_err(|error| ValidationError::BatchItem {
+            index,
+            error: Box::new(error),
+        })?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,6 +318,7 @@ mod tests {
     fn payload_over_limit_is_resource_exhausted() {
         let limits = Limits {
             max_payload_bytes: 10,
+            ..Limits::default()
         };
         assert!(validate_payload(&[0; 10], &limits).is_ok());
         let e = validate_payload(&[0; 11], &limits).unwrap_err();
@@ -278,5 +370,60 @@ mod tests {
             assert_eq!(e, ValidationError::LamportOverflow(r));
             assert!(e.to_string().contains("9223372036854775806"), "{e}");
         }
+    }
+
+    fn item(key: &str, payload: &[u8]) -> crate::entry::NewEntry {
+        crate::entry::NewEntry::new("", key, payload.to_vec(), Metadata::default(), None)
+    }
+
+    #[test]
+    fn batch_item_errors_name_the_item() {
+        let limits = Limits::default();
+        let items = vec![item("a", b"1"), item("", b"2")];
+        let e = validate_batch("ctx", &items, &limits).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "batch item 1: key must not be empty (1 to 128 bytes of UTF-8)"
+        );
+        assert!(!e.is_resource_exhausted());
+        let mut keyed = item("a", b"1");
+        keyed.idempotency_key = Some("k".into());
+        let e = validate_batch("ctx", &[item("a", b""), keyed], &limits).unwrap_err();
+        assert_eq!(e, ValidationError::BatchItemIdempotencyKey { index: 1 });
+        let mut other = item("a", b"1");
+        other.context_id = "other".into();
+        assert!(matches!(
+            validate_batch("ctx", &[other], &limits),
+            Err(ValidationError::BatchItemContext { index: 0, .. })
+        ));
+        assert_eq!(
+            validate_batch("ctx", &[], &limits),
+            Err(ValidationError::EmptyBatch)
+        );
+    }
+
+    #[test]
+    fn batch_over_limits_is_resource_exhausted() {
+        let limits = Limits {
+            max_payload_bytes: 4,
+            max_batch_items: 2,
+            max_batch_bytes: 6,
+        };
+        assert!(validate_batch("ctx", &[item("a", b"123"), item("a", b"456")], &limits).is_ok());
+        let e = validate_batch(
+            "ctx",
+            &[item("a", b""), item("a", b""), item("a", b"")],
+            &limits,
+        )
+        .unwrap_err();
+        assert!(e.is_resource_exhausted(), "{e}");
+        assert!(e.to_string().contains("max_batch_items"), "{e}");
+        let e =
+            validate_batch("ctx", &[item("a", b"1234"), item("a", b"123")], &limits).unwrap_err();
+        assert!(e.is_resource_exhausted(), "{e}");
+        assert!(e.to_string().contains("max_batch_bytes"), "{e}");
+        let e = validate_batch("ctx", &[item("a", b"12345")], &limits).unwrap_err();
+        assert!(e.is_resource_exhausted(), "{e}");
+        assert!(e.to_string().starts_with("batch item 0: payload"), "{e}");
     }
 }

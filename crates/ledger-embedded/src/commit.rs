@@ -34,6 +34,11 @@ const SYNC_QUEUE: usize = 64;
 pub(crate) enum Reply {
     /// An append (or a retry of one): the entry as stored.
     Append(oneshot::Sender<Result<Arc<Entry>, LedgerError>>, Arc<Entry>),
+    /// A batch append: its entries as stored, in order.
+    Batch(
+        oneshot::Sender<Result<Vec<Arc<Entry>>, LedgerError>>,
+        Vec<Arc<Entry>>,
+    ),
     /// An apply of pre-sequenced entries: the context's head after them.
     Applied(
         oneshot::Sender<Result<ContextHead, LedgerError>>,
@@ -47,6 +52,9 @@ impl Reply {
             Reply::Append(tx, e) => {
                 let _ = tx.send(Ok(e));
             }
+            Reply::Batch(tx, e) => {
+                let _ = tx.send(Ok(e));
+            }
             Reply::Applied(tx, h) => {
                 let _ = tx.send(Ok(h));
             }
@@ -56,6 +64,9 @@ impl Reply {
     pub(crate) fn refuse(self, e: LedgerError) {
         match self {
             Reply::Append(tx, _) => {
+                let _ = tx.send(Err(e));
+            }
+            Reply::Batch(tx, _) => {
                 let _ = tx.send(Err(e));
             }
             Reply::Applied(tx, _) => {

@@ -17,6 +17,7 @@
 //! # Layout
 //! - [`Ledger`] (this file): opening, wiring and the lifecycle.
 //! - `append`: appends and idempotent retries ([`NewEntry`], [`AppendAck`]).
+//! - `batch`: batch appends, all or nothing with consecutive sequences ([`BatchAck`]).
 //! - `apply`: pre-sequenced entries shipped by a writer, verified and stored ([`Applied`]).
 //! - `read`: pages of entries, heads and sizes, capped at what is durable.
 //! - `snapshot` / `load`: snapshots out (whole or streamed) and in (all or nothing,
@@ -34,6 +35,7 @@
 
 mod append;
 mod apply;
+mod batch;
 mod commit;
 pub mod config;
 mod dedupe;
@@ -51,6 +53,7 @@ mod watch;
 
 pub use append::{AppendAck, Sequenced, SequencedAppend};
 pub use apply::Applied;
+pub use batch::{BatchAck, SequencedBatch, SequencedEntries};
 pub use commit::{SizeHistogram, Stats};
 pub use config::LedgerConfig;
 pub use error::{ErrorKind, LedgerError};

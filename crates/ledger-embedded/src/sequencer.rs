@@ -43,6 +43,16 @@ pub(crate) struct AppendCmd {
     pub sequenced: Option<oneshot::Sender<Arc<Entry>>>,
 }
 
+/// A batch append: every entry sequenced consecutively into one commit of one group (so all
+/// or none are stored), answered once.
+pub(crate) struct BatchCmd {
+    pub context_id: String,
+    pub entries: Vec<NewEntry>,
+    pub reply: oneshot::Sender<Result<Vec<Arc<Entry>>, LedgerError>>,
+    /// Told the entries as soon as they are sequenced (before they are durable), if given.
+    pub sequenced: Option<oneshot::Sender<Vec<Arc<Entry>>>>,
+}
+
 /// Reserve a context for a load: appends to it are refused until the load applies or gives up.
 pub(crate) struct LoadBeginCmd {
     pub context_id: String,
@@ -63,6 +73,7 @@ pub(crate) struct ApplyCmd {
 
 pub(crate) enum Command {
     Append(AppendCmd),
+    AppendBatch(BatchCmd),
     LoadBegin(LoadBeginCmd),
     Apply(ApplyCmd),
     Quarantine(QuarantineCmd),
@@ -72,6 +83,7 @@ impl Command {
     fn weight(&self) -> usize {
         match self {
             Command::Append(a) => a.entry.payload.len() + 256,
+            Command::AppendBatch(b) => b.entries.iter().map(|e| e.payload.len() + 256).sum(),
             Command::LoadBegin(_) | Command::Quarantine(_) => 256,
             Command::Apply(a) => a.commit.entries.iter().map(|e| e.encoded_len()).sum(),
         }
@@ -156,6 +168,7 @@ impl Sequencer {
         for cmd in batch.drain(..) {
             match cmd {
                 Command::Append(a) => self.add_append(&mut group, a, now),
+                Command::AppendBatch(b) => self.add_batch(&mut group, b, now),
                 Command::LoadBegin(l) => {
                     // The load compares and stages against stored rows: everything sequenced
                     // before it must be written first. (One commit's wait, once per load.)
@@ -332,6 +345,71 @@ impl Sequencer {
         commit.entries.push(Arc::clone(&entry));
         tell(&entry);
         group.replies.push(Reply::Append(reply, entry));
+    }
+
+    /// Sequences a whole batch into the context's commit of this group: every item after the
+    /// context's appends so far and before any later one, or (if any item cannot be sequenced)
+    /// none of them. The group is one store commit, so the batch is stored all or nothing.
+    fn add_batch(&mut self, group: &mut Group, cmd: BatchCmd, now: u64) {
+        let BatchCmd {
+            context_id,
+            entries,
+            reply,
+            sequenced,
+        } = cmd;
+        if let Err(e) = self.failed.check() {
+            let _ = reply.send(Err(e));
+            return;
+        }
+        if self.reserved.lock().contains_key(&context_id) {
+            let _ = reply.send(Err(LedgerError::LoadInProgress { context_id }));
+            return;
+        }
+        let slot = match self.slot(group, &context_id) {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        let commit = &mut group.commits[slot];
+        // Every clock first: a refusal must leave the commit untouched.
+        let mut clock = LamportClock::new(commit.head.lamport_clock);
+        let mut clocks = Vec::with_capacity(entries.len());
+        for (index, a) in entries.iter().enumerate() {
+            let Some(lamport) = clock.advance(a.received_lamport_clock) else {
+                let _ = reply.send(Err(LedgerError::InvalidArgument(format!(
+                    "batch item {index}: the Lamport clock of context {context_id:?} cannot \
+                     advance past {}",
+                    clock.value()
+                ))));
+                return;
+            };
+            clocks.push(lamport);
+        }
+        let at = now.max(commit.head.last_appended_at_ns);
+        let mut stored = Vec::with_capacity(entries.len());
+        for (a, lamport) in entries.into_iter().zip(clocks) {
+            let entry = Arc::new(Entry::new(
+                uuid::Uuid::now_v7().to_string(),
+                a.key,
+                a.payload,
+                commit.head.size() + 1,
+                at,
+                a.metadata,
+                lamport,
+            ));
+            commit
+                .head
+                .push(&entry, &mut commit.nodes)
+                .expect("sequence assigned from the head");
+            commit.entries.push(Arc::clone(&entry));
+            stored.push(entry);
+        }
+        if let Some(tx) = sequenced {
+            let _ = tx.send(stored.clone());
+        }
+        group.replies.push(Reply::Batch(reply, stored));
     }
 
     fn begin_load(&mut self, context_id: &str, token: u64) -> Result<ContextHead, LedgerError> {

@@ -85,6 +85,7 @@ async fn invalid_input_is_refused_and_stores_nothing() {
         LedgerConfig {
             limits: ledger_embedded::Limits {
                 max_payload_bytes: 8,
+                ..Default::default()
             },
             ..Default::default()
         },

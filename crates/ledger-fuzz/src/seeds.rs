@@ -107,6 +107,7 @@ pub fn seeds(name: &str) -> Vec<Vec<u8>> {
                     lpb::AppendStreamRequest {
                         request_id: 9,
                         append: Some(append),
+                        batch: None,
                     }
                     .encode_to_vec(),
                 ),

@@ -40,7 +40,7 @@ pub const AUTHORIZATION: &str = "authorization";
 pub enum Role {
     /// Get, Watch, Snapshot, SnapshotStream, IntegrityService.
     Reader,
-    /// Append, AppendStream, Load, LoadStream.
+    /// Append, AppendBatch, AppendStream, Load, LoadStream.
     Writer,
     /// Everything, including cluster status, member removal and quarantines.
     Admin,
@@ -253,7 +253,7 @@ pub fn access_of(path: &str) -> Access {
         ("grpc.health.v1.Health", _)
         | ("grpc.reflection.v1.ServerReflection", _)
         | ("grpc.reflection.v1alpha.ServerReflection", _) => Access::Open,
-        ("converge.context.v1.ContextService", "Append" | "Load")
+        ("converge.context.v1.ContextService", "Append" | "AppendBatch" | "Load")
         | ("converge.ledger.v1.AppendPipeline", "AppendStream")
         | ("converge.ledger.v1.SnapshotService", "LoadStream") => Access::Role(Role::Writer),
         ("converge.context.v1.ContextService", "Get" | "Watch" | "Snapshot")
@@ -549,6 +549,14 @@ mod tests {
         assert!(p.decide(GET, &headers(Some("w")), None).is_err());
         assert!(p.decide(GET, &headers(Some("r")), None).is_ok());
         assert!(p.decide(APPEND, &headers(Some("a")), None).is_ok());
+        let batch = "/converge.context.v1.ContextService/AppendBatch";
+        assert_eq!(
+            p.decide(batch, &headers(Some("r")), None)
+                .unwrap_err()
+                .code(),
+            tonic::Code::PermissionDenied
+        );
+        assert!(p.decide(batch, &headers(Some("w")), None).is_ok());
         let admin_only = "/converge.ledger.cluster.v1.ClusterService/Quarantines";
         assert!(p.decide(admin_only, &headers(Some("r")), None).is_err());
         assert!(p.decide(admin_only, &headers(Some("a")), None).is_ok());

@@ -34,14 +34,22 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
-    /// Append one entry and print it as stored
+    /// Append one entry and print it as stored; with --from-file, many (JSON lines, in batches)
     Append {
         #[command(flatten)]
         target: Target,
         context: String,
-        key: String,
+        #[arg(required_unless_present = "from_file")]
+        key: Option<String>,
         /// Payload text; `-` reads stdin (or use --file)
         payload: Option<String>,
+        /// JSON lines to append, `-` for stdin: {"key":…, "payload":…, "metadata":{…}} per
+        /// line, sent as atomic AppendBatch calls of up to --batch-size entries
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["key", "payload", "file", "meta", "received_lamport", "idempotency_key"])]
+        from_file: Option<PathBuf>,
+        /// Entries per AppendBatch call with --from-file
+        #[arg(long, default_value_t = 1000, requires = "from_file")]
+        batch_size: usize,
         /// Read the payload from a file
         #[arg(long, conflicts_with = "payload")]
         file: Option<PathBuf>,
@@ -271,7 +279,7 @@ fn init_logging(config: &Config) {
     };
 }
 
-fn client_err(e: ClientError) -> CliError {
+pub(crate) fn client_err(e: ClientError) -> CliError {
     CliError::Message(e.to_string())
 }
 
@@ -333,6 +341,16 @@ async fn run(command: Command) -> Result<(), CliError> {
         }
         Command::Append {
             target,
+            from_file: Some(from_file),
+            context,
+            batch_size,
+            json,
+            ..
+        } => {
+            crate::batch_cli::append_from_file(target, &context, &from_file, batch_size, json).await
+        }
+        Command::Append {
+            target,
             context,
             key,
             payload,
@@ -341,6 +359,7 @@ async fn run(command: Command) -> Result<(), CliError> {
             received_lamport,
             idempotency_key,
             json,
+            ..
         } => {
             let payload = match (payload.as_deref(), file) {
                 (_, Some(f)) => {
@@ -363,6 +382,7 @@ async fn run(command: Command) -> Result<(), CliError> {
                     .ok_or_else(|| format!("--meta {m:?} is not KEY=VALUE"))?;
                 metadata.insert(k.to_owned(), v.to_owned());
             }
+            let key = key.ok_or("give a key (or --from-file)")?;
             let client = target.client().await.map_err(client_err)?;
             let e = client
                 .append_entry(NewEntry {

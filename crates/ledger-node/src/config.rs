@@ -70,6 +70,11 @@ pub struct Config {
     pub log_level: String,
     /// Largest payload accepted by Append.
     pub max_payload_bytes: usize,
+    /// Most items in one AppendBatch (beyond: RESOURCE_EXHAUSTED).
+    pub max_batch_items: usize,
+    /// Most payload bytes, summed over its items, in one AppendBatch (beyond:
+    /// RESOURCE_EXHAUSTED).
+    pub max_batch_bytes: usize,
     /// Most bytes of entries in one Get response (then `has_more` is set).
     pub max_response_bytes: usize,
     /// Largest gRPC message in either direction (bounds Snapshot and Load).
@@ -190,6 +195,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             log_level: "info".into(),
             max_payload_bytes: ledger.limits.max_payload_bytes,
+            max_batch_items: ledger.limits.max_batch_items,
+            max_batch_bytes: ledger.limits.max_batch_bytes,
             max_response_bytes: 16 << 20,
             max_message_bytes: 256 << 20,
             watch_buffer: ledger.watch_buffer,
@@ -247,6 +254,8 @@ pub const ENV_KEYS: &[&str] = &[
     "log_format",
     "log_level",
     "max_payload_bytes",
+    "max_batch_items",
+    "max_batch_bytes",
     "max_response_bytes",
     "max_message_bytes",
     "watch_buffer",
@@ -323,6 +332,14 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_payload_bytes: Option<usize>,
+    /// Most items in one AppendBatch [default: 10000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_items: Option<usize>,
+    /// Most payload bytes in one AppendBatch [default: 16777216]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_batch_bytes: Option<usize>,
     /// Most entry bytes in one Get response [default: 16777216]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -508,6 +525,12 @@ impl Config {
         if self.max_payload_bytes == 0 {
             return bad("max_payload_bytes", "must be at least 1".into());
         }
+        if self.max_batch_items == 0 || self.max_batch_bytes == 0 {
+            return bad(
+                "max_batch_items/max_batch_bytes",
+                "must be at least 1".into(),
+            );
+        }
         if self.max_response_bytes < 1024 {
             return bad(
                 "max_response_bytes",
@@ -650,6 +673,8 @@ impl Config {
         LedgerConfig {
             limits: Limits {
                 max_payload_bytes: self.max_payload_bytes,
+                max_batch_items: self.max_batch_items,
+                max_batch_bytes: self.max_batch_bytes,
             },
             rocks: RocksConfig {
                 durability: match self.durability {

@@ -22,11 +22,13 @@
 //! - [`verify_cli`]: `converge-ledger verify …` and `head`: checks done locally.
 //! - [`status`]: the one mapping from domain errors to gRPC status codes.
 //! - [`cli`]: the command line (serve, append, get, watch, snapshot, load, health).
+//! - [`batch_cli`]: `append --from-file`: JSON lines appended in batches.
 //! - [`health`]: `converge-ledger health`: the grpc.health.v1 check for probes.
 //! - [`output`]: how the CLI prints entries.
 
 pub mod admin;
 pub mod auth;
+pub mod batch_cli;
 pub mod certs;
 pub mod cli;
 pub mod cluster;

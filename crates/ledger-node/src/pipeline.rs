@@ -15,7 +15,9 @@ use crate::status::{cluster_status, to_status};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use ledger_embedded::Ledger;
-use ledger_proto::convert::{append_request_from_pb, entry_to_pb};
+use ledger_proto::convert::{
+    append_request_from_pb, batch_request_from_pb, batch_response_to_pb, entry_to_pb,
+};
 use ledger_proto::ledger::v1 as lpb;
 use ledger_replication::AckLevel;
 use lpb::append_pipeline_server::AppendPipeline;
@@ -162,7 +164,11 @@ impl StreamState {
                             // Queued here, one request after another, so appends are applied in
                             // stream order; only their acknowledgements run concurrently.
                             let denied = self.principal.as_ref().and_then(|p| {
-                                let ctx = request.append.as_ref().map_or("", |a| a.context_id.as_str());
+                                let ctx = match (&request.append, &request.batch) {
+                                    (Some(a), _) => a.context_id.as_str(),
+                                    (None, Some(b)) => b.context_id.as_str(),
+                                    (None, None) => "",
+                                };
                                 p.check_context(ctx).err()
                             });
                             let pending: BoxFuture<'static, lpb::AppendStreamResponse> = match (denied, &self.cluster) {
@@ -203,11 +209,11 @@ async fn submit(
     request: lpb::AppendStreamRequest,
 ) -> BoxFuture<'static, lpb::AppendStreamResponse> {
     let request_id = request.request_id;
-    let queued = match request.append {
-        None => Err(Status::invalid_argument(
-            "AppendStreamRequest.append is missing: set it to the AppendRequest to apply",
-        )),
-        Some(append) => ledger
+    let queued = match (request.append, request.batch) {
+        (Some(_), Some(_)) => Err(both_set()),
+        (None, Some(batch)) => return submit_batch(ledger, request_id, batch).await,
+        (None, None) => Err(missing()),
+        (Some(append), None) => ledger
             .submit(append_request_from_pb(append))
             .await
             .map_err(to_status),
@@ -221,6 +227,44 @@ async fn submit(
     })
 }
 
+/// [`submit`] of a batch request: answered with the batch's stored entries once durable.
+async fn submit_batch(
+    ledger: &Ledger,
+    request_id: u64,
+    batch: ledger_proto::context::v1::AppendBatchRequest,
+) -> BoxFuture<'static, lpb::AppendStreamResponse> {
+    let (context_id, items) = batch_request_from_pb(batch);
+    let queued = ledger
+        .submit_batch(&context_id, items)
+        .await
+        .map_err(to_status);
+    Box::pin(async move {
+        let result = match queued {
+            Ok(ack) => ack.await.map_err(to_status),
+            Err(status) => Err(status),
+        };
+        lpb::AppendStreamResponse {
+            request_id,
+            result: Some(match result {
+                Ok(entries) => Outcome::Batch(batch_response_to_pb(entries.iter().map(|e| &**e))),
+                Err(status) => Outcome::Error(error_of(&status)),
+            }),
+        }
+    })
+}
+
+fn missing() -> Status {
+    Status::invalid_argument(
+        "AppendStreamRequest has neither append nor batch: set one to the request to apply",
+    )
+}
+
+fn both_set() -> Status {
+    Status::invalid_argument(
+        "AppendStreamRequest has both append and batch: send them as two requests",
+    )
+}
+
 /// [`submit`] on a cluster node (see [`Cluster::submit`] for the order it keeps).
 async fn submit_clustered(
     cluster: &Arc<Cluster>,
@@ -229,16 +273,28 @@ async fn submit_clustered(
     request: lpb::AppendStreamRequest,
 ) -> BoxFuture<'static, lpb::AppendStreamResponse> {
     let request_id = request.request_id;
-    let pending = match request.append {
-        None => {
-            return Box::pin(futures::future::ready(answer(
+    let refused = |status| Box::pin(futures::future::ready(answer(request_id, Err(status))));
+    let pending = match (request.append, request.batch) {
+        (Some(_), Some(_)) => return refused(both_set()),
+        (None, None) => return refused(missing()),
+        (None, Some(batch)) => {
+            // Served whole (forwarded to the writer if need be) before the next request is
+            // read, so it keeps its place in the stream.
+            let mut req = crate::auth::pass_on(auth, tonic::Request::new(batch));
+            req.metadata_mut().insert(
+                crate::cluster::route::ACK_HEADER,
+                tonic::metadata::MetadataValue::from_static(crate::cluster::route::ack_name(level)),
+            );
+            let result = cluster.append_batch(req).await;
+            return Box::pin(futures::future::ready(lpb::AppendStreamResponse {
                 request_id,
-                Err(Status::invalid_argument(
-                    "AppendStreamRequest.append is missing: set it to the AppendRequest to apply",
-                )),
-            )));
+                result: Some(match result {
+                    Ok(b) => Outcome::Batch(b),
+                    Err(status) => Outcome::Error(error_of(&status)),
+                }),
+            }));
         }
-        Some(append) => cluster.submit(append, level, auth).await,
+        (Some(append), None) => cluster.submit(append, level, auth).await,
     };
     Box::pin(async move {
         answer(
@@ -263,10 +319,14 @@ fn answer(
         request_id,
         result: Some(match result {
             Ok(entry) => Outcome::Entry(entry),
-            Err(status) => Outcome::Error(lpb::AppendError {
-                code: status.code() as i32,
-                message: status.message().to_owned(),
-            }),
+            Err(status) => Outcome::Error(error_of(&status)),
         }),
+    }
+}
+
+fn error_of(status: &Status) -> lpb::AppendError {
+    lpb::AppendError {
+        code: status.code() as i32,
+        message: status.message().to_owned(),
     }
 }

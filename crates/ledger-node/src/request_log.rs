@@ -22,6 +22,13 @@ impl Concerns for pb::AppendResponse {
     }
 }
 
+/// A batch concerns its last entry's sequence.
+impl Concerns for pb::AppendBatchResponse {
+    fn sequence(&self) -> Option<u64> {
+        Some(self.last_sequence)
+    }
+}
+
 impl Concerns for pb::GetResponse {
     fn sequence(&self) -> Option<u64> {
         Some(self.latest_sequence)

@@ -12,7 +12,10 @@ use crate::status::to_status;
 use ledger_core::{Entry, Frontier};
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
-use ledger_proto::convert::{append_request_from_pb, entry_into_pb, entry_to_pb, tree_head_to_pb};
+use ledger_proto::convert::{
+    append_request_from_pb, batch_request_from_pb, batch_response_to_pb, entry_into_pb,
+    entry_to_pb, tree_head_to_pb,
+};
 use pb::context_service_client::ContextServiceClient;
 use pb::context_service_server::ContextService;
 use std::sync::Arc;
@@ -158,6 +161,32 @@ impl ContextService for ContextApi {
             })
             .map_err(to_status);
         log_result("Append", &context_id, start, &result);
+        self.metrics.append(code_of(&result), start.elapsed());
+        result
+    }
+
+    #[tracing::instrument(name = "request", skip_all, fields(rpc = "AppendBatch", context_id = %request.get_ref().context_id, items = request.get_ref().items.len(), sequence = tracing::field::Empty))]
+    async fn append_batch(
+        &self,
+        request: Request<pb::AppendBatchRequest>,
+    ) -> Result<Response<pb::AppendBatchResponse>, Status> {
+        let start = Instant::now();
+        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        if let Some(c) = &self.cluster {
+            let context_id = request.get_ref().context_id.clone();
+            let result = c.append_batch(request).await.map(Response::new);
+            log_result("AppendBatch", &context_id, start, &result);
+            self.metrics.append(code_of(&result), start.elapsed());
+            return result;
+        }
+        let (context_id, items) = batch_request_from_pb(request.into_inner());
+        let result = self
+            .ledger
+            .append_batch(&context_id, items)
+            .await
+            .map(|entries| Response::new(batch_response_to_pb(entries.iter().map(|e| &**e))))
+            .map_err(to_status);
+        log_result("AppendBatch", &context_id, start, &result);
         self.metrics.append(code_of(&result), start.elapsed());
         result
     }

@@ -61,6 +61,53 @@ pub fn append_request_from_pb(r: pb::AppendRequest) -> NewEntry {
     }
 }
 
+/// The wire request of a batch append to `context_id`. Items' own `context_id`s are dropped
+/// (the batch has one), and so are idempotency keys, which batch items cannot carry: callers
+/// refuse such items before converting.
+pub fn batch_request_to_pb(context_id: &str, items: Vec<NewEntry>) -> pb::AppendBatchRequest {
+    pb::AppendBatchRequest {
+        context_id: context_id.to_owned(),
+        items: items
+            .into_iter()
+            .map(|e| pb::AppendBatchItem {
+                key: e.key,
+                payload: e.payload,
+                metadata: e.metadata.into_iter().collect(),
+                received_lamport_clock: e.received_lamport_clock,
+            })
+            .collect(),
+    }
+}
+
+/// Wire batch request → the batch's context and its appends (validated later, by the ledger).
+pub fn batch_request_from_pb(r: pb::AppendBatchRequest) -> (String, Vec<NewEntry>) {
+    let items = r
+        .items
+        .into_iter()
+        .map(|i| NewEntry {
+            context_id: r.context_id.clone(),
+            key: i.key,
+            payload: i.payload,
+            metadata: i.metadata.into_iter().collect(),
+            received_lamport_clock: i.received_lamport_clock,
+            idempotency_key: None,
+        })
+        .collect();
+    (r.context_id, items)
+}
+
+/// Stored batch entries (in order, consecutive) → the wire response.
+pub fn batch_response_to_pb<'a>(
+    entries: impl IntoIterator<Item = &'a Entry>,
+) -> pb::AppendBatchResponse {
+    let entries: Vec<pb::Entry> = entries.into_iter().map(entry_to_pb).collect();
+    pb::AppendBatchResponse {
+        first_sequence: entries.first().map_or(0, |e| e.sequence),
+        last_sequence: entries.last().map_or(0, |e| e.sequence),
+        entries,
+    }
+}
+
 /// Wire entry → domain entry. The content hash is taken as sent (32 bytes); use
 /// [`Entry::verify_content_hash`] to check it against the fields.
 pub fn entry_from_pb(e: pb::Entry) -> Result<Entry, String> {

@@ -10,7 +10,9 @@
 //!   writer's own disk syncs it (the participant's own `Append` of those entries is skipped:
 //!   the ledger is storing them already). When the local sync completes the participant is
 //!   told (`on_local_durable`): the writer counts itself for acknowledgements only from then.
-//!   Appends are answered when their level is reached (`Command::Acknowledged`).
+//!   Appends are answered when their level is reached (`Command::Acknowledged`). A batch
+//!   ([`ActorMsg::AppendBatch`]) is sequenced by the ledger in one step, its entries handed
+//!   on with the appends around it, and it is answered once its last entry's level is reached.
 //! - **Follower.** Batches from the writer go through `Ledger::apply` (content hashes, clocks
 //!   and the writer's root verified, then the normal group commit, so watchers here see them
 //!   like local appends); the cursor back to the writer goes out only after that.
@@ -27,7 +29,7 @@ use super::wire::{self, KeyRecord};
 use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use ledger_core::{Entry, Frontier, Hash, NewEntry};
-use ledger_embedded::{AppendAck, LedgerError, LoadOutcome, ReadQuery};
+use ledger_embedded::{AppendAck, BatchAck, LedgerError, LoadOutcome, ReadQuery};
 use ledger_replication::{
     AckLevel, AppendError, Command, Epoch, Message, Participant, PersistentState, RoleState, Voter,
 };
@@ -50,6 +52,7 @@ const MAX_BATCH_BYTES: usize = 4 << 20;
 
 pub(crate) type AppendReply = oneshot::Sender<Result<Arc<Entry>, ClusterError>>;
 pub(crate) type LoadReply = oneshot::Sender<Result<LoadOutcome, ClusterError>>;
+pub(crate) type BatchReply = oneshot::Sender<Result<Vec<Arc<Entry>>, ClusterError>>;
 
 /// What a context task is asked to do.
 pub(crate) enum ActorMsg {
@@ -57,6 +60,13 @@ pub(crate) enum ActorMsg {
         entry: NewEntry,
         ack: AckLevel,
         reply: AppendReply,
+    },
+    /// A batch append (all or nothing, consecutive): sequenced in one step of the ledger,
+    /// shipped like appends, answered once its last entry is acknowledged at `ack`.
+    AppendBatch {
+        items: Vec<NewEntry>,
+        ack: AckLevel,
+        reply: BatchReply,
     },
     Deliver {
         from: Voter,
@@ -104,8 +114,22 @@ pub struct ContextState {
 type LocalFuture = Pin<Box<dyn Future<Output = Local> + Send>>;
 type SyncFuture = Pin<Box<dyn Future<Output = Synced> + Send>>;
 
-/// A local append that was sequenced (or refused), in submission order.
-struct Local {
+/// A local append or batch that was sequenced (or refused), in submission order.
+enum Local {
+    One(LocalOne),
+    Batch(LocalBatch),
+}
+
+/// A local batch: its entries once sequenced (`None`: refused, `durable` says why).
+struct LocalBatch {
+    entries: Option<Vec<Arc<Entry>>>,
+    durable: BatchAck,
+    level: AckLevel,
+    reply: BatchReply,
+}
+
+/// A local append that was sequenced (or refused).
+struct LocalOne {
     /// `None`: refused before sequencing (`durable` says why).
     entry: Option<Arc<Entry>>,
     /// Its idempotency key and fingerprint, if it had one (shipped with the entry).
@@ -127,6 +151,11 @@ enum Synced {
         result: Result<Arc<Entry>, LedgerError>,
         reply: AppendReply,
     },
+    /// A batch the sequencer refused: answer with why.
+    RefusedBatch {
+        result: Result<Vec<Arc<Entry>>, LedgerError>,
+        reply: BatchReply,
+    },
 }
 
 struct Waiter {
@@ -139,6 +168,7 @@ struct Waiter {
 /// Who waits for an acknowledgement, and what they are told once it comes.
 enum WaitReply {
     Append(Arc<Entry>, AppendReply),
+    Batch(Vec<Arc<Entry>>, BatchReply),
     Load(LoadOutcome, LoadReply),
 }
 
@@ -146,6 +176,9 @@ impl WaitReply {
     fn answer(self) {
         match self {
             WaitReply::Append(e, r) => {
+                let _ = r.send(Ok(e));
+            }
+            WaitReply::Batch(e, r) => {
                 let _ = r.send(Ok(e));
             }
             WaitReply::Load(o, r) => {
@@ -157,6 +190,9 @@ impl WaitReply {
     fn fail(self, e: ClusterError) {
         match self {
             WaitReply::Append(_, r) => {
+                let _ = r.send(Err(e));
+            }
+            WaitReply::Batch(_, r) => {
                 let _ = r.send(Err(e));
             }
             WaitReply::Load(_, r) => {
@@ -289,8 +325,19 @@ impl Actor {
             }));
         };
         while let Some(l) = self.local.next().await {
-            let _ = l.durable.await;
-            unknown(l.reply, &self.ctx);
+            match l {
+                Local::One(l) => {
+                    let _ = l.durable.await;
+                    unknown(l.reply, &self.ctx);
+                }
+                Local::Batch(b) => {
+                    let _ = b.durable.await;
+                    let _ = b.reply.send(Err(ClusterError::OutcomeUnknown {
+                        context_id: self.ctx.clone(),
+                        reason: reason.to_owned(),
+                    }));
+                }
+            }
         }
         self.finish_syncing().await;
         self.fail_waiters(reason);
@@ -365,13 +412,43 @@ impl Actor {
                 });
                 match self.cluster.ledger.submit_sequenced(entry).await {
                     Ok(queued) => self.local.push_back(Box::pin(async move {
-                        Local {
+                        Local::One(LocalOne {
                             key,
                             entry: queued.sequenced.await,
                             durable: queued.durable,
                             level: ack,
                             reply,
-                        }
+                        })
+                    })),
+                    Err(e) => {
+                        let _ = reply.send(Err(e.into()));
+                    }
+                }
+            }
+            ActorMsg::AppendBatch { items, ack, reply } => {
+                if self.loading {
+                    let _ = reply.send(Err(ClusterError::Ledger(LedgerError::LoadInProgress {
+                        context_id: self.ctx.clone(),
+                    })));
+                    return;
+                }
+                if let Err(e) = self.p.next_sequence(now) {
+                    let _ = reply.send(Err(self.refusal(e)));
+                    return;
+                }
+                match self
+                    .cluster
+                    .ledger
+                    .submit_batch_sequenced(&self.ctx, items)
+                    .await
+                {
+                    Ok(queued) => self.local.push_back(Box::pin(async move {
+                        Local::Batch(LocalBatch {
+                            entries: queued.sequenced.await,
+                            durable: queued.durable,
+                            level: ack,
+                            reply,
+                        })
                     })),
                     Err(e) => {
                         let _ = reply.send(Err(e.into()));
@@ -479,14 +556,20 @@ impl Actor {
     async fn on_local(&mut self, done: Vec<Local>) {
         let mut fresh: Vec<Entry> = Vec::new();
         let mut new_waiters = Vec::new();
-        for Local {
-            entry,
-            key,
-            durable,
-            level,
-            reply,
-        } in done
-        {
+        for local in done {
+            let LocalOne {
+                entry,
+                key,
+                durable,
+                level,
+                reply,
+            } = match local {
+                Local::One(one) => one,
+                Local::Batch(b) => {
+                    self.on_local_batch(b, &mut fresh, &mut new_waiters);
+                    continue;
+                }
+            };
             let Some(entry) = entry else {
                 self.syncing.push_back(Box::pin(async move {
                     Synced::Refused {
@@ -512,7 +595,7 @@ impl Actor {
                     }
                 }));
                 fresh.push((*entry).clone());
-                new_waiters.push((entry, level, reply));
+                new_waiters.push((sequence, level, WaitReply::Append(entry, reply)));
             } else {
                 let _ = reply.send(Err(ClusterError::OutcomeUnknown {
                     context_id: self.ctx.clone(),
@@ -533,16 +616,13 @@ impl Actor {
         let epoch = self.p.writer().map(|w| w.epoch().clone());
         match (self.p.append(fresh, self.cluster.now_ms()), epoch) {
             (Ok(cmds), Some(epoch)) => {
-                for (entry, level, reply) in new_waiters {
-                    self.waiters
-                        .entry(entry.sequence)
-                        .or_default()
-                        .push(Waiter {
-                            epoch: epoch.clone(),
-                            level,
-                            sequence: entry.sequence,
-                            reply: WaitReply::Append(entry, reply),
-                        });
+                for (sequence, level, reply) in new_waiters {
+                    self.waiters.entry(sequence).or_default().push(Waiter {
+                        epoch: epoch.clone(),
+                        level,
+                        sequence,
+                        reply,
+                    });
                 }
                 self.complete_acked();
                 self.exec(cmds).await;
@@ -553,15 +633,63 @@ impl Actor {
                     Ok(_) => "the writer stopped before replicating it".into(),
                 };
                 for (_, _, reply) in new_waiters {
-                    let _ = reply.send(Err(ClusterError::OutcomeUnknown {
+                    reply.fail(ClusterError::OutcomeUnknown {
                         context_id: self.ctx.clone(),
                         reason: reason.clone(),
-                    }));
+                    });
                 }
                 let cmds = self.rebuild().await;
                 self.exec(cmds).await;
             }
         }
+    }
+
+    /// One sequenced (or refused) local batch, in submission order with the appends around it:
+    /// its entries join `fresh` (shipped at once) and it waits, as a whole, for its last
+    /// entry's acknowledgement.
+    fn on_local_batch(
+        &mut self,
+        b: LocalBatch,
+        fresh: &mut Vec<Entry>,
+        new_waiters: &mut Vec<(u64, AckLevel, WaitReply)>,
+    ) {
+        let LocalBatch {
+            entries,
+            durable,
+            level,
+            reply,
+        } = b;
+        let Some(entries) = entries.filter(|e| !e.is_empty()) else {
+            self.syncing.push_back(Box::pin(async move {
+                Synced::RefusedBatch {
+                    result: durable.await,
+                    reply,
+                }
+            }));
+            return;
+        };
+        let next = self.size + 1 + fresh.len() as u64;
+        if entries[0].sequence != next {
+            let _ = reply.send(Err(ClusterError::OutcomeUnknown {
+                context_id: self.ctx.clone(),
+                reason: format!(
+                    "batch stored from sequence {} where {next} was expected",
+                    entries[0].sequence
+                ),
+            }));
+            return;
+        }
+        let last = entries[entries.len() - 1].sequence;
+        self.syncing.push_back(Box::pin(async move {
+            Synced::Entry {
+                sequence: last,
+                result: durable
+                    .await
+                    .map(|mut v| v.pop().expect("a batch has entries")),
+            }
+        }));
+        fresh.extend(entries.iter().map(|e| (**e).clone()));
+        new_waiters.push((last, level, WaitReply::Batch(entries, reply)));
     }
 
     /// Local appends whose store completed, in submission order: the participant learns how
@@ -586,6 +714,10 @@ impl Actor {
     fn synced(&mut self, s: Synced) -> bool {
         match s {
             Synced::Refused { result, reply } => {
+                let _ = reply.send(result.map_err(ClusterError::from));
+                true
+            }
+            Synced::RefusedBatch { result, reply } => {
                 let _ = reply.send(result.map_err(ClusterError::from));
                 true
             }

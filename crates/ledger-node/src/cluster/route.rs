@@ -1,6 +1,6 @@
 //! Serving the public API in a cluster: which node answers a request.
 //!
-//! - **Appends** go to the context's writer (the first live member of its replica set, by
+//! - **Appends** (and batch appends) go to the context's writer (the first live member of its replica set, by
 //!   the same placement function the Rust client uses). On the writer they enter the
 //!   context's task; elsewhere they are forwarded (`route = forward`, the default) or refused
 //!   with FAILED_PRECONDITION and the writer's address in `x-ledger-writer` (`route =
@@ -278,6 +278,119 @@ impl Cluster {
                 reason: "the node is shutting down".into(),
             })
         })
+    }
+
+    /// A batch append, served like an append: on the writer it enters the context's task as
+    /// one message (sequenced in one step, shipped, answered once its last entry is
+    /// acknowledged at the request's level); elsewhere it is forwarded (or redirected), and
+    /// refusals that stored nothing are retried for up to [`APPEND_RETRY`].
+    pub async fn append_batch(
+        self: &Arc<Self>,
+        request: Request<pb::AppendBatchRequest>,
+    ) -> Result<pb::AppendBatchResponse, Status> {
+        let level = ack_of(self, request.metadata()).map_err(cluster_status)?;
+        let forwarded = is_forwarded(request.metadata());
+        let auth = crate::auth::authorization_of(request.metadata());
+        let msg = request.into_inner();
+        let deadline = Instant::now() + APPEND_RETRY;
+        loop {
+            match self
+                .append_batch_once(&msg, level, forwarded, deadline, auth.as_ref())
+                .await
+            {
+                Err(Attempt::Retry(s)) if Instant::now() < deadline => {
+                    tracing::debug!(context_id = %msg.context_id, error = %s.message(), "batch refused before storing; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(Attempt::Retry(s) | Attempt::Final(s)) => return Err(s),
+                Ok(r) => return Ok(r),
+            }
+        }
+    }
+
+    async fn append_batch_once(
+        self: &Arc<Self>,
+        msg: &pb::AppendBatchRequest,
+        level: AckLevel,
+        forwarded: bool,
+        deadline: Instant,
+        auth: Option<&tonic::metadata::AsciiMetadataValue>,
+    ) -> Result<pb::AppendBatchResponse, Attempt> {
+        let ctx = &msg.context_id;
+        let me = self.me.node.as_str();
+        let Some((writer, addr)) = self.writer_of(ctx) else {
+            return Err(Attempt::from(ClusterError::NoWriter {
+                context_id: ctx.clone(),
+                why: "no live member in its replica set".into(),
+            }));
+        };
+        if writer == me {
+            let (context_id, items) = ledger_proto::convert::batch_request_from_pb(msg.clone());
+            // Checked here, before the context's task: a bad batch costs it nothing.
+            ledger_core::validate::validate_batch(
+                &context_id,
+                &items,
+                &self.ledger.config().limits,
+            )
+            .map_err(|e| Attempt::from(ClusterError::Ledger(e.into())))?;
+            let (reply, rx) = oneshot::channel();
+            self.actor(&context_id)
+                .send(ActorMsg::AppendBatch {
+                    items,
+                    ack: level,
+                    reply,
+                })
+                .await
+                .map_err(|_| {
+                    Attempt::from(ClusterError::NotWriter {
+                        node: me.to_owned(),
+                        context_id: context_id.clone(),
+                        writer: "unknown (the node is shutting down)".into(),
+                    })
+                })?;
+            let entries = rx
+                .await
+                .unwrap_or_else(|_| {
+                    Err(ClusterError::OutcomeUnknown {
+                        context_id,
+                        reason: "the node is shutting down".into(),
+                    })
+                })
+                .map_err(Attempt::from)?;
+            return Ok(ledger_proto::convert::batch_response_to_pb(
+                entries.iter().map(|e| &**e),
+            ));
+        }
+        if forwarded {
+            return Err(Attempt::from(ClusterError::NotWriter {
+                node: me.to_owned(),
+                context_id: ctx.clone(),
+                writer,
+            }));
+        }
+        if self.settings.route == RouteSetting::Redirect {
+            return Err(Attempt::Final(cluster_status(ClusterError::Redirect {
+                node: me.to_owned(),
+                context_id: ctx.clone(),
+                writer,
+                writer_addr: addr,
+            })));
+        }
+        let mut client = self.client(&addr).map_err(Attempt::Retry)?;
+        let mut req = crate::auth::pass_on(auth, Request::new(msg.clone()));
+        req.metadata_mut()
+            .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+        req.metadata_mut()
+            .insert(ACK_HEADER, MetadataValue::from_static(ack_name(level)));
+        req.set_timeout(
+            deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5),
+        );
+        match client.append_batch(req).await {
+            Ok(r) => Ok(r.into_inner()),
+            Err(s) if s.metadata().contains_key(NOT_STORED_HEADER) => Err(Attempt::Retry(s)),
+            Err(s) if is_connect_failure(&s) => Err(Attempt::Retry(s)),
+            Err(s) => Err(Attempt::Final(s)),
+        }
     }
 
     /// Queues one append of a pipelined stream. On the writer it enters the context's mailbox
