@@ -218,38 +218,39 @@ impl Cluster {
                 entry: Some(ledger_proto::convert::entry_to_pb(&e)),
             });
         }
+        let mut client = self.onward_to(ctx, forwarded, writer, addr)?;
+        let req = onward_request(msg.clone(), auth, level, deadline);
+        answered(client.append(req).await)
+    }
+
+    /// The checks before this node, not the writer, passes a write on: a forwarded write is
+    /// not forwarded again (the two views disagree for a gossip round; nothing was stored),
+    /// and with `route = redirect` the caller is told the writer's address instead. Else a
+    /// client of the writer.
+    fn onward_to(
+        &self,
+        ctx: &str,
+        forwarded: bool,
+        writer: String,
+        addr: String,
+    ) -> Result<ContextServiceClient<Channel>, Attempt> {
+        let me = self.me.node.as_str();
         if forwarded {
-            // Our view and the forwarding node's disagree; they converge within a gossip
-            // round. Nothing was stored.
             return Err(Attempt::from(ClusterError::NotWriter {
                 node: me.to_owned(),
-                context_id: ctx.clone(),
+                context_id: ctx.to_owned(),
                 writer,
             }));
         }
         if self.settings.route == RouteSetting::Redirect {
             return Err(Attempt::Final(cluster_status(ClusterError::Redirect {
                 node: me.to_owned(),
-                context_id: ctx.clone(),
+                context_id: ctx.to_owned(),
                 writer,
                 writer_addr: addr,
             })));
         }
-        let mut client = self.client(&addr).map_err(Attempt::Retry)?;
-        let mut req = crate::auth::pass_on(auth, Request::new(msg.clone()));
-        req.metadata_mut()
-            .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
-        req.metadata_mut()
-            .insert(ACK_HEADER, MetadataValue::from_static(ack_name(level)));
-        req.set_timeout(
-            deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5),
-        );
-        match client.append(req).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) if s.metadata().contains_key(NOT_STORED_HEADER) => Err(Attempt::Retry(s)),
-            Err(s) if is_connect_failure(&s) => Err(Attempt::Retry(s)),
-            Err(s) => Err(Attempt::Final(s)),
-        }
+        self.client(&addr).map_err(Attempt::Retry)
     }
 
     /// An append on this node, the context's writer.
@@ -361,36 +362,9 @@ impl Cluster {
                 entries.iter().map(|e| &**e),
             ));
         }
-        if forwarded {
-            return Err(Attempt::from(ClusterError::NotWriter {
-                node: me.to_owned(),
-                context_id: ctx.clone(),
-                writer,
-            }));
-        }
-        if self.settings.route == RouteSetting::Redirect {
-            return Err(Attempt::Final(cluster_status(ClusterError::Redirect {
-                node: me.to_owned(),
-                context_id: ctx.clone(),
-                writer,
-                writer_addr: addr,
-            })));
-        }
-        let mut client = self.client(&addr).map_err(Attempt::Retry)?;
-        let mut req = crate::auth::pass_on(auth, Request::new(msg.clone()));
-        req.metadata_mut()
-            .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
-        req.metadata_mut()
-            .insert(ACK_HEADER, MetadataValue::from_static(ack_name(level)));
-        req.set_timeout(
-            deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5),
-        );
-        match client.append_batch(req).await {
-            Ok(r) => Ok(r.into_inner()),
-            Err(s) if s.metadata().contains_key(NOT_STORED_HEADER) => Err(Attempt::Retry(s)),
-            Err(s) if is_connect_failure(&s) => Err(Attempt::Retry(s)),
-            Err(s) => Err(Attempt::Final(s)),
-        }
+        let mut client = self.onward_to(ctx, forwarded, writer, addr)?;
+        let req = onward_request(msg.clone(), auth, level, deadline);
+        answered(client.append_batch(req).await)
     }
 
     /// Queues one append of a pipelined stream. On the writer it enters the context's mailbox
@@ -522,4 +496,32 @@ fn is_connect_failure(s: &Status) -> bool {
         source = e.source();
     }
     false
+}
+
+/// A write passed on to the context's writer: marked forwarded (never forwarded twice), with
+/// the caller's token, ack level and what is left of its deadline.
+fn onward_request<T>(
+    msg: T,
+    auth: Option<&tonic::metadata::AsciiMetadataValue>,
+    level: AckLevel,
+    deadline: Instant,
+) -> Request<T> {
+    let mut req = crate::auth::pass_on(auth, Request::new(msg));
+    req.metadata_mut()
+        .insert(FORWARDED_HEADER, MetadataValue::from_static("1"));
+    req.metadata_mut()
+        .insert(ACK_HEADER, MetadataValue::from_static(ack_name(level)));
+    req.set_timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5));
+    req
+}
+
+/// The writer's answer to a passed-on write: refusals after which nothing was stored, and
+/// failures to reach it, are worth retrying; anything else is the caller's answer.
+fn answered<T>(r: Result<tonic::Response<T>, Status>) -> Result<T, Attempt> {
+    match r {
+        Ok(r) => Ok(r.into_inner()),
+        Err(s) if s.metadata().contains_key(NOT_STORED_HEADER) => Err(Attempt::Retry(s)),
+        Err(s) if is_connect_failure(&s) => Err(Attempt::Retry(s)),
+        Err(s) => Err(Attempt::Final(s)),
+    }
 }
