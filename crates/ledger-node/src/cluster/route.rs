@@ -177,19 +177,10 @@ impl Cluster {
         let auth = crate::auth::authorization_of(request.metadata());
         let msg = request.into_inner();
         let deadline = Instant::now() + APPEND_RETRY;
-        loop {
-            let attempt = self
-                .append_once(&msg, level, forwarded, deadline, auth.as_ref())
-                .await;
-            match attempt {
-                Err(Attempt::Retry(s)) if Instant::now() < deadline => {
-                    tracing::debug!(context_id = %msg.context_id, error = %s.message(), "append refused before storing; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(Attempt::Retry(s) | Attempt::Final(s)) => return Err(s),
-                Ok(r) => return Ok(r),
-            }
-        }
+        retry_until(deadline, &msg.context_id, "append", || {
+            self.append_once(&msg, level, forwarded, deadline, auth.as_ref())
+        })
+        .await
     }
 
     async fn append_once(
@@ -294,19 +285,10 @@ impl Cluster {
         let auth = crate::auth::authorization_of(request.metadata());
         let msg = request.into_inner();
         let deadline = Instant::now() + APPEND_RETRY;
-        loop {
-            match self
-                .append_batch_once(&msg, level, forwarded, deadline, auth.as_ref())
-                .await
-            {
-                Err(Attempt::Retry(s)) if Instant::now() < deadline => {
-                    tracing::debug!(context_id = %msg.context_id, error = %s.message(), "batch refused before storing; retrying");
-                    tokio::time::sleep(RETRY_PAUSE).await;
-                }
-                Err(Attempt::Retry(s) | Attempt::Final(s)) => return Err(s),
-                Ok(r) => return Ok(r),
-            }
-        }
+        retry_until(deadline, &msg.context_id, "batch", || {
+            self.append_batch_once(&msg, level, forwarded, deadline, auth.as_ref())
+        })
+        .await
     }
 
     async fn append_batch_once(
@@ -496,6 +478,30 @@ fn is_connect_failure(s: &Status) -> bool {
         source = e.source();
     }
     false
+}
+
+/// Runs `attempt` until it answers, fails for good, or `deadline` passes: a write refused
+/// before anything was stored (no writer yet, an epoch being established, views disagreeing
+/// for a gossip round) is tried again after a pause, so the caller rarely sees a failover.
+async fn retry_until<T, F>(
+    deadline: Instant,
+    context_id: &str,
+    what: &str,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, Status>
+where
+    F: std::future::Future<Output = Result<T, Attempt>>,
+{
+    loop {
+        match attempt().await {
+            Err(Attempt::Retry(s)) if Instant::now() < deadline => {
+                tracing::debug!(context_id, error = %s.message(), "{what} refused before storing; retrying");
+                tokio::time::sleep(RETRY_PAUSE).await;
+            }
+            Err(Attempt::Retry(s) | Attempt::Final(s)) => return Err(s),
+            Ok(r) => return Ok(r),
+        }
+    }
 }
 
 /// A write passed on to the context's writer: marked forwarded (never forwarded twice), with
