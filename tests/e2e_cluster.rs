@@ -900,3 +900,139 @@ async fn a_batch_through_a_non_writer_is_stored_whole_on_every_replica() {
         assert_eq!(got, want);
     }
 }
+
+/// Waits until node `via` lists `expected` as the mirrors of `ctx`, each holding `size` entries
+/// under the replicas' root.
+async fn wait_mirrored(via: &support::Node, ctx: &str, size: u64, expected: &[String]) {
+    let root = wait_converged(via, ctx, size).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status(via, Some(ctx)).await;
+        let mirrors = s["contexts"][0]["mirrors"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let ids: Vec<String> = mirrors
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        let held = mirrors
+            .iter()
+            .all(|m| m["size"].as_u64() == Some(size) && m["root"] == root.as_str());
+        if ids == expected && held {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "mirrors of {ctx} (expected {expected:?} holding {size} entries under {root}): {s}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Mirrors replicate read-only: one without prefixes holds every context, one started with
+/// `--mirror-prefixes obs-,tenant-7/` only the contexts whose id starts with one of them,
+/// including a context written before it joined. Neither writes nor counts as a replica; appends
+/// through a mirror are forwarded; a read of a context a mirror does not hold is forwarded to a
+/// replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mirrors_hold_every_context_or_only_those_their_prefixes_start() {
+    let mut cluster = TestCluster::start(35, 3, &[]).await;
+    let mut c0 = raw(&cluster.nodes[0]).await;
+    for i in 0..5 {
+        c0.append(request("obs-early", format!("early-{i}")))
+            .await
+            .unwrap();
+    }
+    let all = cluster.add_node_with(&["--role", "mirror"]);
+    let obs = cluster.add_node_with(&["--role", "mirror", "--mirror-prefixes", "obs-,tenant-7/"]);
+    cluster.wait_alive(5).await;
+    let (all_id, obs_id) = (node_id(all), node_id(obs));
+    let mut clients = Vec::new();
+    for n in &cluster.nodes {
+        clients.push(raw(n).await);
+    }
+    // Appends through every node, mirrors included (they forward to the writer).
+    for i in 0..10u64 {
+        for ctx in ["obs-live", "tenant-7/run", "other-live"] {
+            let via = (i as usize) % 5;
+            let r = clients[via]
+                .append(request(ctx, format!("{ctx}-{i}")))
+                .await
+                .unwrap_or_else(|s| panic!("append {ctx} via node {via}: {s:?}"));
+            assert_eq!(r.into_inner().entry.unwrap().sequence, i + 1);
+        }
+    }
+    let both = vec![all_id.clone(), obs_id.clone()];
+    wait_mirrored(&cluster.nodes[0], "obs-early", 5, &both).await;
+    wait_mirrored(&cluster.nodes[0], "obs-live", 10, &both).await;
+    wait_mirrored(&cluster.nodes[0], "tenant-7/run", 10, &both).await;
+    wait_mirrored(
+        &cluster.nodes[0],
+        "other-live",
+        10,
+        std::slice::from_ref(&all_id),
+    )
+    .await;
+    for ctx in ["obs-early", "obs-live", "tenant-7/run", "other-live"] {
+        let s = status(&cluster.nodes[0], Some(ctx)).await;
+        let writer = s["contexts"][0]["writer"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(!both.contains(&writer), "{ctx} written by mirror {writer}");
+        for r in s["contexts"][0]["replicas"].as_array().unwrap() {
+            assert!(!both.contains(&r["id"].as_str().unwrap().to_owned()), "{s}");
+        }
+    }
+    // The prefixed mirror stores nothing of the context outside its prefixes…
+    let mut state = ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient::new(
+        cluster.nodes[obs].channel().await,
+    );
+    let held = state
+        .context_state(ledger_proto::cluster::v1::ContextStateRequest {
+            context_id: "other-live".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(held.size, 0, "the obs- mirror stored other-live");
+    // …yet answers a read of it (forwarded to a replica: it holds none of it).
+    let mut mirror = raw(&cluster.nodes[obs]).await;
+    for ctx in ["other-live", "obs-live"] {
+        let r = mirror
+            .get(pb::GetRequest {
+                context_id: ctx.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.entries.len(), 10, "{ctx} through the obs- mirror");
+    }
+    // Every entry the mirrors serve locally is the writer's, in order.
+    for ctx in ["obs-live", "tenant-7/run"] {
+        let expected: Vec<Vec<u8>> = (0..10).map(|i| format!("{ctx}-{i}").into_bytes()).collect();
+        for m in [all, obs] {
+            let got: Vec<Vec<u8>> = entries_on(&cluster.nodes[m], ctx)
+                .await
+                .into_iter()
+                .map(|e| e.payload)
+                .collect();
+            assert_eq!(got, expected, "{ctx} on mirror node {m}");
+        }
+    }
+    let s = status(&cluster.nodes[0], None).await;
+    let listed = s["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == obs_id.as_str())
+        .cloned()
+        .unwrap();
+    assert_eq!(listed["role"], "mirror");
+    assert_eq!(
+        listed["mirror_prefixes"],
+        serde_json::json!(["obs-", "tenant-7/"])
+    );
+}

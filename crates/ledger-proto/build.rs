@@ -23,5 +23,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .codec_path("crate::codec::ReservingCodec")
         .compile_fds(fds)?;
+    // The node's ContextService again, server side only, every message taken from the module
+    // above except WatchEvent, which the node sends pre-encoded (`crate::frame::WatchFrame`).
+    // prost resolves the most specific extern path first.
+    let framed = out.join("framed");
+    std::fs::create_dir_all(&framed)?;
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_server(true)
+        .codec_path("crate::codec::ReservingCodec")
+        .extern_path(
+            ".converge.context.v1.WatchEvent",
+            "crate::frame::WatchFrame",
+        )
+        .extern_path(".converge.context.v1", "crate::context::v1")
+        .extern_path(".converge.ledger.v1", "crate::ledger::v1")
+        .out_dir(&framed)
+        .compile_fds(protox::compile(
+            ["converge/context/v1/context.proto"],
+            [&root],
+        )?)?;
     Ok(())
 }

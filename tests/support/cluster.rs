@@ -48,9 +48,14 @@ impl TestCluster {
 
     /// Adds node number `self.nodes.len()`.
     pub fn add_node(&mut self) -> usize {
+        self.add_node_with(&[])
+    }
+
+    /// Adds node number `self.nodes.len()` with `args` besides the cluster's own.
+    pub fn add_node_with(&mut self, args: &[&str]) -> usize {
         let i = self.nodes.len();
         self.dirs.push(super::data_dir());
-        let node = Node::launch(self.launch(i));
+        let node = Node::launch(self.launch(i).args(args));
         self.nodes.push(node);
         i
     }

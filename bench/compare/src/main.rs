@@ -203,6 +203,54 @@ async fn tail_run(
     Ok((all, n, delivered))
 }
 
+/// One live-tail table: `subs` subscribers of one context per system, one writer at `rate`/s.
+#[allow(clippy::too_many_arguments)]
+async fn tail_section(
+    rep: &mut Report,
+    tails: &[(&dyn System, &str)],
+    subs: usize,
+    rate: u64,
+    secs: f64,
+    title: &str,
+    svg: &std::path::Path,
+) -> Result<()> {
+    rep.section(
+        &format!("{title}: append-to-subscriber latency, {subs} subscribers (each on its own connection), one writer at {rate} appends/s"),
+        "| system | how | delivered | deliveries/s | p50 | p99 | ledger / this (p99; < 1 is faster) |",
+    );
+    let ctx = format!("tail-{subs}");
+    let mut lat = Vec::new();
+    for (sys, how) in tails {
+        let (h, sent, delivered) = tail_run(*sys, &ctx, subs, rate, secs)
+            .await
+            .with_context(|| format!("{} with {subs} subscribers", sys.label()))?;
+        lat.push((sys.label(), how.to_string(), h, sent * subs as u64, delivered));
+    }
+    let ledger_p99 = lat[0].2.value_at_quantile(0.99) as f64;
+    let mut rows = Vec::new();
+    for (label, how, h, expected, delivered) in &lat {
+        rep.row(&[
+            label.clone(),
+            how.to_string(),
+            format!("{delivered} of {expected}"),
+            format!("{:.0}", *delivered as f64 / secs),
+            us(h.value_at_quantile(0.5)),
+            us(h.value_at_quantile(0.99)),
+            format!("{:.2}×", ledger_p99 / h.value_at_quantile(0.99) as f64),
+        ]);
+        rows.push((
+            format!("{label} p99"),
+            h.value_at_quantile(0.99) as f64 / 1e3,
+        ));
+    }
+    plot::bars(
+        svg,
+        &format!("Live tail p99, {subs} subscribers (µs, lower is better)"),
+        "µs",
+        &rows,
+    )
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -419,47 +467,20 @@ async fn main() -> Result<()> {
             .collect::<Vec<_>>(),
     )?;
 
-    // ---- 3. live tail
+    // ---- 3. live tail, with 100 and with 1,000 subscribers
     let tail_rate = 200u64;
-    rep.section(
-        &format!("3. Live tail: append-to-subscriber latency, 100 subscribers, one writer at {tail_rate} appends/s"),
-        "| system | how | delivered | p50 | p99 | ledger / this (p99; < 1 is faster) |",
-    );
     let tails: Vec<(&dyn System, &str)> = vec![
         (&ledger, "Watch"),
         (&pg_on, "LISTEN/NOTIFY + SELECT"),
         (&redis_always, "XREAD BLOCK"),
         (&nats, "ordered push consumer"),
     ];
-    let mut tail_rows = Vec::new();
-    let mut lat = Vec::new();
-    for (sys, how) in &tails {
-        let (h, sent, delivered) = tail_run(*sys, "tail", 100, tail_rate, secs)
-            .await
-            .with_context(|| sys.label())?;
-        lat.push((sys.label(), how.to_string(), h, sent * 100, delivered));
+    for (subs, title, svg) in [
+        (100usize, "3. Live tail", "tail.svg"),
+        (1000, "3b. Fan-out", "tail1000.svg"),
+    ] {
+        tail_section(&mut rep, &tails, subs, tail_rate, secs, title, &args.out.join(svg)).await?;
     }
-    let ledger_p99 = lat[0].2.value_at_quantile(0.99) as f64;
-    for (label, how, h, expected, delivered) in &lat {
-        rep.row(&[
-            label.clone(),
-            how.clone(),
-            format!("{delivered} of {expected}"),
-            us(h.value_at_quantile(0.5)),
-            us(h.value_at_quantile(0.99)),
-            format!("{:.2}×", ledger_p99 / h.value_at_quantile(0.99) as f64),
-        ]);
-        tail_rows.push((
-            format!("{label} p99"),
-            h.value_at_quantile(0.99) as f64 / 1e3,
-        ));
-    }
-    plot::bars(
-        &args.out.join("tail.svg"),
-        "Live tail p99, 100 subscribers (µs, lower is better)",
-        "µs",
-        &tail_rows,
-    )?;
 
     // ---- 4. resume after restart
     rep.section(

@@ -133,7 +133,7 @@ pub fn start_postgres(dir: &Path, port: u16) -> Result<Proc> {
             "-c",
             "synchronous_commit=on",
             "-c",
-            "max_connections=300",
+            "max_connections=1200",
         ])
         .args(["-c", "shared_buffers=512MB", "-c", "max_wal_size=4GB"])
         .stdout(Stdio::null())

@@ -314,6 +314,7 @@ mod tests {
             version: "0.1.0".to_owned(),
             role: Role::Member,
             incarnation: incarnation.to_owned(),
+            mirror_prefixes: Vec::new(),
         }
     }
 

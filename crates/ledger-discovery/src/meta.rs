@@ -9,6 +9,8 @@
 //! u8  role              0 = member, 1 = mirror
 //! u16 len, bytes        incarnation (UTF-8)
 //! u8  flags             bit 0: leaving (set just before a graceful leave)
+//! u8  count, then count × (u16 len, bytes)
+//!                       mirror_prefixes (UTF-8; absent in metadata of older versions: none)
 //! ...                   later formats may append fields; a decoder ignores trailing bytes
 //! ```
 //!
@@ -39,6 +41,21 @@ pub(crate) fn encode(meta: &NodeMeta, leaving: bool) -> Result<Vec<u8>, Discover
     });
     put(&mut out, meta.incarnation.as_bytes())?;
     out.push(if leaving { LEAVING } else { 0 });
+    // 256 prefixes take at least 768 bytes: far over the limit.
+    let count =
+        u8::try_from(meta.mirror_prefixes.len()).map_err(|_| DiscoveryError::MetaTooLarge {
+            len: out.len()
+                + meta
+                    .mirror_prefixes
+                    .iter()
+                    .map(|p| 2 + p.len())
+                    .sum::<usize>(),
+            max: MAX_META_LEN,
+        })?;
+    out.push(count);
+    for prefix in &meta.mirror_prefixes {
+        put(&mut out, prefix.as_bytes())?;
+    }
     if out.len() > MAX_META_LEN {
         return Err(DiscoveryError::MetaTooLarge {
             len: out.len(),
@@ -65,12 +82,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(NodeMeta, bool), DiscoveryError> {
     };
     let incarnation = r.string("incarnation")?;
     let flags = r.u8("flags")?;
+    // Added after the first release of format 1: metadata of older nodes ends here.
+    let mut mirror_prefixes = Vec::new();
+    if !r.bytes.is_empty() {
+        for _ in 0..r.u8("mirror_prefixes")? {
+            mirror_prefixes.push(r.string("mirror_prefixes")?);
+        }
+    }
     let meta = NodeMeta {
         grpc_addr,
         public_key,
         version,
         role,
         incarnation,
+        mirror_prefixes,
     };
     Ok((meta, flags & LEAVING != 0))
 }
@@ -131,6 +156,7 @@ mod tests {
             version: "0.1.0".to_owned(),
             role: Role::Mirror,
             incarnation: "0199a0c4-6f1e-7c2a-9d1b-3e4f5a6b7c8d".to_owned(),
+            mirror_prefixes: vec!["observed-".to_owned(), "tenant-7/".to_owned()],
         }
     }
 
@@ -153,9 +179,35 @@ mod tests {
     }
 
     #[test]
+    fn metadata_of_nodes_without_mirror_prefixes_decodes_as_every_context() {
+        let meta = sample();
+        let bytes = encode(&meta, true).unwrap();
+        // What an older node sends: everything up to and including the flags.
+        let prefixes_len: usize = 1 + meta
+            .mirror_prefixes
+            .iter()
+            .map(|p| 2 + p.len())
+            .sum::<usize>();
+        let old = &bytes[..bytes.len() - prefixes_len];
+        let (decoded, leaving) = decode(old).unwrap();
+        assert!(leaving);
+        assert!(decoded.mirror_prefixes.is_empty());
+        assert_eq!(decoded.incarnation, meta.incarnation);
+    }
+
+    #[test]
     fn every_truncation_is_rejected() {
-        let bytes = encode(&sample(), false).unwrap();
-        for len in 0..bytes.len() {
+        let meta = sample();
+        let bytes = encode(&meta, false).unwrap();
+        // Ending right after the flags is an older node's metadata, not a truncation.
+        let old_end = bytes.len()
+            - 1
+            - meta
+                .mirror_prefixes
+                .iter()
+                .map(|p| 2 + p.len())
+                .sum::<usize>();
+        for len in (0..bytes.len()).filter(|l| *l != old_end) {
             assert!(
                 matches!(decode(&bytes[..len]), Err(DiscoveryError::InvalidMeta(_))),
                 "prefix of {len} bytes decoded"

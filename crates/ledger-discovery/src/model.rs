@@ -100,6 +100,9 @@ pub struct NodeMeta {
     /// Created with the data dir: a new value under an old node id tells peers the node came
     /// back with an empty (or lost) data dir and has forgotten its promises.
     pub incarnation: String,
+    /// A mirror replicates only the contexts whose id starts with one of these; empty: every
+    /// context. (Members ignore it.)
+    pub mirror_prefixes: Vec<String>,
 }
 
 /// One member as this node sees it.
@@ -287,6 +290,7 @@ mod tests {
                 version: "0.1.0".to_owned(),
                 role: Role::Member,
                 incarnation: incarnation.to_owned(),
+                mirror_prefixes: Vec::new(),
             },
             state,
             since: SystemTime::UNIX_EPOCH,

@@ -25,6 +25,7 @@ fn meta(id: &str, incarnation: &str, role: Role) -> NodeMeta {
         version: "0.1.0-test".to_owned(),
         role,
         incarnation: incarnation.to_owned(),
+        mirror_prefixes: Vec::new(),
     }
 }
 
@@ -157,22 +158,23 @@ async fn three_nodes_find_each_other_from_one_seed_and_see_each_others_metadata(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_mirror_role_and_a_dns_seed_are_carried_through() {
+async fn a_mirror_role_its_prefixes_and_a_dns_seed_are_carried_through() {
     // `localhost` resolves to 127.0.0.1 (and maybe ::1, where nothing listens): the join
     // tries every address and succeeds through the one that answers.
     let a = start_at("a", "a-1", SocketAddr::new(ip(1), 0)).await;
     let port = a.advertise_addr().port();
-    let m = start_with(
-        "m",
-        meta("m", "m-1", Role::Mirror),
-        SocketAddr::new(ip(31), 0),
-    )
-    .await;
+    let mut mirror = meta("m", "m-1", Role::Mirror);
+    mirror.mirror_prefixes = vec!["observed-".to_owned(), "tenant-7/".to_owned()];
+    let m = start_with("m", mirror, SocketAddr::new(ip(31), 0)).await;
     let report = m.join(&[format!("localhost:{port}")]).await.unwrap();
     assert!(report.joined(), "{report:?}");
     assert!(report.resolved.contains(&format!("127.0.0.1:{port}")));
     let view = wait_for(&a, "a sees the mirror", |v| all_alive(v, &["a", "m"])).await;
     assert_eq!(view.get("m").unwrap().role(), Role::Mirror);
+    assert_eq!(
+        view.get("m").unwrap().meta.mirror_prefixes,
+        ["observed-", "tenant-7/"]
+    );
     assert_eq!(view.get("a").unwrap().role(), Role::Member);
     a.shutdown().await;
     m.shutdown().await;

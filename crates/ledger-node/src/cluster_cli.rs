@@ -209,11 +209,23 @@ fn status_text(v: &serde_json::Value) -> Vec<String> {
     )];
     lines.push("MEMBER\tADDRESS\tROLE\tSTATE\tVERSION".into());
     for m in v["members"].as_array().into_iter().flatten() {
+        // A mirror with prefixes shows them: `mirror[obs-,tenant-7/]`.
+        let prefixes: Vec<&str> = m["mirror_prefixes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| p.as_str())
+            .collect();
+        let role = if prefixes.is_empty() {
+            s(&m["role"])
+        } else {
+            format!("{}[{}]", s(&m["role"]), prefixes.join(","))
+        };
         lines.push(format!(
             "{}\t{}\t{}\t{}\t{}",
             s(&m["id"]),
             s(&m["addr"]),
-            s(&m["role"]),
+            role,
             s(&m["state"]),
             s(&m["version"])
         ));

@@ -136,6 +136,9 @@ pub struct Config {
     pub route: RouteSetting,
     /// member or mirror.
     pub role: RoleSetting,
+    /// A mirror's comma-separated context-id prefixes: it replicates (and serves locally) only
+    /// contexts whose id starts with one of them; empty = every context. Mirrors only.
+    pub mirror_prefixes: String,
     /// A member dead for longer than this is removed from the cluster (0 = only by
     /// `cluster remove`).
     pub dead_member_timeout_ms: u64,
@@ -222,6 +225,7 @@ impl Default for Config {
             ack: AckSetting::Quorum,
             route: RouteSetting::Forward,
             role: RoleSetting::Member,
+            mirror_prefixes: String::new(),
             dead_member_timeout_ms: 24 * 3_600_000,
             writer_lease_ms: 2_000,
             gossip_probe_interval_ms: 1_000,
@@ -281,6 +285,7 @@ pub const ENV_KEYS: &[&str] = &[
     "ack",
     "route",
     "role",
+    "mirror_prefixes",
     "dead_member_timeout_ms",
     "writer_lease_ms",
     "gossip_probe_interval_ms",
@@ -400,6 +405,11 @@ pub struct Overrides {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<RoleSetting>,
+    /// A mirror's comma-separated context-id prefixes (it replicates only contexts starting
+    /// with one) [default: none, every context]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_prefixes: Option<String>,
     /// Remove members dead this long, 0 = never [default: 86400000]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -52,3 +52,4 @@ pub mod status;
 pub mod target;
 pub mod tls;
 pub mod verify_cli;
+pub mod watch_stream;

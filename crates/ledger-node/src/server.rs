@@ -28,7 +28,7 @@ use crate::snapshots::SnapshotApi;
 use crate::tls::{PeerTls, ServerTls};
 use ledger_embedded::{CloseOutcome, Ledger};
 use ledger_proto::cluster::v1::cluster_service_server::ClusterServiceServer;
-use ledger_proto::context::v1::context_service_server::ContextServiceServer;
+use ledger_proto::framed::context_service_server::ContextServiceServer;
 use ledger_proto::ledger::v1::append_pipeline_server::AppendPipelineServer;
 use ledger_proto::ledger::v1::integrity_service_server::IntegrityServiceServer;
 use ledger_proto::ledger::v1::snapshot_service_server::SnapshotServiceServer;

@@ -9,6 +9,7 @@
 
 pub mod codec;
 pub mod convert;
+pub mod frame;
 
 /// `converge.context.v1`: the engine's ContextService.
 #[allow(clippy::all)]
@@ -16,6 +17,15 @@ pub mod context {
     pub mod v1 {
         tonic::include_proto!("converge.context.v1");
     }
+}
+
+/// The node's side of `converge.context.v1.ContextService`, generated a second time with
+/// `WatchEvent` mapped to [`frame::WatchFrame`]: the same service on the wire, with Watch
+/// events encoded once per entry rather than once per watcher. Every other type is
+/// [`context::v1`]'s.
+#[allow(clippy::all)]
+pub mod framed {
+    include!(concat!(env!("OUT_DIR"), "/framed/converge.context.v1.rs"));
 }
 
 /// `converge.ledger.v1`: the IntegrityService (signed tree heads and proofs) and the

@@ -210,7 +210,7 @@ impl Participant {
         self.members = members;
         let mut out = Vec::new();
         let live = self.live();
-        let mirrors = placement::mirrors(&self.members);
+        let mirrors = placement::mirrors(&self.context, &self.members);
         if let RoleState::Writing(w) = &mut self.role {
             w.add_learners(&mirrors);
             let cmds = w.set_live(live);
@@ -368,7 +368,7 @@ impl Participant {
             self.replica.history().clone(),
             self.replica.size(),
             &claim.granted(),
-            &placement::mirrors(&self.members),
+            &placement::mirrors(&self.context, &self.members),
             self.settings.clone(),
             now,
         );

@@ -58,6 +58,9 @@ pub struct Member {
     pub incarnation: Incarnation,
     pub role: Role,
     pub state: MemberState,
+    /// A mirror holds only the contexts whose id starts with one of these; empty: every
+    /// context. Members ignore it.
+    pub mirror_prefixes: Vec<String>,
 }
 
 impl Member {
@@ -67,7 +70,19 @@ impl Member {
             incarnation: Incarnation(incarnation),
             role,
             state,
+            mirror_prefixes: Vec::new(),
         }
+    }
+
+    /// The same member mirroring only contexts whose id starts with one of `prefixes`.
+    pub fn with_mirror_prefixes(mut self, prefixes: Vec<String>) -> Self {
+        self.mirror_prefixes = prefixes;
+        self
+    }
+
+    /// A mirror whose prefixes (if any) match `context`.
+    pub fn mirrors(&self, context: &str) -> bool {
+        self.role == Role::Mirror && mirror_matches(&self.mirror_prefixes, context)
     }
 
     /// The member as a voter (its id in its announced incarnation).
@@ -137,13 +152,30 @@ pub fn writer(context: &str, members: &[Member], r: usize) -> Option<NodeId> {
         .map(|m| m.id.clone())
 }
 
-/// The live mirrors (they replicate every context and never count for acknowledgements).
-pub fn mirrors(members: &[Member]) -> Vec<NodeId> {
+/// Whether a mirror with these prefixes holds `context` (no prefixes: every context).
+pub fn mirror_matches(prefixes: &[String], context: &str) -> bool {
+    prefixes.is_empty() || prefixes.iter().any(|p| context.starts_with(p.as_str()))
+}
+
+/// The live mirrors of `context` (every mirror without prefixes, and those with a prefix of
+/// the context's id); they never count for acknowledgements.
+pub fn mirrors(context: &str, members: &[Member]) -> Vec<NodeId> {
     members
         .iter()
-        .filter(|m| m.role == Role::Mirror && m.state.is_live())
+        .filter(|m| m.mirrors(context) && m.state.is_live())
         .map(|m| m.id.clone())
         .collect()
+}
+
+/// Whether `node` should hold `context`: a member of its replica set, or a mirror of it (dead
+/// or alive, as with replica sets). Anti-entropy compares the contexts two nodes both hold.
+pub fn holds(context: &str, node: &NodeId, members: &[Member], r: usize) -> bool {
+    members
+        .iter()
+        .any(|m| &m.id == node && m.state.is_member() && m.mirrors(context))
+        || replica_members(context, members, r)
+            .iter()
+            .any(|m| &m.id == node)
 }
 
 #[cfg(test)]
@@ -253,7 +285,37 @@ mod tests {
         for c in 0..50 {
             assert!(!replica_set(&format!("ctx-{c}"), &ms, 4).contains(&left));
         }
-        assert_eq!(mirrors(&ms), vec![NodeId::from("mirror")]);
+        assert_eq!(mirrors("ctx-1", &ms), vec![NodeId::from("mirror")]);
+    }
+
+    #[test]
+    fn a_mirror_with_prefixes_holds_only_the_contexts_they_start() {
+        let mut ms = members(3);
+        ms.push(Member::new("all", 7, Role::Mirror, MemberState::Alive));
+        ms.push(
+            Member::new("obs", 8, Role::Mirror, MemberState::Alive)
+                .with_mirror_prefixes(vec!["obs-".into(), "tenant-7/".into()]),
+        );
+        let (all, obs) = (NodeId::from("all"), NodeId::from("obs"));
+        assert_eq!(mirrors("obs-1", &ms), vec![all.clone(), obs.clone()]);
+        assert_eq!(mirrors("tenant-7/run", &ms), vec![all.clone(), obs.clone()]);
+        assert_eq!(mirrors("other", &ms), vec![all.clone()]);
+        assert_eq!(mirrors("ob", &ms), vec![all.clone()]);
+        assert!(holds("obs-1", &obs, &ms, 3));
+        assert!(!holds("other", &obs, &ms, 3));
+        assert!(holds("other", &all, &ms, 3));
+        // Every member holds every context when R = N; a member's prefixes mean nothing.
+        ms[0].mirror_prefixes = vec!["obs-".into()];
+        for m in &ms[..3] {
+            assert!(holds("other", &m.id, &ms, 3));
+        }
+        // A dead mirror still holds what it held (it catches up when it returns) but is not
+        // shipped to; a removed one holds nothing.
+        ms[4].state = MemberState::Dead;
+        assert!(holds("obs-1", &obs, &ms, 3));
+        assert_eq!(mirrors("obs-1", &ms), vec![all.clone()]);
+        ms[4].state = MemberState::Left;
+        assert!(!holds("obs-1", &obs, &ms, 3));
     }
 
     #[test]
@@ -288,6 +350,7 @@ mod tests {
                 incarnation: Incarnation(1),
                 role: Role::Member,
                 state: MemberState::Alive,
+                mirror_prefixes: Vec::new(),
             });
             let contexts = 3000;
             let mut changed = 0usize;

@@ -265,6 +265,12 @@ impl World {
                     Role::Mirror
                 },
                 state: MemberState::Alive,
+                // The first mirror holds only ctx-1 (and ctx-1x); any others hold everything.
+                mirror_prefixes: if i == cfg.nodes {
+                    vec!["ctx-1".to_owned()]
+                } else {
+                    Vec::new()
+                },
             });
             index.insert(id.clone(), i);
             nodes.push(Node {
@@ -1166,7 +1172,7 @@ impl World {
     /// The writer of `c` when every replica and every mirror equals it.
     fn converged(&self, c: &str) -> Option<usize> {
         let mut target = placement::replica_set(c, &self.truth, 3);
-        target.extend(placement::mirrors(&self.truth));
+        target.extend(placement::mirrors(c, &self.truth));
         let w = self.index[&placement::writer(c, &self.truth, 3)?];
         let part = self.nodes[w].parts.get(c)?;
         let writer = part.writer()?;
@@ -1184,7 +1190,19 @@ impl World {
     fn final_checks(&mut self) -> Check {
         for c in self.contexts.clone() {
             let mut target = placement::replica_set(&c, &self.truth, 3);
-            target.extend(placement::mirrors(&self.truth));
+            target.extend(placement::mirrors(&c, &self.truth));
+            // A mirror whose prefixes do not match the context never received any of it.
+            for m in &self.truth {
+                if m.role == Role::Mirror && !m.mirrors(&c) {
+                    let store = &self.nodes[self.index[&m.id]].stores[&c];
+                    ensure!(
+                        store.log.is_empty(),
+                        "mirror {} holds {} entries of {c}, outside its prefixes",
+                        m.id,
+                        store.log.len()
+                    );
+                }
+            }
             for id in &target {
                 let store = &self.nodes[self.index[id]].stores[&c];
                 for ((ac, seq), h) in &self.acked {
@@ -1324,17 +1342,18 @@ fn simulate(name: &str, mut cfg: Config, default_seeds: u64, salt: u64) {
 }
 
 #[test]
-fn three_members_and_a_mirror_one_context() {
+fn three_members_and_two_mirrors_two_contexts() {
+    // The first mirror holds only ctx-1, the second both contexts.
     simulate(
-        "three_members_and_a_mirror_one_context",
+        "three_members_and_two_mirrors_two_contexts",
         Config {
             nodes: 3,
-            mirrors: 1,
-            contexts: 1,
+            mirrors: 2,
+            contexts: 2,
             steps: 1_500,
             reconfigure: false,
         },
-        2_000,
+        1_500,
         3,
     );
 }

@@ -17,7 +17,8 @@ use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use ledger_replication::digest::{
     Digest, DigestItem, DigestMessage, DigestSession, DigestSettings,
 };
-use ledger_replication::{PersistentState, replica_set};
+use ledger_replication::placement::holds;
+use ledger_replication::{NodeId, PersistentState};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -118,12 +119,13 @@ impl Cluster {
         }
     }
 
-    /// The digest items of the contexts this node holds that `peer` should hold too (both in
-    /// the context's replica set).
+    /// The digest items of the contexts this node holds that `peer` should hold too (each in
+    /// the context's replica set or a mirror of it).
     pub async fn digest_items(&self, peer: &str) -> Result<Vec<DigestItem>, String> {
         let view = self.view();
         let r = self.settings.protocol.replication_factor;
-        let me = self.me.node.as_str();
+        let me = self.me.node.clone();
+        let peer = NodeId::new(peer.to_owned());
         let mut items = Vec::new();
         let mut after: Option<String> = None;
         loop {
@@ -136,9 +138,8 @@ impl Cluster {
                 break;
             };
             for ctx in page {
-                let set = replica_set(&ctx, &view.members, r);
                 let shared =
-                    set.iter().any(|n| n.as_str() == me) && set.iter().any(|n| n.as_str() == peer);
+                    holds(&ctx, &me, &view.members, r) && holds(&ctx, &peer, &view.members, r);
                 if !shared {
                     continue;
                 }

@@ -22,6 +22,8 @@ pub struct Peer {
     pub state: GossipState,
     pub version: String,
     pub incarnation: u64,
+    /// A mirror's context-id prefixes (empty: every context).
+    pub mirror_prefixes: Vec<String>,
 }
 
 /// One consistent view: the protocol's members and the address book.
@@ -81,7 +83,10 @@ pub fn view(
             GossipRole::Member => Role::Member,
             GossipRole::Mirror => Role::Mirror,
         };
-        members.push(Member::new(m.id.as_str(), incarnation, role, state));
+        members.push(
+            Member::new(m.id.as_str(), incarnation, role, state)
+                .with_mirror_prefixes(m.meta.mirror_prefixes.clone()),
+        );
         peers.insert(
             m.id.clone(),
             Peer {
@@ -91,6 +96,7 @@ pub fn view(
                 state: m.state,
                 version: m.meta.version.clone(),
                 incarnation,
+                mirror_prefixes: m.meta.mirror_prefixes.clone(),
             },
         );
     }
@@ -118,6 +124,7 @@ mod tests {
                 version: "0.1.0".into(),
                 role: GossipRole::Member,
                 incarnation: "00000000000000ff".into(),
+                mirror_prefixes: Vec::new(),
             },
             state,
             since,

@@ -99,6 +99,7 @@ impl Cluster {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             role: settings.role,
             incarnation: identity.incarnation.clone(),
+            mirror_prefixes: settings.mirror_prefixes.clone(),
         };
         let mut gossip = GossipConfig::new(identity.node_id.clone(), meta);
         gossip.bind_addr = settings.gossip_bind;

@@ -24,7 +24,7 @@ use futures::future::BoxFuture;
 use ledger_core::{Entry, NewEntry};
 use ledger_proto::context::v1 as pb;
 use ledger_proto::context::v1::context_service_client::ContextServiceClient;
-use ledger_replication::{AckLevel, placement_writer, replica_set};
+use ledger_replication::{AckLevel, placement, placement_writer, replica_set};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -147,12 +147,14 @@ impl Cluster {
         .collect()
     }
 
+    /// Whether this node holds `context_id`: it is in its replica set, or a mirror of it.
     fn holds(&self, context_id: &str) -> bool {
-        self.settings.role == ledger_discovery::Role::Mirror
-            || self
-                .replicas_of(context_id)
-                .iter()
-                .any(|r| r.as_str() == self.me.node.as_str())
+        if self.settings.role == ledger_discovery::Role::Mirror {
+            return placement::mirror_matches(&self.settings.mirror_prefixes, context_id);
+        }
+        self.replicas_of(context_id)
+            .iter()
+            .any(|r| r.as_str() == self.me.node.as_str())
     }
 
     fn client(&self, addr: &str) -> Result<ContextServiceClient<Channel>, Status> {

@@ -21,6 +21,8 @@ pub struct ClusterSettings {
     pub ack: AckLevel,
     pub route: RouteSetting,
     pub role: ledger_discovery::Role,
+    /// A mirror's context-id prefixes (empty: every context).
+    pub mirror_prefixes: Vec<String>,
     pub dead_member_timeout: Option<Duration>,
     pub timing: GossipTiming,
     pub protocol: ledger_replication::Settings,
@@ -96,7 +98,40 @@ pub fn validate(config: &Config) -> Result<(), String> {
     for s in parse_seed_list(&config.seeds) {
         ledger_discovery::seeds::validate_seed(&s).map_err(|e| bad("seeds", e))?;
     }
+    let prefixes = parse_prefixes(&config.mirror_prefixes);
+    if !prefixes.is_empty() && config.role != RoleSetting::Mirror {
+        return Err(bad(
+            "mirror_prefixes",
+            "only a mirror (role = mirror) replicates by prefix; a member holds the contexts placement gives it",
+        ));
+    }
+    // They travel in the node's gossip metadata (512 bytes with everything else).
+    let len: usize = prefixes.iter().map(|p| p.len() + 2).sum();
+    if prefixes.len() > MAX_MIRROR_PREFIXES || len > MAX_MIRROR_PREFIX_BYTES {
+        return Err(bad(
+            "mirror_prefixes",
+            format!(
+                "{} prefixes of {len} bytes in all: at most {MAX_MIRROR_PREFIXES} prefixes and {MAX_MIRROR_PREFIX_BYTES} bytes (2 per prefix plus its length) fit in the node's gossip metadata",
+                prefixes.len()
+            ),
+        ));
+    }
     Ok(())
+}
+
+/// Most prefixes a mirror may list.
+const MAX_MIRROR_PREFIXES: usize = 32;
+/// Most bytes they may take in the gossip metadata (each prefix plus a 2-byte length).
+const MAX_MIRROR_PREFIX_BYTES: usize = 256;
+
+/// The prefixes of the comma-separated `mirror_prefixes` setting (blank items dropped).
+pub fn parse_prefixes(value: &str) -> Vec<String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 fn check_host_port(setting: &str, value: &str) -> Result<(), String> {
@@ -176,6 +211,7 @@ impl ClusterSettings {
                 RoleSetting::Member => ledger_discovery::Role::Member,
                 RoleSetting::Mirror => ledger_discovery::Role::Mirror,
             },
+            mirror_prefixes: parse_prefixes(&config.mirror_prefixes),
             dead_member_timeout: (config.dead_member_timeout_ms > 0)
                 .then(|| ms(config.dead_member_timeout_ms)),
             timing,
@@ -249,5 +285,43 @@ mod tests {
             ..Config::default()
         };
         assert!(validate(&c).unwrap_err().contains("replication_factor"));
+    }
+
+    #[test]
+    fn mirror_prefixes_belong_to_mirrors_and_fit_in_the_gossip_metadata() {
+        assert_eq!(parse_prefixes(" obs-, ,tenant-7/,"), ["obs-", "tenant-7/"]);
+        let member = Config {
+            mirror_prefixes: "obs-".into(),
+            ..Config::default()
+        };
+        let e = validate(&member).unwrap_err();
+        assert!(
+            e.contains("mirror_prefixes") && e.contains("role = mirror"),
+            "{e}"
+        );
+        let mirror = Config {
+            role: RoleSetting::Mirror,
+            ..member
+        };
+        assert_eq!(validate(&mirror), Ok(()));
+        let s = ClusterSettings::from_config(&mirror, "127.0.0.7:50051".parse().unwrap()).unwrap();
+        assert_eq!(s.mirror_prefixes, ["obs-"]);
+        let too_many = Config {
+            mirror_prefixes: (0..40)
+                .map(|i| format!("p{i}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            ..mirror.clone()
+        };
+        assert!(
+            validate(&too_many)
+                .unwrap_err()
+                .contains("at most 32 prefixes")
+        );
+        let too_long = Config {
+            mirror_prefixes: "x".repeat(300),
+            ..mirror
+        };
+        assert!(validate(&too_long).unwrap_err().contains("256 bytes"));
     }
 }

@@ -1,10 +1,11 @@
 //! `cluster status`: the cluster as one node sees it, as one JSON document.
 //!
 //! ```json
-//! {"node": "n1", "members": [{"id", "addr", "role", "state", "version"}],
+//! {"node": "n1", "members": [{"id", "addr", "role", "state", "version", "mirror_prefixes"}],
 //!  "contexts": [{"context", "epoch", "epoch_writer", "writer": {"id", "addr"},
 //!                "replicas": [{"id", "addr", "state", "size", "root", "commit_index",
-//!                              "lag_entries", "lag_ms"}]}],
+//!                              "lag_entries", "lag_ms"}],
+//!                "mirrors": [same as replicas: the mirrors holding the context]}],
 //!  "quarantines": [{"context", "id", "from_sequence", "count", "quarantined_at_ns", "reason"}]}
 //! ```
 //! Each replica's size and root come from that replica itself (a `ContextState` call with a
@@ -23,6 +24,9 @@ use std::time::Duration;
 const REPLICA_TIMEOUT: Duration = Duration::from_secs(2);
 /// Contexts listed when no context is named and no limit given.
 pub const DEFAULT_LIMIT: usize = 100;
+
+/// One holder of a context: its id, address, and what it answered (or why it did not).
+type HeldState = (String, String, Result<cpb::ContextStateResponse, String>);
 
 /// The quarantines this node holds (of one context, or all), as JSON objects.
 pub fn quarantines_json(
@@ -122,6 +126,7 @@ impl Cluster {
                     "role": p.role.as_str(),
                     "state": p.state.as_str(),
                     "version": p.version,
+                    "mirror_prefixes": p.mirror_prefixes,
                 })
             })
             .collect()
@@ -155,9 +160,73 @@ impl Cluster {
     async fn context_json(self: &Arc<Self>, context_id: &str) -> Value {
         let view = self.view();
         let writer = self.writer_of(context_id);
-        let replicas = self.replicas_of(context_id);
+        let replicas = self
+            .states_of(&self.replicas_of(context_id), context_id)
+            .await;
+        let mirror_ids: Vec<String> = view
+            .members
+            .iter()
+            .filter(|m| m.mirrors(context_id) && m.state.is_member())
+            .map(|m| m.id.to_string())
+            .collect();
+        let mirrors = self.states_of(&mirror_ids, context_id).await;
+        let writer_state = writer
+            .as_ref()
+            .and_then(|(w, _)| replicas.iter().find(|(id, _, _)| id == w))
+            .and_then(|(_, _, s)| s.as_ref().ok())
+            .cloned();
+        let best = replicas
+            .iter()
+            .filter_map(|(_, _, s)| s.as_ref().ok())
+            .max_by_key(|s| s.epoch);
+        let json_of = |states: &[HeldState]| -> Vec<Value> {
+            states
+                .iter()
+                .map(|(id, addr, s)| {
+                    let member_state = view.peer(id).map_or("unknown", |p| p.state.as_str());
+                    match s {
+                        Ok(s) => {
+                            let (lag_entries, lag_ms) = match &writer_state {
+                                Some(w) => (
+                                    w.size.saturating_sub(s.size),
+                                    w.last_appended_at_ns.saturating_sub(s.last_appended_at_ns)
+                                        / 1_000_000,
+                                ),
+                                None => (0, 0),
+                            };
+                            json!({
+                                "id": id,
+                                "addr": addr,
+                                "state": member_state,
+                                "size": s.size,
+                                "root": Hash::from_slice(&s.root).map(|h| h.to_hex()).unwrap_or_default(),
+                                "epoch": s.epoch,
+                                "commit_index": s.commit_index,
+                                "lag_entries": lag_entries,
+                                "lag_ms": lag_ms,
+                            })
+                        }
+                        Err(e) => json!({"id": id, "addr": addr, "state": member_state, "error": e}),
+                    }
+                })
+                .collect()
+        };
+        json!({
+            "context": context_id,
+            "epoch": best.map_or(0, |s| s.epoch),
+            "epoch_writer": best.map(|s| s.epoch_writer.clone()).unwrap_or_default(),
+            "writer": writer.map(|(id, addr)| json!({"id": id, "addr": addr})),
+            "replicas": json_of(&replicas),
+            "mirrors": json_of(&mirrors),
+        })
+    }
+
+    /// What each of `nodes` holds of `context_id` (asked of the node itself; this node's own
+    /// state read locally).
+    async fn states_of(self: &Arc<Self>, nodes: &[String], context_id: &str) -> Vec<HeldState> {
+        let view = self.view();
         let mut states = Vec::new();
-        for id in &replicas {
+        for id in nodes {
             let addr = view.addr_of(id).unwrap_or_default().to_owned();
             let state = if id.as_str() == self.me.node.as_str() {
                 self.local_context_state(context_id).await
@@ -166,51 +235,6 @@ impl Cluster {
             };
             states.push((id.clone(), addr, state));
         }
-        let writer_state = writer
-            .as_ref()
-            .and_then(|(w, _)| states.iter().find(|(id, _, _)| id == w))
-            .and_then(|(_, _, s)| s.as_ref().ok())
-            .cloned();
-        let best = states
-            .iter()
-            .filter_map(|(_, _, s)| s.as_ref().ok())
-            .max_by_key(|s| s.epoch);
-        let replicas: Vec<Value> = states
-            .iter()
-            .map(|(id, addr, s)| {
-                let member_state = view.peer(id).map_or("unknown", |p| p.state.as_str());
-                match s {
-                    Ok(s) => {
-                        let (lag_entries, lag_ms) = match &writer_state {
-                            Some(w) => (
-                                w.size.saturating_sub(s.size),
-                                w.last_appended_at_ns.saturating_sub(s.last_appended_at_ns)
-                                    / 1_000_000,
-                            ),
-                            None => (0, 0),
-                        };
-                        json!({
-                            "id": id,
-                            "addr": addr,
-                            "state": member_state,
-                            "size": s.size,
-                            "root": Hash::from_slice(&s.root).map(|h| h.to_hex()).unwrap_or_default(),
-                            "epoch": s.epoch,
-                            "commit_index": s.commit_index,
-                            "lag_entries": lag_entries,
-                            "lag_ms": lag_ms,
-                        })
-                    }
-                    Err(e) => json!({"id": id, "addr": addr, "state": member_state, "error": e}),
-                }
-            })
-            .collect();
-        json!({
-            "context": context_id,
-            "epoch": best.map_or(0, |s| s.epoch),
-            "epoch_writer": best.map(|s| s.epoch_writer.clone()).unwrap_or_default(),
-            "writer": writer.map(|(id, addr)| json!({"id": id, "addr": addr})),
-            "replicas": replicas,
-        })
+        states
     }
 }
