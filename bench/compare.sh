@@ -54,7 +54,9 @@ fi
 nats_args=()
 [ -x "$NATS_BIN" ] && nats_args=(--nats-bin "$NATS_BIN")
 
-cargo build $LEDGER_PROFILE_FLAG --locked -p ledger-node --bin converge-ledger
+# The same package selection as the tests and clippy: any other one unifies features differently
+# and compiles RocksDB a second time (~15 minutes).
+cargo build $LEDGER_PROFILE_FLAG --locked --workspace --all-targets
 COMPARE_TARGET="${CARGO_TARGET_DIR%/target}/compare-target"
 CARGO_TARGET_DIR="$COMPARE_TARGET" cargo build --release --manifest-path bench/compare/Cargo.toml
 "$COMPARE_TARGET/release/ledger-compare" \
