@@ -9,8 +9,6 @@ use ledger_core::{Hash, Metadata, NewEntry};
 use ledger_embedded::{ErrorKind, Ledger, LedgerConfig, LedgerError, Limits};
 use ledger_storage::MemoryStore;
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 
 fn item(key: &str, payload: &str) -> NewEntry {
@@ -278,40 +276,15 @@ fn batch_crash_child_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_stores_each_batch_whole_or_not_at_all() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked: HashMap<String, (String, u64)> = HashMap::new();
     for round in 0..3u32 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "batch_crash_child_process",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the child");
-        let stdout = child.stdout.take().unwrap();
         let kill_after = 50 + 60 * round as usize;
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("ACK ") {
-                    lines.push(line);
-                    if lines.len() == kill_after {
-                        break;
-                    }
-                }
-            }
-            lines
-        });
-        let lines = reader.join().unwrap();
-        child.kill().expect("SIGKILL the child");
-        child.wait().unwrap();
+        let lines = common::run_child_until_acks(
+            "batch_crash_child_process",
+            CHILD_ENV,
+            dir.path(),
+            kill_after,
+        );
         assert_eq!(lines.len(), kill_after, "the child acknowledged batches");
         for line in lines {
             let parts: Vec<&str> = line.split(' ').collect();

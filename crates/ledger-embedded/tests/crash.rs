@@ -5,12 +5,12 @@
 //! key index) returns exactly the entries of that key. Repeated several times on the same data
 //! dir.
 
+mod common;
+
 use ledger_core::Hash;
 use ledger_core::merkle::reference;
 use ledger_embedded::{Ledger, LedgerConfig, Metadata};
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 
 const CHILD_ENV: &str = "LEDGER_CRASH_CHILD_DIR";
 const CONTEXTS: usize = 4;
@@ -60,40 +60,11 @@ fn crash_child_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_appends_loses_no_acknowledged_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut acked: HashMap<(String, u64), Hash> = HashMap::new();
     for round in 0..5u32 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "crash_child_process",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the child");
-        let stdout = child.stdout.take().unwrap();
         let kill_after = 300 + 400 * round as usize;
-        let reader = std::thread::spawn(move || {
-            let mut lines = Vec::new();
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if line.starts_with("ACK ") {
-                    lines.push(line);
-                    if lines.len() == kill_after {
-                        break;
-                    }
-                }
-            }
-            lines
-        });
-        let lines = reader.join().unwrap();
-        child.kill().expect("SIGKILL the child");
-        child.wait().unwrap();
+        let lines =
+            common::run_child_until_acks("crash_child_process", CHILD_ENV, dir.path(), kill_after);
         assert_eq!(
             lines.len(),
             kill_after,

@@ -139,3 +139,47 @@ impl ledger_storage::LogStore for FaultyStore {
         self.inner.quarantined_entries(c, id)
     }
 }
+
+/// Runs this test binary's ignored test `child_test` as a child process, with `env` set to
+/// `dir`, reads its standard output until it has printed `acks` lines starting with `ACK `,
+/// then SIGKILLs it. Returns those lines (fewer only if the child ended first).
+pub fn run_child_until_acks(
+    child_test: &str,
+    env: &str,
+    dir: &std::path::Path,
+    acks: usize,
+) -> Vec<String> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            child_test,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start the child");
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("ACK ") {
+                lines.push(line);
+                if lines.len() == acks {
+                    break;
+                }
+            }
+        }
+        lines
+    });
+    let lines = reader.join().unwrap();
+    child.kill().expect("SIGKILL the child");
+    child.wait().unwrap();
+    lines
+}
