@@ -66,6 +66,86 @@ async fn append_batch_stores_all_items_consecutively_and_answers_once() {
     assert_eq!(r.entries.len(), 2);
 }
 
+/// The Rust client's pipeline carries batches on its shared stream, in order with single
+/// appends from other tasks; a refused batch fails only its caller and the stream goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_pipeline_sends_batches_on_its_shared_stream() {
+    let dir = data_dir();
+    let node = Node::start(dir.path(), &[]);
+    let c = node.client().await;
+    let pipe = c.pipeline();
+    let singles = {
+        let pipe = pipe.clone();
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..30 {
+                let e = pipe
+                    .append(
+                        "mixed",
+                        "facts",
+                        format!("s{i}").into_bytes(),
+                        Metadata::new(),
+                        None,
+                    )
+                    .await
+                    .unwrap();
+                seqs.push(e.sequence);
+            }
+            seqs
+        })
+    };
+    let mut batches = Vec::new();
+    for b in 0..6 {
+        let items: Vec<NewEntry> = (0..10)
+            .map(|i| item("evals", &format!("b{b}-{i}")))
+            .collect();
+        let stored = pipe.append_batch("mixed", items).await.unwrap();
+        assert_eq!(stored.len(), 10);
+        let first = stored[0].sequence;
+        assert!(
+            stored.iter().map(|e| e.sequence).eq(first..first + 10),
+            "a batch is consecutive even between other appends"
+        );
+        assert!(stored.iter().all(|e| e.verify_content_hash()));
+        batches.push(stored);
+    }
+    let singles = singles.await.unwrap();
+    assert!(
+        singles.windows(2).all(|w| w[0] < w[1]),
+        "one task's appends in call order"
+    );
+    // A refused batch (an empty key) fails alone; the stream keeps serving.
+    let e = pipe
+        .append_batch("mixed", vec![item("facts", "ok"), item("", "bad")])
+        .await
+        .unwrap_err();
+    match e {
+        ledger_client::ClientError::Status(s) => {
+            assert_eq!(s.code(), Code::InvalidArgument);
+            assert!(s.message().contains("item 1"), "{}", s.message());
+        }
+        other => panic!("expected INVALID_ARGUMENT, got {other}"),
+    }
+    // Items with idempotency keys are refused before anything is sent.
+    let mut keyed = item("facts", "k");
+    keyed.idempotency_key = Some("key-1".into());
+    assert!(pipe.append_batch("mixed", vec![keyed]).await.is_err());
+    let after = pipe
+        .append_batch("mixed", vec![item("facts", "after")])
+        .await
+        .unwrap();
+    assert_eq!(
+        after[0].sequence, 91,
+        "30 singles + 60 in batches, nothing of the refused"
+    );
+    let page = c.get("mixed", "evals", 0, 0).await.unwrap();
+    let stored: Vec<_> = batches.into_iter().flatten().collect();
+    assert_eq!(
+        page.entries, stored,
+        "what was acknowledged is what is stored"
+    );
+}
+
 #[tokio::test]
 async fn an_invalid_item_refuses_the_whole_batch_and_limits_are_resource_exhausted() {
     let dir = data_dir();

@@ -258,6 +258,28 @@ async fn redirect_mode_names_the_writer_and_min_sequence_reads_your_writes() {
             Some(cluster.nodes[w].addr.to_string())
         );
     }
+    // Batches go to the writer too, unary and on the writer's append stream.
+    let pipe = cc.pipeline();
+    for k in 0..3 {
+        let ctx = format!("routed-batch-{k}");
+        let items = |n: u8| -> Vec<ledger_core::NewEntry> {
+            (0..n)
+                .map(|i| {
+                    ledger_core::NewEntry::new(&ctx, "facts", vec![i], Default::default(), None)
+                })
+                .collect()
+        };
+        let first = cc
+            .append_batch(&ctx, items(4))
+            .await
+            .unwrap_or_else(|e| panic!("cluster client batch to {ctx}: {e}"));
+        assert!(first.iter().map(|e| e.sequence).eq(1..=4));
+        let second = pipe
+            .append_batch(&ctx, items(5))
+            .await
+            .unwrap_or_else(|e| panic!("cluster pipeline batch to {ctx}: {e}"));
+        assert!(second.iter().map(|e| e.sequence).eq(5..=9));
+    }
     // Bad metadata is refused with a message naming it.
     let mut req = tonic::Request::new(request(ctx, "bad".into()));
     req.metadata_mut()

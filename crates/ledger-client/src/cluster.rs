@@ -211,9 +211,38 @@ impl ClusterClient {
     /// Appends `entry` through its context's writer; a node that redirects (its view differs)
     /// names the writer in `x-ledger-writer`, which is followed after refreshing the view.
     pub async fn append_entry(&self, entry: NewEntry) -> Result<Entry, ClientError> {
-        let mut client = self.route(&entry.context_id).await?;
+        let context_id = entry.context_id.clone();
+        self.through_writer(&context_id, |c| {
+            let entry = entry.clone();
+            async move { c.append_entry(entry).await }
+        })
+        .await
+    }
+
+    /// Appends `items` to `context_id` as one batch (all or nothing, consecutive sequences)
+    /// through the context's writer, following redirects like [`Self::append_entry`].
+    pub async fn append_batch(
+        &self,
+        context_id: &str,
+        items: Vec<NewEntry>,
+    ) -> Result<Vec<Entry>, ClientError> {
+        self.through_writer(context_id, |c| {
+            let items = items.clone();
+            async move { c.append_batch(context_id, items).await }
+        })
+        .await
+    }
+
+    /// Runs `op` against the context's writer; a `FAILED_PRECONDITION` naming another writer
+    /// (`x-ledger-writer`: nothing was stored) refreshes the view and runs it there.
+    async fn through_writer<T, F, Fut>(&self, context_id: &str, op: F) -> Result<T, ClientError>
+    where
+        F: Fn(LedgerClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut client = self.route(context_id).await?;
         for _ in 0..MAX_REDIRECTS {
-            match client.append_entry(entry.clone()).await {
+            match op(client.clone()).await {
                 Err(ClientError::Status(s)) if s.code() == tonic::Code::FailedPrecondition => {
                     let Some(writer) = s
                         .metadata()
@@ -230,8 +259,7 @@ impl ClusterClient {
             }
         }
         Err(ClientError::InvalidResponse(format!(
-            "context {:?}: still redirected after {MAX_REDIRECTS} tries",
-            entry.context_id
+            "context {context_id:?}: still redirected after {MAX_REDIRECTS} tries"
         )))
     }
 }
@@ -249,9 +277,35 @@ pub struct ClusterPipeline {
 impl ClusterPipeline {
     /// Appends `entry` through its context's writer and returns it as stored.
     pub async fn append_entry(&self, entry: NewEntry) -> Result<Entry, ClientError> {
-        let addr = self.cluster.route_addr(&entry.context_id).await?;
+        let pipe = self.pipe_for(&entry.context_id).await?;
+        match pipe.append_entry(entry.clone()).await {
+            Err(ClientError::Status(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                self.cluster.append_entry(entry).await
+            }
+            other => other,
+        }
+    }
+
+    /// Appends `items` to `context_id` as one batch on the stream to the context's writer.
+    pub async fn append_batch(
+        &self,
+        context_id: &str,
+        items: Vec<NewEntry>,
+    ) -> Result<Vec<Entry>, ClientError> {
+        let pipe = self.pipe_for(context_id).await?;
+        match pipe.append_batch(context_id, items.clone()).await {
+            Err(ClientError::Status(s)) if s.code() == tonic::Code::FailedPrecondition => {
+                self.cluster.append_batch(context_id, items).await
+            }
+            other => other,
+        }
+    }
+
+    /// The stream to the writer of `context_id` (opened on first use, shared afterwards).
+    async fn pipe_for(&self, context_id: &str) -> Result<crate::AppendPipeline, ClientError> {
+        let addr = self.cluster.route_addr(context_id).await?;
         let existing = self.pipes.lock().expect("pipes lock").get(&addr).cloned();
-        let pipe = match existing {
+        Ok(match existing {
             Some(p) => p,
             None => {
                 let p = self.cluster.client(&addr).await?.pipeline();
@@ -262,12 +316,6 @@ impl ClusterPipeline {
                     .or_insert(p)
                     .clone()
             }
-        };
-        match pipe.append_entry(entry.clone()).await {
-            Err(ClientError::Status(s)) if s.code() == tonic::Code::FailedPrecondition => {
-                self.cluster.append_entry(entry).await
-            }
-            other => other,
-        }
+        })
     }
 }

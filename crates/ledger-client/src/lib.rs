@@ -237,12 +237,7 @@ impl LedgerClient {
         context_id: &str,
         items: Vec<NewEntry>,
     ) -> Result<Vec<Entry>, ClientError> {
-        if let Some(index) = items.iter().position(|e| e.idempotency_key.is_some()) {
-            return Err(ClientError::Status(tonic::Status::invalid_argument(
-                ledger_core::validate::ValidationError::BatchItemIdempotencyKey { index }
-                    .to_string(),
-            )));
-        }
+        refuse_keyed_batch_items(&items)?;
         let resp = self
             .raw()
             .append_batch(convert::batch_request_to_pb(context_id, items))
@@ -491,5 +486,15 @@ impl LedgerClient {
             })
             .await?
             .into_inner())
+    }
+}
+
+/// Batch items cannot carry idempotency keys (the node refuses them with this message too).
+pub(crate) fn refuse_keyed_batch_items(items: &[NewEntry]) -> Result<(), ClientError> {
+    match items.iter().position(|e| e.idempotency_key.is_some()) {
+        Some(index) => Err(ClientError::Status(tonic::Status::invalid_argument(
+            ledger_core::validate::ValidationError::BatchItemIdempotencyKey { index }.to_string(),
+        ))),
+        None => Ok(()),
     }
 }

@@ -27,7 +27,14 @@ use tonic::{Code, Status, Streaming};
 /// Requests the client queues on a stream before a caller waits for room.
 pub const PIPELINE_WINDOW: usize = 1024;
 
-type Reply = oneshot::Sender<Result<Entry, ClientError>>;
+/// What the node answered a request of the stream with.
+#[derive(Debug)]
+enum Answered {
+    Entry(Entry),
+    Batch(Vec<Entry>),
+}
+
+type Reply = oneshot::Sender<Result<Answered, ClientError>>;
 
 /// A handle to a pipelined append stream. Cheap to clone; clones share the stream.
 #[derive(Clone, Debug)]
@@ -113,6 +120,43 @@ impl AppendPipeline {
 
     /// Appends `entry` with every option (an idempotency key, for one) on the shared stream.
     pub async fn append_entry(&self, entry: NewEntry) -> Result<Entry, ClientError> {
+        match self
+            .send(lpb::AppendStreamRequest {
+                request_id: 0,
+                append: Some(convert::append_request_to_pb(entry)),
+                batch: None,
+            })
+            .await?
+        {
+            Answered::Entry(e) => Ok(e),
+            Answered::Batch(_) => Err(invalid("a single append was answered with a batch".into())),
+        }
+    }
+
+    /// Appends `items` to `context_id` as one batch on the shared stream (as
+    /// [`crate::LedgerClient::append_batch`]: all stored with consecutive sequences, or none),
+    /// in order with the other requests of the stream.
+    pub async fn append_batch(
+        &self,
+        context_id: &str,
+        items: Vec<NewEntry>,
+    ) -> Result<Vec<Entry>, ClientError> {
+        crate::refuse_keyed_batch_items(&items)?;
+        match self
+            .send(lpb::AppendStreamRequest {
+                request_id: 0,
+                append: None,
+                batch: Some(convert::batch_request_to_pb(context_id, items)),
+            })
+            .await?
+        {
+            Answered::Batch(entries) => Ok(entries),
+            Answered::Entry(_) => Err(invalid("a batch was answered with a single entry".into())),
+        }
+    }
+
+    /// Sends `request` (its id is set here) and waits for its answer.
+    async fn send(&self, mut request: lpb::AppendStreamRequest) -> Result<Answered, ClientError> {
         let stream = self.stream().await?;
         let permit = match stream.tx.reserve().await {
             Ok(p) => p,
@@ -125,14 +169,10 @@ impl AppendPipeline {
                 return Err(ended.error());
             }
             state.next_id += 1;
-            let request_id = state.next_id;
-            state.waiting.push_back((request_id, reply));
+            request.request_id = state.next_id;
+            state.waiting.push_back((request.request_id, reply));
             // Sent while holding the lock, so the wire order is the order of `waiting`.
-            permit.send(lpb::AppendStreamRequest {
-                request_id,
-                append: Some(convert::append_request_to_pb(entry)),
-                batch: None,
-            });
+            permit.send(request);
         }
         match answer.await {
             Ok(result) => result,
@@ -205,14 +245,20 @@ async fn read_answers(state: Arc<Mutex<State>>, mut inbound: Streaming<lpb::Appe
             break Ended::Invalid("answers out of order".into());
         }
         let result = match answer.result {
-            Some(Outcome::Entry(e)) => convert::entry_from_pb(e).map_err(invalid),
+            Some(Outcome::Entry(e)) => convert::entry_from_pb(e)
+                .map(Answered::Entry)
+                .map_err(invalid),
             Some(Outcome::Error(e)) => Err(ClientError::Status(Status::new(
                 Code::from_i32(e.code),
                 e.message,
             ))),
-            Some(Outcome::Batch(_)) => Err(invalid(format!(
-                "answer to append request {request_id} is a batch answer"
-            ))),
+            Some(Outcome::Batch(b)) => b
+                .entries
+                .into_iter()
+                .map(convert::entry_from_pb)
+                .collect::<Result<Vec<_>, _>>()
+                .map(Answered::Batch)
+                .map_err(invalid),
             None => Err(invalid(format!("answer to request {request_id} is empty"))),
         };
         let _ = reply.send(result);
