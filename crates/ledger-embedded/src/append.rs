@@ -37,13 +37,16 @@ pub struct SequencedAppend {
     pub durable: AppendAck,
 }
 
-/// The first half of a [`SequencedAppend`].
+/// The first half of a [`SequencedAppend`] (`T` = the entry) or of a
+/// [`crate::SequencedBatch`] (`T` = the batch's entries): what the sequencer numbered, as soon
+/// as it did (before it is durable), or `None` if it was not sequenced (the `durable` half then
+/// says why).
 #[derive(Debug)]
 #[must_use = "resolves once the append is sequenced"]
-pub struct Sequenced(oneshot::Receiver<Arc<Entry>>);
+pub struct Sequenced<T = Arc<Entry>>(pub(crate) oneshot::Receiver<T>);
 
-impl std::future::Future for Sequenced {
-    type Output = Option<Arc<Entry>>;
+impl<T> std::future::Future for Sequenced<T> {
+    type Output = Option<T>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,

@@ -47,20 +47,7 @@ pub struct SequencedBatch {
 
 /// The first half of a [`SequencedBatch`]: the entries as they will be stored, or `None` if
 /// the batch was not sequenced (`durable` then says why).
-#[derive(Debug)]
-#[must_use = "resolves once the batch is sequenced"]
-pub struct SequencedEntries(oneshot::Receiver<Vec<Arc<Entry>>>);
-
-impl std::future::Future for SequencedEntries {
-    type Output = Option<Vec<Arc<Entry>>>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0).poll(cx).map(Result::ok)
-    }
-}
+pub type SequencedEntries = crate::append::Sequenced<Vec<Arc<Entry>>>;
 
 impl Ledger {
     /// Appends every item of `items` to `context_id`, atomically: all are stored, with
@@ -101,7 +88,7 @@ impl Ledger {
         let (tx, rx) = oneshot::channel();
         let durable = self.queue_batch(context_id, items, Some(tx)).await?;
         Ok(SequencedBatch {
-            sequenced: SequencedEntries(rx),
+            sequenced: crate::append::Sequenced(rx),
             durable,
         })
     }

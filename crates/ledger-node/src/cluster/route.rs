@@ -195,12 +195,7 @@ impl Cluster {
     ) -> Result<pb::AppendResponse, Attempt> {
         let ctx = &msg.context_id;
         let me = self.me.node.as_str();
-        let Some((writer, addr)) = self.writer_of(ctx) else {
-            return Err(Attempt::from(ClusterError::NoWriter {
-                context_id: ctx.clone(),
-                why: "no live member in its replica set".into(),
-            }));
-        };
+        let (writer, addr) = self.writer_for(ctx)?;
         if writer == me {
             let entry = ledger_proto::convert::append_request_from_pb(msg.clone());
             let e = self
@@ -252,23 +247,45 @@ impl Cluster {
         entry: NewEntry,
         level: AckLevel,
     ) -> Result<Arc<Entry>, ClusterError> {
-        let (reply, rx) = oneshot::channel();
         let context_id = entry.context_id.clone();
-        self.actor(&context_id)
-            .send(ActorMsg::Append {
-                entry,
-                ack: level,
-                reply,
+        self.ask_actor(&context_id, |reply| ActorMsg::Append {
+            entry,
+            ack: level,
+            reply,
+        })
+        .await
+    }
+
+    /// The writer of `ctx` (id and address), or why there is none.
+    fn writer_for(&self, ctx: &str) -> Result<(String, String), Attempt> {
+        self.writer_of(ctx).ok_or_else(|| {
+            Attempt::from(ClusterError::NoWriter {
+                context_id: ctx.to_owned(),
+                why: "no live member in its replica set".into(),
             })
+        })
+    }
+
+    /// Sends the context's task the message `msg` builds around a reply channel and waits
+    /// for the answer. A task that is gone (the node is shutting down) took nothing: not the
+    /// writer; an answer that never comes leaves the outcome unknown.
+    async fn ask_actor<T>(
+        self: &Arc<Self>,
+        context_id: &str,
+        msg: impl FnOnce(oneshot::Sender<Result<T, ClusterError>>) -> ActorMsg,
+    ) -> Result<T, ClusterError> {
+        let (reply, rx) = oneshot::channel();
+        self.actor(context_id)
+            .send(msg(reply))
             .await
             .map_err(|_| ClusterError::NotWriter {
                 node: self.me.node.to_string(),
-                context_id: context_id.clone(),
+                context_id: context_id.to_owned(),
                 writer: "unknown (the node is shutting down)".into(),
             })?;
         rx.await.unwrap_or_else(|_| {
             Err(ClusterError::OutcomeUnknown {
-                context_id,
+                context_id: context_id.to_owned(),
                 reason: "the node is shutting down".into(),
             })
         })
@@ -303,12 +320,7 @@ impl Cluster {
     ) -> Result<pb::AppendBatchResponse, Attempt> {
         let ctx = &msg.context_id;
         let me = self.me.node.as_str();
-        let Some((writer, addr)) = self.writer_of(ctx) else {
-            return Err(Attempt::from(ClusterError::NoWriter {
-                context_id: ctx.clone(),
-                why: "no live member in its replica set".into(),
-            }));
-        };
+        let (writer, addr) = self.writer_for(ctx)?;
         if writer == me {
             let (context_id, items) = ledger_proto::convert::batch_request_from_pb(msg.clone());
             // Checked here, before the context's task: a bad batch costs it nothing.
@@ -318,29 +330,13 @@ impl Cluster {
                 &self.ledger.config().limits,
             )
             .map_err(|e| Attempt::from(ClusterError::Ledger(e.into())))?;
-            let (reply, rx) = oneshot::channel();
-            self.actor(&context_id)
-                .send(ActorMsg::AppendBatch {
+            let entries = self
+                .ask_actor(&context_id, |reply| ActorMsg::AppendBatch {
                     items,
                     ack: level,
                     reply,
                 })
                 .await
-                .map_err(|_| {
-                    Attempt::from(ClusterError::NotWriter {
-                        node: me.to_owned(),
-                        context_id: context_id.clone(),
-                        writer: "unknown (the node is shutting down)".into(),
-                    })
-                })?;
-            let entries = rx
-                .await
-                .unwrap_or_else(|_| {
-                    Err(ClusterError::OutcomeUnknown {
-                        context_id,
-                        reason: "the node is shutting down".into(),
-                    })
-                })
                 .map_err(Attempt::from)?;
             return Ok(ledger_proto::convert::batch_response_to_pb(
                 entries.iter().map(|e| &**e),
