@@ -203,8 +203,6 @@ impl RocksStore {
         // of the node's time from start to first read. One thread reads the few footers and
         // index blocks sooner; more files are opened lazily, on first use.
         db_opts.set_max_file_opening_threads(1);
-        // Nor read every file's table properties to refresh statistics nothing here uses.
-        db_opts.set_skip_stats_update_on_db_open(true);
 
         let table = |bloom: bool| {
             let mut t = BlockBasedOptions::default();
