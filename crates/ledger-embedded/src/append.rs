@@ -7,14 +7,15 @@ use ledger_core::{Entry, Metadata, NewEntry, validate};
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-/// A queued append (from [`Ledger::submit`]): resolves to the stored entry once it is durable,
-/// or to the error that stopped it.
+/// A queued write's acknowledgement: resolves to what was stored once it is durable, or to
+/// the error that stopped it (then nothing is stored). [`AppendAck`] for an append (the entry),
+/// [`crate::BatchAck`] for a batch (its entries, in order).
 #[derive(Debug)]
-#[must_use = "the append is queued either way; the ack tells whether and how it was stored"]
-pub struct AppendAck(oneshot::Receiver<Result<Arc<Entry>, LedgerError>>);
+#[must_use = "the write is queued either way; the ack tells whether and how it was stored"]
+pub struct Ack<T>(pub(crate) oneshot::Receiver<Result<T, LedgerError>>);
 
-impl std::future::Future for AppendAck {
-    type Output = Result<Arc<Entry>, LedgerError>;
+impl<T> std::future::Future for Ack<T> {
+    type Output = Result<T, LedgerError>;
 
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
@@ -25,6 +26,10 @@ impl std::future::Future for AppendAck {
             .map(|r| r.unwrap_or(Err(LedgerError::ShuttingDown)))
     }
 }
+
+/// A queued append (from [`Ledger::submit`]): resolves to the stored entry once it is durable,
+/// or to the error that stopped it.
+pub type AppendAck = Ack<Arc<Entry>>;
 
 /// An append queued by [`Ledger::submit_sequenced`]: `sequenced` resolves as soon as the
 /// sequencer numbered it (before it is durable), `durable` like [`AppendAck`].
@@ -135,6 +140,6 @@ impl Ledger {
             sequenced,
         }))
         .await?;
-        Ok(AppendAck(rx))
+        Ok(Ack(rx))
     }
 }

@@ -20,22 +20,7 @@ use tokio::sync::oneshot;
 
 /// A queued batch (from [`Ledger::submit_batch`]): resolves to the stored entries, in order,
 /// once they are durable, or to the error that stopped the batch (then none is stored).
-#[derive(Debug)]
-#[must_use = "the batch is queued either way; the ack tells whether and how it was stored"]
-pub struct BatchAck(oneshot::Receiver<Result<Vec<Arc<Entry>>, LedgerError>>);
-
-impl std::future::Future for BatchAck {
-    type Output = Result<Vec<Arc<Entry>>, LedgerError>;
-
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        std::pin::Pin::new(&mut self.0)
-            .poll(cx)
-            .map(|r| r.unwrap_or(Err(LedgerError::ShuttingDown)))
-    }
-}
+pub type BatchAck = crate::append::Ack<Vec<Arc<Entry>>>;
 
 /// A batch queued by [`Ledger::submit_batch_sequenced`]: `sequenced` resolves as soon as the
 /// sequencer numbered its entries (before they are durable), `durable` like [`BatchAck`].
@@ -114,6 +99,6 @@ impl Ledger {
             sequenced,
         }))
         .await?;
-        Ok(BatchAck(rx))
+        Ok(crate::append::Ack(rx))
     }
 }

@@ -51,7 +51,7 @@ mod sequencer;
 mod snapshot;
 mod watch;
 
-pub use append::{AppendAck, Sequenced, SequencedAppend};
+pub use append::{Ack, AppendAck, Sequenced, SequencedAppend};
 pub use apply::Applied;
 pub use batch::{BatchAck, SequencedBatch, SequencedEntries};
 pub use commit::{SizeHistogram, Stats};

@@ -392,14 +392,8 @@ impl Actor {
         let now = self.cluster.now_ms();
         match msg {
             ActorMsg::Append { entry, ack, reply } => {
-                if self.loading {
-                    let _ = reply.send(Err(ClusterError::Ledger(LedgerError::LoadInProgress {
-                        context_id: self.ctx.clone(),
-                    })));
-                    return;
-                }
-                if let Err(e) = self.p.next_sequence(now) {
-                    let _ = reply.send(Err(self.refusal(e)));
+                if let Err(e) = self.writable(now) {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 let key = entry.idempotency_key.clone().map(|k| {
@@ -426,14 +420,8 @@ impl Actor {
                 }
             }
             ActorMsg::AppendBatch { items, ack, reply } => {
-                if self.loading {
-                    let _ = reply.send(Err(ClusterError::Ledger(LedgerError::LoadInProgress {
-                        context_id: self.ctx.clone(),
-                    })));
-                    return;
-                }
-                if let Err(e) = self.p.next_sequence(now) {
-                    let _ = reply.send(Err(self.refusal(e)));
+                if let Err(e) = self.writable(now) {
+                    let _ = reply.send(Err(e));
                     return;
                 }
                 match self
@@ -486,6 +474,20 @@ impl Actor {
                     self.on_loaded(l).await;
                 }
             }
+        }
+    }
+
+    /// Whether this task takes an append or a batch now: not while a load runs, and only as
+    /// the writer able to accept (else the refusal to answer with; nothing was stored).
+    fn writable(&self, now: u64) -> Result<(), ClusterError> {
+        if self.loading {
+            return Err(ClusterError::Ledger(LedgerError::LoadInProgress {
+                context_id: self.ctx.clone(),
+            }));
+        }
+        match self.p.next_sequence(now) {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.refusal(e)),
         }
     }
 
