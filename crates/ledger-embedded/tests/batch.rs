@@ -233,12 +233,10 @@ fn batch_crash_child_process() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let ledger = Ledger::open(&dir, LedgerConfig::default()).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
         let pid = std::process::id();
-        for w in 0..8 {
+        common::print_acks(8, |w, tx| {
             let ledger = ledger.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
+            async move {
                 let ctx = format!("batch-crash-{}", w % 2);
                 for b in 0u64.. {
                     let id = format!("{pid}.{w}.{b}");
@@ -261,15 +259,9 @@ fn batch_crash_child_process() {
                     tx.send(format!("ACK {ctx} {id} {}\n", stored[0].sequence))
                         .unwrap();
                 }
-            });
-        }
-        drop(tx);
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        while let Some(line) = rx.recv().await {
-            out.write_all(line.as_bytes()).unwrap();
-            out.flush().unwrap();
-        }
+            }
+        })
+        .await;
     });
 }
 

@@ -28,11 +28,9 @@ fn crash_child_process() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async move {
         let ledger = Ledger::open(&dir, LedgerConfig::default()).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-        for w in 0..16 {
+        common::print_acks(16, |w, tx| {
             let ledger = ledger.clone();
-            let tx = tx.clone();
-            tokio::spawn(async move {
+            async move {
                 let ctx = format!("crash-{}", w % CONTEXTS);
                 for i in 0u64.. {
                     let mut md = Metadata::new();
@@ -45,15 +43,9 @@ fn crash_child_process() {
                     tx.send(format!("ACK {ctx} {} {}\n", e.sequence, e.content_hash))
                         .unwrap();
                 }
-            });
-        }
-        drop(tx);
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        while let Some(line) = rx.recv().await {
-            out.write_all(line.as_bytes()).unwrap();
-            out.flush().unwrap();
-        }
+            }
+        })
+        .await;
     });
 }
 

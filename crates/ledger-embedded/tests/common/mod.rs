@@ -183,3 +183,24 @@ pub fn run_child_until_acks(
     child.wait().unwrap();
     lines
 }
+
+/// The child side of [`run_child_until_acks`]: runs `writers` tasks, each made by
+/// `writer(index, sender)`, and prints every line they send on standard output, flushed at once
+/// (the parent kills this process mid-stream). Returns when every writer has ended.
+pub async fn print_acks<F, Fut>(writers: usize, writer: F)
+where
+    F: Fn(usize, tokio::sync::mpsc::UnboundedSender<String>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use std::io::Write;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    for w in 0..writers {
+        tokio::spawn(writer(w, tx.clone()));
+    }
+    drop(tx);
+    let mut out = std::io::stdout().lock();
+    while let Some(line) = rx.recv().await {
+        out.write_all(line.as_bytes()).unwrap();
+        out.flush().unwrap();
+    }
+}
