@@ -1057,4 +1057,50 @@ async fn mirrors_hold_every_context_or_only_those_their_prefixes_start() {
         listed["mirror_prefixes"],
         serde_json::json!(["obs-", "tenant-7/"])
     );
+
+    // A wiped mirror gets back exactly the contexts of its prefixes: wipe it and restart
+    // every node (no context task survives; nobody appends), then wait for it to hold them.
+    // (Anti-entropy between holders, replicas or mirrors, finds what it lacks; a read on it or
+    // a status query can also wake the context's writer, so this does not isolate the digest
+    // path — `anti_entropy_repairs_a_lagging_replica_without_new_appends` does, for replicas.)
+    cluster.nodes[obs].kill();
+    let dir = cluster.dirs[obs].path().to_path_buf();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    for i in 0..3 {
+        cluster.nodes[i].kill();
+        cluster.nodes[i].restart().expect("restart a member");
+    }
+    cluster.nodes[obs]
+        .restart()
+        .expect("restart the wiped mirror");
+    cluster.wait_alive(5).await;
+    for (ctx, size) in [("obs-early", 5), ("obs-live", 10), ("tenant-7/run", 10)] {
+        wait_mirrored(&cluster.nodes[0], ctx, size, &both).await;
+        let expected: Vec<Vec<u8>> = if ctx == "obs-early" {
+            (0..5).map(|i| format!("early-{i}").into_bytes()).collect()
+        } else {
+            (0..10).map(|i| format!("{ctx}-{i}").into_bytes()).collect()
+        };
+        let got: Vec<Vec<u8>> = entries_on(&cluster.nodes[obs], ctx)
+            .await
+            .into_iter()
+            .map(|e| e.payload)
+            .collect();
+        assert_eq!(got, expected, "{ctx} restored on the wiped mirror");
+    }
+    let mut state = ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient::new(
+        cluster.nodes[obs].channel().await,
+    );
+    let held = state
+        .context_state(ledger_proto::cluster::v1::ContextStateRequest {
+            context_id: "other-live".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        held.size, 0,
+        "the restored obs- mirror took nothing outside its prefixes"
+    );
 }
