@@ -1060,9 +1060,9 @@ async fn mirrors_hold_every_context_or_only_those_their_prefixes_start() {
 
     // A wiped mirror gets back exactly the contexts of its prefixes: wipe it and restart
     // every node (no context task survives; nobody appends), then wait for it to hold them.
-    // (Anti-entropy between holders, replicas or mirrors, finds what it lacks; a read on it or
-    // a status query can also wake the context's writer, so this does not isolate the digest
-    // path — `anti_entropy_repairs_a_lagging_replica_without_new_appends` does, for replicas.)
+    // (Anti-entropy between holders, replicas or mirrors, finds what it lacks; other paths,
+    // such as a read on the mirror waking the context's writer, can bring them too, so this
+    // does not isolate the digest path: it checks the outcome.)
     cluster.nodes[obs].kill();
     let dir = cluster.dirs[obs].path().to_path_buf();
     std::fs::remove_dir_all(&dir).unwrap();
