@@ -26,21 +26,26 @@ fn request(ctx: &str, payload: String) -> pb::AppendRequest {
     }
 }
 
+/// How many entries of `ctx` `node` has stored (committed or not), from its cluster service.
+async fn held_size(node: &support::Node, ctx: &str) -> Result<u64, tonic::Status> {
+    let mut state = ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient::new(
+        node.channel().await,
+    );
+    let r = state
+        .context_state(ledger_proto::cluster::v1::ContextStateRequest {
+            context_id: ctx.into(),
+        })
+        .await?;
+    Ok(r.into_inner().size)
+}
+
 /// What `node` serves of `ctx` once everything it holds is committed (reads stop at the commit
 /// index, which a replica learns a round trip after it stores the entries).
 async fn entries_on(node: &support::Node, ctx: &str) -> Vec<ledger_core::Entry> {
     let c = node.client().await;
-    let mut state = ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient::new(
-        node.channel().await,
-    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let held = state
-            .context_state(ledger_proto::cluster::v1::ContextStateRequest {
-                context_id: ctx.into(),
-            })
-            .await
-            .map_or(0, |r| r.into_inner().size);
+        let held = held_size(node, ctx).await.unwrap_or(0);
         let mut req = tonic::Request::new(pb::GetRequest {
             context_id: ctx.into(),
             ..Default::default()
@@ -1008,17 +1013,8 @@ async fn mirrors_hold_every_context_or_only_those_their_prefixes_start() {
         }
     }
     // The prefixed mirror stores nothing of the context outside its prefixes…
-    let mut state = ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient::new(
-        cluster.nodes[obs].channel().await,
-    );
-    let held = state
-        .context_state(ledger_proto::cluster::v1::ContextStateRequest {
-            context_id: "other-live".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(held.size, 0, "the obs- mirror stored other-live");
+    let held = held_size(&cluster.nodes[obs], "other-live").await.unwrap();
+    assert_eq!(held, 0, "the obs- mirror stored other-live");
     // …yet answers a read of it (forwarded to a replica: it holds none of it).
     let mut mirror = raw(&cluster.nodes[obs]).await;
     for ctx in ["other-live", "obs-live"] {
@@ -1089,18 +1085,9 @@ async fn mirrors_hold_every_context_or_only_those_their_prefixes_start() {
             .collect();
         assert_eq!(got, expected, "{ctx} restored on the wiped mirror");
     }
-    let mut state = ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient::new(
-        cluster.nodes[obs].channel().await,
-    );
-    let held = state
-        .context_state(ledger_proto::cluster::v1::ContextStateRequest {
-            context_id: "other-live".into(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let held = held_size(&cluster.nodes[obs], "other-live").await.unwrap();
     assert_eq!(
-        held.size, 0,
+        held, 0,
         "the restored obs- mirror took nothing outside its prefixes"
     );
 }

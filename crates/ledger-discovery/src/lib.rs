@@ -119,7 +119,7 @@ pub use gossip::{
     DEFAULT_GOSSIP_PORT, GossipConfig, GossipDiscovery, GossipKey, GossipTiming,
     MISSED_PINGS_FOR_SUSPECT,
 };
-pub use meta::MAX_META_LEN;
+pub use meta::{MAX_META_LEN, encoded_prefixes_len};
 pub use model::{Member, MemberChange, MemberState, Membership, NodeMeta, Role};
 pub use seeds::{parse_seed_list, resolve_seeds};
 

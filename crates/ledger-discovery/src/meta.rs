@@ -28,6 +28,12 @@ const FORMAT: u8 = 1;
 
 const LEAVING: u8 = 1;
 
+/// Bytes `prefixes` take in the encoded metadata, besides their count byte: a 2-byte length
+/// and the prefix, each.
+pub fn encoded_prefixes_len(prefixes: &[String]) -> usize {
+    prefixes.iter().map(|p| 2 + p.len()).sum()
+}
+
 /// Encodes `meta` and the `leaving` flag; fails if the result would exceed [`MAX_META_LEN`].
 pub(crate) fn encode(meta: &NodeMeta, leaving: bool) -> Result<Vec<u8>, DiscoveryError> {
     let mut out = Vec::with_capacity(64);
@@ -44,12 +50,7 @@ pub(crate) fn encode(meta: &NodeMeta, leaving: bool) -> Result<Vec<u8>, Discover
     // 256 prefixes take at least 768 bytes: far over the limit.
     let count =
         u8::try_from(meta.mirror_prefixes.len()).map_err(|_| DiscoveryError::MetaTooLarge {
-            len: out.len()
-                + meta
-                    .mirror_prefixes
-                    .iter()
-                    .map(|p| 2 + p.len())
-                    .sum::<usize>(),
+            len: out.len() + encoded_prefixes_len(&meta.mirror_prefixes),
             max: MAX_META_LEN,
         })?;
     out.push(count);
@@ -183,11 +184,7 @@ mod tests {
         let meta = sample();
         let bytes = encode(&meta, true).unwrap();
         // What an older node sends: everything up to and including the flags.
-        let prefixes_len: usize = 1 + meta
-            .mirror_prefixes
-            .iter()
-            .map(|p| 2 + p.len())
-            .sum::<usize>();
+        let prefixes_len = 1 + encoded_prefixes_len(&meta.mirror_prefixes);
         let old = &bytes[..bytes.len() - prefixes_len];
         let (decoded, leaving) = decode(old).unwrap();
         assert!(leaving);
@@ -200,13 +197,7 @@ mod tests {
         let meta = sample();
         let bytes = encode(&meta, false).unwrap();
         // Ending right after the flags is an older node's metadata, not a truncation.
-        let old_end = bytes.len()
-            - 1
-            - meta
-                .mirror_prefixes
-                .iter()
-                .map(|p| 2 + p.len())
-                .sum::<usize>();
+        let old_end = bytes.len() - 1 - encoded_prefixes_len(&meta.mirror_prefixes);
         for len in (0..bytes.len()).filter(|l| *l != old_end) {
             assert!(
                 matches!(decode(&bytes[..len]), Err(DiscoveryError::InvalidMeta(_))),

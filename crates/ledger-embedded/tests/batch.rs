@@ -227,41 +227,30 @@ const BATCH: usize = 40;
 #[test]
 #[ignore = "child process of sigkill_stores_each_batch_whole_or_not_at_all"]
 fn batch_crash_child_process() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let ledger = Ledger::open(&dir, LedgerConfig::default()).unwrap();
-        let pid = std::process::id();
-        common::print_acks(8, |w, tx| {
-            let ledger = ledger.clone();
-            async move {
-                let ctx = format!("batch-crash-{}", w % 2);
-                for b in 0u64.. {
-                    let id = format!("{pid}.{w}.{b}");
-                    let batch = (0..BATCH)
-                        .map(|i| {
-                            let mut md = Metadata::new();
-                            md.insert("batch".into(), id.clone());
-                            md.insert("index".into(), i.to_string());
-                            let pad = "x".repeat((b as usize * 7 + i) % 200);
-                            NewEntry::new(
-                                &ctx,
-                                "facts",
-                                format!("{id}-{i}-{pad}").into_bytes(),
-                                md,
-                                None,
-                            )
-                        })
-                        .collect();
-                    let stored = ledger.append_batch(&ctx, batch).await.unwrap();
-                    tx.send(format!("ACK {ctx} {id} {}\n", stored[0].sequence))
-                        .unwrap();
-                }
-            }
-        })
-        .await;
+    let pid = std::process::id();
+    common::run_child(CHILD_ENV, 8, |w, ledger, tx| async move {
+        let ctx = format!("batch-crash-{}", w % 2);
+        for b in 0u64.. {
+            let id = format!("{pid}.{w}.{b}");
+            let batch = (0..BATCH)
+                .map(|i| {
+                    let mut md = Metadata::new();
+                    md.insert("batch".into(), id.clone());
+                    md.insert("index".into(), i.to_string());
+                    let pad = "x".repeat((b as usize * 7 + i) % 200);
+                    NewEntry::new(
+                        &ctx,
+                        "facts",
+                        format!("{id}-{i}-{pad}").into_bytes(),
+                        md,
+                        None,
+                    )
+                })
+                .collect();
+            let stored = ledger.append_batch(&ctx, batch).await.unwrap();
+            tx.send(format!("ACK {ctx} {id} {}\n", stored[0].sequence))
+                .unwrap();
+        }
     });
 }
 

@@ -22,30 +22,19 @@ const KEYS: [&str; 3] = ["facts", "traces", "audit"];
 #[test]
 #[ignore = "child process of sigkill_during_appends_loses_no_acknowledged_entry"]
 fn crash_child_process() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async move {
-        let ledger = Ledger::open(&dir, LedgerConfig::default()).unwrap();
-        common::print_acks(16, |w, tx| {
-            let ledger = ledger.clone();
-            async move {
-                let ctx = format!("crash-{}", w % CONTEXTS);
-                for i in 0u64.. {
-                    let mut md = Metadata::new();
-                    md.insert("writer".into(), w.to_string());
-                    let payload = format!("w{w}-i{i}-{}", "x".repeat((i % 300) as usize));
-                    let e = ledger
-                        .append(&ctx, KEYS[(i % 3) as usize], payload.into_bytes(), md, None)
-                        .await
-                        .unwrap();
-                    tx.send(format!("ACK {ctx} {} {}\n", e.sequence, e.content_hash))
-                        .unwrap();
-                }
-            }
-        })
-        .await;
+    common::run_child(CHILD_ENV, 16, |w, ledger, tx| async move {
+        let ctx = format!("crash-{}", w % CONTEXTS);
+        for i in 0u64.. {
+            let mut md = Metadata::new();
+            md.insert("writer".into(), w.to_string());
+            let payload = format!("w{w}-i{i}-{}", "x".repeat((i % 300) as usize));
+            let e = ledger
+                .append(&ctx, KEYS[(i % 3) as usize], payload.into_bytes(), md, None)
+                .await
+                .unwrap();
+            tx.send(format!("ACK {ctx} {} {}\n", e.sequence, e.content_hash))
+                .unwrap();
+        }
     });
 }
 

@@ -160,19 +160,28 @@ pub fn mirror_matches(prefixes: &[String], context: &str) -> bool {
 /// The live mirrors of `context` (every mirror without prefixes, and those with a prefix of
 /// the context's id); they never count for acknowledgements.
 pub fn mirrors(context: &str, members: &[Member]) -> Vec<NodeId> {
+    mirror_holders(context, members)
+        .into_iter()
+        .filter(|m| m.state.is_live())
+        .map(|m| m.id.clone())
+        .collect()
+}
+
+/// Every mirror that holds `context`, dead or alive (as with replica sets; a removed one
+/// holds nothing).
+pub fn mirror_holders<'a>(context: &str, members: &'a [Member]) -> Vec<&'a Member> {
     members
         .iter()
-        .filter(|m| m.mirrors(context) && m.state.is_live())
-        .map(|m| m.id.clone())
+        .filter(|m| m.mirrors(context) && m.state.is_member())
         .collect()
 }
 
 /// Whether `node` should hold `context`: a member of its replica set, or a mirror of it (dead
 /// or alive, as with replica sets). Anti-entropy compares the contexts two nodes both hold.
 pub fn holds(context: &str, node: &NodeId, members: &[Member], r: usize) -> bool {
-    members
+    mirror_holders(context, members)
         .iter()
-        .any(|m| &m.id == node && m.state.is_member() && m.mirrors(context))
+        .any(|m| &m.id == node)
         || replica_members(context, members, r)
             .iter()
             .any(|m| &m.id == node)

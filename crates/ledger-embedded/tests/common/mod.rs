@@ -184,23 +184,31 @@ pub fn run_child_until_acks(
     lines
 }
 
-/// The child side of [`run_child_until_acks`]: runs `writers` tasks, each made by
-/// `writer(index, sender)`, and prints every line they send on standard output, flushed at once
-/// (the parent kills this process mid-stream). Returns when every writer has ended.
-pub async fn print_acks<F, Fut>(writers: usize, writer: F)
+/// The child side of [`run_child_until_acks`]: when `env` names a data dir (the parent set
+/// it), opens a ledger there, runs `writers` tasks, each made by `writer(index, ledger,
+/// sender)`, and prints every line they send on standard output, flushed at once (the parent
+/// kills this process mid-stream). In an ordinary test run (`env` unset) it does nothing.
+pub fn run_child<F, Fut>(env: &str, writers: usize, writer: F)
 where
-    F: Fn(usize, tokio::sync::mpsc::UnboundedSender<String>) -> Fut,
+    F: Fn(usize, Ledger, tokio::sync::mpsc::UnboundedSender<String>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     use std::io::Write;
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
-    for w in 0..writers {
-        tokio::spawn(writer(w, tx.clone()));
-    }
-    drop(tx);
-    let mut out = std::io::stdout().lock();
-    while let Some(line) = rx.recv().await {
-        out.write_all(line.as_bytes()).unwrap();
-        out.flush().unwrap();
-    }
+    let Ok(dir) = std::env::var(env) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async move {
+        let ledger = Ledger::open(&dir, LedgerConfig::default()).unwrap();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+        for w in 0..writers {
+            tokio::spawn(writer(w, ledger.clone(), tx.clone()));
+        }
+        drop(tx);
+        let mut out = std::io::stdout().lock();
+        while let Some(line) = rx.recv().await {
+            out.write_all(line.as_bytes()).unwrap();
+            out.flush().unwrap();
+        }
+    });
 }

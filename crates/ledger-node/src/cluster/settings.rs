@@ -106,7 +106,7 @@ pub fn validate(config: &Config) -> Result<(), String> {
         ));
     }
     // They travel in the node's gossip metadata (512 bytes with everything else).
-    let len: usize = prefixes.iter().map(|p| p.len() + 2).sum();
+    let len = ledger_discovery::encoded_prefixes_len(&prefixes);
     if prefixes.len() > MAX_MIRROR_PREFIXES || len > MAX_MIRROR_PREFIX_BYTES {
         return Err(bad(
             "mirror_prefixes",
