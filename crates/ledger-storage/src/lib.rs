@@ -462,9 +462,50 @@ pub(crate) fn check_rows(c: &ContextCommit) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Applies `limit`/`max_bytes` budgeting shared by every backend: returns false once `entry`
-/// must not be added to `out` (the read is then cut, with more to come).
-pub(crate) fn fits_budget(query: &ReadQuery, out: &[Entry], bytes: usize, entry: &Entry) -> bool {
+/// The entries of one read as they are gathered, within the query's `limit` and `max_bytes`
+/// (the budgeting every backend shares).
+pub(crate) struct Page<'q> {
+    query: &'q ReadQuery,
+    entries: Vec<Entry>,
+    bytes: usize,
+    /// Set once an entry did not fit: the read is cut, with more to come.
+    full: bool,
+}
+
+impl<'q> Page<'q> {
+    pub(crate) fn new(query: &'q ReadQuery) -> Self {
+        Page {
+            query,
+            entries: Vec::new(),
+            bytes: 0,
+            full: false,
+        }
+    }
+
+    /// Adds `entry` if it fits the budget; false if it does not (stop reading: the page is
+    /// full and says there is more).
+    pub(crate) fn push(&mut self, entry: Entry) -> bool {
+        if !fits_budget(self.query, &self.entries, self.bytes, &entry) {
+            self.full = true;
+            return false;
+        }
+        self.bytes += entry.encoded_len();
+        self.entries.push(entry);
+        true
+    }
+
+    /// Whether an entry was refused for the budget.
+    pub(crate) fn is_full(&self) -> bool {
+        self.full
+    }
+
+    pub(crate) fn finish(self, latest: u64, upper: u64) -> ReadResult {
+        ReadResult::finish(self.query, self.entries, latest, upper, self.full)
+    }
+}
+
+/// Whether `entry` may be added to `out` (`bytes` so far) within the query's budget.
+fn fits_budget(query: &ReadQuery, out: &[Entry], bytes: usize, entry: &Entry) -> bool {
     if query.limit.is_some_and(|l| out.len() >= l) {
         return false;
     }

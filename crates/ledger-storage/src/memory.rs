@@ -4,9 +4,8 @@
 
 use crate::keys::context_key;
 use crate::{
-    ContextCommit, ContextHead, IdempotencyRecord, LogStore, QuarantineInfo, Quarantined,
+    ContextCommit, ContextHead, IdempotencyRecord, LogStore, Page, QuarantineInfo, Quarantined,
     ReadQuery, ReadResult, StorageError, check_commit, check_quarantine_from, check_rows,
-    fits_budget,
 };
 use ledger_core::merkle::NodeId;
 use ledger_core::{Entry, Hash};
@@ -174,9 +173,7 @@ impl LogStore for MemoryStore {
         };
         let latest = ctx.head.size();
         let upper = query.up_to.map_or(latest, |u| u.min(latest));
-        let mut out = Vec::new();
-        let mut bytes = 0usize;
-        let mut has_more = false;
+        let mut page = Page::new(query);
         let start = usize::try_from(query.after_sequence).unwrap_or(usize::MAX);
         let end = usize::try_from(upper).unwrap_or(usize::MAX);
         if start < end {
@@ -184,15 +181,12 @@ impl LogStore for MemoryStore {
                 if query.key.as_deref().is_some_and(|k| k != e.key) {
                     continue;
                 }
-                if !fits_budget(query, &out, bytes, e) {
-                    has_more = true;
+                if !page.push(Entry::clone(e)) {
                     break;
                 }
-                bytes += e.encoded_len();
-                out.push(Entry::clone(e));
             }
         }
-        Ok(ReadResult::finish(query, out, latest, upper, has_more))
+        Ok(page.finish(latest, upper))
     }
 
     fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {

@@ -23,8 +23,8 @@ use crate::keys::{
     node_row_len,
 };
 use crate::{
-    ContextCommit, ContextHead, Durability, IdempotencyRecord, LogStore, QuarantineInfo,
-    Quarantined, ReadQuery, ReadResult, StorageError, check_commit, check_rows, fits_budget,
+    ContextCommit, ContextHead, Durability, IdempotencyRecord, LogStore, Page, QuarantineInfo,
+    Quarantined, ReadQuery, ReadResult, StorageError, check_commit, check_rows,
 };
 use ledger_core::merkle::NodeId;
 use ledger_core::{Entry, Hash};
@@ -561,9 +561,7 @@ impl RocksStore {
         latest: u64,
         upper: u64,
     ) -> Result<ReadResult, StorageError> {
-        let mut out: Vec<Entry> = Vec::new();
-        let mut bytes = 0usize;
-        let mut has_more = false;
+        let mut page = Page::new(query);
         if query.after_sequence < upper {
             let prefix = key_index_prefix(key, want);
             let mut ro = ReadOptions::default();
@@ -589,20 +587,14 @@ impl RocksStore {
                 let stored = entry_value_key(&v).ok_or_else(|| {
                     StorageError::Corrupt(format!("entry {seq} of {context_id:?} is unreadable"))
                 })?;
-                if stored == want {
-                    let entry = decode_entry(&v)?;
-                    if !fits_budget(query, &out, bytes, &entry) {
-                        has_more = true;
-                        break;
-                    }
-                    bytes += entry.encoded_len();
-                    out.push(entry);
+                if stored == want && !page.push(decode_entry(&v)?) {
+                    break;
                 }
                 it.next();
             }
             it.status().map_err(rocks("iterate the key index"))?;
         }
-        Ok(ReadResult::finish(query, out, latest, upper, has_more))
+        Ok(page.finish(latest, upper))
     }
 
     /// Writes raw bytes under an entry's key, bypassing every check. For tests that simulate
@@ -730,9 +722,7 @@ impl LogStore for RocksStore {
         if let Some(want) = query.key.as_deref() {
             return self.read_keyed(context_id, &key, want, query, &snap, latest, upper);
         }
-        let mut out: Vec<Entry> = Vec::new();
-        let mut bytes = 0usize;
-        let mut has_more = false;
+        let mut page = Page::new(query);
         if query.after_sequence < upper {
             let mut ro = ReadOptions::default();
             ro.set_iterate_upper_bound(entry_key(&key, upper.saturating_add(1)).to_vec());
@@ -747,23 +737,19 @@ impl LogStore for RocksStore {
                     )));
                 }
                 expected += 1;
-                let entry = decode_entry(v)?;
-                if !fits_budget(query, &out, bytes, &entry) {
-                    has_more = true;
+                if !page.push(decode_entry(v)?) {
                     break;
                 }
-                bytes += entry.encoded_len();
-                out.push(entry);
                 it.next();
             }
             it.status().map_err(rocks("iterate entries"))?;
-            if !has_more && expected != upper + 1 {
+            if !page.is_full() && expected != upper + 1 {
                 return Err(StorageError::Corrupt(format!(
                     "context {context_id:?} is missing entries {expected}..={upper}"
                 )));
             }
         }
-        Ok(ReadResult::finish(query, out, latest, upper, has_more))
+        Ok(page.finish(latest, upper))
     }
 
     fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
