@@ -24,5 +24,5 @@ fix:
 
 # Benchmarks (add --quick for a short run); figures go to docs/BENCHMARKS.md
 bench *ARGS:
-    cargo build --release --locked --workspace --bins
+    cargo build --release --locked --workspace --all-targets
     "$CARGO_TARGET_DIR/release/ledger-bench" embedded {{ARGS}}

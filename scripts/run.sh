@@ -6,5 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/bootstrap.sh
 . scripts/env.sh
-cargo build $LEDGER_PROFILE_FLAG --locked -p ledger-node --bin converge-ledger
+# The same package selection as the tests, clippy and the benchmarks: any other one unifies
+# features differently and compiles RocksDB a second time (~15 minutes) in the shared target dir.
+cargo build $LEDGER_PROFILE_FLAG --locked --workspace --all-targets
 exec "$CARGO_TARGET_DIR/release/converge-ledger" serve "$@"
