@@ -8,11 +8,13 @@
 //! ledger-bench node [--quick] [--watchers 1,100,1000] [--rate 10000]   # a node over gRPC
 //! ledger-bench integrity [--quick]               # proofs over gRPC, signing, verification
 //! ledger-bench cluster [--quick]                 # 3 nodes: throughput by ack level, lag, catch-up, failover
+//! ledger-bench latency [--quick] [--buffered]    # one writer's append, step by step
 //! ```
 
 mod cluster;
 mod embedded;
 mod integrity;
+mod latency;
 mod node;
 mod report;
 
@@ -35,6 +37,8 @@ enum Cmd {
     Integrity(integrity::Args),
     /// A 3-node cluster: throughput by ack level, replication lag, catch-up, failover.
     Cluster(cluster::Args),
+    /// One writer waiting for each append: the disk, the store, the embedded ledger, gRPC, the node.
+    Latency(latency::Args),
 }
 
 fn main() {
@@ -44,5 +48,6 @@ fn main() {
         Cmd::Node(args) => node::run(args),
         Cmd::Integrity(args) => integrity::run(args),
         Cmd::Cluster(args) => cluster::run(args),
+        Cmd::Latency(args) => latency::run(args),
     }
 }

@@ -148,6 +148,7 @@ impl Ledger {
                 failed: Arc::clone(&failed),
                 stats: Arc::clone(&stats),
                 durable: Arc::clone(&durable),
+                in_flight: Arc::default(),
             },
             store: Arc::clone(&store),
             failed: Arc::clone(&failed),

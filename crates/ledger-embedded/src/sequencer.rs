@@ -18,7 +18,7 @@
 //! so the cached head, the durable view, the idempotency cache and the watchers all change
 //! before the next command is sequenced.
 
-use crate::commit::{Group, Reply, Work, WritePath};
+use crate::commit::{Group, Reply, Work, WritePath, entries_in};
 use crate::dedupe::{Dedupe, Seen};
 use crate::error::LedgerError;
 use crate::fail::FailState;
@@ -28,6 +28,7 @@ use ledger_storage::{ContextCommit, ContextHead, LogStore};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
@@ -207,7 +208,12 @@ impl Sequencer {
         for c in &g.commits {
             self.heads.insert(c.head.context_id.clone(), c.head.clone());
         }
+        if self.path.may_inline(entries_in(&g.commits)) {
+            return self.path.commit_inline(g);
+        }
+        self.path.in_flight.fetch_add(1, Ordering::AcqRel);
         if let Err(std::sync::mpsc::SendError(Work::Group(mut g))) = work.send(Work::Group(g)) {
+            self.path.in_flight.fetch_sub(1, Ordering::AcqRel);
             for r in g.replies.drain(..) {
                 r.refuse(LedgerError::ShuttingDown);
             }

@@ -408,6 +408,12 @@ impl Collector for Snapshot {
         )?;
         counter(
             &mut enc,
+            "ledger_inline_commits",
+            "Store commits written by the sequencer itself, nothing else being in flight (a lone writer's path)",
+            s.inline_commits.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut enc,
             "ledger_entries_stored",
             "Entries written to storage since start (appends, applied replicas and loads)",
             s.entries.load(Ordering::Relaxed),

@@ -32,12 +32,43 @@ pub fn rocks_ledger(dir: &std::path::Path) -> Ledger {
 }
 
 /// A memory store whose quarantines and replication-state writes fail on demand (everything
-/// else works).
+/// else works), and which tracks what would be durable on a disk: a `commit` is durable when it
+/// returns, a `commit_deferred` once a later `sync` returns.
 #[derive(Debug, Default)]
 pub struct FaultyStore {
     pub inner: MemoryStore,
     pub fail_quarantine: std::sync::atomic::AtomicBool,
     pub fail_replication: std::sync::atomic::AtomicBool,
+    /// Each context's durable size.
+    durable: std::sync::Mutex<std::collections::HashMap<String, u64>>,
+    /// Sizes written by deferred commits, durable at the next sync.
+    deferred: std::sync::Mutex<Vec<(String, u64)>>,
+}
+
+impl FaultyStore {
+    /// The size of `context_id` that a crash of the machine would keep.
+    pub fn durable_size(&self, context_id: &str) -> u64 {
+        self.durable
+            .lock()
+            .unwrap()
+            .get(context_id)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn made_durable(&self, sizes: impl IntoIterator<Item = (String, u64)>) {
+        let mut durable = self.durable.lock().unwrap();
+        for (ctx, size) in sizes {
+            let d = durable.entry(ctx).or_default();
+            *d = (*d).max(size);
+        }
+    }
+}
+
+fn sizes_of(b: &[ledger_storage::ContextCommit]) -> Vec<(String, u64)> {
+    b.iter()
+        .map(|c| (c.head.context_id.clone(), c.head.size()))
+        .collect()
 }
 
 fn injected() -> ledger_storage::StorageError {
@@ -49,7 +80,17 @@ impl ledger_storage::LogStore for FaultyStore {
         &self,
         b: &[ledger_storage::ContextCommit],
     ) -> Result<(), ledger_storage::StorageError> {
-        self.inner.commit(b)
+        self.inner.commit(b)?;
+        self.made_durable(sizes_of(b));
+        Ok(())
+    }
+    fn commit_deferred(
+        &self,
+        b: &[ledger_storage::ContextCommit],
+    ) -> Result<(), ledger_storage::StorageError> {
+        self.inner.commit(b)?;
+        self.deferred.lock().unwrap().extend(sizes_of(b));
+        Ok(())
     }
     fn stage(&self, c: &ledger_storage::ContextCommit) -> Result<(), ledger_storage::StorageError> {
         self.inner.stage(c)
@@ -92,7 +133,10 @@ impl ledger_storage::LogStore for FaultyStore {
         self.inner.list_contexts(a, n)
     }
     fn sync(&self) -> Result<(), ledger_storage::StorageError> {
-        self.inner.sync()
+        let written = std::mem::take(&mut *self.deferred.lock().unwrap());
+        self.inner.sync()?;
+        self.made_durable(written);
+        Ok(())
     }
     fn replication_state(&self, c: &str) -> Result<Option<Vec<u8>>, ledger_storage::StorageError> {
         self.inner.replication_state(c)
