@@ -157,6 +157,7 @@ impl Ledger {
             heads: HashMap::new(),
             dedupe: Dedupe::new(config.idempotency_window_ns, config.idempotency_min_keys),
             reserved: Arc::clone(&reserved),
+            recent: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("ledger-sequencer".into())

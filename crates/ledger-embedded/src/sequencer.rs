@@ -112,6 +112,32 @@ pub(crate) struct Sequencer {
     pub heads: HashMap<String, ContextHead>,
     pub dedupe: Dedupe,
     pub reserved: Reservations,
+    pub recent: RecentGroups,
+}
+
+/// Sizes of the last few groups: a lone small group is committed by the sequencer itself only
+/// while the load is light. Under many writers a small group often follows a large one (the
+/// writers it answered come back a few at a time); committing that one inline would hold the
+/// sequencer for a whole fsync while the rest queue, and the next large group would then be
+/// prepared while the disk idles instead of during an fsync.
+#[derive(Debug, Default)]
+pub(crate) struct RecentGroups {
+    sizes: [u64; 8],
+    next: usize,
+}
+
+impl RecentGroups {
+    /// Whether every recent group was small enough to have been committed inline.
+    fn light(&self) -> bool {
+        self.sizes
+            .iter()
+            .all(|&n| n <= crate::commit::INLINE_ENTRIES)
+    }
+
+    fn record(&mut self, entries: u64) {
+        self.sizes[self.next] = entries;
+        self.next = (self.next + 1) % self.sizes.len();
+    }
 }
 
 pub(crate) fn unix_ns() -> u64 {
@@ -208,7 +234,10 @@ impl Sequencer {
         for c in &g.commits {
             self.heads.insert(c.head.context_id.clone(), c.head.clone());
         }
-        if self.path.may_inline(entries_in(&g.commits)) {
+        let entries = entries_in(&g.commits);
+        let light = self.recent.light();
+        self.recent.record(entries);
+        if light && self.path.may_inline(entries) {
             return self.path.commit_inline(g);
         }
         self.path.in_flight.fetch_add(1, Ordering::AcqRel);
