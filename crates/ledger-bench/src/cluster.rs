@@ -33,9 +33,8 @@ pub struct Args {
     /// Shorter runs (fewer failovers, a 100,000-entry catch-up instead of 1,000,000).
     #[arg(long)]
     quick: bool,
-    /// The converge-ledger binary (default: next to this one).
-    #[arg(long)]
-    bin: Option<PathBuf>,
+    #[command(flatten)]
+    bin: crate::node::NodeBin,
 }
 
 struct Cluster {
@@ -147,7 +146,7 @@ pub fn run(args: Args) {
         .enable_all()
         .build()
         .expect("runtime");
-    let bin = args.bin.clone().unwrap_or_else(crate::node::default_bin);
+    let bin = args.bin.path();
     println!(
         "machine: {} cores; node: {}; mode: {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

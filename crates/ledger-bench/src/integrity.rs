@@ -2,14 +2,13 @@
 //! gRPC from a 1,000,000-entry context, the cost of signing a tree head, and the client's cost
 //! to verify a proof.
 
-use crate::node::{NodeProcess, default_bin};
+use crate::node::NodeProcess;
 use crate::report::{header, histogram, median_of, p50_p99, row, us_from_ns};
 use ledger_client::LedgerClient;
 use ledger_client::verify;
 use ledger_core::checkpoint::{self, SigningKey};
 use ledger_core::hash::sha256;
 use ledger_core::{Entry, Metadata};
-use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -17,9 +16,8 @@ pub struct Args {
     /// A smaller context (200,000 entries) and fewer samples.
     #[arg(long)]
     quick: bool,
-    /// The converge-ledger binary (default: next to this one).
-    #[arg(long)]
-    bin: Option<PathBuf>,
+    #[command(flatten)]
+    bin: crate::node::NodeBin,
 }
 
 pub fn run(args: Args) {
@@ -36,7 +34,7 @@ pub fn run(args: Args) {
         .enable_all()
         .build()
         .expect("runtime");
-    let bin = args.bin.clone().unwrap_or_else(default_bin);
+    let bin = args.bin.path();
     rt.block_on(served_proofs(&bin, n, samples));
 }
 

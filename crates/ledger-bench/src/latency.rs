@@ -21,7 +21,6 @@ use ledger_core::Metadata;
 use ledger_embedded::{Durability, Ledger, LedgerConfig, RocksConfig};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
@@ -29,9 +28,8 @@ pub struct Args {
     /// Shorter runs.
     #[arg(long)]
     quick: bool,
-    /// The converge-ledger binary (default: next to this one).
-    #[arg(long)]
-    bin: Option<PathBuf>,
+    #[command(flatten)]
+    bin: crate::node::NodeBin,
     /// Measure the fast setting (`durability = buffered`, no fsync) instead of `sync`.
     #[arg(long)]
     buffered: bool,
@@ -125,7 +123,7 @@ pub fn run(args: Args) {
         .enable_all()
         .build()
         .expect("runtime");
-    let bin = args.bin.clone().unwrap_or_else(crate::node::default_bin);
+    let bin = args.bin.path();
     let sync = !args.buffered;
     let (rounds, per_round) = if args.quick { (5, 300) } else { (10, 1000) };
     let per_round = args.per_round.unwrap_or(per_round);

@@ -20,9 +20,8 @@ pub struct Args {
     /// Shorter runs.
     #[arg(long)]
     quick: bool,
-    /// The converge-ledger binary (default: next to this one).
-    #[arg(long)]
-    bin: Option<PathBuf>,
+    #[command(flatten)]
+    bin: crate::node::NodeBin,
     /// Watcher counts to measure.
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
     watchers: Vec<usize>,
@@ -73,8 +72,20 @@ impl NodeProcess {
     }
 }
 
-pub fn default_bin() -> PathBuf {
-    ledger_launcher::binary_next_to_current_exe()
+/// The node binary a benchmark starts: `--bin`, or the one next to this benchmark.
+#[derive(clap::Args, Debug)]
+pub struct NodeBin {
+    /// The converge-ledger binary (default: next to this one).
+    #[arg(long = "bin")]
+    path: Option<PathBuf>,
+}
+
+impl NodeBin {
+    pub fn path(&self) -> PathBuf {
+        self.path
+            .clone()
+            .unwrap_or_else(ledger_launcher::binary_next_to_current_exe)
+    }
 }
 
 fn now_ns() -> u64 {
@@ -88,7 +99,7 @@ pub fn run(args: Args) {
         .enable_all()
         .build()
         .expect("runtime");
-    let bin = args.bin.clone().unwrap_or_else(default_bin);
+    let bin = args.bin.path();
     println!(
         "machine: {} cores; node: {}; mode: {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

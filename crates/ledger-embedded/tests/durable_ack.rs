@@ -14,16 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 async fn append_checked(ledger: &Ledger, store: &FaultyStore, ctx: &str, i: u64) {
-    let e = ledger
-        .append(
-            ctx,
-            "facts",
-            format!("{ctx}-{i}").into_bytes(),
-            Metadata::new(),
-            None,
-        )
-        .await
-        .unwrap();
+    let e = common::append_one(ledger, ctx, i).await;
     assert!(
         store.durable_size(ctx) >= e.sequence,
         "{ctx}/{} acknowledged before it was durable (durable size {})",

@@ -14,16 +14,21 @@ pub fn memory_ledger() -> Ledger {
 /// Appends `n` entries with key `facts` and payload `"<ctx>-<i>"`.
 pub async fn append_n(l: &Ledger, ctx: &str, n: u64) {
     for i in 0..n {
-        l.append(
-            ctx,
-            "facts",
-            format!("{ctx}-{i}").into_bytes(),
-            Metadata::new(),
-            None,
-        )
-        .await
-        .unwrap();
+        append_one(l, ctx, i).await;
     }
+}
+
+/// Appends one entry with key `facts` and payload `"<ctx>-<i>"`; returns it as stored.
+pub async fn append_one(l: &Ledger, ctx: &str, i: u64) -> Arc<ledger_core::Entry> {
+    l.append(
+        ctx,
+        "facts",
+        format!("{ctx}-{i}").into_bytes(),
+        Metadata::new(),
+        None,
+    )
+    .await
+    .unwrap()
 }
 
 /// A ledger on RocksDB in `dir` with default settings.
