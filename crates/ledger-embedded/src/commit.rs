@@ -238,7 +238,7 @@ pub(crate) struct WritePath {
     pub failed: Arc<FailState>,
     pub stats: Arc<Stats>,
     pub durable: Arc<DurableView>,
-    /// Groups handed to the committer and not yet answered (or refused).
+    /// Groups handed to the committer and not yet published (or refused).
     pub in_flight: Arc<AtomicUsize>,
 }
 
@@ -298,10 +298,10 @@ impl WritePath {
             Ok(()) => {
                 if !g.commits.is_empty() {
                     self.stats.inline_commits.fetch_add(1, Ordering::Relaxed);
-                }
-                if sync && !g.commits.is_empty() {
-                    self.stats.syncs.fetch_add(1, Ordering::Relaxed);
-                    self.stats.sync_sizes.observe(entries_in(&g.commits));
+                    if sync {
+                        self.stats.syncs.fetch_add(1, Ordering::Relaxed);
+                        self.stats.sync_sizes.observe(entries_in(&g.commits));
+                    }
                 }
                 self.finish(&g.commits, &mut g.replies);
             }
@@ -309,7 +309,7 @@ impl WritePath {
         }
     }
 
-    /// Called once a group handed to the committer is answered or refused.
+    /// Called once a group handed to the committer is published or refused.
     fn done(&self) {
         self.in_flight.fetch_sub(1, Ordering::Release);
     }
