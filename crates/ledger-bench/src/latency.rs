@@ -19,7 +19,7 @@ use hdrhistogram::Histogram;
 use ledger_client::LedgerClient;
 use ledger_core::Metadata;
 use ledger_embedded::{Durability, Ledger, LedgerConfig, RocksConfig};
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
@@ -101,7 +101,6 @@ impl RawFile {
             file.write_all(&zeros).expect("preallocate");
         }
         file.sync_all().expect("sync the preallocated file");
-        file.seek(SeekFrom::Start(0)).expect("rewind");
         RawFile { file, offset: 0 }
     }
 
@@ -220,18 +219,15 @@ pub fn run(args: Args) {
         let floor = hists[0].value_at_quantile(0.5) as f64;
         for (i, step) in Step::ALL.iter().enumerate().filter(|(i, _)| chosen(*i)) {
             let p50 = hists[i].value_at_quantile(0.5) as f64;
-            let ratio = if chosen(0) && floor > 0.0 {
-                format!("{:.2}× step 1 (p50)", p50 / floor)
+            let (baseline, ratio) = if chosen(0) && floor > 0.0 {
+                (
+                    Step::Fdatasync.name(sync),
+                    format!("{:.2}× step 1 (p50)", p50 / floor),
+                )
             } else {
-                "—".to_owned()
+                ("step 1 not measured", "—".to_owned())
             };
-            row(
-                step.name(sync),
-                &p50_p99(&hists[i]),
-                "—",
-                Step::Fdatasync.name(sync),
-                &ratio,
-            );
+            row(step.name(sync), &p50_p99(&hists[i]), "—", baseline, &ratio);
         }
     });
 }
