@@ -9,6 +9,7 @@ use ledger_proto::context::v1::context_service_client::ContextServiceClient;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use support::admin::{admin_addr, http_get, sample};
 use support::cluster::{TestCluster, node_id, status, wait_converged};
 use tokio_stream::StreamExt;
 use tonic::transport::Channel;
@@ -489,6 +490,157 @@ async fn anti_entropy_repairs_a_lagging_replica_without_new_appends() {
         let ctx = format!("ae-{k}");
         wait_converged(&cluster.nodes[2], &ctx, 11).await;
         assert_eq!(entries_on(&cluster.nodes[2], &ctx).await.len(), 11);
+    }
+}
+
+/// Context tasks running on `node`, from its metrics (`ledger_cluster_context_tasks`).
+async fn context_tasks(node: &support::Node) -> f64 {
+    let admin = admin_addr(node);
+    let (status, text) = tokio::task::spawn_blocking(move || http_get(admin, "/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("\nledger_cluster_context_tasks "),
+        "no context-task gauge in the metrics"
+    );
+    sample(&text, "ledger_cluster_context_tasks")
+}
+
+/// How many entries of `ctx` `node` serves from its own storage right now (no waiting).
+async fn local_count(node: &support::Node, ctx: &str) -> usize {
+    let mut req = tonic::Request::new(pb::GetRequest {
+        context_id: ctx.into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-ledger-forwarded", "1".parse().unwrap());
+    raw(node)
+        .await
+        .get(req)
+        .await
+        .expect("get")
+        .into_inner()
+        .entries
+        .len()
+}
+
+/// Waits until no context task runs on any node.
+async fn wait_no_context_tasks(cluster: &TestCluster) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        loop {
+            let running = context_tasks(n).await;
+            if running == 0.0 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} still runs {running} context tasks long after the contexts went idle"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Idle contexts cost nothing: once nobody appends, each context's task stops on the writer and
+/// on its followers (`context_idle_ms`), and they stay stopped (no follower polls a stopped
+/// writer back to life). The next append starts them again from storage: the writer claims a
+/// new epoch, sequences continue without a gap, and every replica holds the same entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn idle_context_tasks_stop_and_start_again_on_the_next_append() {
+    let cluster = TestCluster::start(
+        29,
+        3,
+        &["--context-idle-ms", "300", "--admin-addr", "127.0.0.1:0"],
+    )
+    .await;
+    let contexts: Vec<String> = (0..12).map(|k| format!("idle-{k}")).collect();
+    let mut c = raw(&cluster.nodes[0]).await;
+    for ctx in &contexts {
+        for i in 0..3 {
+            c.append(request(ctx, format!("{ctx}-{i}"))).await.unwrap();
+        }
+    }
+    let mut epochs = BTreeMap::new();
+    for ctx in &contexts {
+        wait_converged(&cluster.nodes[0], ctx, 3).await;
+        let s = status(&cluster.nodes[0], Some(ctx)).await;
+        epochs.insert(ctx.clone(), s["contexts"][0]["epoch"].as_u64().unwrap());
+    }
+    let running: f64 = {
+        let mut sum = 0.0;
+        for n in &cluster.nodes {
+            sum += context_tasks(n).await;
+        }
+        sum
+    };
+    assert!(
+        running >= contexts.len() as f64,
+        "tasks were running: {running}"
+    );
+
+    wait_no_context_tasks(&cluster).await;
+    // Several poll intervals later nothing has started again.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for (i, n) in cluster.nodes.iter().enumerate() {
+        assert_eq!(context_tasks(n).await, 0.0, "node {i} started tasks again");
+    }
+    // Every replica still serves all it served, from its own storage, whether its task is
+    // stopped or was just started again from storage (a status request starts it).
+    for ctx in &contexts {
+        for (i, n) in cluster.nodes.iter().enumerate() {
+            assert_eq!(
+                local_count(n, ctx).await,
+                3,
+                "{ctx} on node {i}, task stopped"
+            );
+        }
+        status(&cluster.nodes[0], Some(ctx)).await;
+        for (i, n) in cluster.nodes.iter().enumerate() {
+            assert_eq!(
+                local_count(n, ctx).await,
+                3,
+                "{ctx} on node {i}, task restarted"
+            );
+        }
+    }
+
+    // Appends through another node start them again, and the log goes on where it stopped.
+    let mut via = raw(&cluster.nodes[1]).await;
+    for ctx in &contexts {
+        for i in 3..5u64 {
+            let e = via
+                .append(request(ctx, format!("{ctx}-{i}")))
+                .await
+                .unwrap_or_else(|s| panic!("append {i} to {ctx} after idling: {s:?}"))
+                .into_inner()
+                .entry
+                .unwrap();
+            assert_eq!(e.sequence, i + 1);
+        }
+    }
+    for ctx in &contexts {
+        wait_converged(&cluster.nodes[1], ctx, 5).await;
+        let first = entries_on(&cluster.nodes[0], ctx).await;
+        let payloads: Vec<String> = first
+            .iter()
+            .map(|e| String::from_utf8(e.payload.clone()).unwrap())
+            .collect();
+        assert_eq!(
+            payloads,
+            (0..5).map(|i| format!("{ctx}-{i}")).collect::<Vec<_>>()
+        );
+        for n in &cluster.nodes[1..] {
+            assert_eq!(entries_on(n, ctx).await, first);
+        }
+        let s = status(&cluster.nodes[2], Some(ctx)).await;
+        let epoch = s["contexts"][0]["epoch"].as_u64().unwrap();
+        assert!(
+            epoch > epochs[ctx],
+            "{ctx}: the restarted writer claims a new epoch ({} then {epoch})",
+            epochs[ctx]
+        );
     }
 }
 

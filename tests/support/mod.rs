@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use ledger_client::LedgerClient;
+pub mod admin;
 pub mod checker;
 pub mod cluster;
 pub mod containers;

@@ -155,6 +155,9 @@ pub struct Config {
     pub gossip_push_pull_interval_ms: u64,
     /// Compare a digest of shared contexts with one peer this often (anti-entropy).
     pub anti_entropy_interval_ms: u64,
+    /// A context's replication task with nothing to do for this long stops (it starts again
+    /// on the next append or peer message); 0 = never.
+    pub context_idle_ms: u64,
     /// host:port of the admin HTTP server (`/metrics`, the observer at `/`); unset = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_addr: Option<String>,
@@ -233,6 +236,7 @@ impl Default for Config {
             gossip_suspicion_timeout_ms: 4_000,
             gossip_push_pull_interval_ms: 30_000,
             anti_entropy_interval_ms: 10_000,
+            context_idle_ms: 30_000,
             admin_addr: None,
             tls_cert: None,
             tls_key: None,
@@ -293,6 +297,7 @@ pub const ENV_KEYS: &[&str] = &[
     "gossip_suspicion_timeout_ms",
     "gossip_push_pull_interval_ms",
     "anti_entropy_interval_ms",
+    "context_idle_ms",
     "admin_addr",
     "tls_cert",
     "tls_key",
@@ -438,6 +443,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anti_entropy_interval_ms: Option<u64>,
+    /// A context's replication task idle this long stops; 0 = never [default: 30000]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context_idle_ms: Option<u64>,
     /// host:port of the admin HTTP server: /metrics and the observer [default: none]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

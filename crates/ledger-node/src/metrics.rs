@@ -489,6 +489,12 @@ impl Collector for Snapshot {
             lag.metric_type(),
         )?;
         lag.encode(m)?;
+        gauge(
+            &mut enc,
+            "ledger_cluster_context_tasks",
+            "Contexts with a running replication task on this node (idle ones stop after context_idle_ms)",
+            i64::try_from(cluster.context_tasks()).unwrap_or(i64::MAX),
+        )?;
         counter(
             &mut enc,
             "ledger_cluster_anti_entropy_repairs",

@@ -244,6 +244,15 @@ impl Writer {
         self.acked.get(&level).copied().unwrap_or(0)
     }
 
+    /// Nothing is left to do but heartbeats: the writer has not stepped down, every entry is
+    /// committed, and every replica it ships to (itself, followers, learners) holds every entry
+    /// durably. Followers learn the commit index from the next heartbeat.
+    pub fn is_quiet(&self) -> bool {
+        self.stopped.is_none()
+            && self.commit_index == self.size
+            && self.progress.values().all(|p| p.matched == self.size)
+    }
+
     /// Leading entries of `node`'s durable log known to be the writer's.
     pub fn matched(&self, node: &NodeId) -> Option<u64> {
         self.progress.get(node).map(|p| p.matched)
@@ -769,6 +778,33 @@ mod tests {
         );
         assert_eq!(w.next_sequence(), 4);
         assert_eq!(w.acknowledged(AckLevel::Quorum), 3);
+    }
+
+    #[test]
+    fn quiet_only_once_every_replica_holds_every_entry_and_all_is_committed() {
+        let (mut w, _) = writer();
+        // Freshly activated: the followers have not answered the probe.
+        assert!(!w.is_quiet());
+        w.append(entries(4, 2), 1_000).unwrap();
+        own_cursor(&mut w, 5, 1_000);
+        w.on_cursor::<E>(&v("b"), &follower_head(&w, 5, true), 1_010);
+        // Committed by a and b, but c holds nothing yet.
+        assert_eq!(w.commit_index(), 5);
+        assert!(!w.is_quiet());
+        w.on_cursor::<E>(&v("c"), &follower_head(&w, 4, true), 1_020);
+        assert!(!w.is_quiet(), "c lacks entry 5");
+        w.on_cursor::<E>(&v("c"), &follower_head(&w, 5, true), 1_030);
+        assert!(w.is_quiet());
+        // A new append is work again until everyone holds it.
+        w.append(entries(6, 1), 1_040).unwrap();
+        assert!(!w.is_quiet());
+        own_cursor(&mut w, 6, 1_040);
+        w.on_cursor::<E>(&v("b"), &follower_head(&w, 6, true), 1_050);
+        w.on_cursor::<E>(&v("c"), &follower_head(&w, 6, true), 1_050);
+        assert!(w.is_quiet());
+        // A writer that stepped down is never quiet (its task must see the step-down through).
+        w.step_down_for::<E>(StepDown::Placement);
+        assert!(!w.is_quiet());
     }
 
     #[test]

@@ -20,12 +20,25 @@
 //!   fails), the rest is dropped, waiting appends end with "outcome unknown", and the
 //!   participant is rebuilt from storage, exactly as after a restart.
 //!
+//! - **Idle.** A task with nothing to do stops, so a node's background work does not grow with
+//!   every context it ever served (each running task ticks, and a writer heartbeats every
+//!   follower several times a second). After `context_idle_ms` without a client request and
+//!   without the log moving, with nothing in flight: a writer stops once it is quiet (every
+//!   entry committed and held by every replica it ships to: [`ledger_replication::Writer::
+//!   is_quiet`]); a follower stops once it holds everything it knows committed and has heard
+//!   no peer for longer than a heartbeat interval but less than its poll interval — so it
+//!   stops after its writer did, before it would poll the writer and start it again. Nothing
+//!   is lost: the next append, peer message, anti-entropy repair or status request starts the
+//!   task again from storage, as after a restart; a writer then claims a new epoch before its
+//!   first append (one round trip to the replicas). Reads on a stopped follower keep the
+//!   commit index it last published.
+//!
 //! The mailbox is bounded: a peer stream that delivers faster than the context stores waits,
 //! so a slow context slows only its own stream's reader, never the writer's memory.
 
-use super::Cluster;
 use super::error::ClusterError;
 use super::wire::{self, KeyRecord};
+use super::{Cluster, Retire};
 use futures::FutureExt;
 use futures::stream::{FuturesOrdered, StreamExt};
 use ledger_core::{Entry, Frontier, Hash, NewEntry};
@@ -39,6 +52,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 /// Entries (and bytes) of the newest entries kept in memory for shipping without a read.
 const RECENT_ENTRIES: usize = 2_048;
@@ -232,6 +246,12 @@ pub(crate) struct Actor {
     loading: bool,
     /// Sequenced appends, until durable.
     syncing: FuturesOrdered<SyncFuture>,
+    /// When a client last asked for something or the log last moved (module docs, *Idle*).
+    last_active: Instant,
+    /// When a peer's message last arrived.
+    last_peer_mail: Instant,
+    /// `(size, durable, committed)` at the last tick, to notice the log moving.
+    seen: (u64, u64, u64),
 }
 
 impl Actor {
@@ -263,6 +283,9 @@ impl Actor {
             local: FuturesOrdered::new(),
             loading: false,
             syncing: FuturesOrdered::new(),
+            last_active: Instant::now(),
+            last_peer_mail: Instant::now(),
+            seen: (0, 0, 0),
         };
         let cmds = a.rebuild().await;
         a.exec(cmds).await;
@@ -306,6 +329,19 @@ impl Actor {
                     a.exec(cmds).await;
                 }
                 _ = tick.tick() => {
+                    // Before the participant's own tick: a quiet follower stops before it
+                    // would poll a writer that stopped.
+                    if a.idle() {
+                        match a.cluster.retire(&a.ctx, &mut rx) {
+                            Retire::Done => return,
+                            Retire::Busy => {}
+                            Retire::Reopened(left) => {
+                                for m in left {
+                                    a.on_mail(m, &mut rx).await;
+                                }
+                            }
+                        }
+                    }
                     let cmds = a.p.tick(a.cluster.now_ms());
                     a.exec(cmds).await;
                 }
@@ -362,6 +398,7 @@ impl Actor {
         else {
             return self.on_msg(first).await;
         };
+        self.last_peer_mail = Instant::now();
         self.take_keys(keys);
         let mut cmds = self.p.on_message(from, message, self.cluster.now_ms());
         let mut next = None;
@@ -390,6 +427,10 @@ impl Actor {
 
     async fn on_msg(&mut self, msg: ActorMsg) {
         let now = self.cluster.now_ms();
+        // A client's request (a status question is not one): the task is in use.
+        if !matches!(msg, ActorMsg::State { .. }) {
+            self.last_active = Instant::now();
+        }
         match msg {
             ActorMsg::Append { entry, ack, reply } => {
                 if let Err(e) = self.writable(now) {
@@ -542,6 +583,38 @@ impl Actor {
             commit_index: self.p.replica().commit_index(),
             role,
             followers,
+        }
+    }
+
+    /// Whether this task may stop (module docs, *Idle*). Also notes whether the log moved since
+    /// the last tick.
+    fn idle(&mut self) -> bool {
+        let now = Instant::now();
+        let seen = (self.size, self.durable, self.p.committed());
+        if seen != self.seen {
+            self.seen = seen;
+            self.last_active = now;
+        }
+        let Some(idle) = self.cluster.settings.context_idle else {
+            return false;
+        };
+        if self.loading
+            || !self.waiters.is_empty()
+            || !self.local.is_empty()
+            || !self.syncing.is_empty()
+            || now.duration_since(self.last_active) < idle
+        {
+            return false;
+        }
+        match self.p.role() {
+            RoleState::Writing(w) => w.is_quiet(),
+            RoleState::Claiming(_) => false,
+            RoleState::Follower => {
+                let protocol = &self.cluster.settings.protocol;
+                let quiet = Duration::from_millis((protocol.heartbeat_ms + protocol.poll_ms) / 2);
+                self.durable >= self.p.committed()
+                    && now.duration_since(self.last_peer_mail) >= quiet
+            }
         }
     }
 

@@ -27,15 +27,21 @@ pub struct Commits {
 }
 
 impl Commits {
-    /// Records `committed` as `context_id`'s commit index (waking its readers if it changed).
+    /// Records `committed` as `context_id`'s commit index if it is higher (waking its readers).
+    /// Never lower: a commit index only grows, and a context task started again after it
+    /// stopped idle begins from its stored state, whose commit index may trail the one the
+    /// stopped task had learnt from heartbeats (it is saved with entries, not with every
+    /// heartbeat). What was served as committed stays served.
     pub fn publish(&self, context_id: &str, committed: u64) {
         let mut feeds = self.feeds.lock();
         match feeds.get(context_id) {
             Some(tx) => {
                 tx.send_if_modified(|v| {
-                    let changed = *v != Some(committed);
-                    *v = Some(committed);
-                    changed
+                    let raised = v.is_none_or(|c| committed > c);
+                    if raised {
+                        *v = Some(committed);
+                    }
+                    raised
                 });
             }
             None => {
@@ -128,6 +134,19 @@ mod tests {
         assert!(waiting.await.unwrap());
         assert!(!cap.wait_for(9, Duration::from_millis(20)).await);
         assert_eq!(cap.committed(), 5);
+    }
+
+    #[tokio::test]
+    async fn a_published_commit_index_never_goes_back() {
+        let commits = Commits::default();
+        commits.publish("c", 7);
+        // A task started again from stored state that trails what was served.
+        commits.publish("c", 4);
+        let cap = ReadCap::new(commits.subscribe("c"), FIRST_VALUE_WAIT).await;
+        assert_eq!(cap.committed(), 7);
+        assert_eq!(cap.resolve_size(0, "c").unwrap(), 7);
+        commits.publish("c", 8);
+        assert_eq!(*commits.subscribe("c").borrow(), Some(8));
     }
 
     #[tokio::test]

@@ -120,7 +120,6 @@ impl Cluster {
     where
         F: Future<Output = Result<LoadOutcome, Status>>,
     {
-        let tx = self.actor(context_id);
         let gone = || {
             cluster_status(ClusterError::NotWriter {
                 node: self.me.node.to_string(),
@@ -129,13 +128,19 @@ impl Cluster {
             })
         };
         let deadline = Instant::now() + APPEND_RETRY;
-        let epoch = loop {
+        let (tx, epoch) = loop {
+            // The task that answers with an epoch keeps running until LoadEnd (it is not idle
+            // while a load runs), so LoadEnd goes to the same mailbox.
+            let tx = self.actor(context_id);
             let (reply, rx) = oneshot::channel();
-            tx.send(ActorMsg::LoadBegin { reply })
-                .await
-                .map_err(|_| gone())?;
+            if tx.send(ActorMsg::LoadBegin { reply }).await.is_err() {
+                if self.stopping() {
+                    return Err(gone());
+                }
+                continue; // it stopped (idle) meanwhile: start it again
+            }
             match rx.await.map_err(|_| gone())? {
-                Ok(epoch) => break epoch,
+                Ok(epoch) => break (tx, epoch),
                 Err(e) if e.is_retryable() && Instant::now() < deadline => {
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }

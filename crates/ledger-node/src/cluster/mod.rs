@@ -55,6 +55,16 @@ use tokio::task::JoinHandle;
 /// Messages a context task may have queued before a peer stream's reader waits.
 const MAILBOX: usize = 1_024;
 
+/// What became of an idle context task's attempt to stop ([`Cluster::retire`]).
+pub(crate) enum Retire {
+    /// Its mailbox is closed and removed: the task ends.
+    Done,
+    /// Messages are waiting: it keeps running.
+    Busy,
+    /// These messages arrived as it closed; it handles them and keeps running on a new mailbox.
+    Reopened(Vec<ActorMsg>),
+}
+
 /// A running cluster member. Shared by the gRPC services and every task it runs.
 #[derive(Debug)]
 pub struct Cluster {
@@ -199,6 +209,20 @@ impl Cluster {
         self.stop.subscribe()
     }
 
+    /// Contexts whose task is running (an idle one stops: module docs of [`actor`]).
+    pub fn context_tasks(&self) -> usize {
+        self.actors
+            .lock()
+            .values()
+            .filter(|tx| !tx.is_closed())
+            .count()
+    }
+
+    /// The node is shutting down (context tasks end, none start).
+    pub(crate) fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
     pub(crate) fn count_quarantine(&self) {
         self.quarantines.fetch_add(1, Ordering::Relaxed);
     }
@@ -253,7 +277,8 @@ impl Cluster {
         }
     }
 
-    /// The context's task mailbox, starting the task on first use.
+    /// The context's task mailbox, starting the task on first use (or again, after it stopped
+    /// idle). While the node shuts down: a closed mailbox.
     pub(crate) fn actor(self: &Arc<Self>, context_id: &str) -> mpsc::Sender<ActorMsg> {
         let mut actors = self.actors.lock();
         if let Some(tx) = actors.get(context_id)
@@ -262,6 +287,9 @@ impl Cluster {
             return tx.clone();
         }
         let (tx, rx) = mpsc::channel(MAILBOX);
+        if self.stopping() {
+            return tx; // rx is dropped: sends fail
+        }
         actors.insert(context_id.to_owned(), tx.clone());
         tokio::spawn(actor::Actor::run(
             Arc::clone(self),
@@ -269,6 +297,49 @@ impl Cluster {
             rx,
         ));
         tx
+    }
+
+    /// Puts `msg` in the context task's mailbox (waiting for room), starting the task if it is
+    /// not running or stopped meanwhile (an idle task stops: see [`actor`]). Gives the message back only
+    /// when the node is shutting down.
+    pub(crate) async fn to_actor(
+        self: &Arc<Self>,
+        context_id: &str,
+        mut msg: ActorMsg,
+    ) -> Result<(), ActorMsg> {
+        loop {
+            match self.actor(context_id).send(msg).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(m)) if !self.stopping() => msg = m,
+                Err(mpsc::error::SendError(m)) => return Err(m),
+            }
+        }
+    }
+
+    /// Called by an idle context task: closes its mailbox if it is empty and removes it, so
+    /// the next message starts a new task. Messages that slipped in between are handed back
+    /// with a new mailbox for the same task, which then keeps running.
+    pub(crate) fn retire(&self, context_id: &str, rx: &mut mpsc::Receiver<ActorMsg>) -> Retire {
+        let mut actors = self.actors.lock();
+        if !rx.is_empty() {
+            return Retire::Busy;
+        }
+        rx.close();
+        let mut left = Vec::new();
+        while let Ok(m) = rx.try_recv() {
+            left.push(m);
+        }
+        if left.is_empty() {
+            // Ours is closed now; another task's mailbox (after a shutdown) is left alone.
+            if actors.get(context_id).is_some_and(mpsc::Sender::is_closed) {
+                actors.remove(context_id);
+            }
+            return Retire::Done;
+        }
+        let (tx, new_rx) = mpsc::channel(MAILBOX);
+        actors.insert(context_id.to_owned(), tx);
+        *rx = new_rx;
+        Retire::Reopened(left)
     }
 
     /// Hands a peer's message to its context's task (waiting for room in the mailbox).
@@ -279,14 +350,12 @@ impl Cluster {
         message: ledger_replication::Message<ledger_core::Entry>,
         keys: Vec<wire::KeyRecord>,
     ) {
-        let tx = self.actor(&context_id);
-        let _ = tx
-            .send(ActorMsg::Deliver {
-                from,
-                message,
-                keys,
-            })
-            .await;
+        let msg = ActorMsg::Deliver {
+            from,
+            message,
+            keys,
+        };
+        let _ = self.to_actor(&context_id, msg).await;
     }
 
     /// What this node may serve of `context_id`: its commit index (starting the context's task
@@ -307,8 +376,7 @@ impl Cluster {
     /// What this node holds of `context_id` (starting its task if needed).
     pub async fn context_state(self: &Arc<Self>, context_id: &str) -> Option<ContextState> {
         let (reply, rx) = oneshot::channel();
-        self.actor(context_id)
-            .send(ActorMsg::State { reply })
+        self.to_actor(context_id, ActorMsg::State { reply })
             .await
             .ok()?;
         rx.await.ok()

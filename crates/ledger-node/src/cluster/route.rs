@@ -275,8 +275,7 @@ impl Cluster {
         msg: impl FnOnce(oneshot::Sender<Result<T, ClusterError>>) -> ActorMsg,
     ) -> Result<T, ClusterError> {
         let (reply, rx) = oneshot::channel();
-        self.actor(context_id)
-            .send(msg(reply))
+        self.to_actor(context_id, msg(reply))
             .await
             .map_err(|_| ClusterError::NotWriter {
                 node: self.me.node.to_string(),
@@ -372,12 +371,14 @@ impl Cluster {
         let context_id = msg.context_id.clone();
         let entry = ledger_proto::convert::append_request_from_pb(msg);
         if self
-            .actor(&context_id)
-            .send(ActorMsg::Append {
-                entry,
-                ack: level,
-                reply,
-            })
+            .to_actor(
+                &context_id,
+                ActorMsg::Append {
+                    entry,
+                    ack: level,
+                    reply,
+                },
+            )
             .await
             .is_err()
         {

@@ -28,6 +28,8 @@ pub struct ClusterSettings {
     pub protocol: ledger_replication::Settings,
     /// How often anti-entropy compares digests with a peer.
     pub anti_entropy_interval: Duration,
+    /// A context task with nothing to do for this long stops (`None`: never).
+    pub context_idle: Option<Duration>,
     /// The shared gossip key, if gossip is encrypted.
     pub gossip_key: Option<ledger_discovery::GossipKey>,
     /// Mutual TLS to peers (set by the server when TLS is on).
@@ -217,6 +219,7 @@ impl ClusterSettings {
             timing,
             protocol,
             anti_entropy_interval: ms(config.anti_entropy_interval_ms),
+            context_idle: (config.context_idle_ms > 0).then(|| ms(config.context_idle_ms)),
             gossip_key: match &config.gossip_key {
                 Some(k) => Some(k.parse().map_err(|e| bad("gossip_key", e))?),
                 None => None,
