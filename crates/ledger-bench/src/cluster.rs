@@ -33,6 +33,9 @@ pub struct Args {
     /// Shorter runs (fewer failovers, a 100,000-entry catch-up instead of 1,000,000).
     #[arg(long)]
     quick: bool,
+    /// Only the background CPU of idle contexts (`idle`).
+    #[arg(long, value_parser = ["idle"])]
+    only: Option<String>,
     #[command(flatten)]
     bin: crate::node::NodeBin,
 }
@@ -40,13 +43,20 @@ pub struct Args {
 struct Cluster {
     nodes: Vec<NodeProcess>,
     dirs: Vec<tempfile::TempDir>,
+    /// Flags every node starts with, beyond the cluster's own.
+    extra: Vec<String>,
 }
 
 impl Cluster {
     async fn start(bin: &PathBuf, n: usize) -> Cluster {
+        Cluster::start_with(bin, n, &[]).await
+    }
+
+    async fn start_with(bin: &PathBuf, n: usize, extra: &[&str]) -> Cluster {
         let mut c = Cluster {
             nodes: Vec::new(),
             dirs: Vec::new(),
+            extra: extra.iter().map(|s| (*s).to_owned()).collect(),
         };
         for i in 0..n {
             c.dirs.push(tempfile::tempdir().expect("temp dir"));
@@ -58,8 +68,10 @@ impl Cluster {
     }
 
     fn launch(&self, bin: &PathBuf, i: usize) -> Launch {
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         cluster_node(bin, self.dirs[i].path(), NET, i, 3)
             .args(&["--log-level", "warn"])
+            .args(&extra)
             .show_logs(true)
     }
 
@@ -156,6 +168,10 @@ pub fn run(args: Args) {
     header();
     rt.block_on(async {
         let secs = if args.quick { 3 } else { 8 };
+        if args.only.is_some() {
+            idle_contexts(&bin, 1_000, secs + 2).await;
+            return;
+        }
         // Baseline: one node, same writers.
         let single = crate::node::NodeProcess::start(&bin, &[]);
         let single_ch = channel(&single.url).await;
@@ -251,7 +267,63 @@ pub fn run(args: Args) {
         )
         .await;
         failover(&mut cluster, &bin, if args.quick { 3 } else { 10 }).await;
+        drop(cluster);
+        idle_contexts(&bin, 1_000, secs + 2).await;
     });
+}
+
+/// Background CPU of a 3-node cluster after one append to each of `contexts` contexts, once
+/// nobody appends: with idle context tasks stopping after 1 s, against the same cluster keeping
+/// them (`context_idle_ms = 0`, as before they stopped) and against the cluster before any
+/// context existed (gossip and anti-entropy alone), measured in the same run.
+async fn idle_contexts(bin: &PathBuf, contexts: usize, secs: u64) {
+    let busy = |pids: Vec<i32>| async move {
+        let (before, t) = (crate::report::cpu_ns(&pids), Instant::now());
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        let used = crate::report::cpu_ns(&pids).saturating_sub(before);
+        used as f64 / t.elapsed().as_nanos() as f64
+    };
+    let mut floor = 0.0;
+    let mut cores = Vec::new();
+    for idle_ms in ["0", "1000"] {
+        let cluster = Cluster::start_with(bin, 3, &["--context-idle-ms", idle_ms]).await;
+        let pids: Vec<i32> = cluster.nodes.iter().map(|n| n.pid()).collect();
+        if idle_ms != "0" {
+            floor = busy(pids.clone()).await;
+        }
+        let ch = channel(&cluster.nodes[0].url).await;
+        let mut appenders = tokio::task::JoinSet::new();
+        for w in 0..16 {
+            let ch = ch.clone();
+            appenders.spawn(async move {
+                for k in (w..contexts).step_by(16) {
+                    ContextServiceClient::new(ch.clone())
+                        .append(append_request(&format!("idle-{k}"), vec![1; 64], None))
+                        .await
+                        .expect("append");
+                }
+            });
+        }
+        appenders.join_all().await;
+        // Past the idle time and several poll intervals.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        cores.push(busy(pids).await);
+    }
+    row(
+        &format!(
+            "3 nodes idle after one append to each of {contexts} contexts, context tasks stopping after 1 s idle: CPU of the three nodes"
+        ),
+        &format!(
+            "{:.3} cores ({:.3} before any context existed)",
+            cores[1], floor
+        ),
+        "—",
+        &format!(
+            "same cluster keeping idle tasks (context_idle_ms = 0): {:.3} cores",
+            cores[0]
+        ),
+        &format!("{:.3}×", cores[1] / cores[0].max(1e-9)),
+    );
 }
 
 /// How the writers of a throughput run append.
