@@ -300,8 +300,8 @@ impl Cluster {
     }
 
     /// Puts `msg` in the context task's mailbox (waiting for room), starting the task if it is
-    /// not running or stopped meanwhile (an idle task stops: see [`actor`]). Gives the message back only
-    /// when the node is shutting down.
+    /// not running or stopped meanwhile (an idle task stops: see [`actor`]). Gives the message
+    /// back only when the node is shutting down.
     pub(crate) async fn to_actor(
         self: &Arc<Self>,
         context_id: &str,
