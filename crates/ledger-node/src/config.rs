@@ -236,7 +236,7 @@ impl Default for Config {
             gossip_suspicion_timeout_ms: 4_000,
             gossip_push_pull_interval_ms: 30_000,
             anti_entropy_interval_ms: 10_000,
-            context_idle_ms: 30_000,
+            context_idle_ms: 300_000,
             admin_addr: None,
             tls_cert: None,
             tls_key: None,
@@ -443,7 +443,7 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub anti_entropy_interval_ms: Option<u64>,
-    /// A context's replication task idle this long stops; 0 = never [default: 30000]
+    /// A context's replication task idle this long stops; 0 = never [default: 300000]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_idle_ms: Option<u64>,
