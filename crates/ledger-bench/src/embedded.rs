@@ -49,10 +49,7 @@ pub fn run(args: Args) {
         only: args.only,
         dir: args.dir,
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = crate::report::runtime();
     println!(
         "machine: {} cores; mode: {}\n",
         std::thread::available_parallelism().map_or(0, |n| n.get()),

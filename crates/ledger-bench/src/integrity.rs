@@ -30,10 +30,7 @@ pub fn run(args: Args) {
     );
     header();
     sign_and_verify_costs();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::report::runtime();
     let bin = args.bin.path();
     rt.block_on(served_proofs(&bin, n, samples));
 }

@@ -118,10 +118,7 @@ impl RawFile {
 }
 
 pub fn run(args: Args) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::report::runtime();
     let bin = args.bin.path();
     let sync = !args.buffered;
     let (rounds, per_round) = if args.quick { (5, 300) } else { (10, 1000) };

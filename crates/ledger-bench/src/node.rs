@@ -95,10 +95,7 @@ fn now_ns() -> u64 {
 }
 
 pub fn run(args: Args) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let rt = crate::report::runtime();
     let bin = args.bin.path();
     println!(
         "machine: {} cores; node: {}; mode: {}\n",

@@ -127,3 +127,11 @@ pub fn cpu_ns(pids: &[i32]) -> u64 {
         })
         .sum()
 }
+
+/// The multi-threaded tokio runtime every benchmark drives its clients and nodes from.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
