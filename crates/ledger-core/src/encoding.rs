@@ -11,7 +11,7 @@
 //! The context id is deliberately not part of the leaf: it is bound by the tree head.
 
 use crate::entry::{Entry, Metadata};
-use crate::hash::{Hash, leaf_hash};
+use crate::hash::{HASH_LEN, Hash, leaf_hash};
 use thiserror::Error;
 
 /// Version byte that starts every leaf input.
@@ -31,6 +31,48 @@ pub enum LeafDecodeError {
     MetadataNotCanonical(String),
     #[error("{0} trailing bytes after the leaf input")]
     TrailingBytes(usize),
+}
+
+impl Entry {
+    /// Builds an entry and computes its content hash from the canonical leaf encoding.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        id: String,
+        key: String,
+        payload: Vec<u8>,
+        sequence: u64,
+        appended_at_ns: u64,
+        metadata: Metadata,
+        lamport_clock: u64,
+    ) -> Self {
+        let mut entry = Entry {
+            id,
+            key,
+            payload,
+            sequence,
+            appended_at_ns,
+            metadata,
+            lamport_clock,
+            content_hash: Hash::default(),
+        };
+        entry.content_hash = entry.compute_content_hash();
+        entry
+    }
+
+    /// Recomputes the content hash from the entry's fields (ignores the stored one).
+    pub fn compute_content_hash(&self) -> Hash {
+        leaf_hash(&encode_leaf_input(self))
+    }
+
+    /// True when the stored content hash matches the entry's fields.
+    pub fn verify_content_hash(&self) -> bool {
+        self.compute_content_hash() == self.content_hash
+    }
+
+    /// Approximate bytes this entry occupies on the wire or in memory; used for response budgets.
+    pub fn encoded_len(&self) -> usize {
+        leaf_input_len(self) + HASH_LEN
+    }
 }
 
 /// Exact length of the leaf input of `entry`.

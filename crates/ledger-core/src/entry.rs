@@ -1,4 +1,5 @@
-//! The entry model: what one append stores.
+//! The entry model: what one append stores. Plain data: building an entry (its content hash)
+//! and measuring it are the canonical encoding's, in the `encoding` module.
 
 use crate::hash::Hash;
 use std::collections::BTreeMap;
@@ -24,50 +25,9 @@ pub struct Entry {
     pub metadata: Metadata,
     /// Lamport clock of the context after this append.
     pub lamport_clock: u64,
-    /// `SHA-256(0x00 ‖ leaf_input)`, see [`crate::encoding`].
+    /// `SHA-256(0x00 ‖ leaf_input)` over the canonical leaf encoding (computed by
+    /// `Entry::new`, in the `encoding` module with the encoding itself).
     pub content_hash: Hash,
-}
-
-impl Entry {
-    /// Builds an entry and computes its content hash from the canonical leaf encoding.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        id: String,
-        key: String,
-        payload: Vec<u8>,
-        sequence: u64,
-        appended_at_ns: u64,
-        metadata: Metadata,
-        lamport_clock: u64,
-    ) -> Self {
-        let mut entry = Entry {
-            id,
-            key,
-            payload,
-            sequence,
-            appended_at_ns,
-            metadata,
-            lamport_clock,
-            content_hash: Hash::default(),
-        };
-        entry.content_hash = entry.compute_content_hash();
-        entry
-    }
-
-    /// Recomputes the content hash from the entry's fields (ignores the stored one).
-    pub fn compute_content_hash(&self) -> Hash {
-        crate::hash::leaf_hash(&crate::encoding::encode_leaf_input(self))
-    }
-
-    /// True when the stored content hash matches the entry's fields.
-    pub fn verify_content_hash(&self) -> bool {
-        self.compute_content_hash() == self.content_hash
-    }
-
-    /// Approximate bytes this entry occupies on the wire or in memory; used for response budgets.
-    pub fn encoded_len(&self) -> usize {
-        crate::encoding::leaf_input_len(self) + crate::hash::HASH_LEN
-    }
 }
 
 /// One append as a client asks for it.

@@ -17,19 +17,11 @@
 //! before or after it; one that fetched the old size and then reads the moved part may get an
 //! error.
 
-use crate::sequencer::{Command, Sequencer, unix_ns};
+use crate::sequencer::{Command, QuarantineCmd, Sequencer, unix_ns};
 use crate::{Ledger, LedgerError};
 use ledger_core::{Entry, validate};
 use ledger_storage::QuarantineInfo;
 use tokio::sync::oneshot;
-
-/// Cut a context back to `from_sequence - 1` entries, moving the rest aside.
-pub(crate) struct QuarantineCmd {
-    pub context_id: String,
-    pub from_sequence: u64,
-    pub reason: String,
-    pub reply: oneshot::Sender<Result<Option<QuarantineInfo>, LedgerError>>,
-}
 
 impl Ledger {
     /// Moves the entries `from_sequence ..= size` of `context_id` aside into a new quarantine

@@ -13,7 +13,7 @@
 //! sends one [`Command::Apply`] whose commit makes them visible, durable and published like any
 //! append. Other contexts' appends never wait for a load.
 //!
-//! A quarantine ([`Command::Quarantine`], see [`crate::quarantine`]) waits, like a load's start,
+//! A quarantine ([`Command::Quarantine`], carried out by `Sequencer::quarantine`) waits, like a load's start,
 //! for everything sequenced before it to be durable, then cuts its context back on this thread,
 //! so the cached head, the durable view, the idempotency cache and the watchers all change
 //! before the next command is sequenced.
@@ -22,9 +22,8 @@ use crate::commit::{Group, Reply, Work, WritePath, entries_in};
 use crate::dedupe::{Dedupe, Seen};
 use crate::error::LedgerError;
 use crate::fail::FailState;
-use crate::quarantine::QuarantineCmd;
 use ledger_core::{Entry, Hash, LamportClock, NewEntry};
-use ledger_storage::{ContextCommit, ContextHead, LogStore};
+use ledger_storage::{ContextCommit, ContextHead, LogStore, QuarantineInfo};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -70,6 +69,14 @@ pub(crate) struct ApplyCmd {
     /// Idempotency keys of the commit's entries: (sequence, key, fingerprint), by sequence.
     pub keys: Vec<(u64, String, Hash)>,
     pub reply: oneshot::Sender<Result<ContextHead, LedgerError>>,
+}
+
+/// Cut a context back to `from_sequence - 1` entries, moving the rest aside.
+pub(crate) struct QuarantineCmd {
+    pub context_id: String,
+    pub from_sequence: u64,
+    pub reason: String,
+    pub reply: oneshot::Sender<Result<Option<QuarantineInfo>, LedgerError>>,
 }
 
 pub(crate) enum Command {
