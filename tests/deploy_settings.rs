@@ -10,7 +10,7 @@ mod support;
 
 use clap::Parser;
 use ledger_node::cli::Cli;
-use ledger_node::config::{Config, ENV_KEYS, Overrides};
+use ledger_server::config::{Config, ENV_KEYS, Overrides};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use support::containers::repo;

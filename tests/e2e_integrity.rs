@@ -25,7 +25,7 @@ async fn heads_proofs_and_consistency_from_an_old_head_verify() {
     let dir = data_dir();
     let node = Node::start(dir.path(), &[]);
     let c = node.client().await;
-    let key = ledger_node::verify_cli::parse_public_key(&public_key(&node)).unwrap();
+    let key = ledger_node::cli::verify::parse_public_key(&public_key(&node)).unwrap();
     let (name, served) = c.public_key().await.unwrap();
     assert_eq!(served, key, "the key printed at start is the key served");
     assert_eq!(name, "converge-ledger");
@@ -331,7 +331,7 @@ async fn watch_with_tree_heads_verifies_across_a_reconnect_and_catches_gaps() {
     let dir = data_dir();
     let node = Node::start(dir.path(), &[]);
     let c = node.client().await;
-    let key = ledger_node::verify_cli::parse_public_key(&public_key(&node)).unwrap();
+    let key = ledger_node::cli::verify::parse_public_key(&public_key(&node)).unwrap();
     append_n(&c, "w", 25).await;
     let mut v = WatchVerifier::new("w", key);
     let mut seen_entries = Vec::new();

@@ -421,7 +421,11 @@ async fn observer_api_needs_a_reader_token_when_auth_is_on() {
     let auth = dir.path().join("auth.toml");
     std::fs::write(
         &auth,
-        ledger_node::auth::token_table(reader, ledger_node::auth::Role::Reader, Some("t/")),
+        ledger_server::auth::token_table(
+            reader,
+            ledger_server::auth::TokenRole::Reader,
+            Some("t/"),
+        ),
     )
     .unwrap();
     let node = Node::start(

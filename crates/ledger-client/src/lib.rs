@@ -9,10 +9,12 @@
 //! - [`convert`]: wire ↔ domain conversions (re-exported from `ledger-proto`).
 //! - [`verify`]: verification of tree heads, proofs, snapshots and watched streams against a
 //!   trusted key, without trusting the node. Pure, no network.
+//! - [`render`]: an entry as the JSON object the CLI prints and the observer page shows.
 
 pub mod cluster;
 pub mod connect;
 pub mod pipeline;
+pub mod render;
 pub mod retry;
 pub mod transfer;
 pub mod verify;

@@ -1,49 +1,12 @@
 //! How the CLI prints: a readable line per entry or one JSON object per line, on a stdout that
 //! may be a closed pipe (`| head`) or a full disk: a closed pipe ends the command quietly, any
-//! other write error ends it with one line on stderr and a non-zero status.
+//! other write error ends it with one line on stderr and a non-zero status
+//! ([`CliError`](crate::error::CliError)). Progress bars go to stderr.
 
-use base64::Engine;
+use crate::error::{CliError, write_error};
+use ledger_client::render::{entry_json, payload_text};
 use ledger_core::Entry;
 use std::io::Write;
-
-/// Why a command stopped early.
-#[derive(Debug)]
-pub enum CliError {
-    /// stdout was closed by its reader (`converge-ledger get … | head -1`): exit quietly, 0.
-    BrokenPipe,
-    /// Anything else: printed as `error: <message>`, exit 1.
-    Message(String),
-}
-
-impl From<String> for CliError {
-    fn from(s: String) -> Self {
-        CliError::Message(s)
-    }
-}
-
-impl From<&str> for CliError {
-    fn from(s: &str) -> Self {
-        CliError::Message(s.to_owned())
-    }
-}
-
-impl std::fmt::Display for CliError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            CliError::BrokenPipe => f.write_str("output closed"),
-            CliError::Message(m) => f.write_str(m),
-        }
-    }
-}
-
-/// The error for a failed write to `what` (stdout, a file).
-pub fn write_error(e: &std::io::Error, what: &str) -> CliError {
-    if e.kind() == std::io::ErrorKind::BrokenPipe {
-        CliError::BrokenPipe
-    } else {
-        CliError::Message(format!("cannot write to {what}: {e}"))
-    }
-}
 
 /// Writes one line to stdout (and flushes it, so a full disk is noticed at once).
 pub fn out_line(line: &str) -> Result<(), CliError> {
@@ -56,19 +19,6 @@ pub fn out_line(line: &str) -> Result<(), CliError> {
 /// A message for the person at the terminal (stderr); a failure to write it is ignored.
 pub fn note(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
-}
-
-/// Payload as UTF-8 text when it is printable, else base64; with the encoding used.
-pub fn payload_text(payload: &[u8]) -> (String, &'static str) {
-    match std::str::from_utf8(payload) {
-        Ok(s) if s.chars().all(|c| !c.is_control() || c == '\n' || c == '\t') => {
-            (s.to_owned(), "utf8")
-        }
-        _ => (
-            base64::engine::general_purpose::STANDARD.encode(payload),
-            "base64",
-        ),
-    }
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix nanoseconds.
@@ -93,22 +43,6 @@ pub fn rfc3339(ns: u64) -> String {
         (rem / 60) % 60,
         rem % 60
     )
-}
-
-/// One JSON object describing an entry.
-pub fn entry_json(e: &Entry) -> serde_json::Value {
-    let (payload, encoding) = payload_text(&e.payload);
-    serde_json::json!({
-        "id": e.id,
-        "key": e.key,
-        "sequence": e.sequence,
-        "appended_at_ns": e.appended_at_ns,
-        "lamport_clock": e.lamport_clock,
-        "content_hash": e.content_hash.to_hex(),
-        "metadata": e.metadata,
-        "payload": payload,
-        "payload_encoding": encoding,
-    })
 }
 
 /// One readable line describing an entry.
@@ -141,6 +75,24 @@ pub fn print_entry(e: &Entry, json: bool) -> Result<(), CliError> {
     } else {
         out_line(&entry_line(e))
     }
+}
+
+/// A progress bar on stderr when it is a terminal (hidden otherwise).
+pub fn progress_bar(what: &str, total: Option<u64>) -> indicatif::ProgressBar {
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+    let style = match total {
+        Some(_) => "{msg} [{bar:30}] {pos}/{len} entries, {binary_bytes} ({elapsed})",
+        None => "{msg} {spinner} {binary_bytes} ({elapsed})",
+    };
+    if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
+        bar.set_style(s.progress_chars("=> "));
+    }
+    bar.set_message(what.to_owned());
+    bar
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The one mapping from domain errors to gRPC status codes. Handlers never build a `Status`
-//! from an error any other way.
+//! from an error any other way: a domain error goes through its map ([`to_status`],
+//! [`cluster_status`], [`peer_status`], [`load_status`]); a refusal of the request itself
+//! (a malformed argument, a limit, auth, shutdown) is one of the named constructors below,
+//! so every message a client can see is written in this file.
 
-use crate::cluster::ClusterError;
+use ledger_cluster::{ClusterError, LoadFailure, PeerRequestError};
 use ledger_embedded::{ErrorKind, LedgerError};
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
@@ -60,6 +63,7 @@ pub fn cluster_status(e: ClusterError) -> Status {
         | ClusterError::LeaseExpired { .. }
         | ClusterError::NoWriter { .. }
         | ClusterError::OutcomeUnknown { .. } => Status::unavailable(e.to_string()),
+        other => Status::internal(other.to_string()),
     };
     if retryable {
         status
@@ -67,6 +71,187 @@ pub fn cluster_status(e: ClusterError) -> Status {
             .insert(NOT_STORED_HEADER, MetadataValue::from_static("1"));
     }
     status
+}
+
+/// The status of a peer's request this node refuses (the internal cluster service).
+pub fn peer_status(e: PeerRequestError) -> Status {
+    match e {
+        PeerRequestError::Malformed(m) => Status::invalid_argument(m),
+        PeerRequestError::Unavailable(m) => Status::unavailable(m),
+        PeerRequestError::Internal(m) => Status::internal(m),
+        PeerRequestError::Stream(s) => s,
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// The status of a load on the writer: the cluster's refusal, or the load's own failure.
+pub fn load_status(e: LoadFailure<Status>) -> Status {
+    match e {
+        LoadFailure::Cluster(e) => cluster_status(e),
+        LoadFailure::Load(s) => s,
+    }
+}
+
+// Refusals of a request itself, by what refuses it.
+
+/// The node is shutting down: nothing was done.
+pub fn shutting_down() -> Status {
+    Status::unavailable("the node is shutting down")
+}
+
+/// No channel to another node could be made (a bad address, TLS settings).
+pub fn no_channel(why: String) -> Status {
+    Status::unavailable(why)
+}
+
+/// A read of a context none of whose replicas is alive.
+pub fn no_live_replica(context_id: &str) -> Status {
+    Status::unavailable(format!(
+        "no live replica of context {context_id:?} to read from; retry when members return"
+    ))
+}
+
+/// An argument that fails validation (a context id, …): its message says which and why.
+pub fn invalid_argument(why: impl std::fmt::Display) -> Status {
+    Status::invalid_argument(why.to_string())
+}
+
+/// The node failed to build an answer it should have had.
+pub fn internal(why: impl std::fmt::Display) -> Status {
+    Status::internal(why.to_string())
+}
+
+/// A limit of the node's settings refused the request (`message` names the setting).
+pub fn limit_exceeded(message: String) -> Status {
+    Status::resource_exhausted(message)
+}
+
+/// One request more than `max_concurrent_streams` on a connection.
+pub fn too_many_requests(max_per_connection: u32) -> Status {
+    Status::resource_exhausted(format!(
+        "this connection already has {max_per_connection} requests open (setting max_concurrent_streams); wait for some to finish or open another connection"
+    ))
+}
+
+/// The caller's `grpc-timeout` passed.
+pub fn deadline_exceeded() -> Status {
+    Status::deadline_exceeded(
+        "the request's deadline (grpc-timeout) passed before it finished; what was answered before stands",
+    )
+}
+
+/// Auth: no usable token (`why` says what is wrong with the header).
+pub fn unauthenticated(why: &str) -> Status {
+    Status::unauthenticated(why.to_owned())
+}
+
+/// Auth: the token's role does not allow `what`.
+pub fn role_denied(what: &str, need: &str, role: &str) -> Status {
+    Status::permission_denied(format!(
+        "permission denied (role): {what} needs a {need} token; this token's role is {role}"
+    ))
+}
+
+/// Auth: the token is limited to contexts starting with `prefix`.
+pub fn prefix_denied(role: &str, prefix: &str, context_id: &str) -> Status {
+    Status::permission_denied(format!(
+        "permission denied (prefix): this {role} token is limited to contexts starting with {prefix:?}; context {context_id:?} is outside it"
+    ))
+}
+
+/// Auth: a node-to-node method called without a node certificate.
+pub fn node_certificate_required(method: &str) -> Status {
+    Status::permission_denied(format!(
+        "permission denied (node certificate): {method} is node-to-node and needs a node certificate signed by tls_client_ca (a certificate for server use); client certificates and tokens are not enough"
+    ))
+}
+
+/// A watch with signed tree heads and a key filter.
+pub fn heads_need_every_entry() -> Status {
+    Status::invalid_argument(
+        "include_tree_heads needs every entry of the context: it cannot be combined with a key filter",
+    )
+}
+
+/// A watch held back at the commit index whose context task is gone.
+pub fn watch_shutting_down() -> Status {
+    Status::unavailable("the node is shutting down; reconnect to resume")
+}
+
+/// An AppendStream at shutdown: it answered what it took and ends.
+pub fn append_stream_draining() -> Status {
+    Status::unavailable(
+        "the node is shutting down; appends without a response may or may not be stored: \
+         read the context's latest sequence, then append the rest on another stream",
+    )
+}
+
+/// An AppendStreamRequest with neither an append nor a batch.
+pub fn append_stream_empty_request() -> Status {
+    Status::invalid_argument(
+        "AppendStreamRequest has neither append nor batch: set one to the request to apply",
+    )
+}
+
+/// An AppendStreamRequest with both an append and a batch.
+pub fn append_stream_both_set() -> Status {
+    Status::invalid_argument(
+        "AppendStreamRequest has both append and batch: send them as two requests",
+    )
+}
+
+/// A SnapshotStream asking for pieces above the limit.
+pub fn chunk_too_large(chunk_bytes: usize, max: usize) -> Status {
+    Status::invalid_argument(format!(
+        "chunk_bytes {chunk_bytes} is above the limit of {max}"
+    ))
+}
+
+/// A LoadStream that sent nothing for `idle_secs`.
+pub fn load_stream_stalled(idle_secs: u64) -> Status {
+    Status::deadline_exceeded(format!(
+        "LoadStream sent nothing for {idle_secs} s; the load was abandoned and nothing of it stored"
+    ))
+}
+
+/// A LoadStream without a first message.
+pub fn load_stream_empty() -> Status {
+    Status::invalid_argument("LoadStream got no message: the first must name the context_id")
+}
+
+/// A LoadStream message naming another context than the stream's.
+pub fn load_stream_other_context(named: &str, loading: &str) -> Status {
+    Status::invalid_argument(format!(
+        "LoadStream message names context {named:?}, but the stream loads {loading:?}"
+    ))
+}
+
+/// `cluster remove` of a node that is not a member.
+pub fn not_a_member(node_id: &str) -> Status {
+    Status::not_found(format!(
+        "node {node_id:?} is not a member (see cluster status)"
+    ))
+}
+
+/// `cluster remove` of a member that is alive or suspect.
+pub fn member_is_live(node_id: &str, state: &str) -> Status {
+    Status::failed_precondition(format!(
+        "node {node_id:?} is {state}: only dead or left members can be removed; stop it first"
+    ))
+}
+
+/// `cluster quarantine export` of a quarantine the context does not have.
+pub fn no_such_quarantine(context_id: &str, id: u64) -> Status {
+    Status::not_found(format!(
+        "context {context_id:?} has no quarantine {id} (see cluster quarantine list)"
+    ))
+}
+
+/// `cluster quarantine export` of a quarantine whose prefix the context no longer holds.
+pub fn quarantine_prefix_gone(context_id: &str, held: usize, from_sequence: u64) -> Status {
+    Status::failed_precondition(format!(
+        "context {context_id:?} now holds {held} entries before the quarantined suffix, which starts at {from_sequence}: the prefix was not kept"
+    ))
 }
 
 #[cfg(test)]

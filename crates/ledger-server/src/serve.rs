@@ -3,7 +3,8 @@
 //! Shutdown order (SIGTERM or Ctrl-C):
 //! 1. health turns NOT_SERVING and every Watch stream ends with `UNAVAILABLE` (clients resume
 //!    from their last sequence elsewhere or after restart); append streams stop reading,
-//!    answer the appends already taken, then end with `UNAVAILABLE`;
+//!    answer the appends already taken, then end with `UNAVAILABLE`; a cluster member leaves
+//!    the cluster and waits for its tasks;
 //! 2. the gRPC server stops accepting connections and waits (up to `shutdown_grace_ms`) for
 //!    in-flight requests, so started appends finish and are answered;
 //! 3. the ledger drains its write queue, syncs and closes RocksDB.
@@ -11,21 +12,26 @@
 //! SIGHUP reloads the TLS certificates and the auth file ([`Security::reload`]): new
 //! connections use them; established connections and their streams carry on.
 
-use crate::auth::{AuthLayer, Policy};
-use crate::cluster::Cluster;
-use crate::cluster::service::ClusterApi;
-use crate::config::Config;
+use crate::admin::observer::Observer;
+use crate::auth::layer::AuthLayer;
+use crate::config::cluster::{ClusterConfig, is_clustered};
+use crate::config::schema::Config;
 use crate::conn::FdBudget;
-use crate::identity::{Identity, NodeIdLayer};
-use crate::integrity::IntegrityApi;
-use crate::limits::Limits;
+use crate::grpc::cluster_service::ClusterApi;
+use crate::grpc::context_service::ContextApi;
+use crate::grpc::integrity_service::IntegrityApi;
+use crate::grpc::pipeline_service::PipelineApi;
+use crate::grpc::snapshot_service::SnapshotApi;
+use crate::identity::Identity;
 use crate::metrics::Metrics;
-use crate::pipeline::PipelineApi;
-use crate::requests::RequestLayer;
-use crate::service::ContextApi;
+use crate::middleware::node_id::NodeIdLayer;
+use crate::middleware::requests::RequestLayer;
+use crate::route::router::Router;
+use crate::security::Security;
 use crate::signer::Signer;
-use crate::snapshots::SnapshotApi;
-use crate::tls::{PeerTls, ServerTls};
+use crate::stream_limits::StreamLimits;
+use ledger_cluster::{Cluster, ClusterMetrics, PeerTlsSource, membership};
+use ledger_discovery::GossipDiscovery;
 use ledger_embedded::{CloseOutcome, Ledger};
 use ledger_proto::cluster::v1::cluster_service_server::ClusterServiceServer;
 use ledger_proto::framed::context_service_server::ContextServiceServer;
@@ -35,10 +41,12 @@ use ledger_proto::ledger::v1::snapshot_service_server::SnapshotServiceServer;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tonic_health::server::HealthReporter;
 
 /// Binds the configured address (port 0 picks a free port).
 pub async fn bind(config: &Config) -> Result<TcpListener, String> {
@@ -53,14 +61,13 @@ pub fn listening_line(
     addr: SocketAddr,
     admin: Option<SocketAddr>,
     config: &Config,
-    signer: &Signer,
-    identity: &Identity,
-    cluster: Option<&Cluster>,
+    opened: &Opened,
 ) -> String {
+    let (signer, identity) = (&opened.signer, &opened.identity);
     serde_json::json!({
-        "cluster": cluster.map(|c| serde_json::json!({
+        "cluster": opened.cluster.as_ref().map(|c| serde_json::json!({
             "advertise_addr": c.settings.advertise_addr,
-            "gossip_addr": c.discovery().advertise_addr().to_string(),
+            "gossip_addr": opened.gossip_addr.map(|a| a.to_string()),
             "replication_factor": c.settings.protocol.replication_factor,
         })),
         "event": "listening",
@@ -90,117 +97,52 @@ pub struct Opened {
     pub security: Security,
     pub metrics: Arc<Metrics>,
     pub cluster: Option<Arc<Cluster>>,
-}
-
-/// The node's TLS and access settings: loaded at start, reloaded on SIGHUP.
-#[derive(Debug)]
-pub struct Security {
-    pub policy: Arc<Policy>,
-    /// TLS on the public port.
-    pub tls: Option<Arc<ServerTls>>,
-    /// Mutual TLS to peers (a cluster member with TLS).
-    pub peer_tls: Option<Arc<PeerTls>>,
-}
-
-impl Security {
-    /// Reads the certificates and the auth file the configuration names.
-    pub fn load(config: &Config) -> Result<Security, String> {
-        let files = config.tls_files();
-        let tls = files
-            .clone()
-            .map(ServerTls::load)
-            .transpose()?
-            .map(Arc::new);
-        let peer_tls = match files {
-            Some(f) if crate::cluster::is_clustered(config) => Some(Arc::new(PeerTls::load(f)?)),
-            _ => None,
-        };
-        let policy = Arc::new(Policy::load(
-            config.auth_file.as_deref(),
-            config.tls_client_ca.is_some(),
-        )?);
-        Ok(Security {
-            policy,
-            tls,
-            peer_tls,
-        })
-    }
-
-    /// Reads certificates and tokens again; what fails to load is reported and the settings
-    /// in force stay.
-    pub fn reload(&self, cluster: Option<&Cluster>) {
-        if let Some(t) = &self.tls {
-            match t.reload() {
-                Ok(()) => {
-                    tracing::info!("SIGHUP: TLS certificates reloaded; new connections use them")
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: TLS certificates not reloaded; the previous ones stay in use")
-                }
-            }
-        }
-        if let Some(p) = &self.peer_tls {
-            match p.reload() {
-                Ok(()) => {
-                    if let Some(c) = cluster {
-                        c.tls_reloaded();
-                    }
-                }
-                Err(e) => tracing::error!(error = %e, "SIGHUP: peer TLS not reloaded"),
-            }
-        }
-        if self.policy.auth_on() {
-            match self.policy.reload() {
-                Ok(n) => tracing::info!(tokens = n, "SIGHUP: auth file reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "SIGHUP: auth file not reloaded; the previous tokens stay in force")
-                }
-            }
-        }
-    }
-
-    /// Warnings about an exposed node, logged at start.
-    pub fn warn_if_exposed(&self, config: &Config) {
-        let beyond_loopback = !config.host.is_loopback();
-        if beyond_loopback && !self.policy.auth_on() {
-            tracing::warn!(host = %config.host, "listening beyond loopback without auth: anyone who can reach this port can read and append to every context (set auth_file, see docs/OPERATIONS.md \"Securing a node\")");
-        }
-        if beyond_loopback && self.policy.auth_on() && self.tls.is_none() {
-            tracing::warn!(host = %config.host, "auth is on but TLS is off: tokens cross the network in clear text (set tls_cert and tls_key)");
-        }
-        if self.policy.auth_on()
-            && crate::cluster::is_clustered(config)
-            && config.tls_client_ca.is_none()
-        {
-            tracing::warn!(
-                "auth is on but tls_client_ca is not set: the cluster's node-to-node service is not authenticated (set tls_cert, tls_key and tls_client_ca for mutual TLS between nodes)"
-            );
-        }
-    }
+    /// Where peers reach this member's gossip layer.
+    pub gossip_addr: Option<SocketAddr>,
 }
 
 /// Joins the cluster when `seeds` or `gossip_addr` is set (a no-op otherwise), with the
-/// gRPC address actually bound.
+/// gRPC address actually bound: starts gossip (announcing the node's signing key), then the
+/// cluster runtime on it.
 pub async fn start_cluster(
     config: &Config,
     opened: &mut Opened,
     bound: SocketAddr,
 ) -> Result<(), String> {
-    if !crate::cluster::is_clustered(config) {
+    if !is_clustered(config) {
         return Ok(());
     }
-    let mut settings = crate::cluster::ClusterSettings::from_config(config, bound)?;
-    settings.peer_tls = opened.security.peer_tls.clone();
-    let cluster = Cluster::start(
-        settings,
-        &opened.identity,
+    let plan = ClusterConfig::from_config(config, bound)?;
+    let identity = &opened.identity;
+    let gossip = plan.gossip(
+        &identity.node_id,
+        &identity.incarnation,
         opened.signer.public_key().as_bytes().to_vec(),
+    );
+    let discovery = GossipDiscovery::start(gossip).await.map_err(|e| {
+        format!(
+            "cannot start gossip on {} (setting gossip_addr): {e}",
+            plan.gossip_bind
+        )
+    })?;
+    let gossip_addr = discovery.advertise_addr();
+    let peer_tls = opened
+        .security
+        .peer_tls
+        .clone()
+        .map(|t| t as Arc<dyn PeerTlsSource>);
+    let cluster = Cluster::start(
+        plan.runtime,
+        membership::voter(&identity.node_id, &identity.incarnation),
         opened.ledger.clone(),
-        Arc::clone(&opened.metrics),
+        Arc::new(discovery),
+        Arc::clone(&opened.metrics) as Arc<dyn ClusterMetrics>,
+        peer_tls,
     )
     .await?;
     opened.metrics.attach_cluster(Arc::clone(&cluster));
     opened.cluster = Some(cluster);
+    opened.gossip_addr = Some(gossip_addr);
     Ok(())
 }
 
@@ -225,6 +167,7 @@ pub fn open(config: &Config, fds: &FdBudget) -> Result<Opened, String> {
         security,
         metrics,
         cluster: None,
+        gossip_addr: None,
     })
 }
 
@@ -246,67 +189,29 @@ pub async fn serve(
         security,
         metrics,
         cluster,
+        gossip_addr: _,
     } = opened;
-    let limits = Limits::new(&config, Arc::clone(&metrics));
+    let limits = StreamLimits::new(&config, Arc::clone(&metrics));
     let security = Arc::new(security);
     let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&security), cluster.clone()));
-    let (reporter, health) = tonic_health::server::health_reporter();
-    let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    match &cluster {
-        None => set_public_health(&reporter, true).await,
-        Some(c) => {
-            // A cluster member is NOT_SERVING until it has joined (done before serving) and
-            // compared its contexts with every live peer once (anti-entropy), so that the
-            // contexts it writes have started catching up.
-            set_public_health(&reporter, false).await;
-            let (c, reporter, stopping) = (Arc::clone(c), reporter.clone(), Arc::clone(&stopping));
-            tokio::spawn(async move {
-                c.wait_ready(READY_TIMEOUT).await;
-                if !stopping.load(Ordering::Acquire) {
-                    set_public_health(&reporter, true).await;
-                    tracing::info!(
-                        "serving: joined the cluster and compared contexts with every live peer"
-                    );
-                }
-            });
-        }
-    }
-    let reflection = |b: tonic_reflection::server::Builder<'static>| {
-        b.register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let reflection_v1 = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1()
-        .map_err(|e| format!("reflection: {e}"))?;
-    let reflection_v1alpha = reflection(tonic_reflection::server::Builder::configure())
-        .build_v1alpha()
-        .map_err(|e| format!("reflection: {e}"))?;
-    let api = ContextServiceServer::new(ContextApi::new(
-        ledger.clone(),
-        Arc::clone(&signer),
-        config.max_message_bytes,
-        cluster.clone(),
-        Arc::clone(&metrics),
-        Arc::clone(&limits),
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
-    let snapshots = SnapshotServiceServer::new(SnapshotApi::new(
-        ledger.clone(),
-        cluster.clone(),
-        Arc::clone(&limits),
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
-    let integrity = IntegrityServiceServer::new(IntegrityApi::new(
-        ledger.clone(),
-        Arc::clone(&signer),
-        cluster.clone(),
-        Arc::clone(&metrics),
-    ));
+    let stopping = Arc::new(AtomicBool::new(false));
+    let (reporter, health) = health(cluster.as_ref(), &stopping).await;
+    let reflection = reflection()?;
+    let router = cluster.clone().map(|c| Router {
+        cluster: c,
+        route: config.route,
+    });
     let (stop_streams, streams_stopping) = watch::channel(false);
+    let services = Services {
+        ledger: &ledger,
+        signer: &signer,
+        router: &router,
+        metrics: &metrics,
+        limits: &limits,
+        max_message_bytes: config.max_message_bytes,
+    };
     let admin_task = admin.map(|l| {
-        let observer = crate::admin::observer::Observer {
+        let observer = Observer {
             ledger: ledger.clone(),
             signer: Arc::clone(&signer),
             node_id: identity.node_id.clone(),
@@ -321,39 +226,18 @@ pub async fn serve(
             streams_stopping.clone(),
         ))
     });
-    let pipeline = AppendPipelineServer::new(PipelineApi::new(
-        ledger.clone(),
-        streams_stopping,
-        cluster.clone(),
-        Arc::clone(&metrics),
-        Arc::clone(&limits),
-    ))
-    .max_decoding_message_size(config.max_message_bytes)
-    .max_encoding_message_size(config.max_message_bytes);
-
-    let cluster_api = cluster.clone().map(|c| {
-        ClusterServiceServer::new(ClusterApi::new(c))
-            .max_decoding_message_size(usize::MAX)
-            .max_encoding_message_size(usize::MAX)
-    });
     let draining = Arc::new(Notify::new());
-    let signal = {
-        let (draining, ledger) = (Arc::clone(&draining), ledger.clone());
-        let cluster_for_signal = cluster.clone();
-        async move {
-            shutdown.await;
-            tracing::info!("shutting down: ending watch streams, finishing in-flight requests");
-            stopping.store(true, Ordering::Release);
-            set_public_health(&reporter, false).await;
-            ledger.stop_watchers();
-            let _ = stop_streams.send(true);
-            if let Some(c) = &cluster_for_signal {
-                c.shutdown().await;
-            }
-            draining.notify_one();
-        }
-    };
-    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let signal = shutdown_sequence(
+        shutdown,
+        ShutdownParts {
+            stopping,
+            reporter,
+            ledger: ledger.clone(),
+            stop_streams,
+            cluster: cluster.clone(),
+            draining: Arc::clone(&draining),
+        },
+    );
     let server = tonic::transport::Server::builder()
         .layer(NodeIdLayer::new(&identity.node_id)?)
         .layer(RequestLayer::new(
@@ -364,16 +248,17 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
         // Twice the per-connection request limit: past the limit a client is answered
-        // RESOURCE_EXHAUSTED (crate::requests) instead of being queued by its HTTP/2 stack.
+        // RESOURCE_EXHAUSTED (crate::middleware::requests) instead of being queued by its
+        // HTTP/2 stack.
         .max_concurrent_streams(Some(config.max_concurrent_streams.saturating_mul(2)))
         .add_service(health)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(api)
-        .add_service(integrity)
-        .add_service(pipeline)
-        .add_service(snapshots)
-        .add_optional_service(cluster_api)
+        .add_service(reflection.0)
+        .add_service(reflection.1)
+        .add_service(services.context())
+        .add_service(services.integrity())
+        .add_service(services.pipeline(streams_stopping))
+        .add_service(services.snapshots())
+        .add_optional_service(cluster.clone().map(cluster_service))
         .serve_with_incoming_shutdown(
             // Capped, with a handshake timeout; nodelay so replies never wait for Nagle's
             // algorithm and delayed ACKs (up to 40 ms).
@@ -385,16 +270,176 @@ pub async fn serve(
             ),
             signal,
         );
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
     tokio::select! {
         r = server => r.map_err(|e| format!("gRPC server failed: {e}"))?,
         () = async { draining.notified().await; tokio::time::sleep(grace).await } => {
             tracing::warn!(grace_ms = config.shutdown_grace_ms, "in-flight requests did not finish in time; closing anyway");
         }
     }
+    stop_tasks(hangups, admin_task);
+    close(&ledger).await
+}
+
+/// The longest a cluster member waits for its first anti-entropy comparisons before it reports
+/// SERVING anyway (a peer that never answers must not keep it out forever).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The health service and its reporter. A single node is SERVING at once; a cluster member is
+/// NOT_SERVING until it has joined (done before serving) and compared its contexts with every
+/// live peer once (anti-entropy), so that the contexts it writes have started catching up.
+async fn health(
+    cluster: Option<&Arc<Cluster>>,
+    stopping: &Arc<AtomicBool>,
+) -> (
+    HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    match cluster {
+        None => set_public_health(&reporter, true).await,
+        Some(c) => {
+            set_public_health(&reporter, false).await;
+            let (c, reporter, stopping) = (Arc::clone(c), reporter.clone(), Arc::clone(stopping));
+            tokio::spawn(async move {
+                c.wait_ready(READY_TIMEOUT).await;
+                if !stopping.load(Ordering::Acquire) {
+                    set_public_health(&reporter, true).await;
+                    tracing::info!(
+                        "serving: joined the cluster and compared contexts with every live peer"
+                    );
+                }
+            });
+        }
+    }
+    (reporter, health)
+}
+
+type Reflection<T> = tonic_reflection::server::v1::ServerReflectionServer<T>;
+type ReflectionAlpha<T> = tonic_reflection::server::v1alpha::ServerReflectionServer<T>;
+
+/// Server reflection (both versions) over the node's and health's file descriptors.
+fn reflection() -> Result<
+    (
+        Reflection<impl tonic_reflection::server::v1::ServerReflection>,
+        ReflectionAlpha<impl tonic_reflection::server::v1alpha::ServerReflection>,
+    ),
+    String,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(ledger_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .map_err(|e| format!("reflection: {e}"))?;
+    let v1alpha = builder()
+        .build_v1alpha()
+        .map_err(|e| format!("reflection: {e}"))?;
+    Ok((v1, v1alpha))
+}
+
+/// What the public services are built from.
+struct Services<'a> {
+    ledger: &'a Ledger,
+    signer: &'a Arc<Signer>,
+    router: &'a Option<Router>,
+    metrics: &'a Arc<Metrics>,
+    limits: &'a Arc<StreamLimits>,
+    max_message_bytes: usize,
+}
+
+impl Services<'_> {
+    fn context(&self) -> ContextServiceServer<ContextApi> {
+        ContextServiceServer::new(ContextApi::new(
+            self.ledger.clone(),
+            Arc::clone(self.signer),
+            self.max_message_bytes,
+            self.router.clone(),
+            Arc::clone(self.metrics),
+            Arc::clone(self.limits),
+        ))
+        .max_decoding_message_size(self.max_message_bytes)
+        .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    fn snapshots(&self) -> SnapshotServiceServer<SnapshotApi> {
+        SnapshotServiceServer::new(SnapshotApi::new(
+            self.ledger.clone(),
+            self.router.clone(),
+            Arc::clone(self.limits),
+        ))
+        .max_decoding_message_size(self.max_message_bytes)
+        .max_encoding_message_size(self.max_message_bytes)
+    }
+
+    fn integrity(&self) -> IntegrityServiceServer<IntegrityApi> {
+        IntegrityServiceServer::new(IntegrityApi::new(
+            self.ledger.clone(),
+            Arc::clone(self.signer),
+            self.router.clone(),
+            Arc::clone(self.metrics),
+        ))
+    }
+
+    /// The AppendPipeline; its streams stop taking requests when `draining` turns true.
+    fn pipeline(&self, draining: watch::Receiver<bool>) -> AppendPipelineServer<PipelineApi> {
+        AppendPipelineServer::new(PipelineApi::new(
+            self.ledger.clone(),
+            draining,
+            self.router.clone(),
+            Arc::clone(self.metrics),
+            Arc::clone(self.limits),
+        ))
+        .max_decoding_message_size(self.max_message_bytes)
+        .max_encoding_message_size(self.max_message_bytes)
+    }
+}
+
+/// The nodes' internal service of a cluster member.
+fn cluster_service(cluster: Arc<Cluster>) -> ClusterServiceServer<ClusterApi> {
+    ClusterServiceServer::new(ClusterApi::new(cluster))
+        .max_decoding_message_size(usize::MAX)
+        .max_encoding_message_size(usize::MAX)
+}
+
+/// What the shutdown sequence acts on.
+struct ShutdownParts {
+    stopping: Arc<AtomicBool>,
+    reporter: HealthReporter,
+    ledger: Ledger,
+    stop_streams: watch::Sender<bool>,
+    cluster: Option<Arc<Cluster>>,
+    /// Notified when the server should stop waiting for in-flight requests soon.
+    draining: Arc<Notify>,
+}
+
+/// Waits for `shutdown`, then step 1 of the module docs: NOT_SERVING, watch and append
+/// streams end, the cluster member leaves and stops. Completing it stops the gRPC server.
+async fn shutdown_sequence(shutdown: impl Future<Output = ()>, parts: ShutdownParts) {
+    shutdown.await;
+    tracing::info!("shutting down: ending watch streams, finishing in-flight requests");
+    parts.stopping.store(true, Ordering::Release);
+    set_public_health(&parts.reporter, false).await;
+    parts.ledger.stop_watchers();
+    let _ = parts.stop_streams.send(true);
+    if let Some(c) = &parts.cluster {
+        c.shutdown().await;
+    }
+    parts.draining.notify_one();
+}
+
+/// The SIGHUP listener and the admin server, once the gRPC server has stopped.
+fn stop_tasks(hangups: JoinHandle<()>, admin: Option<JoinHandle<()>>) {
     hangups.abort();
-    if let Some(t) = admin_task {
+    if let Some(t) = admin {
         t.abort();
     }
+}
+
+/// Closes the ledger (drains its queue, syncs, closes RocksDB) and says how it went.
+async fn close(ledger: &Ledger) -> Result<(), String> {
     let closed = ledger.close().await;
     let stats = ledger.stats();
     let (entries, commits, syncs) = (
@@ -416,12 +461,8 @@ pub async fn serve(
     }
 }
 
-/// The longest a cluster member waits for its first anti-entropy comparisons before it reports
-/// SERVING anyway (a peer that never answers must not keep it out forever).
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Sets the health of the public services and of the whole server (`""`) together.
-async fn set_public_health(reporter: &tonic_health::server::HealthReporter, serving: bool) {
+async fn set_public_health(reporter: &HealthReporter, serving: bool) {
     use tonic::server::NamedService;
     use tonic_health::ServingStatus;
     let status = if serving {

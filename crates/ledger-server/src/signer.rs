@@ -1,7 +1,7 @@
 //! The node's Ed25519 signing key: generated on first start in the data dir (mode 0600), or
 //! given by configuration. Its public key is printed at start and served by the API.
 
-use crate::config::Config;
+use crate::config::schema::Config;
 use ledger_core::Hash;
 use ledger_core::checkpoint::{self, SignedTreeHead, SigningKey, VerifyingKey};
 use std::io::Write;

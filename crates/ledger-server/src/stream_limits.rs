@@ -1,10 +1,13 @@
 //! Limits that turn overload into `RESOURCE_EXHAUSTED` instead of memory growth: watch streams
 //! per node and per context, AppendStream streams per node, and the size of a Load. (Requests
-//! per connection and deadlines are enforced around every request, in [`crate::requests`].)
+//! per connection and deadlines are enforced around every request, in
+//! [`crate::middleware::requests`].)
 //!
 //! Each open stream holds a permit ([`WatchPermit`], [`StreamPermit`]) that gives its place
 //! back when the stream ends, however it ends.
 
+use crate::config::schema::Config;
+use crate::error_status::limit_exceeded;
 use crate::metrics::Metrics;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -14,7 +17,7 @@ use tonic::Status;
 
 /// The limits of one node, from its settings.
 #[derive(Debug)]
-pub struct Limits {
+pub struct StreamLimits {
     pub max_watchers: usize,
     pub max_watchers_per_context: usize,
     pub max_append_streams: usize,
@@ -27,9 +30,9 @@ pub struct Limits {
     metrics: Arc<Metrics>,
 }
 
-impl Limits {
-    pub fn new(config: &crate::config::Config, metrics: Arc<Metrics>) -> Arc<Limits> {
-        Arc::new(Limits {
+impl StreamLimits {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Arc<StreamLimits> {
+        Arc::new(StreamLimits {
             max_watchers: config.max_watchers,
             max_watchers_per_context: config.max_watchers_per_context,
             max_append_streams: config.max_append_streams,
@@ -44,7 +47,7 @@ impl Limits {
 
     fn exhausted(&self, limit: &'static str, message: String) -> Status {
         self.metrics.refused(limit);
-        Status::resource_exhausted(message)
+        limit_exceeded(message)
     }
 
     /// A place for one more watch stream on `context_id`.
@@ -117,7 +120,7 @@ impl Limits {
 /// One open watch stream's place; given back on drop.
 #[derive(Debug)]
 pub struct WatchPermit {
-    limits: Arc<Limits>,
+    limits: Arc<StreamLimits>,
     context_id: String,
 }
 
@@ -138,7 +141,7 @@ impl Drop for WatchPermit {
 /// One open AppendStream's place; given back on drop.
 #[derive(Debug)]
 pub struct StreamPermit {
-    limits: Arc<Limits>,
+    limits: Arc<StreamLimits>,
 }
 
 impl Drop for StreamPermit {
@@ -151,19 +154,19 @@ impl Drop for StreamPermit {
 mod tests {
     use super::*;
 
-    fn limits(watchers: usize, per_context: usize, streams: usize) -> Arc<Limits> {
+    fn limits(watchers: usize, per_context: usize, streams: usize) -> Arc<StreamLimits> {
         let dir = tempfile::tempdir().unwrap();
         let ledger =
             ledger_embedded::Ledger::open(dir.path(), ledger_embedded::LedgerConfig::default())
                 .unwrap();
-        let config = crate::config::Config {
+        let config = Config {
             max_watchers: watchers,
             max_watchers_per_context: per_context,
             max_append_streams: streams,
             max_load_bytes: 10,
             ..Default::default()
         };
-        Limits::new(&config, Metrics::new(ledger))
+        StreamLimits::new(&config, Metrics::new(ledger))
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //!   (`clientAuth` only) is not one. Only nodes may call the cluster's node-to-node methods
 //!   ([`crate::auth`]).
 //! - [`PeerTls`]: how this node dials its peers: TLS with its own certificate as the client
-//!   identity, trusting `tls_client_ca`. Read again on SIGHUP; new peer connections use it.
+//!   identity, trusting `tls_client_ca`. Read again on SIGHUP; new peer connections use it
+//!   (the cluster runtime takes it as its [`ledger_cluster::PeerTlsSource`]).
 
 use parking_lot::RwLock;
 use rustls::pki_types::pem::PemObject;
@@ -273,9 +274,12 @@ impl PeerTls {
         *self.pems.write() = pems;
         Ok(())
     }
+}
 
+/// The cluster runtime dials its peers with these certificates.
+impl ledger_cluster::PeerTlsSource for PeerTls {
     /// The client TLS configuration for a new peer connection.
-    pub fn client_config(&self) -> tonic::transport::ClientTlsConfig {
+    fn client_config(&self) -> tonic::transport::ClientTlsConfig {
         let p = self.pems.read().clone();
         tonic::transport::ClientTlsConfig::new()
             .ca_certificate(tonic::transport::Certificate::from_pem(p.ca))

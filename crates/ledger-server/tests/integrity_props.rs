@@ -6,10 +6,10 @@ use ledger_client::verify;
 use ledger_core::checkpoint::SignedTreeHead;
 use ledger_core::{Hash, Metadata};
 use ledger_embedded::{Ledger, LedgerConfig};
-use ledger_node::integrity::IntegrityApi;
-use ledger_node::signer::Signer;
 use ledger_proto::convert::{hashes_from_pb, tree_head_from_pb};
 use ledger_proto::ledger::v1 as lpb;
+use ledger_server::grpc::integrity_service::IntegrityApi;
+use ledger_server::signer::Signer;
 use lpb::integrity_service_server::IntegrityService;
 use proptest::prelude::*;
 use std::sync::Arc;
@@ -58,7 +58,7 @@ fn fixture(n: u64) -> Fixture {
             ledger.clone(),
             signer,
             None,
-            ledger_node::metrics::Metrics::new(ledger),
+            ledger_server::metrics::Metrics::new(ledger),
         ),
         key,
     }

@@ -190,7 +190,8 @@ impl Cluster {
                     .digest_items(&request.from_node)
                     .await
                     .map_err(PeerRequestError::Unavailable)?;
-                let digest = Digest::new(items).map_err(|e| PeerRequestError::Internal(e.to_string()))?;
+                let digest =
+                    Digest::new(items).map_err(|e| PeerRequestError::Internal(e.to_string()))?;
                 DigestSession::responder(digest, DigestSettings::default())
             }
         };

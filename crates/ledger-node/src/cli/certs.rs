@@ -7,11 +7,36 @@
 //! `client.pem`/`client.key` (client use only: for CLIs and engines when nodes ask for client
 //! certificates). Keys are ECDSA P-256, written with mode 0600.
 
+use crate::error::CliError;
+use crate::output::out_line;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
+
+#[derive(clap::Subcommand, Debug)]
+pub enum CertsCommand {
+    /// A throwaway CA, a node certificate (localhost, 127.0.0.1 and every --name) and a client
+    /// certificate: ca.pem node.pem node.key client.pem client.key
+    Dev {
+        /// Directory to write into (created if missing)
+        #[arg(long)]
+        out: PathBuf,
+        /// Another DNS name or IP address the node certificate covers (repeatable)
+        #[arg(long = "name", value_name = "HOST")]
+        names: Vec<String>,
+    },
+}
+
+/// Writes the certificates and prints the path of each file written.
+pub fn run(what: CertsCommand) -> Result<(), CliError> {
+    let CertsCommand::Dev { out, names } = what;
+    for p in dev(&out, &names)? {
+        out_line(&p.display().to_string())?;
+    }
+    Ok(())
+}
 
 /// The files written, in order.
 pub const FILES: [&str; 5] = ["ca.pem", "node.pem", "node.key", "client.pem", "client.key"];

@@ -5,7 +5,8 @@
 //! - `cluster remove NODE`: forget a dead member (its contexts move to other members);
 //! - `cluster quarantine list|export`: divergent suffixes moved aside by replicas.
 
-use crate::output::{CliError, out_line};
+use crate::error::CliError;
+use crate::output::out_line;
 use crate::target::Target;
 use ledger_client::{Auth, Transport};
 use ledger_proto::cluster::v1 as cpb;

@@ -2,11 +2,37 @@
 //! the check container runtimes and Kubernetes probes run (the image's HEALTHCHECK, the compose
 //! file and the Helm chart use it), so no separate probe tool is needed in the image.
 
-use crate::output::CliError;
+use crate::error::CliError;
+use crate::output::out_line;
+use crate::target::Target;
 use std::time::Duration;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
+
+#[derive(clap::Args, Debug)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    target: Target,
+    /// The service to check; "" (default) is the whole server: a cluster member turns
+    /// SERVING once it has joined and compared its contexts with its peers
+    #[arg(long, default_value = "")]
+    service: String,
+    /// Give up after this many milliseconds (connect and answer)
+    #[arg(long, default_value_t = 3_000)]
+    timeout_ms: u64,
+}
+
+/// Prints `SERVING`, or fails with what the node said.
+pub async fn run(args: HealthArgs) -> Result<(), CliError> {
+    let status = check(
+        &args.target.addr,
+        &args.service,
+        Duration::from_millis(args.timeout_ms),
+    )
+    .await?;
+    out_line(status)
+}
 
 /// Checks `service` ("" = the whole server) on the node at `addr` within `timeout`: `Ok("SERVING")`,
 /// or an error naming what the node said (NOT_SERVING, unknown service) or why it could not be

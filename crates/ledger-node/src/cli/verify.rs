@@ -2,12 +2,107 @@
 //! locally with `ledger_client::verify`, trusting only a public key. Exit status 0 only when
 //! verification succeeds; failures say exactly what did not match. Each returns what to print.
 
+use crate::error::CliError;
+use crate::output::{note, out_line};
 use crate::target::Target;
 use ledger_client::LedgerClient;
 use ledger_client::verify::{self, VerifyError};
 use ledger_core::Hash;
 use ledger_core::checkpoint::{self, SignedTreeHead, VerifyingKey};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Debug)]
+pub struct HeadArgs {
+    #[command(flatten)]
+    target: Target,
+    context: String,
+    /// Save the head to this file (JSON), for `verify snapshot --head`
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    /// Trusted Ed25519 public key (base64); default: the node's, trusted on first use
+    #[arg(long)]
+    public_key: Option<String>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+pub enum VerifyCommand {
+    /// A snapshot file: checksum, every content hash, the root (offline)
+    Snapshot {
+        file: PathBuf,
+        /// Expected Merkle root (hex)
+        #[arg(long, conflicts_with = "head")]
+        root: Option<String>,
+        /// A tree head file saved by `converge-ledger head --out`
+        #[arg(long)]
+        head: Option<PathBuf>,
+        /// Trusted Ed25519 public key (base64); default: the one in the head file
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// One entry: fetch it, its inclusion proof and the signed head, check them locally
+    Entry {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        context: String,
+        #[arg(long)]
+        sequence: u64,
+        /// Trusted Ed25519 public key (base64); default: the node's, trusted on first use
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// A whole context: recompute the root from every entry and compare with the signed head
+    Context {
+        #[command(flatten)]
+        target: Target,
+        context: String,
+        /// Trusted Ed25519 public key (base64); default: the node's, trusted on first use
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+}
+
+/// `head`: prints the verified head (JSON), saving it with `--out`.
+pub async fn run_head(args: HeadArgs) -> Result<(), CliError> {
+    let json = fetch_head(
+        &args.target,
+        &args.context,
+        args.out.as_deref(),
+        args.public_key.as_deref(),
+    )
+    .await
+    .map_err(|e| CliError::Message(e.to_string()))?;
+    out_line(&json)
+}
+
+/// `verify …`: prints what was verified; fails with what did not match.
+pub async fn run(what: VerifyCommand) -> Result<(), CliError> {
+    let r = match what {
+        VerifyCommand::Snapshot {
+            file,
+            root,
+            head,
+            public_key,
+        } => snapshot(
+            &file,
+            root.as_deref(),
+            head.as_deref(),
+            public_key.as_deref(),
+        ),
+        VerifyCommand::Entry {
+            target,
+            context,
+            sequence,
+            public_key,
+        } => entry(&target, &context, sequence, public_key.as_deref()).await,
+        VerifyCommand::Context {
+            target,
+            context,
+            public_key,
+        } => self::context(&target, &context, public_key.as_deref()).await,
+    };
+    out_line(&r.map_err(|e| CliError::Message(e.to_string()))?)
+}
 
 /// A verification that ran and failed, or could not run.
 #[derive(Debug)]
@@ -53,7 +148,7 @@ async fn trusted_key(client: &LedgerClient, pinned: Option<&str>) -> Result<Veri
         return parse_public_key(b64);
     }
     let (name, key) = client.public_key().await.map_err(err)?;
-    crate::output::note(&format!(
+    note(&format!(
         "note: trusting the node's public key {} ({name}); pin it with --public-key for verification that does not trust the node",
         checkpoint::base64(key.as_bytes())
     ));
@@ -117,7 +212,7 @@ pub fn read_head_file(path: &Path) -> Result<(SignedTreeHead, VerifyingKey), Fai
 }
 
 /// `head C`: fetch, verify against the trusted key, print, and optionally save.
-pub async fn head(
+pub async fn fetch_head(
     target: &Target,
     context: &str,
     out: Option<&Path>,
@@ -131,7 +226,7 @@ pub async fn head(
     if let Some(path) = out {
         std::fs::write(path, format!("{json}\n"))
             .map_err(|e| err(format!("cannot write {}: {e}", path.display())))?;
-        crate::output::note(&format!(
+        note(&format!(
             "saved the signed tree head of {context} at size {} to {}",
             h.tree_size,
             path.display()

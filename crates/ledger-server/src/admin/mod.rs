@@ -2,7 +2,7 @@
 //! read-only page at `/` with its JSON and server-sent-events API under `/api/`
 //! ([`observer`]).
 //!
-//! It runs as one task owned by [`crate::server::serve`]: it stops taking requests when the
+//! It runs as one task owned by [`crate::serve::serve`]: it stops taking requests when the
 //! node starts shutting down, and its live tails end with the ledger's watchers.
 
 pub mod observer;

@@ -16,10 +16,11 @@
 //! the event stream (browsers cannot set its headers), `?token=`; a token limited to a prefix
 //! sees only its contexts.
 
-use crate::auth::{Policy, Principal, Role};
-use crate::cluster::Cluster;
-use crate::limits::Limits;
+use crate::auth::policy::{AUTHORIZATION, Policy};
+use crate::auth::tokens::{Principal, TokenRole};
+use crate::error_status::to_status;
 use crate::signer::Signer;
+use crate::stream_limits::StreamLimits;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -29,6 +30,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
+use ledger_cluster::Cluster;
 use ledger_embedded::{Ledger, LedgerError};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -51,7 +53,7 @@ pub struct Observer {
     pub node_id: String,
     pub cluster: Option<Arc<Cluster>>,
     pub policy: Arc<Policy>,
-    pub limits: Arc<Limits>,
+    pub limits: Arc<StreamLimits>,
 }
 
 /// An API error: HTTP status and a message a person can act on.
@@ -81,7 +83,7 @@ impl From<tonic::Status> for ApiError {
 
 impl From<LedgerError> for ApiError {
     fn from(e: LedgerError) -> Self {
-        crate::status::to_status(e).into()
+        to_status(e).into()
     }
 }
 
@@ -136,11 +138,11 @@ impl Observer {
         if let Some(v) = headers.get(axum::http::header::AUTHORIZATION)
             && let Ok(v) = tonic::codegen::http::HeaderValue::from_bytes(v.as_bytes())
         {
-            h.insert(crate::auth::AUTHORIZATION, v);
+            h.insert(AUTHORIZATION, v);
         } else if let Some(t) = &params.token
             && let Ok(v) = tonic::codegen::http::HeaderValue::from_str(&format!("Bearer {t}"))
         {
-            h.insert(crate::auth::AUTHORIZATION, v);
+            h.insert(AUTHORIZATION, v);
         }
         Ok(self.policy.decide(rule, &h, None)?)
     }
@@ -208,7 +210,7 @@ async fn contexts(
 }
 
 fn entry_json(e: &ledger_core::Entry) -> Value {
-    let mut v = crate::output::entry_json(e);
+    let mut v = ledger_client::render::entry_json(e);
     let shown = &e.payload[..e.payload.len().min(PREVIEW_BYTES)];
     v["payload_b64"] = Value::String(B64.encode(shown));
     v["payload_len"] = json!(e.payload.len());
@@ -347,7 +349,7 @@ async fn cluster(
     };
     let full = principal
         .as_ref()
-        .is_none_or(|p| p.role.permits(Role::Admin));
+        .is_none_or(|p| p.role.permits(TokenRole::Admin));
     let mut doc = if full {
         c.status_json(None, 100).await
     } else {

@@ -1,39 +1,28 @@
-//! The cluster's settings, derived from the node's [`Config`]: whether the node runs as a
-//! cluster member at all, its gossip and advertised addresses, and the replication protocol's
-//! timings.
+//! The cluster settings of a configuration ([`ClusterConfig`]): whether the node runs as a
+//! cluster member at all, the runtime's settings ([`ClusterSettings`]), the gossip layer's
+//! addresses, timings and key, and the replication protocol's timings; and their validation.
 
-use crate::config::{AckSetting, Config, RoleSetting, RouteSetting};
-use ledger_discovery::{DEFAULT_GOSSIP_PORT, GossipTiming, parse_seed_list};
+use super::schema::{AckSetting, Config, RoleSetting};
+use ledger_cluster::ClusterSettings;
+use ledger_discovery::{
+    DEFAULT_GOSSIP_PORT, GossipConfig, GossipKey, GossipTiming, NodeMeta, parse_seed_list,
+};
 use ledger_replication::AckLevel;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// Everything the cluster runtime needs from the configuration.
+/// What the configuration says about the cluster: the runtime's settings and the gossip
+/// layer's.
 #[derive(Clone, Debug)]
-pub struct ClusterSettings {
-    /// `host:port` peers and clients use for this node's gRPC.
-    pub advertise_addr: String,
+pub struct ClusterConfig {
+    pub runtime: ClusterSettings,
     /// Address the gossip layer binds.
     pub gossip_bind: SocketAddr,
     /// Address peers reach the gossip layer at (the bind address unless it is unspecified).
     pub gossip_advertise: Option<SocketAddr>,
-    pub seeds: Vec<String>,
-    pub ack: AckLevel,
-    pub route: RouteSetting,
-    pub role: ledger_discovery::Role,
-    /// A mirror's context-id prefixes (empty: every context).
-    pub mirror_prefixes: Vec<String>,
-    pub dead_member_timeout: Option<Duration>,
     pub timing: GossipTiming,
-    pub protocol: ledger_replication::Settings,
-    /// How often anti-entropy compares digests with a peer.
-    pub anti_entropy_interval: Duration,
-    /// A context task with nothing to do for this long stops (`None`: never).
-    pub context_idle: Option<Duration>,
     /// The shared gossip key, if gossip is encrypted.
-    pub gossip_key: Option<ledger_discovery::GossipKey>,
-    /// Mutual TLS to peers (set by the server when TLS is on).
-    pub peer_tls: Option<std::sync::Arc<crate::tls::PeerTls>>,
+    pub gossip_key: Option<GossipKey>,
 }
 
 /// True when the node joins a cluster: `seeds` or `gossip_addr` is set. Otherwise it is a
@@ -50,24 +39,12 @@ pub fn ack_level(a: AckSetting) -> AckLevel {
     }
 }
 
-/// Parses the `x-ledger-ack` request metadata value.
-pub fn parse_ack(value: &str) -> Result<AckLevel, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "writer" => Ok(AckLevel::Writer),
-        "quorum" => Ok(AckLevel::Quorum),
-        "all" => Ok(AckLevel::All),
-        other => Err(format!(
-            "x-ledger-ack {other:?} is not an acknowledgement level: use writer, quorum or all"
-        )),
-    }
-}
-
 fn bad(setting: &str, why: impl std::fmt::Display) -> String {
     format!("invalid setting {setting}: {why}")
 }
 
 /// Checks the cluster settings (called from `Config::validate`).
-pub fn validate(config: &Config) -> Result<(), String> {
+pub fn validate_cluster(config: &Config) -> Result<(), String> {
     if config.replication_factor == 0 {
         return Err(bad("replication_factor", "must be at least 1"));
     }
@@ -146,7 +123,7 @@ fn check_host_port(setting: &str, value: &str) -> Result<(), String> {
     }
 }
 
-impl ClusterSettings {
+impl ClusterConfig {
     /// The cluster settings of `config`, with the gRPC port actually bound (`port = 0` binds a
     /// free one).
     pub fn from_config(config: &Config, bound: SocketAddr) -> Result<Self, String> {
@@ -202,13 +179,10 @@ impl ClusterSettings {
             claim_timeout_ms: config.writer_lease_ms.max(500),
             ..ledger_replication::Settings::default()
         };
-        Ok(ClusterSettings {
+        let runtime = ClusterSettings {
             advertise_addr,
-            gossip_bind,
-            gossip_advertise,
             seeds: parse_seed_list(&config.seeds),
             ack: ack_level(config.ack),
-            route: config.route,
             role: match config.role {
                 RoleSetting::Member => ledger_discovery::Role::Member,
                 RoleSetting::Mirror => ledger_discovery::Role::Mirror,
@@ -216,16 +190,39 @@ impl ClusterSettings {
             mirror_prefixes: parse_prefixes(&config.mirror_prefixes),
             dead_member_timeout: (config.dead_member_timeout_ms > 0)
                 .then(|| ms(config.dead_member_timeout_ms)),
-            timing,
             protocol,
             anti_entropy_interval: ms(config.anti_entropy_interval_ms),
             context_idle: (config.context_idle_ms > 0).then(|| ms(config.context_idle_ms)),
+        };
+        Ok(ClusterConfig {
+            runtime,
+            gossip_bind,
+            gossip_advertise,
+            timing,
             gossip_key: match &config.gossip_key {
                 Some(k) => Some(k.parse().map_err(|e| bad("gossip_key", e))?),
                 None => None,
             },
-            peer_tls: None,
         })
+    }
+
+    /// The gossip layer's configuration for this node (`node_id` and `incarnation` from its
+    /// identity), announcing its gRPC address, signing key, version, role and mirror prefixes.
+    pub fn gossip(&self, node_id: &str, incarnation: &str, public_key: Vec<u8>) -> GossipConfig {
+        let meta = NodeMeta {
+            grpc_addr: self.runtime.advertise_addr.clone(),
+            public_key,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            role: self.runtime.role,
+            incarnation: incarnation.to_owned(),
+            mirror_prefixes: self.runtime.mirror_prefixes.clone(),
+        };
+        let mut gossip = GossipConfig::new(node_id.to_owned(), meta);
+        gossip.bind_addr = self.gossip_bind;
+        gossip.advertise_addr = self.gossip_advertise;
+        gossip.timing = self.timing.clone();
+        gossip.key = self.gossip_key.clone();
+        gossip
     }
 }
 
@@ -240,18 +237,6 @@ fn resolve_one(setting: &str, value: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ack_metadata_values() {
-        assert_eq!(parse_ack("writer"), Ok(AckLevel::Writer));
-        assert_eq!(parse_ack(" Quorum"), Ok(AckLevel::Quorum));
-        assert_eq!(parse_ack("all"), Ok(AckLevel::All));
-        assert!(
-            parse_ack("most")
-                .unwrap_err()
-                .contains("writer, quorum or all")
-        );
-    }
 
     #[test]
     fn clustered_only_with_seeds_or_gossip_addr() {
@@ -270,10 +255,10 @@ mod tests {
             gossip_addr: Some("127.0.0.1:0".into()),
             ..Config::default()
         };
-        let e = ClusterSettings::from_config(&c, "0.0.0.0:50051".parse().unwrap()).unwrap_err();
+        let e = ClusterConfig::from_config(&c, "0.0.0.0:50051".parse().unwrap()).unwrap_err();
         assert!(e.contains("advertise_addr"), "{e}");
-        let s = ClusterSettings::from_config(&c, "127.0.0.7:50051".parse().unwrap()).unwrap();
-        assert_eq!(s.advertise_addr, "127.0.0.7:50051");
+        let s = ClusterConfig::from_config(&c, "127.0.0.7:50051".parse().unwrap()).unwrap();
+        assert_eq!(s.runtime.advertise_addr, "127.0.0.7:50051");
     }
 
     #[test]
@@ -282,12 +267,16 @@ mod tests {
             advertise_addr: Some("nohost".into()),
             ..Config::default()
         };
-        assert!(validate(&c).unwrap_err().contains("advertise_addr"));
+        assert!(validate_cluster(&c).unwrap_err().contains("advertise_addr"));
         let c = Config {
             replication_factor: 0,
             ..Config::default()
         };
-        assert!(validate(&c).unwrap_err().contains("replication_factor"));
+        assert!(
+            validate_cluster(&c)
+                .unwrap_err()
+                .contains("replication_factor")
+        );
     }
 
     #[test]
@@ -297,7 +286,7 @@ mod tests {
             mirror_prefixes: "obs-".into(),
             ..Config::default()
         };
-        let e = validate(&member).unwrap_err();
+        let e = validate_cluster(&member).unwrap_err();
         assert!(
             e.contains("mirror_prefixes") && e.contains("role = mirror"),
             "{e}"
@@ -306,9 +295,9 @@ mod tests {
             role: RoleSetting::Mirror,
             ..member
         };
-        assert_eq!(validate(&mirror), Ok(()));
-        let s = ClusterSettings::from_config(&mirror, "127.0.0.7:50051".parse().unwrap()).unwrap();
-        assert_eq!(s.mirror_prefixes, ["obs-"]);
+        assert_eq!(validate_cluster(&mirror), Ok(()));
+        let s = ClusterConfig::from_config(&mirror, "127.0.0.7:50051".parse().unwrap()).unwrap();
+        assert_eq!(s.runtime.mirror_prefixes, ["obs-"]);
         let too_many = Config {
             mirror_prefixes: (0..40)
                 .map(|i| format!("p{i}"))
@@ -317,7 +306,7 @@ mod tests {
             ..mirror.clone()
         };
         assert!(
-            validate(&too_many)
+            validate_cluster(&too_many)
                 .unwrap_err()
                 .contains("at most 32 prefixes")
         );
@@ -325,6 +314,10 @@ mod tests {
             mirror_prefixes: "x".repeat(300),
             ..mirror
         };
-        assert!(validate(&too_long).unwrap_err().contains("256 bytes"));
+        assert!(
+            validate_cluster(&too_long)
+                .unwrap_err()
+                .contains("256 bytes")
+        );
     }
 }

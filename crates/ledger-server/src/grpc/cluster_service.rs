@@ -1,6 +1,18 @@
-//! `converge.ledger.cluster.v1.ClusterService`: the nodes' internal service.
+//! `converge.ledger.cluster.v1.ClusterService`: the nodes' internal service. It accepts peers'
+//! `Replicate` streams and digest turns (carried out by the cluster runtime), answers context
+//! states and the cluster status, and serves the operator's `cluster remove` and `cluster
+//! quarantine` commands.
 
-use super::Cluster;
+use crate::auth::policy::{authorization_of, pass_on, require_role};
+use crate::auth::tokens::TokenRole;
+use crate::error_status::{
+    internal, invalid_argument, member_is_live, no_such_quarantine, not_a_member, peer_status,
+    quarantine_prefix_gone, to_status,
+};
+use crate::route::router::{FORWARDED_HEADER, forwarded};
+use ledger_cluster::Cluster;
+use ledger_cluster::peer_streams::Outbound;
+use ledger_cluster::status_report::{DEFAULT_LIMIT, quarantines_json};
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use ledger_proto::cluster::v1::cluster_service_server::ClusterService;
@@ -21,13 +33,17 @@ impl ClusterApi {
 
 #[tonic::async_trait]
 impl ClusterService for ClusterApi {
-    type ReplicateStream = super::peers::Outbound;
+    type ReplicateStream = Outbound;
 
     async fn replicate(
         &self,
         request: Request<Streaming<cpb::Envelope>>,
     ) -> Result<Response<Self::ReplicateStream>, Status> {
-        self.cluster.accept(request.into_inner()).await
+        self.cluster
+            .accept(request.into_inner())
+            .await
+            .map(Response::new)
+            .map_err(peer_status)
     }
 
     async fn context_state(
@@ -35,13 +51,12 @@ impl ClusterService for ClusterApi {
         request: Request<cpb::ContextStateRequest>,
     ) -> Result<Response<cpb::ContextStateResponse>, Status> {
         let ctx = request.into_inner().context_id;
-        ledger_core::validate::validate_context_id(&ctx)
-            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        ledger_core::validate::validate_context_id(&ctx).map_err(invalid_argument)?;
         self.cluster
             .local_context_state(&ctx)
             .await
             .map(Response::new)
-            .map_err(Status::internal)
+            .map_err(internal)
     }
 
     async fn status(
@@ -50,20 +65,15 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<cpb::StatusResponse>, Status> {
         // Any token reads the members (clients route with them); the full status is admin's.
         if !request.get_ref().members_only {
-            crate::auth::require_role(
-                &request,
-                crate::auth::Role::Admin,
-                "the full cluster status",
-            )?;
+            require_role(&request, TokenRole::Admin, "the full cluster status")?;
         }
         let r = request.into_inner();
         let context = (!r.context_id.is_empty()).then_some(r.context_id.as_str());
         if let Some(c) = context {
-            ledger_core::validate::validate_context_id(c)
-                .map_err(|e| Status::invalid_argument(e.to_string()))?;
+            ledger_core::validate::validate_context_id(c).map_err(invalid_argument)?;
         }
         let limit = match r.limit {
-            0 => super::status::DEFAULT_LIMIT,
+            0 => DEFAULT_LIMIT,
             n => n as usize,
         };
         let doc = if r.members_only {
@@ -81,34 +91,27 @@ impl ClusterService for ClusterApi {
         &self,
         request: Request<cpb::RemoveMemberRequest>,
     ) -> Result<Response<cpb::RemoveMemberResponse>, Status> {
-        let forwarded = request
-            .metadata()
-            .contains_key(super::route::FORWARDED_HEADER);
+        let was_forwarded = request.metadata().contains_key(FORWARDED_HEADER);
         // Peers without mutual TLS authenticate the operator's token again.
-        let auth = crate::auth::authorization_of(request.metadata());
+        let auth = authorization_of(request.metadata());
         let id = request.into_inner().node_id;
         let view = self.cluster.view();
         let Some(peer) = view.peer(&id) else {
-            return Err(Status::not_found(format!(
-                "node {id:?} is not a member (see cluster status)"
-            )));
+            return Err(not_a_member(&id));
         };
         if peer.state.is_live() {
-            return Err(Status::failed_precondition(format!(
-                "node {id:?} is {}: only dead or left members can be removed; stop it first",
-                peer.state
-            )));
+            return Err(member_is_live(&id, &peer.state.to_string()));
         }
-        let removed = ledger_discovery::Discovery::forget(self.cluster.discovery(), &id);
-        if !forwarded {
+        let removed = self.cluster.forget_member(&id);
+        if !was_forwarded {
             for p in view.peers.values() {
                 if !p.state.is_live() || p.id == self.cluster.me.node.as_str() {
                     continue;
                 }
-                let Ok(ch) = self.cluster.links.channel(&p.addr) else {
+                let Ok(ch) = self.cluster.channel(&p.addr) else {
                     continue;
                 };
-                let req = self.cluster.forwarded(crate::auth::pass_on(
+                let req = forwarded(pass_on(
                     auth.as_ref(),
                     Request::new(cpb::RemoveMemberRequest {
                         node_id: id.clone(),
@@ -129,8 +132,7 @@ impl ClusterService for ClusterApi {
     ) -> Result<Response<cpb::QuarantinesResponse>, Status> {
         let ctx = request.into_inner().context_id;
         let context = (!ctx.is_empty()).then_some(ctx.as_str());
-        let json = super::status::quarantines_json(&self.cluster.ledger, context)
-            .map_err(crate::status::to_status)?;
+        let json = quarantines_json(&self.cluster.ledger, context).map_err(to_status)?;
         Ok(Response::new(cpb::QuarantinesResponse {
             json: serde_json::Value::Array(json).to_string(),
         }))
@@ -144,18 +146,13 @@ impl ClusterService for ClusterApi {
         let ledger = &self.cluster.ledger;
         let info = ledger
             .quarantines(Some(&r.context_id))
-            .map_err(crate::status::to_status)?
+            .map_err(to_status)?
             .into_iter()
             .find(|q| q.id == r.id)
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "context {:?} has no quarantine {} (see cluster quarantine list)",
-                    r.context_id, r.id
-                ))
-            })?;
+            .ok_or_else(|| no_such_quarantine(&r.context_id, r.id))?;
         let suffix = ledger
             .quarantined_entries(&r.context_id, r.id)
-            .map_err(crate::status::to_status)?;
+            .map_err(to_status)?;
         // The divergent history: the log before the quarantined suffix, then the suffix.
         let mut entries = Vec::new();
         let mut after = 0;
@@ -170,7 +167,7 @@ impl ClusterService for ClusterApi {
                     },
                 )
                 .await
-                .map_err(crate::status::to_status)?;
+                .map_err(to_status)?;
             if page.entries.is_empty() {
                 break;
             }
@@ -178,19 +175,18 @@ impl ClusterService for ClusterApi {
             entries.extend(page.entries);
         }
         if entries.len() as u64 + 1 != info.from_sequence {
-            return Err(Status::failed_precondition(format!(
-                "context {:?} now holds {} entries before the quarantined suffix, which starts at {}: the prefix was not kept",
-                r.context_id,
+            return Err(quarantine_prefix_gone(
+                &r.context_id,
                 entries.len(),
-                info.from_sequence
-            )));
+                info.from_sequence,
+            ));
         }
         entries.extend(suffix);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let snapshot = ledger_core::snapshot::encode(&r.context_id, now, &entries)
-            .map_err(|e| Status::internal(format!("cannot encode the snapshot: {e}")))?;
+            .map_err(|e| internal(format!("cannot encode the snapshot: {e}")))?;
         Ok(Response::new(cpb::ExportQuarantineResponse {
             snapshot,
             entries: entries.len() as u64,
@@ -201,7 +197,11 @@ impl ClusterService for ClusterApi {
         &self,
         request: Request<cpb::DigestRequest>,
     ) -> Result<Response<cpb::DigestResponse>, Status> {
-        let message = self.cluster.on_digest(request.into_inner()).await?;
+        let message = self
+            .cluster
+            .on_digest(request.into_inner())
+            .await
+            .map_err(peer_status)?;
         Ok(Response::new(cpb::DigestResponse { message }))
     }
 }

@@ -1,15 +1,15 @@
 //! `converge.context.v1.ContextService` over the embedded ledger. In a cluster, requests go
-//! where [`crate::cluster::route`] says: appends to the context's writer, reads to a replica.
+//! where [`crate::route`] says: appends to the context's writer, reads to a replica.
 
-use crate::cluster::Cluster;
-use crate::cluster::gate::ReadCap;
-use crate::cluster::route::Serve;
-use crate::limits::Limits;
+use super::watch_stream::{self, FrameCache, FrameStream, key_filter};
+use crate::auth::policy::check_context;
+use crate::error_status::to_status;
 use crate::metrics::Metrics;
-use crate::request_log::log_result;
+use crate::middleware::request_log::log_result;
+use crate::route::router::{Router, Serve, context_client, forwarded, onward};
 use crate::signer::Signer;
-use crate::status::to_status;
-use crate::watch_stream::{FrameCache, FrameStream};
+use crate::stream_limits::StreamLimits;
+use ledger_cluster::ReadCap;
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
 use ledger_proto::convert::{
@@ -17,7 +17,6 @@ use ledger_proto::convert::{
 };
 use ledger_proto::frame::WatchFrame;
 use ledger_proto::framed::context_service_server::ContextService;
-use pb::context_service_client::ContextServiceClient;
 use std::sync::Arc;
 use std::time::Instant;
 use tonic::{Request, Response, Status};
@@ -30,9 +29,9 @@ pub struct ContextApi {
     /// Largest snapshot answered in one message (the node's message limit, less framing).
     max_snapshot_bytes: usize,
     /// The cluster runtime, when this node is a cluster member.
-    cluster: Option<Arc<Cluster>>,
+    cluster: Option<Router>,
     metrics: Arc<Metrics>,
-    limits: Arc<Limits>,
+    limits: Arc<StreamLimits>,
     /// Entry events encoded once for all of a context's watchers.
     frames: Arc<FrameCache>,
 }
@@ -45,9 +44,9 @@ impl ContextApi {
         ledger: Ledger,
         signer: Arc<Signer>,
         max_message_bytes: usize,
-        cluster: Option<Arc<Cluster>>,
+        cluster: Option<Router>,
         metrics: Arc<Metrics>,
-        limits: Arc<Limits>,
+        limits: Arc<StreamLimits>,
     ) -> Self {
         ContextApi {
             ledger,
@@ -66,26 +65,8 @@ impl ContextApi {
     }
 }
 
-/// A client of another node's ContextService (for a forwarded read).
-fn remote(ch: tonic::transport::Channel) -> ContextServiceClient<tonic::transport::Channel> {
-    ContextServiceClient::new(ch)
-        .max_decoding_message_size(usize::MAX)
-        .max_encoding_message_size(usize::MAX)
-}
-
-/// A read forwarded to another node: the message, with the caller's token (the other node
-/// authenticates the caller again).
-pub(crate) fn onward<T>(request: Request<T>) -> Request<T> {
-    let auth = crate::auth::authorization_of(request.metadata());
-    crate::auth::pass_on(auth.as_ref(), Request::new(request.into_inner()))
-}
-
 fn code_of<T>(r: &Result<T, Status>) -> tonic::Code {
     r.as_ref().map_or_else(Status::code, |_| tonic::Code::Ok)
-}
-
-pub(crate) fn key_filter(key: &str) -> Option<&str> {
-    (!key.is_empty()).then_some(key)
 }
 
 #[tonic::async_trait]
@@ -96,7 +77,7 @@ impl ContextService for ContextApi {
         request: Request<pb::AppendRequest>,
     ) -> Result<Response<pb::AppendResponse>, Status> {
         let start = Instant::now();
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         if let Some(c) = &self.cluster {
             let context_id = request.get_ref().context_id.clone();
             let result = c.append(request).await.map(Response::new);
@@ -127,7 +108,7 @@ impl ContextService for ContextApi {
         request: Request<pb::AppendBatchRequest>,
     ) -> Result<Response<pb::AppendBatchResponse>, Status> {
         let start = Instant::now();
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         if let Some(c) = &self.cluster {
             let context_id = request.get_ref().context_id.clone();
             let result = c.append_batch(request).await.map(Response::new);
@@ -153,10 +134,10 @@ impl ContextService for ContextApi {
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
         let start = Instant::now();
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
-            Serve::Remote(c, ch) => {
-                return remote(ch).get(c.forwarded(onward(request))).await;
+            Serve::Remote(ch) => {
+                return context_client(ch).get(forwarded(onward(request))).await;
             }
             Serve::Local(cap) => cap,
         };
@@ -191,10 +172,12 @@ impl ContextService for ContextApi {
         request: Request<pb::SnapshotRequest>,
     ) -> Result<Response<pb::SnapshotResponse>, Status> {
         let start = Instant::now();
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
-            Serve::Remote(c, ch) => {
-                return remote(ch).snapshot(c.forwarded(onward(request))).await;
+            Serve::Remote(ch) => {
+                return context_client(ch)
+                    .snapshot(forwarded(onward(request)))
+                    .await;
             }
             Serve::Local(cap) => cap,
         };
@@ -230,7 +213,7 @@ impl ContextService for ContextApi {
         request: Request<pb::LoadRequest>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         self.limits.check_load(
             &request.get_ref().context_id,
             request.get_ref().snapshot.len() as u64,
@@ -264,12 +247,12 @@ impl ContextService for ContextApi {
         &self,
         request: Request<pb::WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         let permit = self.limits.watcher(&request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
-            Serve::Remote(c, ch) => {
-                let stream = remote(ch)
-                    .watch(c.forwarded(onward(request)))
+            Serve::Remote(ch) => {
+                let stream = context_client(ch)
+                    .watch(forwarded(onward(request)))
                     .await?
                     .into_inner();
                 // The permit lives as long as the relayed stream.
@@ -282,7 +265,7 @@ impl ContextService for ContextApi {
             }
             Serve::Local(cap) => cap,
         };
-        let stream = crate::watch_stream::local(
+        let stream = watch_stream::local(
             &self.ledger,
             &self.signer,
             &self.frames,

@@ -1,11 +1,11 @@
 //! `converge.ledger.v1.IntegrityService`: signed tree heads and proofs, read-only.
 
-use crate::cluster::Cluster;
-use crate::cluster::gate::ReadCap;
-use crate::cluster::route::Serve;
+use crate::auth::policy::check_context;
+use crate::error_status::{cluster_status, to_status};
 use crate::metrics::Metrics;
+use crate::route::router::{Router, Serve, forwarded, onward};
 use crate::signer::Signer;
-use crate::status::{cluster_status, to_status};
+use ledger_cluster::ReadCap;
 use ledger_core::Hash;
 use ledger_core::checkpoint::SignedTreeHead;
 use ledger_embedded::{Ledger, LedgerError, TreeState};
@@ -22,17 +22,14 @@ use tonic::{Request, Response, Status};
 pub struct IntegrityApi {
     ledger: Ledger,
     signer: Arc<Signer>,
-    cluster: Option<Arc<Cluster>>,
+    cluster: Option<Router>,
     metrics: Arc<Metrics>,
 }
 
 /// How a request is answered: here (with the tree sizes it may name), or by another node.
 enum Here {
     Yes(Option<ReadCap>),
-    Forward(
-        Arc<Cluster>,
-        IntegrityServiceClient<tonic::transport::Channel>,
-    ),
+    Forward(IntegrityServiceClient<tonic::transport::Channel>),
 }
 
 /// A requested tree size, within what this node may serve (0 = the latest).
@@ -47,7 +44,7 @@ impl IntegrityApi {
     pub fn new(
         ledger: Ledger,
         signer: Arc<Signer>,
-        cluster: Option<Arc<Cluster>>,
+        cluster: Option<Router>,
         metrics: Arc<Metrics>,
     ) -> Self {
         IntegrityApi {
@@ -62,7 +59,7 @@ impl IntegrityApi {
         Ok(
             match Serve::read(self.cluster.as_ref(), context_id, request.metadata()).await? {
                 Serve::Local(cap) => Here::Yes(cap),
-                Serve::Remote(c, ch) => Here::Forward(c, IntegrityServiceClient::new(ch)),
+                Serve::Remote(ch) => Here::Forward(IntegrityServiceClient::new(ch)),
             },
         )
     }
@@ -97,12 +94,10 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetTreeHeadRequest>,
     ) -> Result<Response<lpb::SignedTreeHead>, Status> {
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
-            Here::Forward(c, mut client) => {
-                return client
-                    .get_tree_head(c.forwarded(crate::service::onward(request)))
-                    .await;
+            Here::Forward(mut client) => {
+                return client.get_tree_head(forwarded(onward(request))).await;
             }
             Here::Yes(cap) => cap,
         };
@@ -117,12 +112,10 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetInclusionProofRequest>,
     ) -> Result<Response<lpb::InclusionProof>, Status> {
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
-            Here::Forward(c, mut client) => {
-                return client
-                    .get_inclusion_proof(c.forwarded(crate::service::onward(request)))
-                    .await;
+            Here::Forward(mut client) => {
+                return client.get_inclusion_proof(forwarded(onward(request))).await;
             }
             Here::Yes(cap) => cap,
         };
@@ -151,11 +144,11 @@ impl IntegrityService for IntegrityApi {
         &self,
         request: Request<lpb::GetConsistencyProofRequest>,
     ) -> Result<Response<lpb::ConsistencyProof>, Status> {
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
-            Here::Forward(c, mut client) => {
+            Here::Forward(mut client) => {
                 return client
-                    .get_consistency_proof(c.forwarded(crate::service::onward(request)))
+                    .get_consistency_proof(forwarded(onward(request)))
                     .await;
             }
             Here::Yes(cap) => cap,

@@ -8,10 +8,15 @@
 //! the rest). A node serves at most `max_append_streams` streams at once; one more is refused
 //! with RESOURCE_EXHAUSTED.
 
-use crate::cluster::Cluster;
-use crate::limits::{Limits, StreamPermit};
+use crate::auth::policy::{authorization_of, pass_on};
+use crate::auth::tokens::Principal;
+use crate::error_status::{
+    append_stream_both_set, append_stream_draining, append_stream_empty_request, cluster_status,
+    to_status,
+};
 use crate::metrics::Metrics;
-use crate::status::{cluster_status, to_status};
+use crate::route::router::{ACK_HEADER, Router, ack_name, ack_of};
+use crate::stream_limits::{StreamLimits, StreamPermit};
 use futures::future::BoxFuture;
 use futures::stream::{FuturesOrdered, Stream, StreamExt};
 use ledger_embedded::Ledger;
@@ -35,19 +40,19 @@ pub struct PipelineApi {
     /// Becomes true when the node starts shutting down: streams stop taking requests, answer
     /// those in flight and end with UNAVAILABLE.
     draining: watch::Receiver<bool>,
-    /// In a cluster, appends go through [`Cluster::submit`].
-    cluster: Option<Arc<Cluster>>,
+    /// In a cluster, appends go through [`Router::submit`].
+    cluster: Option<Router>,
     metrics: Arc<Metrics>,
-    limits: Arc<Limits>,
+    limits: Arc<StreamLimits>,
 }
 
 impl PipelineApi {
     pub fn new(
         ledger: Ledger,
         draining: watch::Receiver<bool>,
-        cluster: Option<Arc<Cluster>>,
+        cluster: Option<Router>,
         metrics: Arc<Metrics>,
-        limits: Arc<Limits>,
+        limits: Arc<StreamLimits>,
     ) -> Self {
         PipelineApi {
             ledger,
@@ -70,21 +75,18 @@ impl AppendPipeline for PipelineApi {
         request: Request<Streaming<lpb::AppendStreamRequest>>,
     ) -> Result<Response<Self::AppendStreamStream>, Status> {
         if *self.draining.borrow() {
-            return Err(shutting_down());
+            return Err(append_stream_draining());
         }
         let permit = self.limits.append_stream()?;
         let cluster = match &self.cluster {
-            Some(c) => Some((
-                Arc::clone(c),
-                crate::cluster::route::ack_of(c, request.metadata()).map_err(cluster_status)?,
+            Some(r) => Some((
+                r.clone(),
+                ack_of(&r.cluster, request.metadata()).map_err(cluster_status)?,
             )),
             None => None,
         };
-        let principal = request
-            .extensions()
-            .get::<crate::auth::Principal>()
-            .cloned();
-        let auth = crate::auth::authorization_of(request.metadata());
+        let principal = request.extensions().get::<Principal>().cloned();
+        let auth = authorization_of(request.metadata());
         let state = StreamState {
             _permit: permit,
             window: self.limits.append_stream_window,
@@ -109,13 +111,6 @@ impl AppendPipeline for PipelineApi {
     }
 }
 
-fn shutting_down() -> Status {
-    Status::unavailable(
-        "the node is shutting down; appends without a response may or may not be stored: \
-         read the context's latest sequence, then append the rest on another stream",
-    )
-}
-
 /// One stream: requests read, appends in flight (oldest first), and how it ends.
 struct StreamState {
     /// This stream's place under `max_append_streams`.
@@ -124,9 +119,9 @@ struct StreamState {
     window: usize,
     metrics: Arc<Metrics>,
     ledger: Ledger,
-    cluster: Option<(Arc<Cluster>, AckLevel)>,
+    cluster: Option<(Router, AckLevel)>,
     /// The caller (auth on): each request's context is checked against its prefix.
-    principal: Option<crate::auth::Principal>,
+    principal: Option<Principal>,
     /// The caller's `authorization`, passed on with appends forwarded to a writer.
     auth: Option<tonic::metadata::AsciiMetadataValue>,
     inbound: Streaming<lpb::AppendStreamRequest>,
@@ -155,7 +150,7 @@ impl StreamState {
                 changed = self.draining.changed(), if self.reading => {
                     if changed.is_err() || *self.draining.borrow() {
                         self.reading = false;
-                        self.end = Some(shutting_down());
+                        self.end = Some(append_stream_draining());
                     }
                 }
                 message = self.inbound.message(), if self.reading && self.in_flight.len() < self.window => {
@@ -210,9 +205,9 @@ async fn submit(
 ) -> BoxFuture<'static, lpb::AppendStreamResponse> {
     let request_id = request.request_id;
     let queued = match (request.append, request.batch) {
-        (Some(_), Some(_)) => Err(both_set()),
+        (Some(_), Some(_)) => Err(append_stream_both_set()),
         (None, Some(batch)) => return submit_batch(ledger, request_id, batch).await,
-        (None, None) => Err(missing()),
+        (None, None) => Err(append_stream_empty_request()),
         (Some(append), None) => ledger
             .submit(append_request_from_pb(append))
             .await
@@ -253,21 +248,9 @@ async fn submit_batch(
     })
 }
 
-fn missing() -> Status {
-    Status::invalid_argument(
-        "AppendStreamRequest has neither append nor batch: set one to the request to apply",
-    )
-}
-
-fn both_set() -> Status {
-    Status::invalid_argument(
-        "AppendStreamRequest has both append and batch: send them as two requests",
-    )
-}
-
-/// [`submit`] on a cluster node (see [`Cluster::submit`] for the order it keeps).
+/// [`submit`] on a cluster node (see [`Router::submit`] for the order it keeps).
 async fn submit_clustered(
-    cluster: &Arc<Cluster>,
+    cluster: &Router,
     level: AckLevel,
     auth: Option<&tonic::metadata::AsciiMetadataValue>,
     request: lpb::AppendStreamRequest,
@@ -275,15 +258,15 @@ async fn submit_clustered(
     let request_id = request.request_id;
     let refused = |status| Box::pin(futures::future::ready(answer(request_id, Err(status))));
     let pending = match (request.append, request.batch) {
-        (Some(_), Some(_)) => return refused(both_set()),
-        (None, None) => return refused(missing()),
+        (Some(_), Some(_)) => return refused(append_stream_both_set()),
+        (None, None) => return refused(append_stream_empty_request()),
         (None, Some(batch)) => {
             // Served whole (forwarded to the writer if need be) before the next request is
             // read, so it keeps its place in the stream.
-            let mut req = crate::auth::pass_on(auth, tonic::Request::new(batch));
+            let mut req = pass_on(auth, tonic::Request::new(batch));
             req.metadata_mut().insert(
-                crate::cluster::route::ACK_HEADER,
-                tonic::metadata::MetadataValue::from_static(crate::cluster::route::ack_name(level)),
+                ACK_HEADER,
+                tonic::metadata::MetadataValue::from_static(ack_name(level)),
             );
             let result = cluster.append_batch(req).await;
             return Box::pin(futures::future::ready(lpb::AppendStreamResponse {

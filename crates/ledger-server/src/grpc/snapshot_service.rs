@@ -1,12 +1,16 @@
 //! `converge.ledger.v1.SnapshotService`: snapshots streamed out and in, in pieces, so contexts
 //! of any size are saved and restored with bounded memory.
 
-use crate::cluster::Cluster;
-use crate::cluster::gate::ReadCap;
-use crate::cluster::load::LoadAt;
-use crate::cluster::route::Serve;
-use crate::limits::Limits;
-use crate::status::to_status;
+use crate::auth::policy::{authorization_of, check_context, pass_on};
+use crate::auth::tokens::Principal;
+use crate::error_status::{
+    chunk_too_large, cluster_status, load_stream_empty, load_stream_other_context,
+    load_stream_stalled, shutting_down, to_status,
+};
+use crate::route::load::LoadAt;
+use crate::route::router::{Router, Serve, ack_of, forwarded, onward, to_writer};
+use crate::stream_limits::StreamLimits;
+use ledger_cluster::ReadCap;
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
 use ledger_proto::ledger::v1 as lpb;
@@ -30,27 +34,22 @@ async fn next_piece(
 ) -> Result<Option<lpb::LoadStreamRequest>, Status> {
     tokio::time::timeout(LOAD_IDLE_TIMEOUT, inbound.message())
         .await
-        .map_err(|_| {
-            Status::deadline_exceeded(format!(
-                "LoadStream sent nothing for {} s; the load was abandoned and nothing of it stored",
-                LOAD_IDLE_TIMEOUT.as_secs()
-            ))
-        })?
+        .map_err(|_| load_stream_stalled(LOAD_IDLE_TIMEOUT.as_secs()))?
 }
 
 /// The SnapshotService implementation. In a cluster, snapshots are served by a replica up
 /// to its commit index (other nodes forward them); loads run on the context's writer
-/// ([`crate::cluster::load`]).
+/// ([`crate::route::load`]).
 #[derive(Clone, Debug)]
 pub struct SnapshotApi {
     ledger: Ledger,
-    cluster: Option<Arc<Cluster>>,
+    cluster: Option<Router>,
     /// `max_load_bytes`.
-    limits: Arc<Limits>,
+    limits: Arc<StreamLimits>,
 }
 
 impl SnapshotApi {
-    pub fn new(ledger: Ledger, cluster: Option<Arc<Cluster>>, limits: Arc<Limits>) -> Self {
+    pub fn new(ledger: Ledger, cluster: Option<Router>, limits: Arc<StreamLimits>) -> Self {
         SnapshotApi {
             ledger,
             cluster,
@@ -81,17 +80,14 @@ impl SnapshotApi {
             // Refused before staging more: the session is dropped and nothing is stored.
             self.limits.check_load(context_id, received)?;
             if !msg.context_id.is_empty() && msg.context_id != context_id {
-                return Err(Status::invalid_argument(format!(
-                    "LoadStream message names context {:?}, but the stream loads {context_id:?}",
-                    msg.context_id
-                )));
+                return Err(load_stream_other_context(&msg.context_id, context_id));
             }
             if !msg.data.is_empty() {
                 // Decoding, hashing and staging are blocking work.
                 session =
                     tokio::task::spawn_blocking(move || session.feed(&msg.data).map(|()| session))
                         .await
-                        .map_err(|_| Status::unavailable("the node is shutting down"))?
+                        .map_err(|_| shutting_down())?
                         .map_err(to_status)?;
             }
             next = next_piece(&mut inbound).await?;
@@ -104,15 +100,14 @@ impl SnapshotApi {
 /// already), with the caller's token and acknowledgement level. A client stream that breaks
 /// ends the forwarded one early, and the writer, missing pieces, stores nothing.
 async fn forward_load(
-    cluster: &Arc<Cluster>,
+    cluster: &Router,
     channel: tonic::transport::Channel,
     meta: &tonic::metadata::MetadataMap,
     auth: Option<&tonic::metadata::AsciiMetadataValue>,
     first: lpb::LoadStreamRequest,
     inbound: Streaming<lpb::LoadStreamRequest>,
 ) -> Result<Response<pb::LoadResponse>, Status> {
-    let level =
-        crate::cluster::route::ack_of(cluster, meta).map_err(crate::status::cluster_status)?;
+    let level = ack_of(&cluster.cluster, meta).map_err(cluster_status)?;
     let rest = futures::stream::unfold(inbound, |mut s| async move {
         match next_piece(&mut s).await {
             Ok(Some(m)) => Some((m, s)),
@@ -120,7 +115,7 @@ async fn forward_load(
         }
     });
     let pieces = futures::StreamExt::chain(futures::stream::iter([first]), rest);
-    let request = cluster.forwarded_load(crate::auth::pass_on(auth, Request::new(pieces)), level);
+    let request = to_writer(pass_on(auth, Request::new(pieces)), level);
     lpb::snapshot_service_client::SnapshotServiceClient::new(channel)
         .max_decoding_message_size(usize::MAX)
         .max_encoding_message_size(usize::MAX)
@@ -139,7 +134,7 @@ impl SnapshotService for SnapshotApi {
         &self,
         request: Request<lpb::SnapshotStreamRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
-        crate::auth::check_context(&request, &request.get_ref().context_id)?;
+        check_context(&request, &request.get_ref().context_id)?;
         let cap = match Serve::read(
             self.cluster.as_ref(),
             &request.get_ref().context_id,
@@ -147,10 +142,10 @@ impl SnapshotService for SnapshotApi {
         )
         .await?
         {
-            Serve::Remote(c, ch) => {
+            Serve::Remote(ch) => {
                 let stream = lpb::snapshot_service_client::SnapshotServiceClient::new(ch)
                     .max_decoding_message_size(usize::MAX)
-                    .snapshot_stream(c.forwarded(crate::service::onward(request)))
+                    .snapshot_stream(forwarded(onward(request)))
                     .await?
                     .into_inner();
                 return Ok(Response::new(Box::pin(stream)));
@@ -160,11 +155,7 @@ impl SnapshotService for SnapshotApi {
         let r = request.into_inner();
         let chunk = match r.chunk_bytes as usize {
             0 => DEFAULT_CHUNK_BYTES,
-            n if n > MAX_CHUNK_BYTES => {
-                return Err(Status::invalid_argument(format!(
-                    "chunk_bytes {n} is above the limit of {MAX_CHUNK_BYTES}"
-                )));
-            }
+            n if n > MAX_CHUNK_BYTES => return Err(chunk_too_large(n, MAX_CHUNK_BYTES)),
             n => n,
         };
         let stream = self
@@ -212,18 +203,13 @@ impl SnapshotService for SnapshotApi {
         request: Request<Streaming<lpb::LoadStreamRequest>>,
     ) -> Result<Response<pb::LoadResponse>, Status> {
         let start = Instant::now();
-        let principal = request
-            .extensions()
-            .get::<crate::auth::Principal>()
-            .cloned();
+        let principal = request.extensions().get::<Principal>().cloned();
         let meta = request.metadata().clone();
-        let auth = crate::auth::authorization_of(&meta);
+        let auth = authorization_of(&meta);
         let mut inbound = request.into_inner();
-        let first = next_piece(&mut inbound).await?.ok_or_else(|| {
-            Status::invalid_argument(
-                "LoadStream got no message: the first must name the context_id",
-            )
-        })?;
+        let first = next_piece(&mut inbound)
+            .await?
+            .ok_or_else(load_stream_empty)?;
         let context_id = first.context_id.clone();
         if let Some(p) = &principal {
             p.check_context(&context_id)?;

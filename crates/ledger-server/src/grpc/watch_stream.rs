@@ -2,12 +2,11 @@
 //! back until committed), signed tree heads along the way when asked for, each entry event
 //! encoded once per context and node however many watchers it goes to ([`FrameCache`]).
 
-use crate::cluster::gate::ReadCap;
-use crate::limits::WatchPermit;
+use crate::error_status::{heads_need_every_entry, to_status, watch_shutting_down};
 use crate::metrics::Metrics;
-use crate::service::key_filter;
 use crate::signer::Signer;
-use crate::status::to_status;
+use crate::stream_limits::WatchPermit;
+use ledger_cluster::ReadCap;
 use ledger_core::{Entry, Frontier};
 use ledger_embedded::Ledger;
 use ledger_proto::context::v1 as pb;
@@ -22,6 +21,11 @@ use tonic::Status;
 const DEFAULT_HEAD_EVERY_ENTRIES: u64 = 100;
 /// Default tree-head interval of a watch stream, in milliseconds.
 const DEFAULT_HEAD_EVERY_MS: u64 = 1000;
+
+/// A request's entry-key filter: none when empty.
+pub(crate) fn key_filter(key: &str) -> Option<&str> {
+    (!key.is_empty()).then_some(key)
+}
 
 /// What the node's Watch answers with.
 pub type FrameStream = std::pin::Pin<Box<dyn futures::Stream<Item = WatchItem> + Send>>;
@@ -38,9 +42,7 @@ pub(crate) async fn local(
 ) -> Result<FrameStream, Status> {
     let mut trail = if r.include_tree_heads {
         if !r.key.is_empty() {
-            return Err(Status::invalid_argument(
-                "include_tree_heads needs every entry of the context: it cannot be combined with a key filter",
-            ));
+            return Err(heads_need_every_entry());
         }
         let frontier = ledger
             .frontier_at(&r.context_id, r.from_sequence)
@@ -302,9 +304,7 @@ impl WatchState {
                 }
                 changed = cap_changed(&mut self.cap), if !self.held.is_empty() => {
                     if !changed {
-                        return Some(self.end(Status::unavailable(
-                            "the node is shutting down; reconnect to resume",
-                        )));
+                        return Some(self.end(watch_shutting_down()));
                     }
                 }
                 next = self.stream.next(), if room => match self.count_fallbacks(next) {

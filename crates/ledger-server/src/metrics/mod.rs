@@ -9,120 +9,34 @@
 //!   cluster's membership, anti-entropy repairs and quarantines.
 //!
 //! Every metric is listed, with its meaning, in docs/OPERATIONS.md "Metrics".
+//!
+//! Layout: this module ([`Metrics`]: the registry, what is counted where it happens, the
+//! cluster's hooks), [`labels`] (label sets, code and method names), [`scrape`] (what is read
+//! at scrape time).
 
-use crate::cluster::Cluster;
-use ledger_embedded::{Ledger, SizeHistogram};
+pub mod labels;
+pub mod scrape;
+
+pub use labels::{code_name, method_name};
+
+use labels::{CodeLabels, KindLabels, LimitLabels, MethodLabels, RequestLabels};
+use ledger_cluster::{Cluster, ClusterMetrics};
+use ledger_embedded::Ledger;
 use parking_lot::Mutex;
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::Code;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct RequestLabels {
-    method: &'static str,
-    code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct MethodLabels {
-    method: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct CodeLabels {
-    code: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
-    kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct LimitLabels {
-    limit: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct StateLabels {
-    state: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct PeerLabels {
-    peer: String,
-}
-
-/// The gRPC name of a status code, as a label value (`OK`, `INVALID_ARGUMENT`, …).
-pub fn code_name(code: Code) -> &'static str {
-    match code {
-        Code::Ok => "OK",
-        Code::Cancelled => "CANCELLED",
-        Code::Unknown => "UNKNOWN",
-        Code::InvalidArgument => "INVALID_ARGUMENT",
-        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        Code::NotFound => "NOT_FOUND",
-        Code::AlreadyExists => "ALREADY_EXISTS",
-        Code::PermissionDenied => "PERMISSION_DENIED",
-        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
-        Code::FailedPrecondition => "FAILED_PRECONDITION",
-        Code::Aborted => "ABORTED",
-        Code::OutOfRange => "OUT_OF_RANGE",
-        Code::Unimplemented => "UNIMPLEMENTED",
-        Code::Internal => "INTERNAL",
-        Code::Unavailable => "UNAVAILABLE",
-        Code::DataLoss => "DATA_LOSS",
-        Code::Unauthenticated => "UNAUTHENTICATED",
-    }
-}
-
-/// The methods the node serves, as label values (anything else is `other`): a fixed set, so
-/// a client cannot grow the label space.
-pub fn method_name(path: &str) -> &'static str {
-    const METHODS: &[&str] = &[
-        "Append",
-        "Get",
-        "Snapshot",
-        "Load",
-        "Watch",
-        "AppendStream",
-        "SnapshotStream",
-        "LoadStream",
-        "GetTreeHead",
-        "GetInclusionProof",
-        "GetConsistencyProof",
-        "GetPublicKey",
-        "Replicate",
-        "ContextState",
-        "Status",
-        "RemoveMember",
-        "Quarantines",
-        "ExportQuarantine",
-        "Digest",
-        "Check",
-        "ServerReflectionInfo",
-    ];
-    let method = path.rsplit('/').next().unwrap_or("");
-    METHODS
-        .iter()
-        .find(|m| **m == method)
-        .copied()
-        .unwrap_or("other")
-}
-
 /// Replica lag as the writer sees it: peer → context → entries not yet acknowledged.
 #[derive(Debug, Default)]
-struct LagTable {
-    by_peer: Mutex<HashMap<String, HashMap<String, u64>>>,
+pub(crate) struct LagTable {
+    pub(crate) by_peer: Mutex<HashMap<String, HashMap<String, u64>>>,
 }
 
 /// The node's metrics. Cheap to share (`Arc`); every method is one atomic operation or a
@@ -221,7 +135,7 @@ impl Metrics {
         );
         let lag = Arc::new(LagTable::default());
         let cluster = Arc::new(OnceLock::new());
-        registry.register_collector(Box::new(Snapshot {
+        registry.register_collector(Box::new(scrape::Snapshot {
             ledger,
             lag: Arc::clone(&lag),
             cluster: Arc::clone(&cluster),
@@ -313,19 +227,22 @@ impl Metrics {
             .get_or_create(&LimitLabels { limit })
             .inc();
     }
+}
 
+/// The cluster runtime reports through these hooks (one line each in its code).
+impl ClusterMetrics for Metrics {
     /// Cluster hook: this node became the writer of a context.
-    pub fn epoch_change(&self) {
+    fn epoch_change(&self) {
         self.epoch_changes.inc();
     }
 
     /// Cluster hook: a batch for a lagging replica was read from storage.
-    pub fn catch_up(&self) {
+    fn catch_up(&self) {
         self.catch_ups.inc();
     }
 
     /// Cluster hook: as writer of `context`, `peer` has `lag` stored entries unacknowledged.
-    pub fn replica_lag(&self, context: &str, peer: &str, lag: u64) {
+    fn replica_lag(&self, context: &str, peer: &str, lag: u64) {
         let mut t = self.lag.by_peer.lock();
         let per = t.entry(peer.to_owned()).or_default();
         match per.get_mut(context) {
@@ -337,183 +254,12 @@ impl Metrics {
     }
 
     /// Cluster hook: this node no longer writes `context`.
-    pub fn forget_lag(&self, context: &str) {
+    fn forget_lag(&self, context: &str) {
         let mut t = self.lag.by_peer.lock();
         for per in t.values_mut() {
             per.remove(context);
         }
         t.retain(|_, per| !per.is_empty());
-    }
-}
-
-/// What is read at scrape time.
-#[derive(Debug)]
-struct Snapshot {
-    ledger: Ledger,
-    lag: Arc<LagTable>,
-    cluster: Arc<OnceLock<Arc<Cluster>>>,
-}
-
-fn counter(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: u64,
-) -> Result<(), std::fmt::Error> {
-    let c = ConstCounter::new(value);
-    let m = enc.encode_descriptor(name, help, None, c.metric_type())?;
-    c.encode(m)
-}
-
-fn gauge(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    value: i64,
-) -> Result<(), std::fmt::Error> {
-    let g = ConstGauge::new(value);
-    let m = enc.encode_descriptor(name, help, None, g.metric_type())?;
-    g.encode(m)
-}
-
-fn sizes(
-    enc: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    h: &SizeHistogram,
-) -> Result<(), std::fmt::Error> {
-    let (buckets, sum, count) = h.read();
-    // prometheus-client takes per-bucket counts and writes `+Inf` for `f64::MAX`.
-    let buckets: Vec<(f64, u64)> = buckets
-        .into_iter()
-        .map(|(le, n)| (le.map_or(f64::MAX, |b| b as f64), n))
-        .collect();
-    let mut m = enc.encode_descriptor(
-        name,
-        help,
-        None,
-        prometheus_client::metrics::MetricType::Histogram,
-    )?;
-    m.encode_histogram::<prometheus_client::encoding::NoLabelSet>(sum as f64, count, &buckets, None)
-}
-
-impl Collector for Snapshot {
-    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let s = self.ledger.stats();
-        counter(
-            &mut enc,
-            "ledger_commits",
-            "Store commits written (each a group of appends in one write batch)",
-            s.commits.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "ledger_inline_commits",
-            "Store commits written by the sequencer itself, nothing else being in flight (a lone writer's path)",
-            s.inline_commits.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "ledger_entries_stored",
-            "Entries written to storage since start (appends, applied replicas and loads)",
-            s.entries.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "ledger_payload_bytes_stored",
-            "Payload bytes of the entries written since start",
-            s.bytes.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "ledger_fsyncs",
-            "Write-ahead-log fsyncs that made commits durable (durability = sync)",
-            s.syncs.load(Ordering::Relaxed),
-        )?;
-        sizes(
-            &mut enc,
-            "ledger_group_commit_entries",
-            "Entries per store commit (group-commit size)",
-            &s.commit_sizes,
-        )?;
-        sizes(
-            &mut enc,
-            "ledger_fsync_entries",
-            "Entries made durable per fsync",
-            &s.sync_sizes,
-        )?;
-        gauge(
-            &mut enc,
-            "ledger_queue_depth",
-            "Appends queued for the sequencer (bounded by queue_depth)",
-            i64::try_from(self.ledger.queue_len()).unwrap_or(i64::MAX),
-        )?;
-        gauge(
-            &mut enc,
-            "ledger_watched_contexts",
-            "Contexts with at least one live watcher",
-            i64::try_from(self.ledger.watched_contexts()).unwrap_or(i64::MAX),
-        )?;
-        let Some(cluster) = self.cluster.get() else {
-            return Ok(());
-        };
-        let view = cluster.view();
-        let mut by_state: HashMap<String, i64> = ["alive", "suspect", "dead", "left"]
-            .iter()
-            .map(|s| ((*s).to_owned(), 0))
-            .collect();
-        for p in view.peers.values() {
-            *by_state.entry(p.state.as_str().to_owned()).or_default() += 1;
-        }
-        let fam = Family::<StateLabels, Gauge>::default();
-        for (state, n) in by_state {
-            fam.get_or_create(&StateLabels { state }).set(n);
-        }
-        let m = enc.encode_descriptor(
-            "ledger_cluster_members",
-            "Cluster members as this node sees them, by state",
-            None,
-            fam.metric_type(),
-        )?;
-        fam.encode(m)?;
-        let lag = Family::<PeerLabels, Gauge>::default();
-        for (peer, per) in self.lag.by_peer.lock().iter() {
-            let total: u64 = per.values().sum();
-            lag.get_or_create(&PeerLabels { peer: peer.clone() })
-                .set(i64::try_from(total).unwrap_or(i64::MAX));
-        }
-        let m = enc.encode_descriptor(
-            "ledger_replication_lag_entries",
-            "Entries stored on this node (as writer) that a replica has not acknowledged, summed over contexts, by peer",
-            None,
-            lag.metric_type(),
-        )?;
-        lag.encode(m)?;
-        gauge(
-            &mut enc,
-            "ledger_cluster_context_tasks",
-            "Contexts with a running replication task on this node (idle ones stop after context_idle_ms)",
-            i64::try_from(cluster.context_tasks()).unwrap_or(i64::MAX),
-        )?;
-        counter(
-            &mut enc,
-            "ledger_cluster_anti_entropy_repairs",
-            "Contexts found different by anti-entropy and handed to replication",
-            cluster.anti_entropy.repairs.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "ledger_cluster_anti_entropy_rounds",
-            "Anti-entropy digest exchanges completed as initiator",
-            cluster.anti_entropy.rounds.load(Ordering::Relaxed),
-        )?;
-        counter(
-            &mut enc,
-            "ledger_cluster_quarantines",
-            "Divergent suffixes this node moved aside since start",
-            cluster.quarantine_count(),
-        )?;
-        Ok(())
     }
 }
 

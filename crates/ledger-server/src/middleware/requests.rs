@@ -13,7 +13,9 @@
 //!   histogram.
 
 use crate::conn::ConnInfo;
-use crate::metrics::{Metrics, method_name};
+use crate::error_status::{deadline_exceeded, too_many_requests};
+use crate::metrics::Metrics;
+use crate::metrics::labels::method_name;
 use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use std::pin::Pin;
@@ -160,10 +162,7 @@ where
                 c.fetch_sub(1, Ordering::AcqRel);
                 self.metrics.refused("max_concurrent_streams");
                 finish.record(Code::ResourceExhausted);
-                let status = Status::resource_exhausted(format!(
-                    "this connection already has {} requests open (setting max_concurrent_streams); wait for some to finish or open another connection",
-                    self.max_per_connection
-                ));
+                let status = too_many_requests(self.max_per_connection);
                 return Box::pin(futures::future::ready(Ok(status.into_http())));
             }
         }
@@ -208,12 +207,6 @@ where
             ))
         })
     }
-}
-
-fn deadline_exceeded() -> Status {
-    Status::deadline_exceeded(
-        "the request's deadline (grpc-timeout) passed before it finished; what was answered before stands",
-    )
 }
 
 /// A response body that ends at the deadline, records the final code, and holds the

@@ -1,0 +1,71 @@
+//! What a context task is asked to do ([`ContextMsg`]) and what it reports of its context
+//! ([`ContextState`]).
+
+use crate::error::ClusterError;
+use crate::wire::KeyRecord;
+use ledger_core::{Entry, Hash, NewEntry};
+use ledger_embedded::LoadOutcome;
+use ledger_replication::{AckLevel, Epoch, Message, Voter};
+use std::sync::Arc;
+use tokio::sync::oneshot;
+
+pub(crate) type AppendReply = oneshot::Sender<Result<Arc<Entry>, ClusterError>>;
+pub(crate) type LoadReply = oneshot::Sender<Result<LoadOutcome, ClusterError>>;
+pub(crate) type BatchReply = oneshot::Sender<Result<Vec<Arc<Entry>>, ClusterError>>;
+
+/// What a context task is asked to do.
+pub(crate) enum ContextMsg {
+    Append {
+        entry: NewEntry,
+        ack: AckLevel,
+        reply: AppendReply,
+    },
+    /// A batch append (all or nothing, consecutive): sequenced in one step of the ledger,
+    /// shipped like appends, answered once its last entry is acknowledged at `ack`.
+    AppendBatch {
+        items: Vec<NewEntry>,
+        ack: AckLevel,
+        reply: BatchReply,
+    },
+    Deliver {
+        from: Voter,
+        message: Message<Entry>,
+        /// Idempotency keys of a batch's entries.
+        keys: Vec<KeyRecord>,
+    },
+    State {
+        reply: oneshot::Sender<ContextState>,
+    },
+    /// A load is about to run on this node: answer with the epoch it runs in, if this node
+    /// is the context's active writer (else why not; nothing was stored). Appends wait for
+    /// its [`ContextMsg::LoadEnd`] (they are refused as "load in progress", like on one node).
+    LoadBegin {
+        reply: oneshot::Sender<Result<Epoch, ClusterError>>,
+    },
+    /// The load ended: `None` if it stored nothing (it failed or was abandoned), else it
+    /// stored its entries in the epoch it began in.
+    LoadEnd { loaded: Option<Loaded> },
+}
+
+/// A load that stored its entries (the last `outcome.entries_restored` up to
+/// `outcome.latest_sequence`): replicate them, answer once acknowledged at `ack`.
+pub(crate) struct Loaded {
+    pub epoch: Epoch,
+    pub outcome: LoadOutcome,
+    pub ack: AckLevel,
+    pub reply: LoadReply,
+}
+
+/// What this node holds of a context and does for it.
+#[derive(Clone, Debug)]
+pub struct ContextState {
+    pub size: u64,
+    pub root: Hash,
+    /// The epoch of the last stored entry (or the writer's, while writing).
+    pub epoch: Option<Epoch>,
+    pub promised: Option<Epoch>,
+    pub commit_index: u64,
+    pub role: &'static str,
+    /// While writing: each follower's durable, matching position.
+    pub followers: Vec<(String, u64)>,
+}
