@@ -45,7 +45,7 @@ impl Entry {
         metadata: Metadata,
         lamport_clock: u64,
     ) -> Self {
-        let mut entry = Entry {
+        let mut entry = unhashed(
             id,
             key,
             payload,
@@ -53,8 +53,7 @@ impl Entry {
             appended_at_ns,
             metadata,
             lamport_clock,
-            content_hash: Hash::default(),
-        };
+        );
         entry.content_hash = entry.compute_content_hash();
         entry
     }
@@ -246,7 +245,29 @@ fn read_leaf_fields(r: &mut Reader<'_>) -> Result<Entry, LeafDecodeError> {
         last = Some(k);
         metadata.insert(k.to_owned(), v.to_owned());
     }
-    Ok(Entry {
+    Ok(unhashed(
+        id,
+        key,
+        payload,
+        sequence,
+        appended_at_ns,
+        metadata,
+        lamport_clock,
+    ))
+}
+
+/// An entry of these fields whose content hash is not computed yet (zero).
+#[allow(clippy::too_many_arguments)]
+fn unhashed(
+    id: String,
+    key: String,
+    payload: Vec<u8>,
+    sequence: u64,
+    appended_at_ns: u64,
+    metadata: Metadata,
+    lamport_clock: u64,
+) -> Entry {
+    Entry {
         id,
         key,
         payload,
@@ -255,7 +276,7 @@ fn read_leaf_fields(r: &mut Reader<'_>) -> Result<Entry, LeafDecodeError> {
         metadata,
         lamport_clock,
         content_hash: Hash::default(),
-    })
+    }
 }
 
 #[cfg(test)]

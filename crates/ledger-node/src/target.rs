@@ -24,6 +24,32 @@ pub struct Target {
     pub tls_key: Option<PathBuf>,
 }
 
+/// What a reading command (`get`, `watch`) reads: a node, a context, and the entry key to
+/// keep (none: every entry).
+#[derive(clap::Args, Debug, Clone)]
+pub struct ContextRead {
+    #[command(flatten)]
+    pub target: Target,
+    pub context: String,
+    /// Only entries with this key (also `--key` when no --cert is given)
+    #[arg(long = "entry-key")]
+    pub key: Option<String>,
+}
+
+impl ContextRead {
+    /// The target, the context and the entry-key filter ("": none), `--key` taken as the
+    /// filter when no `--cert` is given ([`Target::take_key_filter`]).
+    pub fn into_parts(self) -> (Target, String, String) {
+        let ContextRead {
+            mut target,
+            context,
+            key,
+        } = self;
+        let key = target.take_key_filter(key);
+        (target, context, key)
+    }
+}
+
 impl Target {
     /// A target at `addr` without TLS or token.
     pub fn plain(addr: &str) -> Target {

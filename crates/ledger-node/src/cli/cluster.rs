@@ -11,7 +11,7 @@ use crate::target::Target;
 use ledger_client::{Auth, Transport};
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Subcommand, Debug)]
 pub enum ClusterCommand {
@@ -99,105 +99,142 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), CliError> {
             context,
             limit,
             json,
-        } => {
-            let doc = connect(&target)
-                .await?
-                .status(cpb::StatusRequest {
-                    context_id: context.unwrap_or_default(),
-                    limit,
-                    members_only: false,
-                })
-                .await
-                .map_err(status_err)?
-                .into_inner()
-                .json;
-            if json {
-                return out_line(&doc);
-            }
-            let v: serde_json::Value =
-                serde_json::from_str(&doc).map_err(|e| format!("unreadable status: {e}"))?;
-            for line in status_text(&v) {
-                out_line(&line)?;
-            }
-            Ok(())
-        }
-        ClusterCommand::Remove { target, node } => {
-            let r = connect(&target)
-                .await?
-                .remove_member(cpb::RemoveMemberRequest {
-                    node_id: node.clone(),
-                })
-                .await
-                .map_err(status_err)?
-                .into_inner();
-            out_line(&if r.removed {
-                format!("removed {node}; its contexts move to the remaining members")
-            } else {
-                format!("{node} was already removed on this node")
-            })
-        }
+        } => status(&target, context, limit, json).await,
+        ClusterCommand::Remove { target, node } => remove(&target, &node).await,
         ClusterCommand::Quarantine { what } => match what {
             QuarantineCommand::List {
                 target,
                 context,
                 json,
-            } => {
-                let doc = connect(&target)
-                    .await?
-                    .quarantines(cpb::QuarantinesRequest {
-                        context_id: context.unwrap_or_default(),
-                    })
-                    .await
-                    .map_err(status_err)?
-                    .into_inner()
-                    .json;
-                if json {
-                    return out_line(&doc);
-                }
-                let v: serde_json::Value =
-                    serde_json::from_str(&doc).map_err(|e| format!("unreadable list: {e}"))?;
-                let list = v.as_array().cloned().unwrap_or_default();
-                if list.is_empty() {
-                    return out_line("no quarantined entries");
-                }
-                out_line("CONTEXT\tID\tFROM\tCOUNT\tREASON")?;
-                for q in list {
-                    out_line(&format!(
-                        "{}\t{}\t{}\t{}\t{}",
-                        q["context"].as_str().unwrap_or_default(),
-                        q["id"],
-                        q["from_sequence"],
-                        q["count"],
-                        q["reason"].as_str().unwrap_or_default()
-                    ))?;
-                }
-                Ok(())
-            }
+            } => quarantine_list(&target, context, json).await,
             QuarantineCommand::Export {
                 target,
                 context,
                 id,
                 out,
-            } => {
-                let r = connect(&target)
-                    .await?
-                    .export_quarantine(cpb::ExportQuarantineRequest {
-                        context_id: context.clone(),
-                        id,
-                    })
-                    .await
-                    .map_err(status_err)?
-                    .into_inner();
-                std::fs::write(&out, &r.snapshot)
-                    .map_err(|e| format!("cannot write {}: {e}", out.display()))?;
-                out_line(&format!(
-                    "wrote {} entries of {context}'s divergent history (quarantine {id}) to {}",
-                    r.entries,
-                    out.display()
-                ))
-            }
+            } => quarantine_export(&target, &context, id, &out).await,
         },
     }
+}
+
+/// A JSON document a node answered: printed as is with `--json` (then `None`), else parsed
+/// for the tables (`what` names it if it is unreadable).
+fn parse_unless_json(
+    doc: &str,
+    json: bool,
+    what: &str,
+) -> Result<Option<serde_json::Value>, CliError> {
+    if json {
+        out_line(doc)?;
+        return Ok(None);
+    }
+    serde_json::from_str(doc)
+        .map(Some)
+        .map_err(|e| CliError::Message(format!("unreadable {what}: {e}")))
+}
+
+/// `cluster status`: members, and per context its writer, epoch and replicas.
+async fn status(
+    target: &Target,
+    context: Option<String>,
+    limit: u32,
+    json: bool,
+) -> Result<(), CliError> {
+    let doc = connect(target)
+        .await?
+        .status(cpb::StatusRequest {
+            context_id: context.unwrap_or_default(),
+            limit,
+            members_only: false,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .json;
+    let Some(v) = parse_unless_json(&doc, json, "status")? else {
+        return Ok(());
+    };
+    for line in status_text(&v) {
+        out_line(&line)?;
+    }
+    Ok(())
+}
+
+/// `cluster remove NODE`.
+async fn remove(target: &Target, node: &str) -> Result<(), CliError> {
+    let r = connect(target)
+        .await?
+        .remove_member(cpb::RemoveMemberRequest {
+            node_id: node.to_owned(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    out_line(&if r.removed {
+        format!("removed {node}; its contexts move to the remaining members")
+    } else {
+        format!("{node} was already removed on this node")
+    })
+}
+
+/// `cluster quarantine list`.
+async fn quarantine_list(
+    target: &Target,
+    context: Option<String>,
+    json: bool,
+) -> Result<(), CliError> {
+    let doc = connect(target)
+        .await?
+        .quarantines(cpb::QuarantinesRequest {
+            context_id: context.unwrap_or_default(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner()
+        .json;
+    let Some(v) = parse_unless_json(&doc, json, "list")? else {
+        return Ok(());
+    };
+    let list = v.as_array().cloned().unwrap_or_default();
+    if list.is_empty() {
+        return out_line("no quarantined entries");
+    }
+    out_line("CONTEXT\tID\tFROM\tCOUNT\tREASON")?;
+    for q in list {
+        out_line(&format!(
+            "{}\t{}\t{}\t{}\t{}",
+            q["context"].as_str().unwrap_or_default(),
+            q["id"],
+            q["from_sequence"],
+            q["count"],
+            q["reason"].as_str().unwrap_or_default()
+        ))?;
+    }
+    Ok(())
+}
+
+/// `cluster quarantine export`: one quarantined suffix as a snapshot file.
+async fn quarantine_export(
+    target: &Target,
+    context: &str,
+    id: u64,
+    out: &Path,
+) -> Result<(), CliError> {
+    let r = connect(target)
+        .await?
+        .export_quarantine(cpb::ExportQuarantineRequest {
+            context_id: context.to_owned(),
+            id,
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    std::fs::write(out, &r.snapshot).map_err(|e| format!("cannot write {}: {e}", out.display()))?;
+    out_line(&format!(
+        "wrote {} entries of {context}'s divergent history (quarantine {id}) to {}",
+        r.entries,
+        out.display()
+    ))
 }
 
 /// The human-readable form of a status document.

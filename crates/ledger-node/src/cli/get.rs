@@ -3,16 +3,12 @@
 
 use crate::error::{CliError, client_err};
 use crate::output::{note, print_entry};
-use crate::target::Target;
+use crate::target::ContextRead;
 
 #[derive(clap::Args, Debug)]
 pub struct GetArgs {
     #[command(flatten)]
-    target: Target,
-    context: String,
-    /// Only entries with this key (also `--key` when no --cert is given)
-    #[arg(long = "entry-key")]
-    key: Option<String>,
+    read: ContextRead,
     /// Only entries after this sequence
     #[arg(long, default_value_t = 0)]
     after: u64,
@@ -25,14 +21,12 @@ pub struct GetArgs {
 
 pub async fn run(args: GetArgs) -> Result<(), CliError> {
     let GetArgs {
-        mut target,
-        context,
-        key,
+        read,
         after,
         limit,
         json,
     } = args;
-    let key = target.take_key_filter(key);
+    let (target, context, key) = read.into_parts();
     let client = target.client().await.map_err(client_err)?;
     if limit == 0 {
         for e in client

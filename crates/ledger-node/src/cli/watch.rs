@@ -3,7 +3,7 @@
 
 use crate::error::{CliError, client_err};
 use crate::output::{note, print_entry};
-use crate::target::Target;
+use crate::target::{ContextRead, Target};
 use ledger_client::ClientError;
 use std::time::Duration;
 use tokio_stream::StreamExt;
@@ -11,11 +11,7 @@ use tokio_stream::StreamExt;
 #[derive(clap::Args, Debug)]
 pub struct WatchArgs {
     #[command(flatten)]
-    target: Target,
-    context: String,
-    /// Only entries with this key (also `--key` when no --cert is given)
-    #[arg(long = "entry-key")]
-    key: Option<String>,
+    read: ContextRead,
     /// Start after this sequence (0 = from the beginning)
     #[arg(long, default_value_t = 0)]
     from: u64,
@@ -28,14 +24,12 @@ pub struct WatchArgs {
 
 pub async fn run(args: WatchArgs) -> Result<(), CliError> {
     let WatchArgs {
-        mut target,
-        context,
-        key,
+        read,
         from,
         no_reconnect,
         json,
     } = args;
-    let key = target.take_key_filter(key);
+    let (target, context, key) = read.into_parts();
     watch(&target, &context, &key, from, no_reconnect, json).await
 }
 
