@@ -11,33 +11,27 @@
 //! Every metric is listed, with its meaning, in docs/OPERATIONS.md "Metrics".
 //!
 //! Layout: this module ([`Metrics`]: the registry, what is counted where it happens, the
-//! cluster's hooks), [`labels`] (label sets, code and method names), [`scrape`] (what is read
-//! at scrape time).
+//! cluster's hooks), [`labels`] (label sets, code and method names), [`lag`] (replica lag
+//! per peer, as the writer sees it), [`scrape`] (what is read at scrape time).
 
 pub mod labels;
+pub mod lag;
 pub mod scrape;
 
 pub use labels::{code_name, method_name};
 
 use labels::{CodeLabels, KindLabels, LimitLabels, MethodLabels, RequestLabels};
+use lag::LagTable;
 use ledger_cluster::{Cluster, ClusterMetrics};
 use ledger_embedded::Ledger;
-use parking_lot::Mutex;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
-use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tonic::Code;
-
-/// Replica lag as the writer sees it: peer → context → entries not yet acknowledged.
-#[derive(Debug, Default)]
-pub(crate) struct LagTable {
-    pub(crate) by_peer: Mutex<HashMap<String, HashMap<String, u64>>>,
-}
 
 /// The node's metrics. Cheap to share (`Arc`); every method is one atomic operation or a
 /// short lock.
@@ -243,23 +237,12 @@ impl ClusterMetrics for Metrics {
 
     /// Cluster hook: as writer of `context`, `peer` has `lag` stored entries unacknowledged.
     fn replica_lag(&self, context: &str, peer: &str, lag: u64) {
-        let mut t = self.lag.by_peer.lock();
-        let per = t.entry(peer.to_owned()).or_default();
-        match per.get_mut(context) {
-            Some(v) => *v = lag,
-            None => {
-                per.insert(context.to_owned(), lag);
-            }
-        }
+        self.lag.set(context, peer, lag);
     }
 
     /// Cluster hook: this node no longer writes `context`.
     fn forget_lag(&self, context: &str) {
-        let mut t = self.lag.by_peer.lock();
-        for per in t.values_mut() {
-            per.remove(context);
-        }
-        t.retain(|_, per| !per.is_empty());
+        self.lag.forget(context);
     }
 }
 

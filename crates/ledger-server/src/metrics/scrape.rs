@@ -1,8 +1,8 @@
 //! What is read at scrape time ([`Snapshot`]): the embedded ledger's write-path counters and,
 //! on a cluster member, the membership, replica lag and the runtime's own counters.
 
-use super::LagTable;
 use super::labels::{PeerLabels, StateLabels};
+use super::lag::LagTable;
 use ledger_cluster::Cluster;
 use ledger_embedded::{Ledger, SizeHistogram};
 use prometheus_client::collector::Collector;
