@@ -384,7 +384,7 @@ async fn proofs(ctx: &Ctx) {
         let t = Instant::now();
         std::hint::black_box(
             store
-                .nodes("big", &[ledger_core::NodeId::leaf(seq - 1)])
+                .nodes("big", &[ledger_core::TreeNodeId::leaf(seq - 1)])
                 .expect("node"),
         );
         base.record(t.elapsed().as_nanos() as u64).ok();

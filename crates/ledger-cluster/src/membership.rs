@@ -7,7 +7,7 @@
 //! - Alongside, an address book: each member's gRPC address, role and gossip state, for
 //!   routing, peer links and `cluster status`.
 
-use ledger_discovery::{MemberState as GossipState, Membership, Role as GossipRole};
+use ledger_discovery::{GossipRole, GossipState, Membership};
 use ledger_replication::{Incarnation, Member, MemberState, NodeId, Role, Voter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -120,7 +120,7 @@ pub fn view(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ledger_discovery::{Member as GossipMember, NodeMeta};
+    use ledger_discovery::{GossipMember, NodeMeta};
 
     fn member(id: &str, state: GossipState, since: SystemTime) -> GossipMember {
         GossipMember {

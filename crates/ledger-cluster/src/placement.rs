@@ -32,7 +32,7 @@ impl Cluster {
 
     /// Whether this node holds `context_id`: it is in its replica set, or a mirror of it.
     pub fn holds(&self, context_id: &str) -> bool {
-        if self.settings.role == ledger_discovery::Role::Mirror {
+        if self.settings.role == ledger_discovery::GossipRole::Mirror {
             return placement::mirror_matches(&self.settings.mirror_prefixes, context_id);
         }
         self.replicas_of(context_id)

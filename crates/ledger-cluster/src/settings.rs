@@ -14,7 +14,7 @@ pub struct ClusterSettings {
     /// The acknowledgement level of an append that names none.
     pub ack: AckLevel,
     /// What this node is in the cluster: a member or a mirror.
-    pub role: ledger_discovery::Role,
+    pub role: ledger_discovery::GossipRole,
     /// A mirror's context-id prefixes (empty: every context).
     pub mirror_prefixes: Vec<String>,
     /// A member dead for longer than this is forgotten (`None`: only by an operator).

@@ -31,7 +31,7 @@ pub mod validate;
 pub use entry::{Entry, Metadata, NewEntry};
 pub use hash::Hash;
 pub use lamport::LamportClock;
-pub use merkle::{Frontier, NodeId};
+pub use merkle::{Frontier, TreeNodeId};
 
 /// Lower-case hex SHA-256 of `data` (for logs, CLIs and test vectors).
 pub fn sha256_hex(data: &[u8]) -> String {

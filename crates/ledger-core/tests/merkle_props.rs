@@ -3,7 +3,7 @@
 
 use ledger_core::hash::{Hash, empty_root, leaf_hash};
 use ledger_core::merkle::{
-    Frontier, NodeId, ProofError, consistency_plan, inclusion_plan, reference, root_plan,
+    Frontier, ProofError, TreeNodeId, consistency_plan, inclusion_plan, reference, root_plan,
     verify_consistency, verify_inclusion,
 };
 use proptest::prelude::*;
@@ -12,7 +12,7 @@ use std::collections::HashMap;
 /// A tree with every complete subtree stored, as a store keeps them.
 struct StoredTree {
     leaves: Vec<Hash>,
-    nodes: HashMap<NodeId, Hash>,
+    nodes: HashMap<TreeNodeId, Hash>,
     roots: Vec<Hash>,
 }
 

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use tokio::sync::watch;
 
 use crate::error::DiscoveryError;
-use crate::model::{MemberState, Membership, NodeMeta};
+use crate::model::{GossipState, Membership, NodeMeta};
 use crate::view::{Observed, ViewBuilder};
 use crate::{Discovery, JoinReport};
 
@@ -36,7 +36,7 @@ pub struct FakeCluster {
 struct Registry {
     nodes: BTreeMap<String, FakeNode>,
     /// (observer, subject) → the state the observer sees.
-    overrides: HashMap<(String, String), MemberState>,
+    overrides: HashMap<(String, String), GossipState>,
 }
 
 #[derive(Debug)]
@@ -44,7 +44,7 @@ struct FakeNode {
     /// What the current incarnation will advertise when it joins.
     local_meta: NodeMeta,
     /// What the cluster sees: `None` until the node first joins.
-    public: Option<(NodeMeta, MemberState)>,
+    public: Option<(NodeMeta, GossipState)>,
     /// The current handle has joined (a restarted node starts alone again).
     joined: bool,
     /// The current handle has neither left nor shut down.
@@ -111,7 +111,7 @@ impl FakeCluster {
 
     /// Sets the state every node sees `id` in (except `id` itself, which always sees itself
     /// alive). No effect on a node that never joined.
-    pub fn set_state(&self, id: &str, state: MemberState) {
+    pub fn set_state(&self, id: &str, state: GossipState) {
         let mut reg = lock(&self.registry);
         if let Some((_, s)) = reg.nodes.get_mut(id).and_then(|n| n.public.as_mut()) {
             *s = state;
@@ -121,7 +121,7 @@ impl FakeCluster {
 
     /// Makes `observer` see `subject` in `state`, whatever the others see (a partition, a
     /// false suspicion). Undone by [`FakeCluster::heal`].
-    pub fn set_state_seen_by(&self, observer: &str, subject: &str, state: MemberState) {
+    pub fn set_state_seen_by(&self, observer: &str, subject: &str, state: GossipState) {
         let mut reg = lock(&self.registry);
         reg.overrides
             .insert((observer.to_owned(), subject.to_owned()), state);
@@ -136,7 +136,7 @@ impl FakeCluster {
     }
 
     /// The state the cluster at large sees `id` in (`None`: unknown or never joined).
-    pub fn state_of(&self, id: &str) -> Option<MemberState> {
+    pub fn state_of(&self, id: &str) -> Option<GossipState> {
         lock(&self.registry)
             .nodes
             .get(id)
@@ -149,7 +149,7 @@ impl Registry {
     /// Recomputes and publishes the view of every running, current node.
     fn recompute(&mut self) {
         let now = SystemTime::now();
-        let public: Vec<(String, NodeMeta, MemberState)> = self
+        let public: Vec<(String, NodeMeta, GossipState)> = self
             .nodes
             .iter()
             .filter_map(|(id, n)| n.public.clone().map(|(m, s)| (id.clone(), m, s)))
@@ -162,7 +162,7 @@ impl Registry {
                 id: id.clone(),
                 gossip_addr: FAKE_GOSSIP_ADDR,
                 meta: node.local_meta.clone(),
-                state: MemberState::Alive,
+                state: GossipState::Alive,
             };
             let mut observed = vec![own];
             if node.joined {
@@ -244,7 +244,7 @@ impl Discovery for FakeDiscovery {
         }
         self.with_node(|node| {
             node.joined = true;
-            node.public = Some((node.local_meta.clone(), MemberState::Alive));
+            node.public = Some((node.local_meta.clone(), GossipState::Alive));
         })
         .ok_or(DiscoveryError::NotRunning)?;
         Ok(JoinReport {
@@ -281,13 +281,13 @@ impl Discovery for FakeDiscovery {
         let id = self.id.clone();
         self.with_node(|node| {
             if let Some((_, state)) = node.public.as_mut() {
-                *state = MemberState::Left;
+                *state = GossipState::Left;
             }
             // Own view ends with itself left, like the gossip implementation.
             let mut last = node.feed.borrow().members().to_vec();
             for m in &mut last {
                 if m.id == id {
-                    m.state = MemberState::Left;
+                    m.state = GossipState::Left;
                     m.since = SystemTime::now();
                 }
             }
@@ -305,20 +305,20 @@ impl Discovery for FakeDiscovery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::Role;
+    use crate::model::GossipRole;
 
     fn meta(id: &str, incarnation: &str) -> NodeMeta {
         NodeMeta {
             grpc_addr: format!("{id}:50051"),
             public_key: vec![9; 32],
             version: "0.1.0".to_owned(),
-            role: Role::Member,
+            role: GossipRole::Member,
             incarnation: incarnation.to_owned(),
             mirror_prefixes: Vec::new(),
         }
     }
 
-    fn states(view: &Membership) -> Vec<(String, MemberState)> {
+    fn states(view: &Membership) -> Vec<(String, GossipState)> {
         view.members()
             .iter()
             .map(|m| (m.id.clone(), m.state))
@@ -337,7 +337,7 @@ mod tests {
         a.join(&[]).await.unwrap();
         assert_eq!(
             states(&a.membership()),
-            [("a".to_owned(), MemberState::Alive)]
+            [("a".to_owned(), GossipState::Alive)]
         );
         let mut feed = b.subscribe();
         a.join(&seeds()).await.unwrap();
@@ -361,42 +361,42 @@ mod tests {
 
         // Crash c: nobody notices until the test says so.
         c.shutdown().await;
-        assert_eq!(a.membership().get("c").unwrap().state, MemberState::Alive);
-        cluster.set_state("c", MemberState::Suspect);
-        assert_eq!(a.membership().get("c").unwrap().state, MemberState::Suspect);
-        cluster.set_state("c", MemberState::Dead);
-        assert_eq!(b.membership().get("c").unwrap().state, MemberState::Dead);
+        assert_eq!(a.membership().get("c").unwrap().state, GossipState::Alive);
+        cluster.set_state("c", GossipState::Suspect);
+        assert_eq!(a.membership().get("c").unwrap().state, GossipState::Suspect);
+        cluster.set_state("c", GossipState::Dead);
+        assert_eq!(b.membership().get("c").unwrap().state, GossipState::Dead);
         assert!(
             c.join(&seeds()).await.is_err(),
             "a shut-down handle is stale"
         );
 
         // Partition: a sees b dead, b still sees a alive.
-        cluster.set_state_seen_by("a", "b", MemberState::Dead);
-        assert_eq!(a.membership().get("b").unwrap().state, MemberState::Dead);
-        assert_eq!(b.membership().get("a").unwrap().state, MemberState::Alive);
+        cluster.set_state_seen_by("a", "b", GossipState::Dead);
+        assert_eq!(a.membership().get("b").unwrap().state, GossipState::Dead);
+        assert_eq!(b.membership().get("a").unwrap().state, GossipState::Alive);
         cluster.heal();
-        assert_eq!(a.membership().get("b").unwrap().state, MemberState::Alive);
+        assert_eq!(a.membership().get("b").unwrap().state, GossipState::Alive);
 
         // Restart c with a wiped data dir: a new incarnation, visible once it joins.
         let c2 = cluster.start("c", meta("c", "2"));
         assert_eq!(a.membership().get("c").unwrap().incarnation(), "1");
         c2.join(&seeds()).await.unwrap();
         let seen = a.membership().get("c").unwrap().clone();
-        assert_eq!((seen.state, seen.incarnation()), (MemberState::Alive, "2"));
+        assert_eq!((seen.state, seen.incarnation()), (GossipState::Alive, "2"));
 
         // Graceful leave.
         b.leave(Duration::from_secs(1)).await.unwrap();
-        assert_eq!(a.membership().get("b").unwrap().state, MemberState::Left);
-        assert_eq!(b.membership().get("b").unwrap().state, MemberState::Left);
-        assert_eq!(cluster.state_of("b"), Some(MemberState::Left));
+        assert_eq!(a.membership().get("b").unwrap().state, GossipState::Left);
+        assert_eq!(b.membership().get("b").unwrap().state, GossipState::Left);
+        assert_eq!(cluster.state_of("b"), Some(GossipState::Left));
 
         // Forget the left member on a; it stays forgotten while it is left.
         assert!(!a.forget("c"), "a live member cannot be forgotten");
         assert!(a.forget("b"));
         assert!(a.membership().get("b").is_none());
-        cluster.set_state("c", MemberState::Suspect);
+        cluster.set_state("c", GossipState::Suspect);
         assert!(a.membership().get("b").is_none());
-        assert_eq!(c2.membership().get("b").unwrap().state, MemberState::Left);
+        assert_eq!(c2.membership().get("b").unwrap().state, GossipState::Left);
     }
 }

@@ -35,7 +35,7 @@ use tokio::task::JoinHandle;
 
 use crate::error::DiscoveryError;
 use crate::meta;
-use crate::model::{MemberState, Membership, NodeMeta};
+use crate::model::{GossipState, Membership, NodeMeta};
 use crate::seeds::{resolve_seeds, validate_seed};
 use crate::view::{Observed, ViewBuilder};
 use crate::{Discovery, JoinReport};
@@ -449,14 +449,14 @@ impl Shared {
             let reported = s.state();
             let state = if live.contains(s.id()) {
                 if reported == State::Suspect || suspects.contains(&id) {
-                    MemberState::Suspect
+                    GossipState::Suspect
                 } else {
-                    MemberState::Alive
+                    GossipState::Alive
                 }
             } else if leaving || reported == State::Left {
-                MemberState::Left
+                GossipState::Left
             } else {
-                MemberState::Dead
+                GossipState::Dead
             };
             observed.push(Observed {
                 id,

@@ -90,7 +90,7 @@
 //!
 //! # Layout
 //!
-//! - `model`: [`Member`], [`NodeMeta`], [`Role`], [`MemberState`], [`Membership`] snapshots and
+//! - `model`: [`GossipMember`], [`NodeMeta`], [`GossipRole`], [`GossipState`], [`Membership`] snapshots and
 //!   their diff ([`MemberChange`]).
 //! - `meta` (private): the metadata encoding carried in memberlist's node meta (format byte,
 //!   length-prefixed fields, `leaving` flag).
@@ -120,7 +120,7 @@ pub use gossip::{
     MISSED_PINGS_FOR_SUSPECT,
 };
 pub use meta::{MAX_META_LEN, encoded_prefixes_len};
-pub use model::{Member, MemberChange, MemberState, Membership, NodeMeta, Role};
+pub use model::{GossipMember, GossipRole, GossipState, MemberChange, Membership, NodeMeta};
 pub use seeds::{parse_seed_list, resolve_seeds};
 
 /// Cluster membership as one node sees it.

@@ -19,7 +19,7 @@
 //! metadata first, the way Serf broadcasts a leave intent before leaving.
 
 use crate::error::DiscoveryError;
-use crate::model::{NodeMeta, Role};
+use crate::model::{GossipRole, NodeMeta};
 
 /// memberlist's limit on a node's metadata.
 pub const MAX_META_LEN: usize = 512;
@@ -42,8 +42,8 @@ pub(crate) fn encode(meta: &NodeMeta, leaving: bool) -> Result<Vec<u8>, Discover
     put(&mut out, &meta.public_key)?;
     put(&mut out, meta.version.as_bytes())?;
     out.push(match meta.role {
-        Role::Member => 0,
-        Role::Mirror => 1,
+        GossipRole::Member => 0,
+        GossipRole::Mirror => 1,
     });
     put(&mut out, meta.incarnation.as_bytes())?;
     out.push(if leaving { LEAVING } else { 0 });
@@ -77,8 +77,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(NodeMeta, bool), DiscoveryError> {
     let public_key = r.field("public_key")?.to_vec();
     let version = r.string("version")?;
     let role = match r.u8("role")? {
-        0 => Role::Member,
-        1 => Role::Mirror,
+        0 => GossipRole::Member,
+        1 => GossipRole::Mirror,
         other => return Err(invalid(format!("unknown role {other}"))),
     };
     let incarnation = r.string("incarnation")?;
@@ -155,7 +155,7 @@ mod tests {
             grpc_addr: "ledger-0.ledger.default.svc.cluster.local:50051".to_owned(),
             public_key: (0u8..32).collect(),
             version: "0.1.0".to_owned(),
-            role: Role::Mirror,
+            role: GossipRole::Mirror,
             incarnation: "0199a0c4-6f1e-7c2a-9d1b-3e4f5a6b7c8d".to_owned(),
             mirror_prefixes: vec!["observed-".to_owned(), "tenant-7/".to_owned()],
         }

@@ -12,7 +12,7 @@ use crate::error::DiscoveryError;
 
 /// What a node does in the cluster.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Role {
+pub enum GossipRole {
     /// Holds replicas and can be a context's writer (the default).
     #[default]
     Member,
@@ -20,29 +20,29 @@ pub enum Role {
     Mirror,
 }
 
-impl Role {
+impl GossipRole {
     /// The lowercase name used in configuration and `cluster status` (`member`, `mirror`).
     pub fn as_str(self) -> &'static str {
         match self {
-            Role::Member => "member",
-            Role::Mirror => "mirror",
+            GossipRole::Member => "member",
+            GossipRole::Mirror => "mirror",
         }
     }
 }
 
-impl fmt::Display for Role {
+impl fmt::Display for GossipRole {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl FromStr for Role {
+impl FromStr for GossipRole {
     type Err = DiscoveryError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.trim().to_ascii_lowercase().as_str() {
-            "member" => Ok(Role::Member),
-            "mirror" => Ok(Role::Mirror),
+            "member" => Ok(GossipRole::Member),
+            "mirror" => Ok(GossipRole::Mirror),
             other => Err(DiscoveryError::InvalidRole(other.to_owned())),
         }
     }
@@ -50,7 +50,7 @@ impl FromStr for Role {
 
 /// The state this node believes a member is in (SWIM's states).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum MemberState {
+pub enum GossipState {
     /// Answers probes.
     Alive,
     /// Missed a probe; declared dead unless it refutes before the suspicion timeout.
@@ -61,25 +61,25 @@ pub enum MemberState {
     Left,
 }
 
-impl MemberState {
+impl GossipState {
     /// The lowercase name used by `cluster status` (`alive`, `suspect`, `dead`, `left`).
     pub fn as_str(self) -> &'static str {
         match self {
-            MemberState::Alive => "alive",
-            MemberState::Suspect => "suspect",
-            MemberState::Dead => "dead",
-            MemberState::Left => "left",
+            GossipState::Alive => "alive",
+            GossipState::Suspect => "suspect",
+            GossipState::Dead => "dead",
+            GossipState::Left => "left",
         }
     }
 
     /// `Alive` or `Suspect`: the member may still be running. A suspect member is not yet
     /// failed (SWIM gives it the suspicion timeout to refute), so placement treats it as live.
     pub fn is_live(self) -> bool {
-        matches!(self, MemberState::Alive | MemberState::Suspect)
+        matches!(self, GossipState::Alive | GossipState::Suspect)
     }
 }
 
-impl fmt::Display for MemberState {
+impl fmt::Display for GossipState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -96,7 +96,7 @@ pub struct NodeMeta {
     /// The node's software version.
     pub version: String,
     /// Member or mirror.
-    pub role: Role,
+    pub role: GossipRole,
     /// Created with the data dir: a new value under an old node id tells peers the node came
     /// back with an empty (or lost) data dir and has forgotten its promises.
     pub incarnation: String,
@@ -107,7 +107,7 @@ pub struct NodeMeta {
 
 /// One member as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Member {
+pub struct GossipMember {
     /// Stable node id (generated once into the data dir, or configured).
     pub id: String,
     /// Address the member's gossip layer answers on. (The fake uses `0.0.0.0:0`.)
@@ -115,19 +115,19 @@ pub struct Member {
     /// What the member advertises.
     pub meta: NodeMeta,
     /// What this node believes about it.
-    pub state: MemberState,
+    pub state: GossipState,
     /// When this node first saw the member in `state` with this incarnation (local clock).
     pub since: SystemTime,
 }
 
-impl Member {
+impl GossipMember {
     /// Shorthand for `self.meta.grpc_addr`.
     pub fn grpc_addr(&self) -> &str {
         &self.meta.grpc_addr
     }
 
     /// Shorthand for `self.meta.role`.
-    pub fn role(&self) -> Role {
+    pub fn role(&self) -> GossipRole {
         self.meta.role
     }
 
@@ -143,14 +143,17 @@ impl Member {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Membership {
     local_id: Arc<str>,
-    members: Arc<Vec<Member>>,
+    members: Arc<Vec<GossipMember>>,
 }
 
 impl Membership {
     /// A snapshot from members in any order; sorts them by id. If two entries share an id the
     /// last one wins.
-    pub fn new(local_id: impl Into<Arc<str>>, members: impl IntoIterator<Item = Member>) -> Self {
-        let by_id: BTreeMap<String, Member> =
+    pub fn new(
+        local_id: impl Into<Arc<str>>,
+        members: impl IntoIterator<Item = GossipMember>,
+    ) -> Self {
+        let by_id: BTreeMap<String, GossipMember> =
             members.into_iter().map(|m| (m.id.clone(), m)).collect();
         Self {
             local_id: local_id.into(),
@@ -165,30 +168,30 @@ impl Membership {
 
     /// This node's own record, if it is in the view (it always is for the shipped
     /// implementations).
-    pub fn local(&self) -> Option<&Member> {
+    pub fn local(&self) -> Option<&GossipMember> {
         self.get(&self.local_id)
     }
 
     /// Every known member, sorted by id, whatever its state.
-    pub fn members(&self) -> &[Member] {
+    pub fn members(&self) -> &[GossipMember] {
         &self.members
     }
 
     /// The member with this id.
-    pub fn get(&self, id: &str) -> Option<&Member> {
+    pub fn get(&self, id: &str) -> Option<&GossipMember> {
         self.members
             .binary_search_by(|m| m.id.as_str().cmp(id))
             .ok()
             .map(|i| &self.members[i])
     }
 
-    /// Members that may be running ([`MemberState::is_live`]: alive or suspect), sorted by id.
-    pub fn live(&self) -> impl Iterator<Item = &Member> {
+    /// Members that may be running ([`GossipState::is_live`]: alive or suspect), sorted by id.
+    pub fn live(&self) -> impl Iterator<Item = &GossipMember> {
         self.members.iter().filter(|m| m.state.is_live())
     }
 
     /// Members in exactly `state`, sorted by id.
-    pub fn in_state(&self, state: MemberState) -> impl Iterator<Item = &Member> {
+    pub fn in_state(&self, state: GossipState) -> impl Iterator<Item = &GossipMember> {
         self.members.iter().filter(move |m| m.state == state)
     }
 
@@ -252,26 +255,26 @@ impl Membership {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MemberChange {
     /// A member this node had not known.
-    Joined(Member),
+    Joined(GossipMember),
     /// Same incarnation, new state (e.g. `alive → suspect`, `suspect → dead`, `alive → left`).
     StateChanged {
         /// The member's id.
         id: String,
         /// State in the previous snapshot.
-        from: MemberState,
+        from: GossipState,
         /// State now.
-        to: MemberState,
+        to: GossipState,
     },
     /// Same id, new incarnation id: the node came back with a new (empty) data dir.
     Restarted {
         /// The member as it is now.
-        member: Member,
+        member: GossipMember,
         /// Its incarnation in the previous snapshot.
         previous_incarnation: String,
     },
     /// Same incarnation, different metadata or gossip address (e.g. a new version after an
     /// upgrade restart that kept the data dir).
-    Updated(Member),
+    Updated(GossipMember),
     /// Removed from the view ([`Discovery::forget`](crate::Discovery::forget)).
     Forgotten(String),
 }
@@ -280,15 +283,15 @@ pub enum MemberChange {
 mod tests {
     use super::*;
 
-    fn member(id: &str, state: MemberState, incarnation: &str) -> Member {
-        Member {
+    fn member(id: &str, state: GossipState, incarnation: &str) -> GossipMember {
+        GossipMember {
             id: id.to_owned(),
             gossip_addr: "127.0.0.1:7946".parse().unwrap(),
             meta: NodeMeta {
                 grpc_addr: format!("{id}:50051"),
                 public_key: vec![7; 32],
                 version: "0.1.0".to_owned(),
-                role: Role::Member,
+                role: GossipRole::Member,
                 incarnation: incarnation.to_owned(),
                 mirror_prefixes: Vec::new(),
             },
@@ -302,19 +305,19 @@ mod tests {
         let view = Membership::new(
             "b",
             [
-                member("c", MemberState::Dead, "1"),
-                member("a", MemberState::Alive, "1"),
-                member("b", MemberState::Suspect, "1"),
+                member("c", GossipState::Dead, "1"),
+                member("a", GossipState::Alive, "1"),
+                member("b", GossipState::Suspect, "1"),
             ],
         );
         let ids: Vec<_> = view.members().iter().map(|m| m.id.as_str()).collect();
         assert_eq!(ids, ["a", "b", "c"]);
         assert_eq!(view.local().unwrap().id, "b");
-        assert_eq!(view.get("c").unwrap().state, MemberState::Dead);
+        assert_eq!(view.get("c").unwrap().state, GossipState::Dead);
         assert!(view.get("d").is_none());
         let live: Vec<_> = view.live().map(|m| m.id.as_str()).collect();
         assert_eq!(live, ["a", "b"]);
-        assert_eq!(view.in_state(MemberState::Dead).count(), 1);
+        assert_eq!(view.in_state(GossipState::Dead).count(), 1);
     }
 
     #[test]
@@ -322,23 +325,23 @@ mod tests {
         let before = Membership::new(
             "a",
             [
-                member("a", MemberState::Alive, "1"),
-                member("b", MemberState::Alive, "1"),
-                member("c", MemberState::Alive, "1"),
-                member("d", MemberState::Dead, "1"),
-                member("e", MemberState::Alive, "1"),
+                member("a", GossipState::Alive, "1"),
+                member("b", GossipState::Alive, "1"),
+                member("c", GossipState::Alive, "1"),
+                member("d", GossipState::Dead, "1"),
+                member("e", GossipState::Alive, "1"),
             ],
         );
-        let mut e = member("e", MemberState::Alive, "1");
+        let mut e = member("e", GossipState::Alive, "1");
         e.meta.version = "0.2.0".to_owned();
         let after = Membership::new(
             "a",
             [
-                member("a", MemberState::Alive, "1"),
-                member("b", MemberState::Suspect, "1"),
-                member("c", MemberState::Alive, "2"),
+                member("a", GossipState::Alive, "1"),
+                member("b", GossipState::Suspect, "1"),
+                member("c", GossipState::Alive, "2"),
                 e.clone(),
-                member("f", MemberState::Alive, "1"),
+                member("f", GossipState::Alive, "1"),
             ],
         );
         assert_eq!(
@@ -346,16 +349,16 @@ mod tests {
             vec![
                 MemberChange::StateChanged {
                     id: "b".to_owned(),
-                    from: MemberState::Alive,
-                    to: MemberState::Suspect,
+                    from: GossipState::Alive,
+                    to: GossipState::Suspect,
                 },
                 MemberChange::Restarted {
-                    member: member("c", MemberState::Alive, "2"),
+                    member: member("c", GossipState::Alive, "2"),
                     previous_incarnation: "1".to_owned(),
                 },
                 MemberChange::Forgotten("d".to_owned()),
                 MemberChange::Updated(e),
-                MemberChange::Joined(member("f", MemberState::Alive, "1")),
+                MemberChange::Joined(member("f", GossipState::Alive, "1")),
             ]
         );
         assert!(after.changes_since(&after).is_empty());
@@ -363,21 +366,24 @@ mod tests {
 
     #[test]
     fn role_and_state_names_round_trip() {
-        assert_eq!("member".parse::<Role>().unwrap(), Role::Member);
-        assert_eq!(" Mirror ".parse::<Role>().unwrap(), Role::Mirror);
-        assert!("writer".parse::<Role>().is_err());
-        assert_eq!(Role::Mirror.to_string(), "mirror");
+        assert_eq!("member".parse::<GossipRole>().unwrap(), GossipRole::Member);
+        assert_eq!(
+            " Mirror ".parse::<GossipRole>().unwrap(),
+            GossipRole::Mirror
+        );
+        assert!("writer".parse::<GossipRole>().is_err());
+        assert_eq!(GossipRole::Mirror.to_string(), "mirror");
         let names: Vec<_> = [
-            MemberState::Alive,
-            MemberState::Suspect,
-            MemberState::Dead,
-            MemberState::Left,
+            GossipState::Alive,
+            GossipState::Suspect,
+            GossipState::Dead,
+            GossipState::Left,
         ]
         .iter()
         .map(|s| s.as_str())
         .collect();
         assert_eq!(names, ["alive", "suspect", "dead", "left"]);
-        assert!(MemberState::Suspect.is_live());
-        assert!(!MemberState::Left.is_live());
+        assert!(GossipState::Suspect.is_live());
+        assert!(!GossipState::Left.is_live());
     }
 }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::time::SystemTime;
 
-use crate::model::{Member, MemberState, Membership, NodeMeta};
+use crate::model::{GossipMember, GossipState, Membership, NodeMeta};
 
 /// One member as the membership layer reports it at one instant.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub(crate) struct Observed {
     pub id: String,
     pub gossip_addr: SocketAddr,
     pub meta: NodeMeta,
-    pub state: MemberState,
+    pub state: GossipState,
 }
 
 /// Builds successive snapshots for one node.
@@ -48,7 +48,7 @@ impl ViewBuilder {
         observed: impl IntoIterator<Item = Observed>,
         now: SystemTime,
     ) -> Membership {
-        let mut members: BTreeMap<String, Member> = BTreeMap::new();
+        let mut members: BTreeMap<String, GossipMember> = BTreeMap::new();
         for o in observed {
             if self.forgotten.contains(&o.id) {
                 if o.state.is_live() {
@@ -65,7 +65,7 @@ impl ViewBuilder {
             };
             members.insert(
                 o.id.clone(),
-                Member {
+                GossipMember {
                     id: o.id,
                     gossip_addr: o.gossip_addr,
                     meta: o.meta,
@@ -82,7 +82,7 @@ impl ViewBuilder {
             if kept.state.is_live() {
                 // The layer forgot a member it had not declared failed: only a failed member
                 // may be reaped, so record it as dead.
-                kept.state = MemberState::Dead;
+                kept.state = GossipState::Dead;
                 kept.since = now;
             }
             members.insert(kept.id.clone(), kept);
@@ -113,9 +113,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::model::Role;
+    use crate::model::GossipRole;
 
-    fn obs(id: &str, state: MemberState, incarnation: &str) -> Observed {
+    fn obs(id: &str, state: GossipState, incarnation: &str) -> Observed {
         Observed {
             id: id.to_owned(),
             gossip_addr: "127.0.0.1:7946".parse().unwrap(),
@@ -123,7 +123,7 @@ mod tests {
                 grpc_addr: format!("{id}:50051"),
                 public_key: vec![1; 32],
                 version: "0.1.0".to_owned(),
-                role: Role::Member,
+                role: GossipRole::Member,
                 incarnation: incarnation.to_owned(),
                 mirror_prefixes: Vec::new(),
             },
@@ -142,16 +142,16 @@ mod tests {
         let v1 = b.next(
             &v0,
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Alive, "1"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Alive, "1"),
             ],
             t(1),
         );
         let v2 = b.next(
             &v1,
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Alive, "1"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Alive, "1"),
             ],
             t(2),
         );
@@ -159,8 +159,8 @@ mod tests {
         let v3 = b.next(
             &v2,
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Suspect, "1"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Suspect, "1"),
             ],
             t(3),
         );
@@ -169,8 +169,8 @@ mod tests {
         let v4 = b.next(
             &v3,
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Suspect, "2"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Suspect, "2"),
             ],
             t(4),
         );
@@ -183,14 +183,14 @@ mod tests {
         let v1 = b.next(
             &Membership::new("a", []),
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Dead, "1"),
-                obs("c", MemberState::Left, "1"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Dead, "1"),
+                obs("c", GossipState::Left, "1"),
             ],
             t(1),
         );
         // The layer reaps b and c: both stay, in their last state.
-        let v2 = b.next(&v1, [obs("a", MemberState::Alive, "1")], t(2));
+        let v2 = b.next(&v1, [obs("a", GossipState::Alive, "1")], t(2));
         assert_eq!(v2, v1);
 
         assert!(
@@ -204,8 +204,8 @@ mod tests {
         let v4 = b.next(
             &v3,
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Dead, "1"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Dead, "1"),
             ],
             t(3),
         );
@@ -214,21 +214,21 @@ mod tests {
         let v5 = b.next(
             &v4,
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Alive, "2"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Alive, "2"),
             ],
             t(4),
         );
-        assert_eq!(v5.get("b").unwrap().state, MemberState::Alive);
+        assert_eq!(v5.get("b").unwrap().state, GossipState::Alive);
         let v6 = b.next(
             &v5,
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Dead, "2"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Dead, "2"),
             ],
             t(5),
         );
-        assert_eq!(v6.get("b").unwrap().state, MemberState::Dead);
+        assert_eq!(v6.get("b").unwrap().state, GossipState::Dead);
     }
 
     #[test]
@@ -237,14 +237,14 @@ mod tests {
         let v1 = b.next(
             &Membership::new("a", []),
             [
-                obs("a", MemberState::Alive, "1"),
-                obs("b", MemberState::Suspect, "1"),
+                obs("a", GossipState::Alive, "1"),
+                obs("b", GossipState::Suspect, "1"),
             ],
             t(1),
         );
         assert!(b.forget(&v1, "b").is_none());
-        let v2 = b.next(&v1, [obs("a", MemberState::Alive, "1")], t(2));
+        let v2 = b.next(&v1, [obs("a", GossipState::Alive, "1")], t(2));
         let b2 = v2.get("b").unwrap();
-        assert_eq!((b2.state, b2.since), (MemberState::Dead, t(2)));
+        assert_eq!((b2.state, b2.since), (GossipState::Dead, t(2)));
     }
 }

@@ -6,8 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use ledger_discovery::{
-    Discovery, DiscoveryError, GossipConfig, GossipDiscovery, GossipTiming, MemberChange,
-    MemberState, Membership, NodeMeta, Role,
+    Discovery, DiscoveryError, GossipConfig, GossipDiscovery, GossipRole, GossipState,
+    GossipTiming, MemberChange, Membership, NodeMeta,
 };
 use tokio::sync::watch;
 
@@ -18,7 +18,7 @@ fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-fn meta(id: &str, incarnation: &str, role: Role) -> NodeMeta {
+fn meta(id: &str, incarnation: &str, role: GossipRole) -> NodeMeta {
     NodeMeta {
         grpc_addr: format!("{id}.test:50051"),
         public_key: id.bytes().cycle().take(32).collect(),
@@ -30,7 +30,7 @@ fn meta(id: &str, incarnation: &str, role: Role) -> NodeMeta {
 }
 
 async fn start_at(id: &str, incarnation: &str, bind: SocketAddr) -> GossipDiscovery {
-    start_with(id, meta(id, incarnation, Role::Member), bind).await
+    start_with(id, meta(id, incarnation, GossipRole::Member), bind).await
 }
 
 /// Logs to the test output when `RUST_LOG` is set (e.g. `RUST_LOG=memberlist=debug`).
@@ -93,7 +93,7 @@ async fn wait_for(
     wait_until(&mut node.subscribe(), what, |_| {}, pred).await
 }
 
-fn state_of(view: &Membership, id: &str) -> Option<MemberState> {
+fn state_of(view: &Membership, id: &str) -> Option<GossipState> {
     view.get(id).map(|m| m.state)
 }
 
@@ -101,7 +101,7 @@ fn all_alive(view: &Membership, ids: &[&str]) -> bool {
     view.members().len() == ids.len()
         && ids
             .iter()
-            .all(|id| state_of(view, id) == Some(MemberState::Alive))
+            .all(|id| state_of(view, id) == Some(GossipState::Alive))
 }
 
 /// Starts `ids` on 127.0.0.`first_ip`.. and joins every node after the first through the first
@@ -141,7 +141,7 @@ async fn three_nodes_find_each_other_from_one_seed_and_see_each_others_metadata(
         assert_eq!(view.local().unwrap().id, node.local_id());
         for (other, id) in nodes.iter().zip(ids) {
             let m = view.get(id).unwrap();
-            assert_eq!(m.meta, meta(id, &format!("{id}-1"), Role::Member));
+            assert_eq!(m.meta, meta(id, &format!("{id}-1"), GossipRole::Member));
             assert_eq!(m.gossip_addr, other.advertise_addr());
             assert_eq!(m.grpc_addr(), format!("{id}.test:50051"));
             assert_eq!(m.meta.public_key.len(), 32);
@@ -150,7 +150,7 @@ async fn three_nodes_find_each_other_from_one_seed_and_see_each_others_metadata(
     // c only knew the seed a, yet it learnt b through gossip.
     assert_eq!(
         state_of(&nodes[2].membership(), "b"),
-        Some(MemberState::Alive)
+        Some(GossipState::Alive)
     );
     for node in &nodes {
         node.shutdown().await;
@@ -163,19 +163,19 @@ async fn a_mirror_role_its_prefixes_and_a_dns_seed_are_carried_through() {
     // tries every address and succeeds through the one that answers.
     let a = start_at("a", "a-1", SocketAddr::new(ip(1), 0)).await;
     let port = a.advertise_addr().port();
-    let mut mirror = meta("m", "m-1", Role::Mirror);
+    let mut mirror = meta("m", "m-1", GossipRole::Mirror);
     mirror.mirror_prefixes = vec!["observed-".to_owned(), "tenant-7/".to_owned()];
     let m = start_with("m", mirror, SocketAddr::new(ip(31), 0)).await;
     let report = m.join(&[format!("localhost:{port}")]).await.unwrap();
     assert!(report.joined(), "{report:?}");
     assert!(report.resolved.contains(&format!("127.0.0.1:{port}")));
     let view = wait_for(&a, "a sees the mirror", |v| all_alive(v, &["a", "m"])).await;
-    assert_eq!(view.get("m").unwrap().role(), Role::Mirror);
+    assert_eq!(view.get("m").unwrap().role(), GossipRole::Mirror);
     assert_eq!(
         view.get("m").unwrap().meta.mirror_prefixes,
         ["observed-", "tenant-7/"]
     );
-    assert_eq!(view.get("a").unwrap().role(), Role::Member);
+    assert_eq!(view.get("a").unwrap().role(), GossipRole::Member);
     a.shutdown().await;
     m.shutdown().await;
 }
@@ -198,15 +198,15 @@ async fn nodes_stopped_without_leaving_are_seen_suspect_then_dead() {
                 "c and d declared dead",
                 |v| {
                     for id in ["c", "d"] {
-                        if state_of(v, id) == Some(MemberState::Suspect) && !suspected.contains(&id)
+                        if state_of(v, id) == Some(GossipState::Suspect) && !suspected.contains(&id)
                         {
                             suspected.push(id);
                         }
                     }
                 },
                 |v| {
-                    state_of(v, "c") == Some(MemberState::Dead)
-                        && state_of(v, "d") == Some(MemberState::Dead)
+                    state_of(v, "c") == Some(GossipState::Dead)
+                        && state_of(v, "d") == Some(GossipState::Dead)
                 },
             )
             .await;
@@ -269,12 +269,12 @@ async fn a_graceful_leave_is_seen_as_left() {
                     states.push(s);
                 }
             },
-            |v| state_of(v, "b") == Some(MemberState::Left),
+            |v| state_of(v, "b") == Some(GossipState::Left),
         )
         .await;
         assert!(
-            !states.contains(&Some(MemberState::Suspect))
-                && !states.contains(&Some(MemberState::Dead)),
+            !states.contains(&Some(GossipState::Suspect))
+                && !states.contains(&Some(GossipState::Dead)),
             "{} saw {states:?}",
             observer.local_id()
         );
@@ -282,7 +282,7 @@ async fn a_graceful_leave_is_seen_as_left() {
     // The leaver's own last snapshot shows it left, and it cannot rejoin with this handle.
     assert_eq!(
         state_of(&nodes[1].membership(), "b"),
-        Some(MemberState::Left)
+        Some(GossipState::Left)
     );
     assert!(matches!(
         nodes[1].join(&seed_of(&nodes[0])).await,
@@ -302,7 +302,7 @@ async fn a_node_restarted_after_it_was_declared_dead_is_seen_with_its_new_incarn
     c.shutdown().await;
     for node in &nodes {
         wait_for(node, "c declared dead", |v| {
-            state_of(v, "c") == Some(MemberState::Dead)
+            state_of(v, "c") == Some(GossipState::Dead)
         })
         .await;
     }
@@ -313,7 +313,7 @@ async fn a_node_restarted_after_it_was_declared_dead_is_seen_with_its_new_incarn
     for node in &nodes {
         let view = wait_for(node, "c alive again with incarnation c-2", |v| {
             v.get("c")
-                .is_some_and(|m| m.state == MemberState::Alive && m.incarnation() == "c-2")
+                .is_some_and(|m| m.state == GossipState::Alive && m.incarnation() == "c-2")
         })
         .await;
         let restarted = view.changes_since(&before).into_iter().any(|ch| {
@@ -345,7 +345,7 @@ async fn a_node_restarted_before_anyone_noticed_is_seen_with_its_new_incarnation
     for node in &nodes {
         wait_for(node, "c alive with incarnation c-2", |v| {
             v.get("c")
-                .is_some_and(|m| m.state == MemberState::Alive && m.incarnation() == "c-2")
+                .is_some_and(|m| m.state == GossipState::Alive && m.incarnation() == "c-2")
         })
         .await;
     }
@@ -367,7 +367,7 @@ async fn a_node_whose_seeds_are_down_runs_alone_and_joins_when_they_come_up() {
     assert!(!report.errors.is_empty());
     let view = a.membership();
     assert_eq!(view.members().len(), 1);
-    assert_eq!(state_of(&view, "a"), Some(MemberState::Alive));
+    assert_eq!(state_of(&view, "a"), Some(GossipState::Alive));
 
     // The seed comes up with no seeds of its own; a's background rejoin finds it.
     let s = start_at("s", "s-1", seed_addr).await;
@@ -384,7 +384,7 @@ async fn start_keyed(id: &str, ip_last: u8, key: Option<&str>) -> GossipDiscover
         bind_addr: SocketAddr::new(ip(ip_last), 0),
         timing: GossipTiming::fast(),
         key: key.map(|k| k.parse().expect("a valid key")),
-        ..GossipConfig::new(id, meta(id, &format!("{id}-1"), Role::Member))
+        ..GossipConfig::new(id, meta(id, &format!("{id}-1"), GossipRole::Member))
     };
     GossipDiscovery::start(config).await.expect("gossip starts")
 }
@@ -449,12 +449,12 @@ async fn bad_configuration_is_refused() {
     let bind = SocketAddr::new(ip(91), 0);
     let empty_id = GossipDiscovery::start(GossipConfig {
         bind_addr: bind,
-        ..GossipConfig::new("", meta("x", "x-1", Role::Member))
+        ..GossipConfig::new("", meta("x", "x-1", GossipRole::Member))
     })
     .await;
     assert!(matches!(empty_id, Err(DiscoveryError::EmptyNodeId)));
 
-    let mut big = meta("x", "x-1", Role::Member);
+    let mut big = meta("x", "x-1", GossipRole::Member);
     big.grpc_addr = "h".repeat(600);
     let too_big = GossipDiscovery::start(GossipConfig {
         bind_addr: bind,
@@ -466,7 +466,7 @@ async fn bad_configuration_is_refused() {
     let x = start("x", 91).await;
     let taken = GossipDiscovery::start(GossipConfig {
         bind_addr: x.advertise_addr(),
-        ..GossipConfig::new("y", meta("y", "y-1", Role::Member))
+        ..GossipConfig::new("y", meta("y", "y-1", GossipRole::Member))
     })
     .await;
     assert!(matches!(taken, Err(DiscoveryError::Start { .. })));

@@ -3,7 +3,7 @@
 
 use crate::sequencer::{ApplyCmd, Command};
 use crate::{Ledger, LedgerError};
-use ledger_core::merkle::NodeId;
+use ledger_core::merkle::TreeNodeId;
 use ledger_core::tail::TailVerifier;
 use ledger_core::{Entry, Hash, validate};
 use ledger_storage::ContextHead;
@@ -70,9 +70,9 @@ impl Ledger {
         let overlap =
             usize::try_from((size + 1 - first).min(entries.len() as u64)).unwrap_or(usize::MAX);
         if overlap > 0 {
-            let ids: Vec<NodeId> = entries[..overlap]
+            let ids: Vec<TreeNodeId> = entries[..overlap]
                 .iter()
-                .map(|e| NodeId::leaf(e.sequence - 1))
+                .map(|e| TreeNodeId::leaf(e.sequence - 1))
                 .collect();
             let stored = self.inner.store.nodes(context_id, &ids)?;
             if let Some((e, _)) = entries[..overlap]

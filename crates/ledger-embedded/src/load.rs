@@ -13,7 +13,7 @@
 
 use crate::sequencer::{ApplyCmd, Command, LoadBeginCmd, LoadOutcome, Reservations};
 use crate::{Ledger, LedgerError};
-use ledger_core::merkle::NodeId;
+use ledger_core::merkle::TreeNodeId;
 use ledger_core::snapshot::SnapshotDecoder;
 use ledger_core::{Entry, Hash, validate};
 use ledger_storage::{ContextHead, LogStore};
@@ -173,10 +173,10 @@ impl LoadSession {
         if self.compare.is_empty() {
             return Ok(());
         }
-        let ids: Vec<NodeId> = self
+        let ids: Vec<TreeNodeId> = self
             .compare
             .iter()
-            .map(|e| NodeId::leaf(e.sequence - 1))
+            .map(|e| TreeNodeId::leaf(e.sequence - 1))
             .collect();
         let stored: Vec<Hash> = self.store.nodes(&self.context_id, &ids)?;
         if let Some((e, _)) = self

@@ -4,7 +4,7 @@
 
 use crate::{Ledger, LedgerError};
 use ledger_core::Hash;
-use ledger_core::merkle::{self, NodeId};
+use ledger_core::merkle::{self, TreeNodeId};
 use ledger_storage::ReadQuery;
 
 /// Proof that one entry is in a context's tree of some size.
@@ -68,9 +68,9 @@ impl Ledger {
         let plan = merkle::inclusion_plan(index, size)?;
         let root_plan = merkle::root_plan(size);
         let n = plan.nodes().len();
-        let mut ids: Vec<NodeId> = Vec::with_capacity(n + 1 + root_plan.nodes().len());
+        let mut ids: Vec<TreeNodeId> = Vec::with_capacity(n + 1 + root_plan.nodes().len());
         ids.extend_from_slice(plan.nodes());
-        ids.push(NodeId::leaf(index));
+        ids.push(TreeNodeId::leaf(index));
         ids.extend_from_slice(root_plan.nodes());
         let hashes = self.inner.store.nodes(context_id, &ids)?;
         Ok(InclusionProof {

@@ -506,7 +506,7 @@ impl LogStore for FailingStore {
     fn read(&self, c: &str, q: &ReadQuery) -> Result<ReadResult, StorageError> {
         self.inner.read(c, q)
     }
-    fn nodes(&self, c: &str, ids: &[ledger_core::NodeId]) -> Result<Vec<Hash>, StorageError> {
+    fn nodes(&self, c: &str, ids: &[ledger_core::TreeNodeId]) -> Result<Vec<Hash>, StorageError> {
         self.inner.nodes(c, ids)
     }
     fn list_contexts(&self, a: Option<&str>, n: usize) -> Result<Vec<String>, StorageError> {

@@ -122,7 +122,7 @@
 //! - Feed membership views, appends and a clock ([`Participant::tick`] every few tens of ms).
 //! - Apply membership removals one at a time ([`Participant::is_settled`]).
 //!
-//! [`NodeId`] here is a cluster node's id; `ledger_core::NodeId` is a Merkle tree node.
+//! [`NodeId`] is a cluster node's id (a Merkle tree node is `ledger_core::TreeNodeId`).
 
 pub mod claim;
 pub mod digest;

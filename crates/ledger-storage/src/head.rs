@@ -61,7 +61,7 @@ impl ContextHead {
     pub fn push(
         &mut self,
         entry: &Entry,
-        nodes: &mut Vec<(ledger_core::NodeId, Hash)>,
+        nodes: &mut Vec<(ledger_core::TreeNodeId, Hash)>,
     ) -> Result<(), StorageError> {
         let want = self.size() + 1;
         if entry.sequence != want {

@@ -35,7 +35,7 @@
 //! context, so each commit appends at the end of its context's key range.
 
 use ledger_core::hash::sha256;
-use ledger_core::merkle::NodeId;
+use ledger_core::merkle::TreeNodeId;
 
 /// Width of a context key.
 pub const CONTEXT_KEY_LEN: usize = 16;
@@ -161,7 +161,7 @@ pub fn entry_key_sequence(key: &[u8]) -> Option<u64> {
 
 /// Where the hash of complete subtree `id` is stored: the `nodes` row of this sequence, at this
 /// byte offset.
-pub fn node_location(id: NodeId) -> (u64, usize) {
+pub fn node_location(id: TreeNodeId) -> (u64, usize) {
     ((id.index + 1) << id.level, 32 * id.level as usize)
 }
 
@@ -250,16 +250,16 @@ mod tests {
     #[test]
     fn each_subtree_lives_in_the_row_of_its_last_leaf() {
         // Leaf index 5 is sequence 6.
-        assert_eq!(node_location(NodeId::leaf(5)), (6, 0));
+        assert_eq!(node_location(TreeNodeId::leaf(5)), (6, 0));
         // Leaves 4..8 end at sequence 8, level 2.
-        assert_eq!(node_location(NodeId::new(2, 1)), (8, 64));
+        assert_eq!(node_location(TreeNodeId::new(2, 1)), (8, 64));
         assert_eq!(node_row_len(8), 4);
         assert_eq!(node_row_len(7), 1);
         // The frontier's subtrees always fit in their rows.
         for s in 1..200u64 {
             for l in 0..8u8 {
                 if s % (1 << l) == 0 {
-                    let (seq, off) = node_location(NodeId::new(l, s / (1 << l) - 1));
+                    let (seq, off) = node_location(TreeNodeId::new(l, s / (1 << l) - 1));
                     assert_eq!(seq, s);
                     assert!(off / 32 < node_row_len(s));
                 }

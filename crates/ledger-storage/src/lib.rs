@@ -21,7 +21,7 @@ pub mod memory;
 pub mod quarantine;
 pub mod rocks;
 
-use ledger_core::merkle::NodeId;
+use ledger_core::merkle::TreeNodeId;
 use ledger_core::{Entry, Hash};
 use std::sync::Arc;
 use thiserror::Error;
@@ -81,7 +81,7 @@ pub struct ContextCommit {
     /// The head after these entries.
     pub head: ContextHead,
     /// Every complete subtree the entries complete, leaves included.
-    pub nodes: Vec<(NodeId, Hash)>,
+    pub nodes: Vec<(TreeNodeId, Hash)>,
     /// Idempotency keys of appends in `entries`, stored atomically with them.
     pub idempotency: Vec<IdempotencyRecord>,
 }
@@ -257,7 +257,7 @@ pub trait LogStore: Send + Sync + 'static {
 
     /// Hashes of complete Merkle subtrees of a context, in the order of `ids`. Every id must lie
     /// within the context's current size.
-    fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError>;
+    fn nodes(&self, context_id: &str, ids: &[TreeNodeId]) -> Result<Vec<Hash>, StorageError>;
 
     /// Ids of contexts with entries, in storage order, after `after` (exclusive), at most `limit`.
     fn list_contexts(&self, after: Option<&str>, limit: usize)
@@ -357,7 +357,7 @@ impl<S: LogStore + ?Sized> LogStore for Arc<S> {
     fn read(&self, context_id: &str, query: &ReadQuery) -> Result<ReadResult, StorageError> {
         (**self).read(context_id, query)
     }
-    fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
+    fn nodes(&self, context_id: &str, ids: &[TreeNodeId]) -> Result<Vec<Hash>, StorageError> {
         (**self).nodes(context_id, ids)
     }
     fn list_contexts(

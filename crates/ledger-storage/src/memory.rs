@@ -7,7 +7,7 @@ use crate::{
     ContextCommit, ContextHead, IdempotencyRecord, LogStore, Page, QuarantineInfo, Quarantined,
     ReadQuery, ReadResult, StorageError, check_commit, check_quarantine_from, check_rows,
 };
-use ledger_core::merkle::NodeId;
+use ledger_core::merkle::TreeNodeId;
 use ledger_core::{Entry, Hash};
 use parking_lot::RwLock;
 use std::collections::{BTreeMap, HashMap};
@@ -17,7 +17,7 @@ use std::sync::Arc;
 struct MemContext {
     entries: Vec<Arc<Entry>>,
     head: ContextHead,
-    nodes: HashMap<NodeId, Hash>,
+    nodes: HashMap<TreeNodeId, Hash>,
     idempotency: HashMap<String, IdempotencyRecord>,
     idempotency_count: u64,
     /// Every quarantine of the context, in id order, with the entries it moved aside.
@@ -28,7 +28,7 @@ struct MemContext {
 #[derive(Debug, Default)]
 struct Staged {
     entries: BTreeMap<u64, Arc<Entry>>,
-    nodes: HashMap<NodeId, Hash>,
+    nodes: HashMap<TreeNodeId, Hash>,
 }
 
 /// In-memory [`LogStore`]. Clones share the same data, which lets tests "reopen" it.
@@ -189,7 +189,7 @@ impl LogStore for MemoryStore {
         Ok(page.finish(latest, upper))
     }
 
-    fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
+    fn nodes(&self, context_id: &str, ids: &[TreeNodeId]) -> Result<Vec<Hash>, StorageError> {
         let contexts = self.contexts.read();
         let ctx = contexts
             .get(context_id)

@@ -26,7 +26,7 @@ use crate::{
     ContextCommit, ContextHead, Durability, IdempotencyRecord, LogStore, Page, QuarantineInfo,
     Quarantined, ReadQuery, ReadResult, StorageError, check_commit, check_rows,
 };
-use ledger_core::merkle::NodeId;
+use ledger_core::merkle::TreeNodeId;
 use ledger_core::{Entry, Hash};
 use parking_lot::Mutex;
 use rocksdb::{
@@ -423,7 +423,7 @@ impl RocksStore {
         &self,
         key: &ContextKey,
         context_id: &str,
-        ids: &[NodeId],
+        ids: &[TreeNodeId],
     ) -> Result<Vec<Hash>, StorageError> {
         // Many subtrees share a row (a row holds a whole right spine), so read each row once, in
         // key order.
@@ -752,7 +752,7 @@ impl LogStore for RocksStore {
         Ok(page.finish(latest, upper))
     }
 
-    fn nodes(&self, context_id: &str, ids: &[NodeId]) -> Result<Vec<Hash>, StorageError> {
+    fn nodes(&self, context_id: &str, ids: &[TreeNodeId]) -> Result<Vec<Hash>, StorageError> {
         self.read_nodes(&context_key(context_id), context_id, ids)
     }
 

@@ -2,7 +2,7 @@
 //! set bit of the size, largest first. Appending a leaf costs O(log n) hashing in the worst case
 //! and one hash on average; the root is a right fold over at most 64 hashes.
 
-use super::NodeId;
+use super::TreeNodeId;
 use crate::hash::{Hash, empty_root, node_hash};
 use thiserror::Error;
 
@@ -51,7 +51,7 @@ impl Frontier {
     }
 
     /// The complete subtrees the frontier's hashes stand for, largest first.
-    pub fn node_ids(&self) -> Vec<NodeId> {
+    pub fn node_ids(&self) -> Vec<TreeNodeId> {
         let mut v = Vec::with_capacity(self.hashes.len());
         super::range_decomposition(0, self.size, &mut v);
         v
@@ -59,16 +59,16 @@ impl Frontier {
 
     /// Appends a leaf hash. Every complete subtree this creates (the leaf itself, then each merged
     /// parent) is passed to `created`, so a store can persist it for O(log n) proofs.
-    pub fn push(&mut self, leaf: Hash, mut created: impl FnMut(NodeId, Hash)) {
+    pub fn push(&mut self, leaf: Hash, mut created: impl FnMut(TreeNodeId, Hash)) {
         let index = self.size;
         let mut h = leaf;
-        created(NodeId::leaf(index), h);
+        created(TreeNodeId::leaf(index), h);
         let mut level = 0u8;
         while (self.size >> level) & 1 == 1 {
             let left = self.hashes.pop().expect("frontier has a hash per set bit");
             h = node_hash(&left, &h);
             level += 1;
-            created(NodeId::new(level, index >> level), h);
+            created(TreeNodeId::new(level, index >> level), h);
         }
         self.hashes.push(h);
         self.size += 1;
@@ -135,7 +135,11 @@ mod tests {
         assert_eq!(f, g);
         assert_eq!(
             g.node_ids(),
-            vec![NodeId::new(2, 0), NodeId::new(1, 2), NodeId::new(0, 6)]
+            vec![
+                TreeNodeId::new(2, 0),
+                TreeNodeId::new(1, 2),
+                TreeNodeId::new(0, 6)
+            ]
         );
     }
 }

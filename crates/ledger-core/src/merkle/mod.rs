@@ -22,19 +22,19 @@ pub use proof::{
 /// A complete (perfect) subtree: the `2^level` leaves `[index·2^level, (index+1)·2^level)`.
 /// Level 0 nodes are leaves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct NodeId {
+pub struct TreeNodeId {
     pub level: u8,
     pub index: u64,
 }
 
-impl NodeId {
+impl TreeNodeId {
     pub fn new(level: u8, index: u64) -> Self {
-        NodeId { level, index }
+        TreeNodeId { level, index }
     }
 
     /// The leaf `index` (level 0).
     pub fn leaf(index: u64) -> Self {
-        NodeId { level: 0, index }
+        TreeNodeId { level: 0, index }
     }
 
     /// First leaf index covered.
@@ -51,14 +51,14 @@ impl NodeId {
 /// The complete subtrees whose right fold is the RFC 9162 hash of leaves `[start, end)`, largest
 /// first. Valid for the ranges that occur in the RFC's recursion, whose start is a multiple of a
 /// power of two at least as large as the range.
-pub fn range_decomposition(start: u64, end: u64, out: &mut Vec<NodeId>) {
+pub fn range_decomposition(start: u64, end: u64, out: &mut Vec<TreeNodeId>) {
     let mut lo = start;
     while lo < end {
         let remaining = end - lo;
         let max_by_size = 63 - remaining.leading_zeros();
         let max_by_alignment = if lo == 0 { 63 } else { lo.trailing_zeros() };
         let level = max_by_size.min(max_by_alignment);
-        out.push(NodeId::new(level as u8, lo >> level));
+        out.push(TreeNodeId::new(level as u8, lo >> level));
         lo += 1u64 << level;
     }
 }
@@ -90,11 +90,15 @@ mod tests {
         range_decomposition(0, 13, &mut v);
         assert_eq!(
             v,
-            vec![NodeId::new(3, 0), NodeId::new(2, 2), NodeId::new(0, 12)]
+            vec![
+                TreeNodeId::new(3, 0),
+                TreeNodeId::new(2, 2),
+                TreeNodeId::new(0, 12)
+            ]
         );
         v.clear();
         range_decomposition(8, 11, &mut v);
-        assert_eq!(v, vec![NodeId::new(1, 4), NodeId::new(0, 10)]);
+        assert_eq!(v, vec![TreeNodeId::new(1, 4), TreeNodeId::new(0, 10)]);
         v.clear();
         range_decomposition(5, 5, &mut v);
         assert!(v.is_empty());

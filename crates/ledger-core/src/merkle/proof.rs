@@ -5,7 +5,7 @@
 //! *assembles* the proof. Each proof element is the right fold of one or more complete subtrees
 //! (an incomplete right edge is made of several).
 
-use super::{NodeId, range_decomposition, split_point};
+use super::{TreeNodeId, range_decomposition, split_point};
 use crate::hash::{Hash, node_hash};
 use thiserror::Error;
 
@@ -28,7 +28,7 @@ pub enum ProofError {
 /// Which complete subtrees a proof needs, and how they combine into proof elements.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProofPlan {
-    nodes: Vec<NodeId>,
+    nodes: Vec<TreeNodeId>,
     /// `elements[i]` is the half-open range of `nodes` whose right fold is proof element `i`.
     elements: Vec<(usize, usize)>,
 }
@@ -48,7 +48,7 @@ impl ProofPlan {
     }
 
     /// The complete subtrees to fetch, in the order `assemble` expects their hashes.
-    pub fn nodes(&self) -> &[NodeId] {
+    pub fn nodes(&self) -> &[TreeNodeId] {
         &self.nodes
     }
 
@@ -82,7 +82,7 @@ impl ProofPlan {
     /// Builds the proof by looking each node up with `lookup`.
     pub fn assemble_with<E>(
         &self,
-        mut lookup: impl FnMut(NodeId) -> Result<Hash, E>,
+        mut lookup: impl FnMut(TreeNodeId) -> Result<Hash, E>,
     ) -> Result<Vec<Hash>, E> {
         let hashes = self
             .nodes

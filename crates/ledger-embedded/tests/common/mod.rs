@@ -126,7 +126,7 @@ impl ledger_storage::LogStore for FaultyStore {
     fn nodes(
         &self,
         c: &str,
-        ids: &[ledger_core::NodeId],
+        ids: &[ledger_core::TreeNodeId],
     ) -> Result<Vec<ledger_core::Hash>, ledger_storage::StorageError> {
         self.inner.nodes(c, ids)
     }

@@ -184,8 +184,8 @@ impl ClusterConfig {
             seeds: parse_seed_list(&config.seeds),
             ack: ack_level(config.ack),
             role: match config.role {
-                RoleSetting::Member => ledger_discovery::Role::Member,
-                RoleSetting::Mirror => ledger_discovery::Role::Mirror,
+                RoleSetting::Member => ledger_discovery::GossipRole::Member,
+                RoleSetting::Mirror => ledger_discovery::GossipRole::Mirror,
             },
             mirror_prefixes: parse_prefixes(&config.mirror_prefixes),
             dead_member_timeout: (config.dead_member_timeout_ms > 0)

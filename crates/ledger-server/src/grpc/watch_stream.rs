@@ -28,7 +28,7 @@ pub(crate) fn key_filter(key: &str) -> Option<&str> {
 }
 
 /// What the node's Watch answers with.
-pub type FrameStream = std::pin::Pin<Box<dyn futures::Stream<Item = WatchItem> + Send>>;
+pub type FrameStream = std::pin::Pin<Box<dyn futures::Stream<Item = FrameItem> + Send>>;
 
 /// A Watch served from this node's ledger, from `r.from_sequence` on.
 pub(crate) async fn local(
@@ -248,7 +248,7 @@ struct WatchState {
     ended: bool,
 }
 
-pub type WatchItem = Result<WatchFrame, Status>;
+pub type FrameItem = Result<WatchFrame, Status>;
 
 /// Completes when the commit index changes (false: its context task is gone); never
 /// without a cap.
@@ -272,7 +272,7 @@ enum Release {
 const MAX_HELD: usize = 65_536;
 
 impl WatchState {
-    async fn next_event(mut self: Box<Self>) -> Option<(WatchItem, Box<Self>)> {
+    async fn next_event(mut self: Box<Self>) -> Option<(FrameItem, Box<Self>)> {
         if let Some(ev) = self.queued.take() {
             return Some((Ok(WatchFrame::encode(&ev)), self));
         }
@@ -352,13 +352,13 @@ impl WatchState {
         next
     }
 
-    fn deliver(mut self: Box<Self>, e: &Arc<Entry>) -> (WatchItem, Box<Self>) {
+    fn deliver(mut self: Box<Self>, e: &Arc<Entry>) -> (FrameItem, Box<Self>) {
         self.queued = self.trail.as_mut().and_then(|t| t.entry(e));
         let frame = self.frames.frame(e);
         (Ok(frame), self)
     }
 
-    fn end(mut self: Box<Self>, status: Status) -> (WatchItem, Box<Self>) {
+    fn end(mut self: Box<Self>, status: Status) -> (FrameItem, Box<Self>) {
         self.ended = true;
         (Err(status), self)
     }
