@@ -10,6 +10,10 @@
 //! ledger-bench cluster [--quick]                 # 3 nodes: throughput by ack level, lag, catch-up, failover
 //! ledger-bench latency [--quick] [--buffered]    # one writer's append, step by step
 //! ```
+//!
+//! # Layout
+//! One module per benchmark (`embedded`, `node`, `integrity`, `cluster`, `latency`) and
+//! `report` (the helpers they share: timing, the runtime, Markdown rows).
 
 mod cluster;
 mod embedded;

@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //! - [`LedgerClient`]: connect, append, get (one page or all), watch, snapshot, load.
+//! - [`cluster`]: [`cluster::ClusterClient`], appends sent straight to each context's writer
+//!   by the nodes' placement function, reads to a replica.
 //! - [`connect`]: TLS and bearer tokens ([`ConnectOptions`]).
 //! - [`pipeline`]: [`AppendPipeline`], appends pipelined on one stream shared by many tasks.
 //! - [`retry`]: appends retried safely after timeouts and outages (idempotency keys).

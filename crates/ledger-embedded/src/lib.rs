@@ -28,7 +28,8 @@
 //! - `sequencer`: the single writer thread; `dedupe`: its idempotency keys.
 //! - `commit`: group commit, durability, publishing; `fail`: the storage-failure latch.
 //! - `hub` and [`WatchStream`]: live delivery and gapless watching.
-//! - [`config`]: settings; [`LedgerError`]: what can go wrong, classified by [`ErrorKind`].
+//! - [`config`]: settings; `error`: [`LedgerError`], what can go wrong, classified by
+//!   [`ErrorKind`].
 //!
 //! Appends to one context are serialized (one writer owns every head); appends to different
 //! contexts share commits and fsyncs rather than waiting for each other.

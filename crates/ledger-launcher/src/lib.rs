@@ -9,6 +9,10 @@
 //!
 //! No RocksDB, no gRPC: this crate only runs processes, so the harness with its own workspace can
 //! use it too.
+//!
+//! # Layout
+//! One file: [`Launch`] (what to start), [`NodeProcess`] (a running node, its listening line,
+//! stop and kill), [`cluster_addresses`] and the ports of a cluster.
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -1,9 +1,23 @@
-//! The wire contract of Converge Ledger, generated from `proto/` at build time:
-//! `converge.context.v1.ContextService` and `converge.ledger.v1.IntegrityService`.
+//! The wire contract of Converge Ledger, generated from `proto/` at build time: five services,
+//! `converge.context.v1.ContextService` (the engine's contract), `converge.ledger.v1.
+//! IntegrityService` (signed tree heads and proofs), `converge.ledger.v1.AppendPipeline`
+//! (pipelined appends on one stream), `converge.ledger.v1.SnapshotService` (streamed snapshots
+//! and loads) and `converge.ledger.cluster.v1.ClusterService` (the nodes' internal service).
 //!
 //! Generated types stay here and in the gRPC layer; the domain model (`ledger-core`) never
-//! derives from prost. Conversions between the two live in [`convert`], used by the node, the
-//! client and replication alike.
+//! derives from prost. Conversions between the two live in [`convert`], used by the server,
+//! the cluster runtime and the client alike.
+//!
+//! # Layout
+//! - [`context`]: `converge.context.v1` (ContextService and its messages).
+//! - [`framed`]: ContextService generated again for the server, Watch events as pre-encoded
+//!   frames.
+//! - [`ledger`]: `converge.ledger.v1` (IntegrityService, AppendPipeline, SnapshotService) and,
+//!   nested, `converge.ledger.cluster.v1`, re-exported as [`cluster`] (ClusterService).
+//! - [`convert`]: wire ↔ domain conversions.
+//! - [`frame`]: [`frame::WatchFrame`], a message that encodes as bytes already encoded.
+//! - [`codec`]: the gRPC codec that reserves a message's encoded length before writing it.
+//! - [`FILE_DESCRIPTOR_SET`]: every service's descriptors, for server reflection.
 
 #![allow(missing_debug_implementations)]
 

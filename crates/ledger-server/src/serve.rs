@@ -189,18 +189,16 @@ pub async fn serve(
         security,
         metrics,
         cluster,
-        gossip_addr: _,
+        ..
     } = opened;
     let limits = StreamLimits::new(&config, Arc::clone(&metrics));
     let security = Arc::new(security);
     let hangups = tokio::spawn(reload_on_hangup(Arc::clone(&security), cluster.clone()));
     let stopping = Arc::new(AtomicBool::new(false));
-    let (reporter, health) = health(cluster.as_ref(), &stopping).await;
+    let (reporter, health, ready) = health(cluster.as_ref(), &stopping).await;
     let reflection = reflection()?;
-    let router = cluster.clone().map(|c| Router {
-        cluster: c,
-        route: config.route,
-    });
+    let route = config.route;
+    let router = cluster.clone().map(|cluster| Router { cluster, route });
     let (stop_streams, streams_stopping) = watch::channel(false);
     let services = Services {
         ledger: &ledger,
@@ -219,12 +217,9 @@ pub async fn serve(
             policy: Arc::clone(&security.policy),
             limits: Arc::clone(&limits),
         };
-        tokio::spawn(crate::admin::serve(
-            l,
-            Arc::clone(&metrics),
-            observer,
-            streams_stopping.clone(),
-        ))
+        let admin =
+            crate::admin::serve(l, Arc::clone(&metrics), observer, streams_stopping.clone());
+        tokio::spawn(admin)
     });
     let draining = Arc::new(Notify::new());
     let signal = shutdown_sequence(
@@ -238,12 +233,10 @@ pub async fn serve(
             draining: Arc::clone(&draining),
         },
     );
+    let requests = RequestLayer::new(Arc::clone(&metrics), config.max_concurrent_streams);
     let server = tonic::transport::Server::builder()
         .layer(NodeIdLayer::new(&identity.node_id)?)
-        .layer(RequestLayer::new(
-            Arc::clone(&metrics),
-            config.max_concurrent_streams,
-        ))
+        .layer(requests)
         .layer(AuthLayer::new(Arc::clone(&security.policy)))
         .http2_keepalive_interval(Some(Duration::from_millis(config.keepalive_interval_ms)))
         .http2_keepalive_timeout(Some(Duration::from_millis(config.keepalive_timeout_ms)))
@@ -277,7 +270,7 @@ pub async fn serve(
             tracing::warn!(grace_ms = config.shutdown_grace_ms, "in-flight requests did not finish in time; closing anyway");
         }
     }
-    stop_tasks(hangups, admin_task);
+    stop_tasks([Some(hangups), admin_task, ready].into_iter().flatten());
     close(&ledger).await
 }
 
@@ -288,20 +281,25 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// The health service and its reporter. A single node is SERVING at once; a cluster member is
 /// NOT_SERVING until it has joined (done before serving) and compared its contexts with every
 /// live peer once (anti-entropy), so that the contexts it writes have started catching up.
+/// The task waiting for a cluster member to be ready is returned, to be stopped at shutdown.
 async fn health(
     cluster: Option<&Arc<Cluster>>,
     stopping: &Arc<AtomicBool>,
 ) -> (
     HealthReporter,
     tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+    Option<JoinHandle<()>>,
 ) {
     let (reporter, health) = tonic_health::server::health_reporter();
-    match cluster {
-        None => set_public_health(&reporter, true).await,
+    let ready = match cluster {
+        None => {
+            set_public_health(&reporter, true).await;
+            None
+        }
         Some(c) => {
             set_public_health(&reporter, false).await;
             let (c, reporter, stopping) = (Arc::clone(c), reporter.clone(), Arc::clone(stopping));
-            tokio::spawn(async move {
+            Some(tokio::spawn(async move {
                 c.wait_ready(READY_TIMEOUT).await;
                 if !stopping.load(Ordering::Acquire) {
                     set_public_health(&reporter, true).await;
@@ -309,10 +307,10 @@ async fn health(
                         "serving: joined the cluster and compared contexts with every live peer"
                     );
                 }
-            });
+            }))
         }
-    }
-    (reporter, health)
+    };
+    (reporter, health, ready)
 }
 
 type Reflection<T> = tonic_reflection::server::v1::ServerReflectionServer<T>;
@@ -430,10 +428,10 @@ async fn shutdown_sequence(shutdown: impl Future<Output = ()>, parts: ShutdownPa
     parts.draining.notify_one();
 }
 
-/// The SIGHUP listener and the admin server, once the gRPC server has stopped.
-fn stop_tasks(hangups: JoinHandle<()>, admin: Option<JoinHandle<()>>) {
-    hangups.abort();
-    if let Some(t) = admin {
+/// The server's own tasks, once the gRPC server has stopped: the SIGHUP listener, the admin
+/// server, the wait for a cluster member to be ready.
+fn stop_tasks(tasks: impl IntoIterator<Item = JoinHandle<()>>) {
+    for t in tasks {
         t.abort();
     }
 }

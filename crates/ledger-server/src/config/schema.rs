@@ -65,7 +65,7 @@ pub struct Config {
     pub port: u16,
     pub durability: DurabilitySetting,
     pub log_format: LogFormat,
-    /// `tracing` filter, e.g. `info` or `ledger_node=debug,info`.
+    /// `tracing` filter, e.g. `info` or `ledger_server=debug,info`.
     pub log_level: String,
     /// Largest payload accepted by Append.
     pub max_payload_bytes: usize,
