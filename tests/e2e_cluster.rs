@@ -35,6 +35,7 @@ async fn held_size(node: &support::Node, ctx: &str) -> Result<u64, tonic::Status
     let r = state
         .context_state(ledger_proto::cluster::v1::ContextStateRequest {
             context_id: ctx.into(),
+            settle: false,
         })
         .await?;
     Ok(r.into_inner().size)

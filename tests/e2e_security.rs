@@ -262,6 +262,7 @@ async fn tls_and_mutual_tls_on_the_public_port() {
     let s = ClusterServiceClient::new(ch)
         .context_state(cpb::ContextStateRequest {
             context_id: "ctx".into(),
+            settle: false,
         })
         .await
         .unwrap_err();

@@ -64,7 +64,7 @@ impl TestCluster {
         status(&self.nodes[i], context).await
     }
 
-    /// Waits until every running node sees `n` members alive.
+    /// Waits until every running node sees `n` members alive and in its placement view.
     pub async fn wait_alive(&self, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         for (i, node) in self.nodes.iter().enumerate() {
@@ -73,12 +73,14 @@ impl TestCluster {
                 let alive = s["members"]
                     .as_array()
                     .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count());
-                if alive >= n {
+                // And the placement view log names them all (contexts are placed on it).
+                let in_view = s["views"]["members"].as_array().map_or(0, Vec::len);
+                if alive >= n && in_view >= n {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "node {i} sees {alive} of {n} members alive: {s}"
+                    "node {i} sees {alive} of {n} members alive, {in_view} in its view: {s}"
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

@@ -118,6 +118,7 @@ impl Cluster {
         let mut c = ClusterServiceClient::new(channel(&self.nodes[i].url).await);
         c.context_state(cpb::ContextStateRequest {
             context_id: ctx.to_owned(),
+            settle: false,
         })
         .await
         .map(|r| r.into_inner().size)

@@ -9,6 +9,7 @@ use crate::membership::{self, View};
 use crate::metrics::ClusterMetrics;
 use crate::settings::ClusterSettings;
 use crate::tasks::TaskSet;
+use crate::views::Views;
 use ledger_discovery::Discovery;
 use ledger_embedded::Ledger;
 use ledger_proto::cluster::v1 as cpb;
@@ -34,7 +35,9 @@ pub struct Cluster {
     pub ledger: Ledger,
     /// Metrics hooks (epoch changes, catch-ups, replica lag).
     pub(crate) metrics: Arc<dyn ClusterMetrics>,
-    discovery: Arc<dyn Discovery>,
+    pub(crate) discovery: Arc<dyn Discovery>,
+    /// The placement view log ([`crate::views`]).
+    pub views: Views,
     view_tx: watch::Sender<View>,
     pub(crate) links: Links,
     /// The context tasks' mailboxes.
@@ -77,6 +80,7 @@ impl Cluster {
             ledger,
             metrics,
             discovery,
+            views: Views::default(),
             view_tx,
             links: Links::new(peer_tls),
             contexts: Registry::default(),
@@ -92,6 +96,13 @@ impl Cluster {
         });
         let view_task = cluster.spawn(Arc::clone(&cluster).follow_membership());
         cluster.background.lock().push(view_task);
+        for task in [
+            cluster.spawn(Arc::clone(&cluster).follow_views()),
+            cluster.spawn(Arc::clone(&cluster).coordinate_views()),
+            cluster.spawn(Arc::clone(&cluster).settle_views()),
+        ] {
+            cluster.background.lock().push(task);
+        }
         let seeds = cluster.settings.seeds.clone();
         let report = cluster
             .discovery
@@ -109,11 +120,21 @@ impl Cluster {
         Ok(cluster)
     }
 
-    /// Waits (at most `timeout`) until the node has joined and compared its contexts with every
-    /// live peer once.
+    /// Waits (at most `timeout`) until the node has joined, compared its contexts with every
+    /// live peer once, and the placement view log names it a member.
     pub async fn wait_ready(&self, timeout: Duration) {
-        let mut rx = self.ready.subscribe();
-        let _ = tokio::time::timeout(timeout, rx.wait_for(|r| *r)).await;
+        let me = self.me.clone();
+        let ready = async {
+            let mut rx = self.ready.subscribe();
+            let _ = rx.wait_for(|r| *r).await;
+            let mut views = self.view_feed();
+            let _ = views
+                .wait_for(|v| {
+                    v.range.version >= 1 && v.members.iter().any(|m| m.voter() == me)
+                })
+                .await;
+        };
+        let _ = tokio::time::timeout(timeout, ready).await;
     }
 
     /// Joined the cluster (the seeds were tried).
@@ -161,9 +182,25 @@ impl Cluster {
         self.stop.subscribe()
     }
 
-    /// Contexts whose task is running (an idle one stops: see [`crate::context`]).
+    /// Contexts whose task is running (an idle one stops: see [`crate::context`]), the view
+    /// log's own (always running) left out.
     pub fn context_tasks(&self) -> usize {
-        self.contexts.running()
+        self.contexts.running_except(crate::views::VIEWS_CONTEXT)
+    }
+
+    /// Places ordinary contexts on the view log's current view again (after it moved).
+    pub(crate) fn republish_view(&self) {
+        self.views.with_log(|log| {
+            self.view_tx.send_if_modified(|v| {
+                let next = v.clone().with_log(log);
+                if *v == next {
+                    false
+                } else {
+                    *v = next;
+                    true
+                }
+            });
+        });
     }
 
     /// The node is shutting down (context tasks end, none start).
@@ -215,6 +252,7 @@ impl Cluster {
                 }
             }
             self.ensure_dialers(&view);
+            let view = self.views.with_log(|log| view.with_log(log));
             self.view_tx.send_if_modified(|v| {
                 if *v == view {
                     false

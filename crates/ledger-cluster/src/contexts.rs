@@ -6,6 +6,7 @@ use crate::cluster::Cluster;
 use crate::commit_index::{FIRST_VALUE_WAIT, ReadCap};
 use crate::context::messages::{ContextMsg, ContextState};
 use crate::context::task::ContextTask;
+use crate::error::ClusterError;
 use crate::wire::KeyRecord;
 use ledger_replication::Voter;
 use std::sync::Arc;
@@ -69,6 +70,47 @@ impl Cluster {
             let _ = self.mailbox(context_id);
         }
         ReadCap::new(rx, FIRST_VALUE_WAIT).await
+    }
+
+    /// `context_id`'s task settles the current placement view (see [`crate::views::settle`]):
+    /// what storage holds, with the view its epoch stands on and whether it can take appends.
+    pub async fn settle_here(
+        self: &Arc<Self>,
+        context_id: &str,
+    ) -> ledger_proto::cluster::v1::ContextStateResponse {
+        let (reply, rx) = oneshot::channel();
+        let state = match self.to_task(context_id, ContextMsg::Settle { reply }).await {
+            Ok(()) => rx.await.ok(),
+            Err(_) => None,
+        };
+        let mut answer = self
+            .local_context_state(context_id)
+            .await
+            .unwrap_or_default();
+        answer.view = self.views.version();
+        if let Some(s) = state {
+            answer.settled = s.settled;
+            s.availability.clone_into(&mut answer.availability);
+            answer.blocked = s.blocked;
+        }
+        answer
+    }
+
+    /// `cluster accept-loss` on this node, the context's writer: see [`ContextMsg::AcceptLoss`].
+    pub async fn accept_loss_here(self: &Arc<Self>, context_id: &str) -> Result<(u64, u64), ClusterError> {
+        let (reply, rx) = oneshot::channel();
+        self.to_task(context_id, ContextMsg::AcceptLoss { reply })
+            .await
+            .map_err(|_| ClusterError::NoLossToAccept {
+                context_id: context_id.to_owned(),
+                why: "the node is shutting down".into(),
+            })?;
+        rx.await.unwrap_or_else(|_| {
+            Err(ClusterError::NoLossToAccept {
+                context_id: context_id.to_owned(),
+                why: "the node is shutting down".into(),
+            })
+        })
     }
 
     /// What this node holds of `context_id` (starting its task if needed).

@@ -8,6 +8,23 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ClusterError {
+    /// A majority of a replica set the context needs is down (`lost`: it left the cluster, so
+    /// only `cluster accept-loss` brings the context back). Nothing was stored; retrying
+    /// before a member returns fails the same way.
+    #[error("context {context_id:?} cannot take appends: {} of its replica set {} (the writer needs a majority of it); nothing was stored", .missing.join(", "), if *.lost { "left the cluster: an operator may run `cluster accept-loss`" } else { "are down" })]
+    QuorumUnavailable {
+        context_id: String,
+        missing: Vec<String>,
+        lost: bool,
+    },
+    /// `cluster accept-loss` on a context that has not lost a quorum, or on a node that does
+    /// not write it.
+    #[error("cannot accept the loss of context {context_id:?}: {why}")]
+    NoLossToAccept { context_id: String, why: String },
+    /// The context id is one of the cluster's own (`__ledger/…`, e.g. the placement view log):
+    /// clients may read it but not write or load it.
+    #[error("context {context_id:?} is reserved for the cluster's own use (ids starting with \"__ledger/\"); choose another context id")]
+    Reserved { context_id: String },
     /// This node does not write the context (its view changed under the request). Nothing was
     /// stored; retrying (on the writer) is safe.
     #[error("node {node} does not write context {context_id:?} (writer: {writer}); retry")]

@@ -21,7 +21,10 @@
 //! - one **context task** ([`context`]) per context this node writes or replicates, created
 //!   on first use (an append routed here, a message from a peer, a read that waits, a
 //!   difference found by anti-entropy), stopping when idle;
-//! - the **anti-entropy task** compares digests with one peer per interval ([`anti_entropy`]).
+//! - the **anti-entropy task** compares digests with one peer per interval ([`anti_entropy`]);
+//! - the three **view log tasks** ([`views`]): follow (apply the log), coordinate (the log's
+//!   writer appends membership changes, one at a time), settle (claim changed contexts again,
+//!   announce the view settled).
 //!
 //! Ties to the server run one way, through small traits defined here: [`ClusterMetrics`] (the
 //! metrics hooks) and [`PeerTlsSource`] (mutual TLS to peers); the node's identity comes as a
@@ -42,6 +45,8 @@
 //! - [`wire`]: protocol messages in `cluster.v1.Envelope`s (golden-bytes tested).
 //! - [`anti_entropy`]: digest exchanges that heal what live streams missed.
 //! - [`status_report`]: the `cluster status` document.
+//! - [`views`]: the placement view log: following it, coordinating membership changes one at
+//!   a time, settling views.
 //! - [`metrics`]: [`ClusterMetrics`], the hooks the runtime reports through.
 //! - `tasks`: the set of every task a member spawned.
 //! - [`error`]: [`ClusterError`] and the refusals of peers' requests.
@@ -60,6 +65,7 @@ pub mod placement;
 pub mod settings;
 pub mod status_report;
 mod tasks;
+pub mod views;
 pub mod wire;
 pub mod writes;
 

@@ -6,8 +6,14 @@
 //! - The incarnation of `node.json` (16 hex digits) is the protocol's 64-bit incarnation.
 //! - Alongside, an address book: each member's gRPC address, role and gossip state, for
 //!   routing, peer links and `cluster status`.
+//! - Once the cluster's placement view log has its first view ([`crate::views`]), ordinary
+//!   contexts are placed on the *view's* members (the agreed, versioned membership) with the
+//!   liveness gossip reports for them; gossip alone places only the view log's own context,
+//!   held by every node ([`View::placement`]).
 
 use ledger_discovery::{GossipRole, GossipState, Membership};
+use crate::views::VIEWS_CONTEXT;
+use ledger_replication::views::{ViewLog, ViewRange};
 use ledger_replication::{Incarnation, Member, MemberState, NodeId, Role, Voter};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -24,16 +30,68 @@ pub struct Peer {
     pub incarnation: u64,
     /// A mirror's context-id prefixes (empty: every context).
     pub mirror_prefixes: Vec<String>,
+    /// The placement view version the member announced it settled.
+    pub views_settled: u64,
 }
 
 /// One consistent view: the protocol's members and the address book.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct View {
+    /// Where ordinary contexts are placed: the placement view's members with their gossip
+    /// liveness (gossip's members until the first view is agreed).
     pub members: Arc<Vec<Member>>,
+    /// The views a claim consults: the current version and the earlier ones not yet settled
+    /// by every member (version 0 until the first view).
+    pub range: Arc<ViewRange>,
+    /// Gossip's members, every mirror holding every context: where the view log's own
+    /// context lives (on every node).
+    pub gossip: Arc<Vec<Member>>,
     pub peers: Arc<BTreeMap<String, Peer>>,
 }
 
 impl View {
+    /// The members `context_id` is placed on, the view it is claimed under and its
+    /// replication factor: the view log's context lives on every node (placed by gossip),
+    /// every other context on `replication_factor` of the view's members.
+    pub fn placement(
+        &self,
+        context_id: &str,
+        replication_factor: usize,
+    ) -> (&Arc<Vec<Member>>, ViewRange, usize) {
+        if context_id == VIEWS_CONTEXT {
+            (&self.gossip, ViewRange::default(), usize::MAX)
+        } else {
+            (&self.members, (*self.range).clone(), replication_factor)
+        }
+    }
+
+    /// Places ordinary contexts on `log`'s current view (from its first version on), each
+    /// member alive as far as gossip sees the same incarnation alive; a member gossip no
+    /// longer knows, or knows under another incarnation, is down.
+    pub fn with_log(mut self, log: &ViewLog) -> View {
+        if log.version() == 0 {
+            return self;
+        }
+        let members = log
+            .current()
+            .members
+            .iter()
+            .map(|m| {
+                let state = self
+                    .gossip
+                    .iter()
+                    .find(|g| g.id == m.id && g.incarnation == m.incarnation)
+                    .map_or(MemberState::Dead, |g| g.state);
+                let mut m = m.clone();
+                m.state = state;
+                m
+            })
+            .collect();
+        self.members = Arc::new(members);
+        self.range = Arc::new(log.range());
+        self
+    }
+
     pub fn peer(&self, id: &str) -> Option<&Peer> {
         self.peers.get(id)
     }
@@ -70,6 +128,7 @@ pub fn view(
     now: SystemTime,
 ) -> (View, Vec<String>) {
     let mut members = Vec::new();
+    let mut everywhere = Vec::new();
     let mut peers = BTreeMap::new();
     let mut expired = Vec::new();
     for m in membership.members() {
@@ -91,6 +150,7 @@ pub fn view(
             GossipRole::Member => Role::Member,
             GossipRole::Mirror => Role::Mirror,
         };
+        everywhere.push(Member::new(m.id.as_str(), incarnation, role, state));
         members.push(
             Member::new(m.id.as_str(), incarnation, role, state)
                 .with_mirror_prefixes(m.meta.mirror_prefixes.clone()),
@@ -105,12 +165,15 @@ pub fn view(
                 version: m.meta.version.clone(),
                 incarnation,
                 mirror_prefixes: m.meta.mirror_prefixes.clone(),
+                views_settled: m.meta.views_settled,
             },
         );
     }
     (
         View {
             members: Arc::new(members),
+            range: Arc::new(ViewRange::default()),
+            gossip: Arc::new(everywhere),
             peers: Arc::new(peers),
         },
         expired,
@@ -133,6 +196,7 @@ mod tests {
                 role: GossipRole::Member,
                 incarnation: "00000000000000ff".into(),
                 mirror_prefixes: Vec::new(),
+                views_settled: 0,
             },
             state,
             since,

@@ -13,6 +13,8 @@ pub trait ClusterMetrics: Send + Sync + std::fmt::Debug {
     fn replica_lag(&self, context: &str, peer: &str, lag: u64);
     /// This node no longer writes `context`.
     fn forget_lag(&self, context: &str);
+    /// An operator made the survivors' history `context`'s (`cluster accept-loss`).
+    fn loss_accepted(&self, context: &str);
 }
 
 /// Hooks that record nothing (tools and tests without a metrics registry).
@@ -24,4 +26,5 @@ impl ClusterMetrics for NoMetrics {
     fn catch_up(&self) {}
     fn replica_lag(&self, _context: &str, _peer: &str, _lag: u64) {}
     fn forget_lag(&self, _context: &str) {}
+    fn loss_accepted(&self, _context: &str) {}
 }

@@ -1,8 +1,12 @@
 //! `cluster status`: the cluster as one node sees it, as one JSON document.
 //!
 //! ```json
-//! {"node": "n1", "members": [{"id", "addr", "role", "state", "version", "mirror_prefixes"}],
-//!  "contexts": [{"context", "epoch", "epoch_writer", "writer": {"id", "addr"},
+//! {"node": "n1", "members": [{"id", "addr", "role", "state", "version", "mirror_prefixes",
+//!                            "views_settled"}],
+//!  "views": {"version", "floor", "settled_here", "members": [{"id", "incarnation", "role",
+//!            "settled"}], "pending": "join d (Member)" | null, "waiting_for": ["b"]},
+//!  "contexts": [{"context", "state": "ok" | "waiting" | "lost_quorum" | "no_writer",
+//!                "blocked": [ids], "epoch", "epoch_writer", "writer": {"id", "addr"},
 //!                "replicas": [{"id", "addr", "state", "size", "root", "commit_index",
 //!                              "lag_entries", "lag_ms"}],
 //!                "mirrors": [same as replicas: the mirrors holding the context]}],
@@ -85,7 +89,31 @@ impl Cluster {
             epoch_writer: epoch.map(|e| e.node().to_string()).unwrap_or_default(),
             commit_index: state.commit_index.min(size),
             last_appended_at_ns: last,
+            view: self.views.version(),
+            ..self.running_availability(context_id).await
         })
+    }
+
+    /// Whether the context's running task (none is started) can take appends: its settled
+    /// view, availability and blockers; defaults when no task runs.
+    async fn running_availability(&self, context_id: &str) -> cpb::ContextStateResponse {
+        let mut out = cpb::ContextStateResponse::default();
+        let Some(tx) = self.contexts.running_mailbox(context_id) else {
+            return out;
+        };
+        let (reply, rx) = tokio::sync::oneshot::channel();
+        if tx
+            .try_send(crate::context::messages::ContextMsg::State { reply })
+            .is_err()
+        {
+            return out;
+        }
+        if let Ok(Ok(s)) = tokio::time::timeout(REPLICA_TIMEOUT, rx).await {
+            out.settled = s.settled;
+            s.availability.clone_into(&mut out.availability);
+            out.blocked = s.blocked;
+        }
+        out
     }
 
     async fn remote_context_state(
@@ -97,6 +125,7 @@ impl Cluster {
         let mut client = ClusterServiceClient::new(ch);
         let mut req = tonic::Request::new(cpb::ContextStateRequest {
             context_id: context_id.to_owned(),
+            settle: false,
         });
         req.set_timeout(REPLICA_TIMEOUT);
         tokio::time::timeout(REPLICA_TIMEOUT, client.context_state(req))
@@ -115,6 +144,28 @@ impl Cluster {
         })
     }
 
+    /// The placement view log as this node applied it: the current version, the floor (the
+    /// oldest view claims still consult), each member's settled mark, and the change the
+    /// coordinator holds back (on the log's writer) with the members it waits for.
+    fn views_json(&self) -> Value {
+        let pending = self.views.pending();
+        self.views.with_log(|log| {
+            json!({
+                "version": log.version(),
+                "floor": log.floor(),
+                "settled_here": self.views.announced(),
+                "members": log.current().members.iter().map(|m| json!({
+                    "id": m.id.to_string(),
+                    "incarnation": format!("{:016x}", m.incarnation.0),
+                    "role": match m.role { ledger_replication::Role::Member => "member", ledger_replication::Role::Mirror => "mirror" },
+                    "settled": log.settled(&m.id).unwrap_or(0),
+                })).collect::<Vec<_>>(),
+                "pending": pending.as_ref().map(|p| p.change.clone()),
+                "waiting_for": pending.map(|p| p.waiting_for).unwrap_or_default(),
+            })
+        })
+    }
+
     fn members_list(&self) -> Vec<Value> {
         self.view()
             .peers
@@ -127,6 +178,7 @@ impl Cluster {
                     "state": p.state.as_str(),
                     "version": p.version,
                     "mirror_prefixes": p.mirror_prefixes,
+                    "views_settled": p.views_settled,
                 })
             })
             .collect()
@@ -152,6 +204,7 @@ impl Cluster {
             "node": self.me.node.to_string(),
             "replication_factor": self.settings.protocol.replication_factor,
             "members": members,
+            "views": self.views_json(),
             "contexts": out,
             "quarantines": quarantines,
         })
@@ -164,7 +217,10 @@ impl Cluster {
             .states_of(&self.replicas_of(context_id), context_id)
             .await;
         let mirror_ids: Vec<String> =
-            ledger_replication::placement::mirror_holders(context_id, &view.members)
+            ledger_replication::placement::mirror_holders(
+                context_id,
+                view.placement(context_id, self.replication_factor()).0,
+            )
                 .iter()
                 .map(|m| m.id.to_string())
                 .collect();
@@ -210,8 +266,16 @@ impl Cluster {
                 })
                 .collect()
         };
+        // The writer's own word on whether the context takes appends.
+        let (state, blocked) = match &writer_state {
+            Some(w) if !w.availability.is_empty() => (w.availability.clone(), w.blocked.clone()),
+            Some(_) => ("ok".to_owned(), Vec::new()),
+            None => ("no_writer".to_owned(), Vec::new()),
+        };
         json!({
             "context": context_id,
+            "state": state,
+            "blocked": blocked,
             "epoch": best.map_or(0, |s| s.epoch),
             "epoch_writer": best.map(|s| s.epoch_writer.clone()).unwrap_or_default(),
             "writer": writer.map(|(id, addr)| json!({"id": id, "addr": addr})),

@@ -46,6 +46,9 @@ pub enum DiscoveryError {
     /// The gossip layer did not get the leave message out before the timeout, or failed to.
     #[error("graceful leave failed: {0}")]
     Leave(String),
+    /// The gossip layer did not spread a metadata update.
+    #[error("could not announce the node's metadata: {0}")]
+    Announce(String),
     /// `join` after `leave` or `shutdown`.
     #[error("discovery has been shut down")]
     NotRunning,

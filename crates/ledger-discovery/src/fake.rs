@@ -277,6 +277,17 @@ impl Discovery for FakeDiscovery {
         .unwrap_or(false)
     }
 
+    async fn announce_views_settled(&self, version: u64) -> Result<(), DiscoveryError> {
+        self.with_node(|node| {
+            node.local_meta.views_settled = node.local_meta.views_settled.max(version);
+            let meta = node.local_meta.clone();
+            if let Some((public, _)) = node.public.as_mut() {
+                *public = meta;
+            }
+        })
+        .ok_or(DiscoveryError::NotRunning)
+    }
+
     async fn leave(&self, _timeout: Duration) -> Result<(), DiscoveryError> {
         let id = self.id.clone();
         self.with_node(|node| {
@@ -315,6 +326,7 @@ mod tests {
             role: GossipRole::Member,
             incarnation: incarnation.to_owned(),
             mirror_prefixes: Vec::new(),
+            views_settled: 0,
         }
     }
 

@@ -288,7 +288,8 @@ struct Shared {
     local_id: String,
     list: List,
     hooks: Arc<Hooks>,
-    local_meta: NodeMeta,
+    /// This node's metadata as announced (its views mark moves forward).
+    local_meta: Mutex<NodeMeta>,
     /// Consecutive missed pings per live member (written by the prober).
     missed: Mutex<HashMap<String, u32>>,
     advertise: SocketAddr,
@@ -375,7 +376,7 @@ impl GossipDiscovery {
             local_id: config.node_id.clone(),
             list,
             hooks,
-            local_meta: config.meta,
+            local_meta: Mutex::new(config.meta),
             missed: Mutex::new(HashMap::new()),
             advertise,
             bind,
@@ -713,6 +714,31 @@ impl Discovery for GossipDiscovery {
         }
     }
 
+    async fn announce_views_settled(&self, version: u64) -> Result<(), DiscoveryError> {
+        if !self.shared.running.load(Ordering::Acquire) {
+            return Err(DiscoveryError::NotRunning);
+        }
+        let bytes = {
+            let mut local = lock(&self.shared.local_meta);
+            if version <= local.views_settled {
+                return Ok(());
+            }
+            local.views_settled = version;
+            meta::encode(&local, false)?
+        };
+        let len = bytes.len();
+        let meta = Meta::try_from(bytes).map_err(|_| DiscoveryError::MetaTooLarge {
+            len,
+            max: meta::MAX_META_LEN,
+        })?;
+        *lock(&self.shared.hooks.meta) = meta;
+        self.shared
+            .list
+            .update_node(Duration::from_secs(2))
+            .await
+            .map_err(|e| DiscoveryError::Announce(e.to_string()))
+    }
+
     async fn leave(&self, timeout: Duration) -> Result<(), DiscoveryError> {
         if !self.shared.running.load(Ordering::Acquire) {
             return Ok(());
@@ -723,7 +749,8 @@ impl Discovery for GossipDiscovery {
         // 1. Announce the intent in the metadata, so that peers that learn of the departure
         //    by any route (gossip, push/pull, failed probes) record `left`, not `dead`.
         let mut problems = Vec::new();
-        match meta::encode(&shared.local_meta, true).map(Meta::try_from) {
+        let local = lock(&shared.local_meta).clone();
+        match meta::encode(&local, true).map(Meta::try_from) {
             Ok(Ok(meta)) => {
                 *lock(&shared.hooks.meta) = meta;
                 if let Err(e) = shared.list.update_node(remaining()).await {

@@ -157,6 +157,10 @@ pub trait Discovery: Send + Sync + std::fmt::Debug {
     /// that is alive or suspect.
     fn forget(&self, node_id: &str) -> bool;
 
+    /// Announces in this node's metadata that it settled placement view `version` (peers
+    /// read it as [`NodeMeta::views_settled`]). Only moves forward: a lower value is ignored.
+    async fn announce_views_settled(&self, version: u64) -> Result<(), DiscoveryError>;
+
     /// Leaves gracefully: tells the cluster this node is `left` (waiting at most `timeout` for
     /// the message to go out), then stops like [`Discovery::shutdown`]. An error says the
     /// message may not have gone out; the node is stopped either way.

@@ -11,6 +11,8 @@
 //! u8  flags             bit 0: leaving (set just before a graceful leave)
 //! u8  count, then count × (u16 len, bytes)
 //!                       mirror_prefixes (UTF-8; absent in metadata of older versions: none)
+//! u64 views_settled     the placement view version this node has settled (big-endian;
+//!                       absent in metadata of older versions: 0)
 //! ...                   later formats may append fields; a decoder ignores trailing bytes
 //! ```
 //!
@@ -57,6 +59,7 @@ pub(crate) fn encode(meta: &NodeMeta, leaving: bool) -> Result<Vec<u8>, Discover
     for prefix in &meta.mirror_prefixes {
         put(&mut out, prefix.as_bytes())?;
     }
+    out.extend_from_slice(&meta.views_settled.to_be_bytes());
     if out.len() > MAX_META_LEN {
         return Err(DiscoveryError::MetaTooLarge {
             len: out.len(),
@@ -90,6 +93,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(NodeMeta, bool), DiscoveryError> {
             mirror_prefixes.push(r.string("mirror_prefixes")?);
         }
     }
+    // Added with placement views: older metadata ends before it.
+    let views_settled = if r.bytes.is_empty() {
+        0
+    } else {
+        let b = r.take(8, "views_settled")?;
+        u64::from_be_bytes(b.try_into().expect("8 bytes"))
+    };
     let meta = NodeMeta {
         grpc_addr,
         public_key,
@@ -97,6 +107,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<(NodeMeta, bool), DiscoveryError> {
         role,
         incarnation,
         mirror_prefixes,
+        views_settled,
     };
     Ok((meta, flags & LEAVING != 0))
 }
@@ -158,6 +169,7 @@ mod tests {
             role: GossipRole::Mirror,
             incarnation: "0199a0c4-6f1e-7c2a-9d1b-3e4f5a6b7c8d".to_owned(),
             mirror_prefixes: vec!["observed-".to_owned(), "tenant-7/".to_owned()],
+            views_settled: 0x0102_0304_0506_0708,
         }
     }
 
@@ -175,7 +187,7 @@ mod tests {
     #[test]
     fn decoder_ignores_fields_appended_by_later_formats() {
         let mut bytes = encode(&sample(), true).unwrap();
-        bytes.extend_from_slice(&[0, 3, b'x', b'y', b'z']);
+        bytes.extend_from_slice(&[0, 3, b'x', b'y', b'z', 1, 2, 3, 4, 5, 6, 7, 8, 9]);
         assert_eq!(decode(&bytes).unwrap(), (sample(), true));
     }
 
@@ -184,21 +196,34 @@ mod tests {
         let meta = sample();
         let bytes = encode(&meta, true).unwrap();
         // What an older node sends: everything up to and including the flags.
-        let prefixes_len = 1 + encoded_prefixes_len(&meta.mirror_prefixes);
+        let prefixes_len = 1 + encoded_prefixes_len(&meta.mirror_prefixes) + 8;
         let old = &bytes[..bytes.len() - prefixes_len];
         let (decoded, leaving) = decode(old).unwrap();
         assert!(leaving);
         assert!(decoded.mirror_prefixes.is_empty());
         assert_eq!(decoded.incarnation, meta.incarnation);
+        assert_eq!(decoded.views_settled, 0);
+    }
+
+    #[test]
+    fn metadata_of_nodes_without_placement_views_decodes_as_nothing_settled() {
+        let meta = sample();
+        let bytes = encode(&meta, false).unwrap();
+        let (decoded, _) = decode(&bytes[..bytes.len() - 8]).unwrap();
+        assert_eq!(decoded.views_settled, 0);
+        assert_eq!(decoded.mirror_prefixes, meta.mirror_prefixes);
+        assert_eq!(decode(&bytes).unwrap().0.views_settled, 0x0102_0304_0506_0708);
     }
 
     #[test]
     fn every_truncation_is_rejected() {
         let meta = sample();
         let bytes = encode(&meta, false).unwrap();
-        // Ending right after the flags is an older node's metadata, not a truncation.
-        let old_end = bytes.len() - 1 - encoded_prefixes_len(&meta.mirror_prefixes);
-        for len in (0..bytes.len()).filter(|l| *l != old_end) {
+        // Ending right after the flags or the prefixes is an older node's metadata, not a
+        // truncation.
+        let before_views = bytes.len() - 8;
+        let old_end = before_views - 1 - encoded_prefixes_len(&meta.mirror_prefixes);
+        for len in (0..bytes.len()).filter(|l| *l != old_end && *l != before_views) {
             assert!(
                 matches!(decode(&bytes[..len]), Err(DiscoveryError::InvalidMeta(_))),
                 "prefix of {len} bytes decoded"

@@ -103,6 +103,9 @@ pub struct NodeMeta {
     /// A mirror replicates only the contexts whose id starts with one of these; empty: every
     /// context. (Members ignore it.)
     pub mirror_prefixes: Vec<String>,
+    /// The placement view version this node has settled: every context it holds was claimed
+    /// under that view (see `ledger_replication::views`); 0 before the first.
+    pub views_settled: u64,
 }
 
 /// One member as this node sees it.
@@ -294,6 +297,7 @@ mod tests {
                 role: GossipRole::Member,
                 incarnation: incarnation.to_owned(),
                 mirror_prefixes: Vec::new(),
+                views_settled: 0,
             },
             state,
             since: SystemTime::UNIX_EPOCH,

@@ -126,6 +126,7 @@ mod tests {
                 role: GossipRole::Member,
                 incarnation: incarnation.to_owned(),
                 mirror_prefixes: Vec::new(),
+                views_settled: 0,
             },
             state,
         }

@@ -26,6 +26,7 @@ fn meta(id: &str, incarnation: &str, role: GossipRole) -> NodeMeta {
         role,
         incarnation: incarnation.to_owned(),
         mirror_prefixes: Vec::new(),
+        views_settled: 0,
     }
 }
 

@@ -47,6 +47,10 @@ pub fn cluster_status(e: ClusterError) -> Status {
     let mut status = match e {
         ClusterError::Ledger(e) => return to_status(e),
         ClusterError::InvalidMetadata(m) => return Status::invalid_argument(m),
+        ClusterError::Reserved { .. } => return Status::invalid_argument(e.to_string()),
+        ClusterError::NoLossToAccept { .. } => {
+            return Status::failed_precondition(e.to_string());
+        }
         ClusterError::NotCommitted { .. } => return Status::out_of_range(e.to_string()),
         ClusterError::Redirect {
             ref writer_addr, ..
@@ -57,6 +61,12 @@ pub fn cluster_status(e: ClusterError) -> Status {
                 s.metadata_mut().insert(WRITER_HEADER, a);
             }
             s
+        }
+        ClusterError::QuorumUnavailable { .. } => {
+            let mut s = Status::unavailable(e.to_string());
+            s.metadata_mut()
+                .insert(NOT_STORED_HEADER, MetadataValue::from_static("1"));
+            return s;
         }
         ClusterError::NotWriter { .. }
         | ClusterError::Establishing { .. }

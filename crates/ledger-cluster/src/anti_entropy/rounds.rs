@@ -110,8 +110,8 @@ impl Cluster {
                 break;
             };
             for ctx in page {
-                let shared =
-                    holds(&ctx, &me, &view.members, r) && holds(&ctx, &peer, &view.members, r);
+                let (members, _, r) = view.placement(&ctx, r);
+                let shared = holds(&ctx, &me, members, r) && holds(&ctx, &peer, members, r);
                 if !shared {
                     continue;
                 }

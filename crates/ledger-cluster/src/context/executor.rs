@@ -206,10 +206,10 @@ impl ContextTask {
             self.cluster.me.clone(),
             state,
             self.size,
-            self.cluster.settings.protocol.clone(),
+            self.cluster.protocol_for(&self.ctx),
         );
-        let members = self.cluster.view().members.to_vec();
-        self.p.on_membership(members, self.cluster.now_ms())
+        let view = self.cluster.view();
+        self.on_view(&view)
     }
 }
 

@@ -36,6 +36,18 @@ pub(crate) enum ContextMsg {
     State {
         reply: oneshot::Sender<ContextState>,
     },
+    /// A replica settling a placement view asks: if this node writes the context and its
+    /// replica set changed since its epoch was claimed, claim again under the current view.
+    /// Answered with the state (its `settled` view) once the claim started or was not needed.
+    Settle {
+        reply: oneshot::Sender<ContextState>,
+    },
+    /// An operator accepts the loss of a majority the context's claim must consult: claim
+    /// with the surviving replicas (answered with the epoch number and the size it starts
+    /// from, or why not).
+    AcceptLoss {
+        reply: oneshot::Sender<Result<(u64, u64), ClusterError>>,
+    },
     /// A load is about to run on this node: answer with the epoch it runs in, if this node
     /// is the context's active writer (else why not; nothing was stored). Appends wait for
     /// its [`ContextMsg::LoadEnd`] (they are refused as "load in progress", like on one node).
@@ -68,4 +80,11 @@ pub struct ContextState {
     pub role: &'static str,
     /// While writing: each follower's durable, matching position.
     pub followers: Vec<(String, u64)>,
+    /// The placement view version the writer's epoch was claimed under (0: not writing).
+    pub settled: u64,
+    /// `ok`, `waiting` (a required majority lacks members that are down) or `lost_quorum` (a
+    /// majority of a set the claim must consult left the cluster: `cluster accept-loss`).
+    pub availability: &'static str,
+    /// The members a waiting or lost claim lacks.
+    pub blocked: Vec<String>,
 }

@@ -49,6 +49,15 @@ impl Registry {
         tx
     }
 
+    /// The mailbox of the context's task if one runs (none is started).
+    pub(crate) fn running_mailbox(&self, context_id: &str) -> Option<mpsc::Sender<ContextMsg>> {
+        self.mailboxes
+            .lock()
+            .get(context_id)
+            .filter(|tx| !tx.is_closed())
+            .cloned()
+    }
+
     /// Called by an idle context task: closes its mailbox if it is empty and removes it, so
     /// the next message starts a new task. Messages that slipped in between are handed back
     /// with a new mailbox for the same task, which then keeps running.
@@ -78,12 +87,12 @@ impl Registry {
         Retire::Reopened(left)
     }
 
-    /// Contexts whose task is running.
-    pub(crate) fn running(&self) -> usize {
+    /// Contexts whose task is running, `except` left out.
+    pub(crate) fn running_except(&self, except: &str) -> usize {
         self.mailboxes
             .lock()
-            .values()
-            .filter(|tx| !tx.is_closed())
+            .iter()
+            .filter(|(ctx, tx)| ctx.as_str() != except && !tx.is_closed())
             .count()
     }
 

@@ -11,7 +11,8 @@ use crate::cluster::Cluster;
 use crate::error::ClusterError;
 use ledger_core::Entry;
 use ledger_embedded::LedgerError;
-use ledger_replication::{AppendError, Participant, PersistentState, RoleState};
+use crate::membership::View;
+use ledger_replication::{AppendError, Availability, Command, Participant, PersistentState, RoleState};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -62,7 +63,7 @@ impl ContextTask {
             cluster.me.clone(),
             PersistentState::default(),
             0,
-            cluster.settings.protocol.clone(),
+            cluster.protocol_for(&ctx),
         );
         let mut t = ContextTask {
             cluster,
@@ -102,8 +103,8 @@ impl ContextTask {
                     if changed.is_err() {
                         break;
                     }
-                    let members = view_rx.borrow_and_update().members.to_vec();
-                    let cmds = t.p.on_membership(members, t.cluster.now_ms());
+                    let view = view_rx.borrow_and_update().clone();
+                    let cmds = t.on_view(&view);
                     t.exec(cmds).await;
                 }
                 _ = tick.tick() => {
@@ -171,7 +172,7 @@ impl ContextTask {
     async fn on_msg(&mut self, msg: ContextMsg) {
         let now = self.cluster.now_ms();
         // A client's request (a status question is not one): the task is in use.
-        if !matches!(msg, ContextMsg::State { .. }) {
+        if !matches!(msg, ContextMsg::State { .. } | ContextMsg::Settle { .. }) {
             self.last_active = Instant::now();
         }
         match msg {
@@ -191,6 +192,31 @@ impl ContextTask {
                 self.exec(cmds).await;
             }
             ContextMsg::State { reply } => {
+                let _ = reply.send(self.state());
+            }
+            ContextMsg::AcceptLoss { reply } => {
+                let r = match self.p.accept_loss(now) {
+                    Ok(cmds) => {
+                        let epoch = match self.p.role() {
+                            RoleState::Claiming(c) => c.epoch().number,
+                            RoleState::Writing(w) => w.epoch().number,
+                            RoleState::Follower => 0,
+                        };
+                        tracing::warn!(context_id = %self.ctx, epoch, size = self.size, "an operator accepted the loss of this context's quorum: the surviving replicas' history becomes the context's");
+                        self.cluster.metrics.loss_accepted(&self.ctx);
+                        self.exec(cmds).await;
+                        Ok((epoch, self.size))
+                    }
+                    Err(e) => Err(ClusterError::NoLossToAccept {
+                        context_id: self.ctx.clone(),
+                        why: e.to_string(),
+                    }),
+                };
+                let _ = reply.send(r);
+            }
+            ContextMsg::Settle { reply } => {
+                let cmds = self.p.settle(now);
+                self.exec(cmds).await;
                 let _ = reply.send(self.state());
             }
             ContextMsg::LoadBegin { reply } => {
@@ -231,6 +257,17 @@ impl ContextTask {
 
     fn refusal(&self, e: AppendError) -> ClusterError {
         let context_id = self.ctx.clone();
+        if matches!(
+            e,
+            AppendError::Establishing | AppendError::LeaseExpired { .. }
+        ) && let Some((missing, lost)) = self.quorum_missing()
+        {
+            return ClusterError::QuorumUnavailable {
+                context_id,
+                missing,
+                lost,
+            };
+        }
         match e {
             AppendError::Establishing => ClusterError::Establishing { context_id },
             AppendError::LeaseExpired { lease_ms } => ClusterError::LeaseExpired {
@@ -247,6 +284,40 @@ impl ContextTask {
                 reason: other.to_string(),
             },
         }
+    }
+
+    /// The members whose absence keeps this context from a quorum, and whether they left the
+    /// cluster for good: what the participant's claim reports, or, for a writer, a majority of
+    /// its replica set down in the current view. `None` while a quorum may still answer.
+    fn quorum_missing(&self) -> Option<(Vec<String>, bool)> {
+        let view = self.cluster.view();
+        let names = |b: Vec<ledger_replication::NodeId>| -> Vec<String> {
+            b.iter().map(ToString::to_string).collect()
+        };
+        match self.p.availability() {
+            // Members an operator removed (gossip forgot them) while the view still names them
+            // (their leave waits for this very context to settle) never come back as these
+            // voters: the loss is as final as if they had left the view.
+            Availability::Waiting { blocked } => {
+                let lost = blocked.iter().all(|b| view.peer(b.as_str()).is_none());
+                return Some((names(blocked), lost));
+            }
+            Availability::LostQuorum { blocked } => return Some((names(blocked), true)),
+            Availability::Ok => {}
+        }
+        let (members, _, _) = view.placement(&self.ctx, self.cluster.replication_factor());
+        let target = self.p.target();
+        let down: Vec<String> = target
+            .iter()
+            .filter(|v| {
+                !members
+                    .iter()
+                    .any(|m| m.voter() == **v && m.state.is_live())
+            })
+            .map(|v| v.node.to_string())
+            .collect();
+        let live = target.len() - down.len();
+        (!target.is_empty() && live * 2 <= target.len()).then_some((down, false))
     }
 
     fn state(&self) -> ContextState {
@@ -272,7 +343,15 @@ impl ContextTask {
                 Vec::new(),
             ),
         };
+        let (availability, blocked) = match self.quorum_missing() {
+            None => ("ok", Vec::new()),
+            Some((blocked, false)) => ("waiting", blocked),
+            Some((blocked, true)) => ("lost_quorum", blocked),
+        };
         ContextState {
+            settled: self.p.settled_view().unwrap_or(0),
+            availability,
+            blocked,
             size: self.durable,
             root: self.recent.frontier().root(),
             epoch,
@@ -295,6 +374,10 @@ impl ContextTask {
         let Some(idle) = self.cluster.settings.context_idle else {
             return false;
         };
+        // The view log's task follows its writer all the time.
+        if self.ctx == crate::views::VIEWS_CONTEXT {
+            return false;
+        }
         if self.loading
             || !self.acks.is_empty()
             || !self.sequencing.is_empty()
@@ -313,6 +396,13 @@ impl ContextTask {
                     && now.duration_since(self.last_peer_mail) >= quiet
             }
         }
+    }
+
+    /// The participant learns a new membership view: its context's members and the views a
+    /// claim consults (see [`View::placement`]).
+    pub(super) fn on_view(&mut self, view: &View) -> Vec<Command<Entry>> {
+        let (members, range, _) = view.placement(&self.ctx, self.cluster.replication_factor());
+        self.p.on_view(members.to_vec(), range, self.cluster.now_ms())
     }
 
     /// Metrics hook: while writing, each follower's unacknowledged entries.

@@ -3,6 +3,8 @@
 //! - `cluster status [--context C] [--json]`: members (id, address, role, state, version) and,
 //!   per context, the writer, epoch and each replica's size, root and lag;
 //! - `cluster remove NODE`: forget a dead member (its contexts move to other members);
+//! - `cluster accept-loss CONTEXT`: make the surviving replicas' history a context's after a
+//!   majority of a replica set it must consult left the cluster (`"state": "lost_quorum"`);
 //! - `cluster quarantine list|export`: divergent suffixes moved aside by replicas.
 
 use crate::error::CliError;
@@ -34,6 +36,15 @@ pub enum ClusterCommand {
         target: Target,
         /// The member's node id
         node: String,
+    },
+    /// Make the surviving replicas' history the context's after a majority of a replica set it
+    /// must consult left the cluster (its `cluster status` state is `lost_quorum`). Entries
+    /// only the lost members held are gone for good; logged and counted (admin)
+    AcceptLoss {
+        #[command(flatten)]
+        target: Target,
+        /// The context id
+        context: String,
     },
     /// Divergent suffixes a replica moved aside (never served, never merged)
     Quarantine {
@@ -101,6 +112,7 @@ pub async fn run(cmd: ClusterCommand) -> Result<(), CliError> {
             json,
         } => status(&target, context, limit, json).await,
         ClusterCommand::Remove { target, node } => remove(&target, &node).await,
+        ClusterCommand::AcceptLoss { target, context } => accept_loss(&target, &context).await,
         ClusterCommand::Quarantine { what } => match what {
             QuarantineCommand::List {
                 target,
@@ -175,6 +187,22 @@ async fn remove(target: &Target, node: &str) -> Result<(), CliError> {
     } else {
         format!("{node} was already removed on this node")
     })
+}
+
+/// `cluster accept-loss CONTEXT`.
+async fn accept_loss(target: &Target, context: &str) -> Result<(), CliError> {
+    let r = connect(target)
+        .await?
+        .accept_loss(cpb::AcceptLossRequest {
+            context_id: context.to_owned(),
+        })
+        .await
+        .map_err(status_err)?
+        .into_inner();
+    out_line(&format!(
+        "accepted the loss: context {context} continues from the surviving replicas' {} entries in epoch {}",
+        r.size, r.epoch
+    ))
 }
 
 /// `cluster quarantine list`.

@@ -216,6 +216,7 @@ impl ClusterConfig {
             role: self.runtime.role,
             incarnation: incarnation.to_owned(),
             mirror_prefixes: self.runtime.mirror_prefixes.clone(),
+            views_settled: 0,
         };
         let mut gossip = GossipConfig::new(node_id.to_owned(), meta);
         gossip.bind_addr = self.gossip_bind;

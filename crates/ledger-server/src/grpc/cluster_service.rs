@@ -6,11 +6,11 @@
 use crate::auth::policy::{authorization_of, pass_on, require_role};
 use crate::auth::tokens::TokenRole;
 use crate::error_status::{
-    internal, invalid_argument, member_is_live, no_such_quarantine, not_a_member, peer_status,
+    cluster_status, internal, invalid_argument, member_is_live, no_such_quarantine, not_a_member, peer_status,
     quarantine_prefix_gone, to_status,
 };
 use crate::route::router::{FORWARDED_HEADER, forwarded};
-use ledger_cluster::Cluster;
+use ledger_cluster::{Cluster, ClusterError};
 use ledger_cluster::peer_streams::Outbound;
 use ledger_cluster::status_report::{DEFAULT_LIMIT, quarantines_json};
 use ledger_proto::cluster::v1 as cpb;
@@ -50,8 +50,12 @@ impl ClusterService for ClusterApi {
         &self,
         request: Request<cpb::ContextStateRequest>,
     ) -> Result<Response<cpb::ContextStateResponse>, Status> {
-        let ctx = request.into_inner().context_id;
+        let r = request.into_inner();
+        let ctx = r.context_id;
         ledger_core::validate::validate_context_id(&ctx).map_err(invalid_argument)?;
+        if r.settle {
+            return Ok(Response::new(self.cluster.settle_here(&ctx).await));
+        }
         self.cluster
             .local_context_state(&ctx)
             .await
@@ -124,6 +128,41 @@ impl ClusterService for ClusterApi {
         }
         tracing::warn!(node = %id, removed, "member removed by an operator");
         Ok(Response::new(cpb::RemoveMemberResponse { removed }))
+    }
+
+    /// `cluster accept-loss`: on the context's writer (forwarded there from any node).
+    async fn accept_loss(
+        &self,
+        request: Request<cpb::AcceptLossRequest>,
+    ) -> Result<Response<cpb::AcceptLossResponse>, Status> {
+        require_role(&request, TokenRole::Admin, "accepting the loss of a context's quorum")?;
+        let was_forwarded = request.metadata().contains_key(FORWARDED_HEADER);
+        let auth = authorization_of(request.metadata());
+        let ctx = request.into_inner().context_id;
+        ledger_core::validate::validate_context_id(&ctx).map_err(invalid_argument)?;
+        if !self.cluster.writes(&ctx) && !was_forwarded {
+            let Some((writer, addr)) = self.cluster.writer_of(&ctx) else {
+                return Err(cluster_status(ClusterError::NoWriter {
+                    context_id: ctx,
+                    why: "no live member in its replica set".into(),
+                }));
+            };
+            let ch = self.cluster.channel(&addr).map_err(internal)?;
+            let req = forwarded(pass_on(
+                auth.as_ref(),
+                Request::new(cpb::AcceptLossRequest {
+                    context_id: ctx.clone(),
+                }),
+            ));
+            tracing::info!(context_id = %ctx, writer = %writer, "accept-loss forwarded to the context's writer");
+            return ClusterServiceClient::new(ch).accept_loss(req).await;
+        }
+        let (epoch, size) = self
+            .cluster
+            .accept_loss_here(&ctx)
+            .await
+            .map_err(cluster_status)?;
+        Ok(Response::new(cpb::AcceptLossResponse { epoch, size }))
     }
 
     async fn quarantines(

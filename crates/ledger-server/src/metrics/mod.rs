@@ -49,6 +49,7 @@ pub struct Metrics {
     limit_refusals: Family<LimitLabels, Counter>,
     epoch_changes: Counter,
     catch_ups: Counter,
+    losses_accepted: Counter,
     lag: Arc<LagTable>,
     cluster: Arc<OnceLock<Arc<Cluster>>>,
 }
@@ -127,6 +128,12 @@ impl Metrics {
             "Batches shipped to a lagging replica from storage (beyond the writer's recent cache)",
             catch_ups.clone(),
         );
+        let losses_accepted = Counter::default();
+        registry.register(
+            "ledger_cluster_losses_accepted",
+            "Contexts whose surviving replicas' history an operator made the context's (cluster accept-loss)",
+            losses_accepted.clone(),
+        );
         let lag = Arc::new(LagTable::default());
         let cluster = Arc::new(OnceLock::new());
         registry.register_collector(Box::new(scrape::Snapshot {
@@ -147,6 +154,7 @@ impl Metrics {
             limit_refusals,
             epoch_changes,
             catch_ups,
+            losses_accepted,
             lag,
             cluster,
         })
@@ -238,6 +246,11 @@ impl ClusterMetrics for Metrics {
     /// Cluster hook: as writer of `context`, `peer` has `lag` stored entries unacknowledged.
     fn replica_lag(&self, context: &str, peer: &str, lag: u64) {
         self.lag.set(context, peer, lag);
+    }
+
+    /// Cluster hook: an operator accepted the loss of a context's majority.
+    fn loss_accepted(&self, _context: &str) {
+        self.losses_accepted.inc();
     }
 
     /// Cluster hook: this node no longer writes `context`.

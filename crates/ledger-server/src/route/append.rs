@@ -5,7 +5,7 @@
 
 use super::router::{
     ACK_HEADER, APPEND_RETRY, RETRY_PAUSE, Router, ack_name, ack_of, context_client, is_forwarded,
-    to_writer,
+    refuse_reserved, to_writer,
 };
 use crate::auth::policy::{authorization_of, pass_on};
 use crate::config::schema::RouteSetting;
@@ -29,6 +29,7 @@ impl Router {
         &self,
         request: Request<pb::AppendRequest>,
     ) -> Result<pb::AppendResponse, Status> {
+        refuse_reserved(&request.get_ref().context_id)?;
         let level = ack_of(&self.cluster, request.metadata()).map_err(cluster_status)?;
         let forwarded = is_forwarded(request.metadata());
         // The writer authenticates the caller again: its token goes along.
@@ -117,6 +118,7 @@ impl Router {
         &self,
         request: Request<pb::AppendBatchRequest>,
     ) -> Result<pb::AppendBatchResponse, Status> {
+        refuse_reserved(&request.get_ref().context_id)?;
         let level = ack_of(&self.cluster, request.metadata()).map_err(cluster_status)?;
         let forwarded = is_forwarded(request.metadata());
         let auth = authorization_of(request.metadata());
@@ -170,6 +172,9 @@ impl Router {
         level: AckLevel,
         auth: Option<&AsciiMetadataValue>,
     ) -> BoxFuture<'static, Result<pb::AppendResponse, Status>> {
+        if let Err(s) = refuse_reserved(&msg.context_id) {
+            return Box::pin(futures::future::ready(Err(s)));
+        }
         if !self.cluster.writes(&msg.context_id) {
             let mut req = pass_on(auth, Request::new(msg));
             req.metadata_mut()

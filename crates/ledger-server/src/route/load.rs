@@ -9,7 +9,7 @@
 //! the loaded entries are acknowledged at the request's level (`x-ledger-ack`).
 
 use super::router::{
-    APPEND_RETRY, Router, ack_of, context_client, is_forwarded, onward, to_writer,
+    APPEND_RETRY, Router, ack_of, context_client, is_forwarded, onward, refuse_reserved, to_writer,
 };
 use crate::config::schema::RouteSetting;
 use crate::error_status::{cluster_status, load_status, to_status};
@@ -35,6 +35,7 @@ pub enum LoadAt {
 impl Router {
     /// Where a load of `context_id` runs (see the module docs).
     pub fn load_at(&self, context_id: &str, meta: &MetadataMap) -> Result<LoadAt, Status> {
+        refuse_reserved(context_id)?;
         let level = ack_of(&self.cluster, meta).map_err(cluster_status)?;
         let me = self.cluster.me.node.as_str();
         let Some((writer, addr)) = self.cluster.writer_of(context_id) else {

@@ -73,6 +73,16 @@ impl Serve {
 }
 
 /// Parses the `x-ledger-ack` request metadata value.
+/// Writes and loads of the cluster's own contexts (`__ledger/…`) are refused.
+pub fn refuse_reserved(context_id: &str) -> Result<(), Status> {
+    if ledger_cluster::views::is_reserved(context_id) {
+        return Err(cluster_status(ClusterError::Reserved {
+            context_id: context_id.to_owned(),
+        }));
+    }
+    Ok(())
+}
+
 pub fn parse_ack(value: &str) -> Result<AckLevel, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "writer" => Ok(AckLevel::Writer),

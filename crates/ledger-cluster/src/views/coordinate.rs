@@ -1,0 +1,147 @@
+//! The coordinate task: on the view log's writer, gossip becomes view records — the settled
+//! marks members announce, then at most one membership change at a time.
+
+use super::{Pending, VIEWS_CONTEXT, codec};
+use crate::cluster::Cluster;
+use crate::membership::View;
+use ledger_core::NewEntry;
+use ledger_discovery::GossipRole;
+use ledger_replication::views::{NextChange, ViewChange, ViewRecord};
+use ledger_replication::{AckLevel, Member, MemberState, Role};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often the writer of the log looks for records to append.
+const EVERY: Duration = Duration::from_millis(200);
+/// The key of the log's entries.
+pub const VIEW_KEY: &str = "views";
+
+impl Cluster {
+    /// Runs until the node stops.
+    pub(crate) async fn coordinate_views(self: Arc<Self>) {
+        let mut stop = self.stop_signal();
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The newest change appended, until this node's log applied it.
+        let mut proposed = 0u64;
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {}
+            }
+            if !self.writes(VIEWS_CONTEXT) {
+                *self.views.pending.lock() = None;
+                continue;
+            }
+            for record in self.records_due(proposed) {
+                let entry = NewEntry {
+                    context_id: VIEWS_CONTEXT.to_owned(),
+                    key: VIEW_KEY.to_owned(),
+                    payload: codec::encode(&record),
+                    metadata: Default::default(),
+                    received_lamport_clock: None,
+                    idempotency_key: None,
+                };
+                match self.append_here(entry, AckLevel::Quorum).await {
+                    Ok(e) => {
+                        if let ViewRecord::Change { version, change } = &record {
+                            proposed = *version;
+                            tracing::info!(version, change = %describe(change), sequence = e.sequence, "placement view changed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "could not append a placement view record; retrying");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The records the log should get now: settled marks announced in gossip beyond what it
+    /// holds, then the next membership change (none while the last one appended is not
+    /// applied here yet).
+    fn records_due(&self, proposed: u64) -> Vec<ViewRecord> {
+        let view = self.view();
+        let announced_here = self.views.announced();
+        self.views.with_log(|log| {
+            let mut out = Vec::new();
+            for m in &log.current().members {
+                let Some(p) = view.peer(m.id.as_str()) else {
+                    continue;
+                };
+                let announced = if m.id == self.me.node {
+                    announced_here
+                } else {
+                    p.views_settled
+                };
+                let recorded = log.settled(&m.id).unwrap_or(0);
+                if p.incarnation == m.incarnation.0
+                    && announced > recorded
+                    && announced <= log.version()
+                {
+                    out.push(ViewRecord::Settled {
+                        node: m.id.clone(),
+                        incarnation: m.incarnation.0,
+                        version: announced,
+                    });
+                }
+            }
+            if log.version() < proposed {
+                return out;
+            }
+            let desired = desired_members(&view);
+            let next = log.next_change(&desired, |id| {
+                view.peer(id.as_str()).is_some_and(|p| p.state.is_live())
+            });
+            let pending = match next {
+                NextChange::Propose(record) => {
+                    out.push(record);
+                    None
+                }
+                NextChange::Waiting { change, for_nodes } => Some(Pending {
+                    change: describe(&change),
+                    waiting_for: for_nodes.iter().map(ToString::to_string).collect(),
+                }),
+                NextChange::None => None,
+            };
+            *self.views.pending.lock() = pending;
+            out
+        })
+    }
+}
+
+/// The membership gossip wants: every node it knows (down ones included: they keep their
+/// place until removed), with the incarnation, role and prefixes it announces.
+fn desired_members(view: &View) -> Vec<Member> {
+    view.peers
+        .values()
+        .map(|p| {
+            let role = match p.role {
+                GossipRole::Member => Role::Member,
+                GossipRole::Mirror => Role::Mirror,
+            };
+            Member::new(p.id.as_str(), p.incarnation, role, MemberState::Alive)
+                .with_mirror_prefixes(p.mirror_prefixes.clone())
+        })
+        .collect()
+}
+
+/// A change as an operator reads it.
+pub fn describe(change: &ViewChange) -> String {
+    match change {
+        ViewChange::Bootstrap(ms) => format!(
+            "bootstrap with {}",
+            ms.iter()
+                .map(|m| m.id.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        ViewChange::Join(m) => format!("join {} ({:?})", m.id, m.role),
+        ViewChange::Update(m) => format!(
+            "update {} (incarnation {:016x}, {:?})",
+            m.id, m.incarnation.0, m.role
+        ),
+        ViewChange::Leave(id) => format!("leave {id}"),
+    }
+}

@@ -1,0 +1,113 @@
+//! The settle task: a node settles view `v` once every context it holds whose replica set
+//! changed between the views a claim must still consult and `v` was claimed again under `v`
+//! (by its writer, asked with `ContextState { settle: true }`); then it announces `v` in its
+//! gossip metadata and the coordinator records it. The floor of the log (the oldest view a
+//! claim consults) rises to the lowest version every member settled.
+
+use super::{VIEWS_CONTEXT, is_reserved};
+use crate::cluster::Cluster;
+use ledger_proto::cluster::v1 as cpb;
+use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use ledger_replication::views::set_changed;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+/// How often the task tries to settle the current view.
+const EVERY: Duration = Duration::from_millis(300);
+/// How long one writer may take to answer.
+const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Contexts listed per storage read.
+const PAGE: usize = 512;
+
+impl Cluster {
+    /// Runs until the node stops.
+    pub(crate) async fn settle_views(self: Arc<Self>) {
+        let mut stop = self.stop_signal();
+        let mut tick = tokio::time::interval(EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = stop.changed() => return,
+                _ = tick.tick() => {}
+            }
+            let version = self.views.version();
+            if version == 0 || self.views.announced() >= version {
+                continue;
+            }
+            match self.settle_version(version).await {
+                Ok(true) => {
+                    self.views.announced.fetch_max(version, Ordering::AcqRel);
+                    match self.discovery().announce_views_settled(version).await {
+                        Ok(()) => tracing::info!(version, "settled the placement view"),
+                        Err(e) => {
+                            tracing::warn!(version, error = %e, "settled the placement view but could not announce it yet");
+                        }
+                    }
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(version, error = %e, "cannot settle the placement view"),
+            }
+        }
+    }
+
+    /// Whether every context held here whose set changed is claimed under `version` (asking
+    /// each one's writer, so they all claim at once).
+    async fn settle_version(self: &Arc<Self>, version: u64) -> Result<bool, String> {
+        let view = self.view();
+        if view.range.version != version {
+            return Ok(false);
+        }
+        let (current, earlier) = self.views.with_log(|log| {
+            (log.current().clone(), view.range.earlier.clone())
+        });
+        let r = self.replication_factor();
+        let mut all = true;
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .ledger
+                .list_contexts(after.as_deref(), PAGE)
+                .await
+                .map_err(|e| e.to_string())?;
+            let Some(last) = page.last().cloned() else {
+                break;
+            };
+            for ctx in page {
+                if ctx == VIEWS_CONTEXT || is_reserved(&ctx) {
+                    continue;
+                }
+                if !earlier.iter().any(|e| set_changed(&ctx, e, &current, r)) {
+                    continue;
+                }
+                let settled = self.ask_settle(&ctx).await.unwrap_or(0);
+                all &= settled >= version;
+            }
+            after = Some(last);
+        }
+        Ok(all)
+    }
+
+    /// Asks `context_id`'s writer (this node's task, or the writer's node) to settle it:
+    /// the view version its epoch stands on.
+    async fn ask_settle(self: &Arc<Self>, context_id: &str) -> Option<u64> {
+        let (writer, addr) = self.writer_of(context_id)?;
+        if writer == self.me.node.as_str() {
+            return Some(self.settle_here(context_id).await.settled);
+        }
+        let ch = self.links.channel(&addr).ok()?;
+        let mut req = tonic::Request::new(cpb::ContextStateRequest {
+            context_id: context_id.to_owned(),
+            settle: true,
+        });
+        req.set_timeout(ASK_TIMEOUT);
+        let answer = tokio::time::timeout(
+            ASK_TIMEOUT,
+            ClusterServiceClient::new(ch).context_state(req),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        Some(answer.into_inner().settled)
+    }
+}
