@@ -133,6 +133,7 @@ pub mod placement;
 pub mod protocol;
 pub mod quorum;
 pub mod replica;
+pub mod views;
 pub mod writer;
 
 pub use claim::{Claim, ClaimFailure, ClaimState};
@@ -150,4 +151,7 @@ pub use protocol::{
 };
 pub use quorum::Quorum;
 pub use replica::Replica;
+pub use views::{
+    NextChange, PlacementView, ViewChange, ViewError, ViewLog, ViewRange, ViewRecord, set_changed,
+};
 pub use writer::{AppendError, Writer};
