@@ -124,6 +124,7 @@
 //!
 //! [`NodeId`] is a cluster node's id (a Merkle tree node is `ledger_core::TreeNodeId`).
 
+pub mod availability;
 pub mod claim;
 pub mod digest;
 pub mod epoch;
@@ -136,7 +137,8 @@ pub mod replica;
 pub mod views;
 pub mod writer;
 
-pub use claim::{Claim, ClaimFailure, ClaimState};
+pub use availability::{AcceptLossError, Availability};
+pub use claim::{Claim, ClaimFailure, ClaimScope, ClaimState};
 pub use digest::{
     Difference, DifferenceKind, Digest, DigestError, DigestItem, DigestMessage, DigestPart,
     DigestSession, DigestSettings, DigestStats, RangeId, RangeSummary,

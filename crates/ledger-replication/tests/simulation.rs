@@ -1221,7 +1221,7 @@ impl World {
 
 fn describe(m: &Message<SimEntry>) -> String {
     match m {
-        Message::PromiseRequest { epoch } => format!("promise? {epoch}"),
+        Message::PromiseRequest { epoch, view } => format!("promise? {epoch} view {view}"),
         Message::PromiseReply { epoch, answer } => match answer {
             ledger_replication::PromiseAnswer::Granted(h) => format!(
                 "granted {epoch}: size {} last {:?}",
@@ -1232,6 +1232,9 @@ fn describe(m: &Message<SimEntry>) -> String {
             ),
             ledger_replication::PromiseAnswer::Refused { promised } => {
                 format!("refused {epoch}: promised {promised}")
+            }
+            ledger_replication::PromiseAnswer::StaleView { view } => {
+                format!("refused {epoch}: stale view, seen {view}")
             }
         },
         Message::Entries(e) => format!(
