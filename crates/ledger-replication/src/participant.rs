@@ -1070,6 +1070,31 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_idle_changes_of_writer_leave_at_most_three_epoch_records() {
+        let names = ["n1", "n2", "n3"];
+        let mut c = Cluster::new(&names);
+        c.run();
+        c.append(3);
+        let first = c.writer().unwrap().to_owned();
+        let mut longest = 0;
+        for k in 0..5_000u64 {
+            // Suspected and back: two claims, neither writes anything.
+            set_views(&mut c, &names, &[first.as_str()], 10 + 2 * k);
+            set_views(&mut c, &names, &[], 11 + 2 * k);
+            for (p, _) in c.nodes.values() {
+                longest = longest.max(p.replica().history().len());
+            }
+        }
+        let w = c.nodes[&first].0.writer().unwrap();
+        assert_eq!(w.epoch().number, 10_001, "10,000 claims after the first");
+        assert!(longest <= 3, "a history of {longest} records");
+        c.append(1);
+        for (_, log) in c.nodes.values() {
+            assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        }
+    }
+
+    #[test]
     fn a_participant_with_no_membership_does_nothing() {
         let mut p = Participant::new(
             "ctx",
