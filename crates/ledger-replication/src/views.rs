@@ -28,12 +28,14 @@
 //! # The coordinator
 //! [`ViewLog::next_change`] is the decision of whoever writes the views context: bootstrap,
 //! then at most one change at a time, and only once every *live* member settled the current
-//! version. Updates of live members first (a wiped node's new incarnation, a role or prefix
-//! change), then joins of desired live nodes, then leaves of members no longer desired — a
-//! leave only once that member is down.
+//! version. Updates of live members first — a wiped node's new incarnation, then a mirror
+//! becoming a member — then joins of desired live nodes, then the other updates (a member
+//! becoming a mirror, new prefixes), then leaves of members no longer desired — a leave only
+//! once that member is down. So sets grow before they shrink, and a change that takes a member
+//! out waits while the view has no more members than desired (the replacement is not live).
 
 use crate::identity::{Incarnation, NodeId, Voter};
-use crate::placement::{self, Member, MemberState};
+use crate::placement::{self, Member, MemberState, Role};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use thiserror::Error;
@@ -345,7 +347,8 @@ impl ViewLog {
 
     /// The coordinator's next step towards `desired` (the members the operator and the
     /// failure policy want: `cluster remove` and `dead_member_timeout` take a node out of it).
-    /// `is_live` is gossip's liveness (alive or suspect, in the incarnation `desired` names).
+    /// `is_live` is gossip's liveness (alive or suspect, in the incarnation `desired` names; a
+    /// member the view names in another incarnation is not waited for).
     pub fn next_change(&self, desired: &[Member], is_live: impl Fn(&NodeId) -> bool) -> NextChange {
         let mut wanted: Vec<Member> = Vec::new();
         for m in desired {
@@ -376,9 +379,27 @@ impl ViewLog {
                 });
             }
         }
-        let update = wanted
-            .iter()
-            .find(|d| is_live(&d.id) && current.member(&d.id).is_some_and(|m| !same_member(m, d)));
+        // Updates of live members: a new incarnation first (it replaces a voter that is gone),
+        // then promotions to member; then joins; then the other updates (a member becoming a
+        // mirror, new mirror prefixes); then leaves. So replica sets grow before they shrink and
+        // never drop below what `desired` asks for on the way.
+        let class = |m: &Member, d: &Member| {
+            if m.incarnation != d.incarnation {
+                0
+            } else if d.role == Role::Member && m.role != Role::Member {
+                1
+            } else {
+                2
+            }
+        };
+        let update = |k: u8| {
+            wanted.iter().find(|d| {
+                is_live(&d.id)
+                    && current
+                        .member(&d.id)
+                        .is_some_and(|m| !same_member(m, d) && class(m, d) == k)
+            })
+        };
         let join = || {
             wanted
                 .iter()
@@ -390,19 +411,47 @@ impl ViewLog {
                 .iter()
                 .find(|m| !is_live(&m.id) && !wanted.iter().any(|d| d.id == m.id))
         };
-        let change = if let Some(m) = update {
+        let change = if let Some(m) = update(0).or_else(|| update(1)) {
             ViewChange::Update(m.clone())
         } else if let Some(m) = join() {
             ViewChange::Join(m.clone())
+        } else if let Some(m) = update(2) {
+            ViewChange::Update(m.clone())
         } else if let Some(m) = leave() {
             ViewChange::Leave(m.id.clone())
         } else {
             return NextChange::None;
         };
+        // A change that takes a member out of the replica sets waits while the view has no
+        // more members than `desired` asks for (its replacement is not live yet).
+        let members =
+            |ms: &mut dyn Iterator<Item = &Member>| ms.filter(|m| m.role == Role::Member).count();
+        let shrinks = match &change {
+            ViewChange::Update(d) => {
+                d.role != Role::Member
+                    && current
+                        .member(&d.id)
+                        .is_some_and(|m| m.role == Role::Member)
+            }
+            ViewChange::Leave(id) => current.member(id).is_some_and(|m| m.role == Role::Member),
+            _ => false,
+        };
+        if shrinks && members(&mut current.members.iter()) <= members(&mut wanted.iter()) {
+            return NextChange::None;
+        }
+        // A member that `desired` names in another incarnation lost its data: the voter the
+        // view names is gone and never settles (the update replaces it).
+        let live_voter = |m: &Member| {
+            is_live(&m.id)
+                && wanted
+                    .iter()
+                    .find(|d| d.id == m.id)
+                    .is_none_or(|d| d.incarnation == m.incarnation)
+        };
         let for_nodes: Vec<NodeId> = current
             .members
             .iter()
-            .filter(|m| is_live(&m.id) && self.settled(&m.id).is_none_or(|s| s < self.version))
+            .filter(|m| live_voter(m) && self.settled(&m.id).is_none_or(|s| s < self.version))
             .map(|m| m.id.clone())
             .collect();
         if for_nodes.is_empty() {
@@ -419,7 +468,6 @@ impl ViewLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::placement::Role;
 
     fn m(id: &str, inc: u64) -> Member {
         Member::new(id, inc, Role::Member, MemberState::Alive)
@@ -735,6 +783,74 @@ mod tests {
         assert_eq!(
             log.next_change(&role, live(&["c"])),
             NextChange::Propose(change(4, ViewChange::Update(role[1].clone())))
+        );
+    }
+
+    #[test]
+    fn a_member_back_under_a_new_incarnation_is_updated_without_waiting_for_its_old_one() {
+        let mut log = abc();
+        log.apply(&change(2, ViewChange::Join(m("d", 1)))).unwrap();
+        for n in ["a", "c", "d"] {
+            log.apply(&settled(n, 1, 2)).unwrap();
+        }
+        // b lost its data before it settled version 2: b#1 never will.
+        let desired = [m("a", 1), m("b", 2), m("c", 1), m("d", 1)];
+        assert_eq!(
+            log.next_change(&desired, live(&[])),
+            NextChange::Propose(change(3, ViewChange::Update(m("b", 2))))
+        );
+        assert_eq!(log.floor(), 1, "b#1 still holds the floor");
+    }
+
+    #[test]
+    fn sets_grow_before_they_shrink() {
+        let mut log = abc();
+        let mirror = |id: &str| Member::new(id, 1, Role::Mirror, MemberState::Alive);
+        // a becomes a mirror, the mirror m a member, d joins.
+        log.apply(&change(2, ViewChange::Join(mirror("m"))))
+            .unwrap();
+        for n in ["a", "b", "c", "m"] {
+            log.apply(&settled(n, 1, 2)).unwrap();
+        }
+        let desired = [mirror("a"), m("b", 1), m("c", 1), m("d", 1), m("m", 1)];
+        assert_eq!(
+            log.next_change(&desired, live(&[])),
+            NextChange::Propose(change(3, ViewChange::Update(m("m", 1))))
+        );
+        log.apply(&change(3, ViewChange::Update(m("m", 1))))
+            .unwrap();
+        for n in ["a", "b", "c", "m"] {
+            log.apply(&settled(n, 1, 3)).unwrap();
+        }
+        assert_eq!(
+            log.next_change(&desired, live(&[])),
+            NextChange::Propose(change(4, ViewChange::Join(m("d", 1))))
+        );
+        log.apply(&change(4, ViewChange::Join(m("d", 1)))).unwrap();
+        for n in ["a", "b", "c", "d", "m"] {
+            log.apply(&settled(n, 1, 4)).unwrap();
+        }
+        assert_eq!(
+            log.next_change(&desired, live(&[])),
+            NextChange::Propose(change(5, ViewChange::Update(mirror("a"))))
+        );
+    }
+
+    #[test]
+    fn a_member_is_not_taken_out_before_its_replacement_is_in() {
+        let log = abc();
+        let mirror = |id: &str| Member::new(id, 1, Role::Mirror, MemberState::Alive);
+        // a should become a mirror and d join in its place; d is down.
+        let desired = [mirror("a"), m("b", 1), m("c", 1), m("d", 1)];
+        assert_eq!(log.next_change(&desired, live(&["d"])), NextChange::None);
+        assert_eq!(
+            log.next_change(&desired, live(&[])),
+            NextChange::Propose(change(2, ViewChange::Join(m("d", 1))))
+        );
+        // Removing a dead member without a replacement shrinks the sets as asked.
+        assert_eq!(
+            log.next_change(&[m("b", 1), m("c", 1)], live(&["a"])),
+            NextChange::Propose(change(2, ViewChange::Leave(NodeId::from("a"))))
         );
     }
 
