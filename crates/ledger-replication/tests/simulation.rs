@@ -993,7 +993,8 @@ impl World {
         let pending_removal =
             !v.desired.contains(&i) && v.log.current().member(&self.nodes[i].id).is_some();
         let other_removed_up = v.removed.iter().any(|&k| k != i && self.nodes[k].up);
-        !pending_removal && !(v.removed.contains(&i) && other_removed_up)
+        let stale_second = v.removed.contains(&i) && other_removed_up;
+        !pending_removal && !stale_second
     }
 
     // ---------------------------------------------------------------- views mode
