@@ -21,6 +21,9 @@ enum Control {
     Hello,
     PromiseRequest {
         epoch: Epoch,
+        /// The claimant's placement view (absent: 0, no views).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        view: u64,
     },
     PromiseReply {
         epoch: Epoch,
@@ -36,6 +39,10 @@ enum Control {
         after: u64,
         upto: u64,
     },
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// An idempotency key recorded with a shipped entry: (sequence, key, fingerprint).
@@ -90,11 +97,12 @@ pub fn hello(from: &Voter) -> cpb::Envelope {
 /// Encodes `message` about `context_id`, sent by `from`.
 pub fn encode(context_id: &str, from: &Voter, message: &Message<Entry>) -> cpb::Envelope {
     match message {
-        Message::PromiseRequest { epoch } => envelope(
+        Message::PromiseRequest { epoch, view } => envelope(
             context_id,
             from,
             &Control::PromiseRequest {
                 epoch: epoch.clone(),
+                view: *view,
             },
         ),
         Message::PromiseReply { epoch, answer } => envelope(
@@ -144,7 +152,7 @@ pub fn decode(env: cpb::Envelope) -> Result<Inbound, String> {
         .map_err(|e| format!("undecodable replication message: {e}"))?;
     let message = match control {
         Control::Hello => return Ok(Inbound::Hello { from }),
-        Control::PromiseRequest { epoch } => Message::PromiseRequest { epoch },
+        Control::PromiseRequest { epoch, view } => Message::PromiseRequest { epoch, view },
         Control::PromiseReply { epoch, answer } => Message::PromiseReply { epoch, answer },
         Control::Cursor(head) => Message::Cursor(head),
         Control::FetchRequest { epoch, after, upto } => {
@@ -227,6 +235,11 @@ mod tests {
         for m in [
             Message::PromiseRequest {
                 epoch: epoch.clone(),
+                view: 0,
+            },
+            Message::PromiseRequest {
+                epoch: epoch.clone(),
+                view: 7,
             },
             Message::Cursor(head),
             Message::FetchRequest {
@@ -354,7 +367,10 @@ mod golden {
     #[test]
     fn promise_request() {
         pinned(
-            Message::PromiseRequest { epoch: epoch() },
+            Message::PromiseRequest {
+                epoch: epoch(),
+                view: 0,
+            },
             Vec::new(),
             r#"{"PromiseRequest":{"epoch":{"number":3,"writer":{"node":"n2","incarnation":9}}}}"#,
             concat!(

@@ -233,6 +233,37 @@ impl EpochHistory {
     pub fn last_committed(&self) -> Option<&EpochRecord> {
         self.records.iter().rev().find(|r| r.committed)
     }
+
+    /// Drops the records that cover no entries (a later record starts at the same sequence),
+    /// except the newest committed one. Every start and every `epoch_at` stays the same, so log
+    /// matching, truncation and the best-history rank (the last record is never dropped) do not
+    /// change; of the records that cover nothing, claims need only the newest committed one (its
+    /// target set) — an epoch that wrote nothing acknowledged nothing, and the record after it
+    /// was established with its sets among the required ones. So a writer that stops and starts
+    /// again and again leaves at most two records besides those covering entries. Returns
+    /// whether anything was dropped.
+    pub fn compact(&mut self) -> bool {
+        let newest_committed = self.records.iter().rposition(|r| r.committed);
+        let n = self.records.len();
+        let empty: Vec<bool> = (0..n)
+            .map(|i| i + 1 < n && self.records[i + 1].start == self.records[i].start)
+            .collect();
+        if !empty
+            .iter()
+            .enumerate()
+            .any(|(i, &e)| e && Some(i) != newest_committed)
+        {
+            return false;
+        }
+        let records = std::mem::take(&mut self.records);
+        self.records = records
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !empty[*i] || Some(*i) == newest_committed)
+            .map(|(_, r)| r)
+            .collect();
+        true
+    }
 }
 
 /// KIP-101 / KIP-279: the end (last sequence) of `epoch` in a log of `size` entries with this
@@ -412,6 +443,58 @@ mod tests {
         same.mark_committed(&ep(2, "b"));
         h.merge_committed(&same);
         assert!(h.records()[1].committed);
+    }
+
+    #[test]
+    fn compaction_keeps_covering_records_the_newest_committed_and_the_last() {
+        let mut h = hist(&[
+            (1, "a", 1),
+            (2, "b", 4),
+            (3, "c", 4),
+            (4, "a", 4),
+            (5, "b", 9),
+        ]);
+        h.mark_committed(&ep(1, "a"));
+        h.mark_committed(&ep(3, "c"));
+        let before: Vec<Option<Epoch>> = (1..=12).map(|s| h.epoch_at(s).cloned()).collect();
+        assert!(h.compact());
+        let kept: Vec<u64> = h.records().iter().map(|r| r.epoch.number).collect();
+        // 2 and 3 cover nothing (4 starts where they do); 3 is the newest committed.
+        assert_eq!(kept, [1, 3, 4, 5]);
+        let after: Vec<Option<Epoch>> = (1..=12).map(|s| h.epoch_at(s).cloned()).collect();
+        assert_eq!(before, after, "every sequence keeps its epoch");
+        assert_eq!(h.last_committed().unwrap().epoch, ep(3, "c"));
+        assert!(!h.compact(), "nothing more to drop");
+        // The last record covers the log's end: never dropped, even when it wrote nothing.
+        let mut idle = hist(&[(1, "a", 1), (2, "b", 3)]);
+        assert!(!idle.compact());
+        assert_eq!(idle.len(), 2);
+    }
+
+    #[test]
+    fn ten_thousand_idle_claims_leave_at_most_three_records() {
+        // A log of 5 entries written in epoch 1, then 10,000 epochs that wrote nothing, each
+        // committed some time after it was established (as a writer's claim does).
+        let mut h = hist(&[(1, "a", 1)]);
+        h.mark_committed(&ep(1, "a"));
+        let mut longest = 0;
+        for n in 2..10_002u64 {
+            h.push(rec(n, if n % 2 == 0 { "b" } else { "a" }, 6))
+                .unwrap();
+            h.compact();
+            longest = longest.max(h.len());
+            if n % 3 != 0 {
+                h.mark_committed(&Epoch::new(
+                    n,
+                    Voter::new(if n % 2 == 0 { "b" } else { "a" }, 0),
+                ));
+                h.compact();
+            }
+            longest = longest.max(h.len());
+            assert_eq!(h.epoch_at(3), Some(&ep(1, "a")));
+        }
+        assert!(longest <= 3, "{longest} records");
+        assert_eq!(h.last_epoch().unwrap().number, 10_001);
     }
 
     #[test]

@@ -124,6 +124,7 @@
 //!
 //! [`NodeId`] is a cluster node's id (a Merkle tree node is `ledger_core::TreeNodeId`).
 
+pub mod availability;
 pub mod claim;
 pub mod digest;
 pub mod epoch;
@@ -133,9 +134,11 @@ pub mod placement;
 pub mod protocol;
 pub mod quorum;
 pub mod replica;
+pub mod views;
 pub mod writer;
 
-pub use claim::{Claim, ClaimFailure, ClaimState};
+pub use availability::{AcceptLossError, Availability};
+pub use claim::{Claim, ClaimFailure, ClaimScope, ClaimState};
 pub use digest::{
     Difference, DifferenceKind, Digest, DigestError, DigestItem, DigestMessage, DigestPart,
     DigestSession, DigestSettings, DigestStats, RangeId, RangeSummary,
@@ -150,4 +153,7 @@ pub use protocol::{
 };
 pub use quorum::Quorum;
 pub use replica::Replica;
+pub use views::{
+    NextChange, PlacementView, ViewChange, ViewError, ViewLog, ViewRange, ViewRecord, set_changed,
+};
 pub use writer::{AppendError, Writer};

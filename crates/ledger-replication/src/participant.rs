@@ -13,8 +13,19 @@
 //! replica set changes (a member joined, was removed, or came back with lost data), the writer
 //! steps down and, if still named, claims again with the new set (a joint quorum, see
 //! [`crate::claim`]).
+//!
+//! # Placement views
+//! With [`Participant::on_view`] membership is a versioned [`crate::views`] view: claims are
+//! made under it and consult the context's sets in the earlier views the [`ViewRange`] names;
+//! a member whose incarnation differs from this node's counts as gone (this node lost its data
+//! and is not that voter; it waits for the view to name its new incarnation). The runtime
+//! settles a view per context with [`Participant::settle`] (the writer confirms that the
+//! context's placement did not change since its claim, or claims again) and reads the result
+//! from [`Participant::settled_view`] and [`Participant::is_settled`].
+//! [`Participant::on_membership`] is the view-less form (view 0): gossip's membership as it is.
 
-use crate::claim::{Claim, ClaimState};
+use crate::availability::{AcceptLossError, Availability, VoterState, assess};
+use crate::claim::{Claim, ClaimFailure, ClaimScope, ClaimState, learned_quorum};
 use crate::epoch::Epoch;
 use crate::identity::{NodeId, Voter};
 use crate::placement::{self, Member, Role, score};
@@ -22,6 +33,7 @@ use crate::protocol::{
     Command, Entries, EntriesKind, LogEntry, Message, PersistentState, Settings, StepDown,
 };
 use crate::replica::Replica;
+use crate::views::{PlacementView, ViewRange, set_changed};
 use crate::writer::{AppendError, Writer};
 use std::collections::BTreeSet;
 
@@ -42,11 +54,24 @@ pub struct Participant {
     settings: Settings,
     replica: Replica,
     role: RoleState,
+    /// The current view's members, with gossip's liveness.
     members: Vec<Member>,
+    /// The placement view version of `members` (0: no views, [`Self::on_membership`]).
+    view: u64,
+    /// The views a claim consults besides the current one (versions from the floor up).
+    earlier: Vec<PlacementView>,
     /// Highest epoch number seen in any message (volatile; the promise is the persisted bound).
     max_seen: u64,
     /// No new claim before this time (after a failed one).
     claim_after: u64,
+    /// The view the current claim, or the writer's epoch, was made under.
+    claimed_under: Option<PlacementView>,
+    /// The latest view the writer's epoch is known to be placed as in ([`Self::settle`]).
+    settled_through: u64,
+    /// An epoch whose claim ended before choosing a history: the next claim uses it again.
+    retry_epoch: Option<Epoch>,
+    /// No claims before the view reaches this version (a replica has seen it).
+    awaiting_view: u64,
 }
 
 impl Participant {
@@ -68,8 +93,14 @@ impl Participant {
             replica,
             role: RoleState::Follower,
             members: Vec::new(),
+            view: 0,
+            earlier: Vec::new(),
             max_seen,
             claim_after: 0,
+            claimed_under: None,
+            settled_through: 0,
+            retry_epoch: None,
+            awaiting_view: 0,
         }
     }
 
@@ -87,6 +118,11 @@ impl Participant {
 
     pub fn role(&self) -> &RoleState {
         &self.role
+    }
+
+    /// The placement view version this participant works under (0: no views).
+    pub fn view(&self) -> u64 {
+        self.view
     }
 
     /// The writer state machine, while this node writes the context.
@@ -117,10 +153,11 @@ impl Participant {
 
     /// The context's current replica set is established: the latest epoch record this replica
     /// holds is committed and was established for the replica set of the current membership
-    /// view. Reconfigurations must be applied one at a time: the runtime should hold back the
-    /// next membership removal (or a second join) until every context it would change is settled
-    /// on some replica (e.g. as reported by anti-entropy), just as it waits for a wiped node to
-    /// be caught up.
+    /// view (so the context's history is on a majority of that set). With placement views a
+    /// node settles a view once this holds for every context it holds (or their writers'
+    /// [`Self::settled_view`] reached it). Without views, the runtime should hold back the next
+    /// membership removal (or a second join) until every context it would change is settled on
+    /// some replica, just as it waits for a wiped node to be caught up.
     pub fn is_settled(&self) -> bool {
         let mut target = self.target();
         target.sort();
@@ -128,6 +165,23 @@ impl Participant {
             .history()
             .last()
             .is_some_and(|r| r.committed && r.quorum.target() == target.as_slice())
+    }
+
+    /// While this node is the active writer and its epoch's record is committed: the latest
+    /// view version the epoch is known to be placed as in (the view it was claimed under, raised
+    /// by [`Self::settle`] while the context's placement stays the same).
+    pub fn settled_view(&self) -> Option<u64> {
+        match &self.role {
+            RoleState::Writing(w)
+                if w.stopped().is_none()
+                    && w.history()
+                        .last()
+                        .is_some_and(|r| &r.epoch == w.epoch() && r.committed) =>
+            {
+                Some(self.settled_through)
+            }
+            _ => None,
+        }
     }
 
     /// The sequence the next append gets, if this node accepts appends now.
@@ -167,7 +221,7 @@ impl Participant {
         };
         let mut out = Vec::new();
         self.route(cmds, now, &mut out);
-        self.settle(now, &mut out);
+        self.follow_up(now, &mut out);
         Ok(out)
     }
 
@@ -191,11 +245,11 @@ impl Participant {
             let cmds = w.on_own_durable(size);
             self.route(cmds, now, &mut out);
         }
-        self.settle(now, &mut out);
+        self.follow_up(now, &mut out);
         out
     }
 
-    /// A new membership view.
+    /// A new membership view without versions (gossip's membership as it is; view 0).
     pub fn on_membership<E: LogEntry>(
         &mut self,
         mut members: Vec<Member>,
@@ -208,6 +262,39 @@ impl Participant {
             }
         }
         self.members = members;
+        self.members_changed(now)
+    }
+
+    /// A new placement view: `members` are the members of view `range.version` with gossip's
+    /// liveness (a member whose announced incarnation differs from the view's counts as dead),
+    /// `range.earlier` the views from the floor up that claims consult too. A member with this
+    /// node's id but another incarnation is not this node: it takes no part as a member until a
+    /// view names its incarnation.
+    pub fn on_view<E: LogEntry>(
+        &mut self,
+        members: Vec<Member>,
+        range: ViewRange,
+        now: u64,
+    ) -> Vec<Command<E>> {
+        #[cfg(ledger_mutant = "stale_incarnation_claims")]
+        let members = {
+            // Broken on purpose: this node takes the view's entry for its id as itself.
+            let mut members = members;
+            for m in &mut members {
+                if m.id == self.me.node {
+                    m.incarnation = self.me.incarnation;
+                }
+            }
+            members
+        };
+        self.members = members;
+        self.view = self.view.max(range.version);
+        self.earlier = range.earlier;
+        self.replica.set_view(range.version);
+        self.members_changed(now)
+    }
+
+    fn members_changed<E: LogEntry>(&mut self, now: u64) -> Vec<Command<E>> {
         let mut out = Vec::new();
         let live = self.live();
         let mirrors = placement::mirrors(&self.context, &self.members);
@@ -216,8 +303,115 @@ impl Participant {
             let cmds = w.set_live(live);
             self.route(cmds, now, &mut out);
         }
-        self.settle(now, &mut out);
+        self.follow_up(now, &mut out);
         out
+    }
+
+    /// Settles the current view for this context: if this node is the active writer and the
+    /// context's placement (replica set or mirrors, [`set_changed`]) changed between the view
+    /// its epoch was claimed under and the current one, it claims again under the current view;
+    /// otherwise its epoch counts as placed in the current view ([`Self::settled_view`]).
+    pub fn settle<E: LogEntry>(&mut self, now: u64) -> Vec<Command<E>> {
+        let mut out = Vec::new();
+        let current = self.current_view();
+        let r = self.settings.replication_factor;
+        let changed = self
+            .claimed_under
+            .as_ref()
+            .is_none_or(|u| set_changed(&self.context, u, &current, r));
+        if let RoleState::Writing(w) = &mut self.role
+            && w.stopped().is_none()
+        {
+            if changed {
+                let cmds = w.step_down_for(StepDown::Placement);
+                self.role = RoleState::Follower;
+                self.route(cmds, now, &mut out);
+                if self.should_write() {
+                    let target = self.target();
+                    self.start_claim(target, self.scope(), now, &mut out);
+                }
+            } else {
+                self.settled_through = self.view;
+            }
+        }
+        self.follow_up(now, &mut out);
+        out
+    }
+
+    /// Whether the context can get (or keep) a writer, and which members block it.
+    pub fn availability(&self) -> Availability {
+        let sets: Vec<Vec<Voter>> = match &self.role {
+            RoleState::Claiming(c) => c.promise_quorum().sets().to_vec(),
+            RoleState::Writing(w) => w.quorum().sets().to_vec(),
+            RoleState::Follower => {
+                let target = self.target();
+                if target.is_empty() {
+                    return Availability::Ok;
+                }
+                let head = self.replica.head();
+                let mut q = learned_quorum(&target, std::iter::once(&head));
+                for set in self.scope().earlier {
+                    q.require(set);
+                }
+                q.sets().to_vec()
+            }
+        };
+        let claim = match &self.role {
+            RoleState::Claiming(c) => Some(c),
+            _ => None,
+        };
+        assess(&sets, |v| {
+            if claim.is_some_and(|c| c.granted_by(v)) {
+                VoterState::Reachable
+            } else {
+                self.voter_state(v)
+            }
+        })
+    }
+
+    /// The operator accepts possible loss for this context (it lost its quorum, or waits for
+    /// members that may never come back): this node, the placement writer, claims with the live
+    /// voters only — the earlier views' sets reduced to their live voters, no sets learned from
+    /// histories — and the new epoch's record names only the target set. The survivors' best
+    /// history becomes the context's; what only the others held is lost (or, if they return,
+    /// quarantined as divergent).
+    pub fn accept_loss<E: LogEntry>(
+        &mut self,
+        now: u64,
+    ) -> Result<Vec<Command<E>>, AcceptLossError> {
+        if !self.should_write() {
+            return Err(AcceptLossError::NotWriter {
+                writer: self.placement_writer(),
+            });
+        }
+        if self.availability() == Availability::Ok {
+            return Err(AcceptLossError::Available);
+        }
+        let mut scope = self.scope();
+        scope.accept_loss = true;
+        scope.earlier = scope
+            .earlier
+            .into_iter()
+            .map(|set| {
+                set.into_iter()
+                    .filter(|v| self.voter_state(v) == VoterState::Reachable)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|set| !set.is_empty())
+            .collect();
+        let mut out = Vec::new();
+        match std::mem::replace(&mut self.role, RoleState::Follower) {
+            RoleState::Writing(mut w) => {
+                let cmds = w.step_down_for(StepDown::Placement);
+                self.route(cmds, now, &mut out);
+            }
+            RoleState::Claiming(c) => self.abandon(&c),
+            RoleState::Follower => {}
+        }
+        let target = self.target();
+        self.start_claim(target, scope, now, &mut out);
+        self.follow_up(now, &mut out);
+        Ok(out)
     }
 
     /// A message from another node (or a test).
@@ -230,7 +424,7 @@ impl Participant {
         let mut out = Vec::new();
         let cmds = self.deliver(&from, message, now);
         self.route(cmds, now, &mut out);
-        self.settle(now, &mut out);
+        self.follow_up(now, &mut out);
         out
     }
 
@@ -247,7 +441,7 @@ impl Participant {
         }
         let mut out = Vec::new();
         self.route(cmds, now, &mut out);
-        self.settle(now, &mut out);
+        self.follow_up(now, &mut out);
         out
     }
 
@@ -261,7 +455,9 @@ impl Participant {
             self.max_seen = self.max_seen.max(e.number);
         }
         match message {
-            Message::PromiseRequest { epoch } => self.replica.on_promise_request(from, epoch),
+            Message::PromiseRequest { epoch, view } => {
+                self.replica.on_promise_request(from, epoch, view)
+            }
             Message::FetchRequest { epoch, after, upto } => {
                 self.replica.on_fetch_request(from, epoch, after, upto)
             }
@@ -314,7 +510,7 @@ impl Participant {
     }
 
     /// Follows up on what the last step changed: fencing, claim progress, placement.
-    fn settle<E: LogEntry>(&mut self, now: u64, out: &mut Vec<Command<E>>) {
+    fn follow_up<E: LogEntry>(&mut self, now: u64, out: &mut Vec<Command<E>>) {
         // Each pass changes the role at most once; a few passes always suffice.
         for _ in 0..8 {
             let mut changed = false;
@@ -335,11 +531,11 @@ impl Participant {
             }
             self.route(cmds, now, out);
             let outcome = match &self.role {
-                RoleState::Claiming(c) => Some((c.state().clone(), c.epoch().clone())),
+                RoleState::Claiming(c) => Some(c.state().clone()),
                 _ => None,
             };
             match outcome {
-                Some((ClaimState::Ready, _)) => {
+                Some(ClaimState::Ready) => {
                     if let RoleState::Claiming(c) =
                         std::mem::replace(&mut self.role, RoleState::Follower)
                     {
@@ -347,9 +543,18 @@ impl Participant {
                     }
                     changed = true;
                 }
-                Some((ClaimState::Failed(_), epoch)) => {
-                    self.claim_after = now + self.backoff(&epoch);
-                    self.role = RoleState::Follower;
+                Some(ClaimState::Failed(why)) => {
+                    if let RoleState::Claiming(c) =
+                        std::mem::replace(&mut self.role, RoleState::Follower)
+                    {
+                        if let ClaimFailure::StaleView { view } = why {
+                            self.awaiting_view = self.awaiting_view.max(view);
+                        }
+                        if matches!(why, ClaimFailure::TimedOut | ClaimFailure::StaleView { .. }) {
+                            self.abandon(&c);
+                        }
+                        self.claim_after = now + self.backoff(c.epoch());
+                    }
                     changed = true;
                 }
                 _ => {}
@@ -358,6 +563,14 @@ impl Participant {
             if !changed {
                 break;
             }
+        }
+    }
+
+    /// A claim ends without a writer: if it never chose a history, its epoch is claimed again
+    /// next time (no epoch is raised by a node that cannot reach a majority).
+    fn abandon(&mut self, claim: &Claim) {
+        if !claim.chose_history() {
+            self.retry_epoch = Some(claim.epoch().clone());
         }
     }
 
@@ -372,6 +585,7 @@ impl Participant {
             self.settings.clone(),
             now,
         );
+        self.settled_through = claim.scope().view;
         cmds.extend(w.set_live(self.live()));
         self.role = RoleState::Writing(w);
         self.route(cmds, now, out);
@@ -385,6 +599,45 @@ impl Participant {
             .collect()
     }
 
+    /// Where `v` is in the current view.
+    fn voter_state(&self, v: &Voter) -> VoterState {
+        if *v == self.me {
+            return VoterState::Reachable;
+        }
+        match self
+            .members
+            .iter()
+            .find(|m| m.id == v.node && m.incarnation == v.incarnation && m.state.is_member())
+        {
+            Some(m) if m.state.is_live() => VoterState::Reachable,
+            Some(_) => VoterState::Down,
+            None => VoterState::Gone,
+        }
+    }
+
+    /// The current view as a [`PlacementView`].
+    fn current_view(&self) -> PlacementView {
+        PlacementView {
+            version: self.view,
+            members: self.members.clone(),
+        }
+    }
+
+    /// What a claim made now consults: the current view, and this context's replica sets in
+    /// the earlier views.
+    fn scope(&self) -> ClaimScope {
+        let r = self.settings.replication_factor;
+        ClaimScope {
+            view: self.view,
+            earlier: self
+                .earlier
+                .iter()
+                .map(|v| v.replica_voters(&self.context, r))
+                .collect(),
+            accept_loss: false,
+        }
+    }
+
     /// A deterministic spread of claim retries, so two nodes that both think they should write
     /// do not retry in lockstep.
     fn backoff(&self, epoch: &Epoch) -> u64 {
@@ -394,17 +647,25 @@ impl Participant {
         base + jitter % base
     }
 
+    /// Placement names this node writer: it is a member in its own incarnation, in the replica
+    /// set, and the first live one there.
+    fn should_write(&self) -> bool {
+        let is_member = self.members.iter().any(|m| {
+            m.id == self.me.node
+                && m.incarnation == self.me.incarnation
+                && m.role == Role::Member
+                && m.state.is_member()
+        });
+        is_member
+            && self.target().contains(&self.me)
+            && self.placement_writer().as_ref() == Some(&self.me.node)
+    }
+
     /// Claims, restarts a claim, or steps down as placement requires. Returns whether the role
     /// changed.
     fn reconcile<E: LogEntry>(&mut self, now: u64, out: &mut Vec<Command<E>>) -> bool {
-        let is_member = self
-            .members
-            .iter()
-            .any(|m| m.id == self.me.node && m.role == Role::Member && m.state.is_member());
         let target = self.target();
-        let should = is_member
-            && target.contains(&self.me)
-            && self.placement_writer().as_ref() == Some(&self.me.node);
+        let should = self.should_write() && self.view >= self.awaiting_view;
         let same = |a: &[Voter]| {
             let mut a = a.to_vec();
             let mut b = target.clone();
@@ -415,18 +676,23 @@ impl Participant {
         match &mut self.role {
             RoleState::Follower => {
                 if should && now >= self.claim_after {
-                    self.start_claim(target.clone(), now, out);
+                    self.start_claim(target.clone(), self.scope(), now, out);
                     return true;
                 }
                 false
             }
             RoleState::Claiming(c) => {
-                if !should {
-                    self.role = RoleState::Follower;
-                    return true;
-                }
-                if !same(c.target()) {
-                    self.start_claim(target.clone(), now, out);
+                let outdated =
+                    !same(c.target()) || (c.scope().view != self.view && !c.chose_history());
+                if !should || outdated {
+                    if let RoleState::Claiming(c) =
+                        std::mem::replace(&mut self.role, RoleState::Follower)
+                    {
+                        self.abandon(&c);
+                    }
+                    if should {
+                        self.start_claim(target.clone(), self.scope(), now, out);
+                    }
                     return true;
                 }
                 false
@@ -439,7 +705,7 @@ impl Participant {
                 self.role = RoleState::Follower;
                 self.route(cmds, now, out);
                 if should {
-                    self.start_claim(target.clone(), now, out);
+                    self.start_claim(target.clone(), self.scope(), now, out);
                 }
                 true
             }
@@ -449,19 +715,31 @@ impl Participant {
     fn start_claim<E: LogEntry>(
         &mut self,
         target: Vec<Voter>,
+        scope: ClaimScope,
         now: u64,
         out: &mut Vec<Command<E>>,
     ) {
-        let number = self
+        let fresh = self
             .max_seen
             .max(self.replica.promised().map_or(0, |p| p.number))
             + 1;
-        self.max_seen = number;
-        let epoch = Epoch::new(number, self.me.clone());
-        let (claim, cmds) = Claim::start(
+        let epoch = match self.retry_epoch.take() {
+            Some(e)
+                if e.writer == self.me
+                    && e.number >= self.max_seen
+                    && self.replica.promised().is_none_or(|p| *p <= e) =>
+            {
+                e
+            }
+            _ => Epoch::new(fresh, self.me.clone()),
+        };
+        self.max_seen = self.max_seen.max(epoch.number);
+        self.claimed_under = Some(self.current_view());
+        let (claim, cmds) = Claim::start_scoped(
             self.me.clone(),
             epoch,
             target,
+            scope,
             self.replica.head(),
             self.settings.clone(),
             now,
@@ -792,6 +1070,31 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_idle_changes_of_writer_leave_at_most_three_epoch_records() {
+        let names = ["n1", "n2", "n3"];
+        let mut c = Cluster::new(&names);
+        c.run();
+        c.append(3);
+        let first = c.writer().unwrap().to_owned();
+        let mut longest = 0;
+        for k in 0..5_000u64 {
+            // Suspected and back: two claims, neither writes anything.
+            set_views(&mut c, &names, &[first.as_str()], 10 + 2 * k);
+            set_views(&mut c, &names, &[], 11 + 2 * k);
+            for (p, _) in c.nodes.values() {
+                longest = longest.max(p.replica().history().len());
+            }
+        }
+        let w = c.nodes[&first].0.writer().unwrap();
+        assert_eq!(w.epoch().number, 10_001, "10,000 claims after the first");
+        assert!(longest <= 3, "a history of {longest} records");
+        c.append(1);
+        for (_, log) in c.nodes.values() {
+            assert_eq!(log.iter().map(|e| e.0).collect::<Vec<_>>(), [1, 2, 3, 4]);
+        }
+    }
+
+    #[test]
     fn a_participant_with_no_membership_does_nothing() {
         let mut p = Participant::new(
             "ctx",
@@ -838,5 +1141,181 @@ mod tests {
                 ..
             }
         )));
+    }
+
+    use crate::views::{ViewChange, ViewLog, ViewRecord};
+
+    /// Gives every node the log's current view and range, with `dead` members down.
+    fn push_log(c: &mut Cluster, log: &ViewLog, dead: &[&str], now: u64) {
+        let members: Vec<Member> = log
+            .current()
+            .members
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if dead.contains(&m.id.as_str()) {
+                    m.state = MemberState::Dead;
+                }
+                m
+            })
+            .collect();
+        let ids: Vec<String> = c.nodes.keys().cloned().collect();
+        for n in &ids {
+            let cmds = c
+                .nodes
+                .get_mut(n)
+                .unwrap()
+                .0
+                .on_view(members.clone(), log.range(), now);
+            c.exec(n, cmds);
+        }
+        c.run();
+    }
+
+    fn member(n: &str) -> Member {
+        Member::new(n, 1, Role::Member, MemberState::Alive)
+    }
+
+    fn booted(names: &[&str]) -> ViewLog {
+        let mut log = ViewLog::new();
+        log.apply(&ViewRecord::Change {
+            version: 1,
+            change: ViewChange::Bootstrap(names.iter().map(|n| member(n)).collect()),
+        })
+        .unwrap();
+        log
+    }
+
+    fn settle_all(c: &mut Cluster, now: u64) {
+        let ids: Vec<String> = c.nodes.keys().cloned().collect();
+        for n in &ids {
+            let cmds = c.nodes.get_mut(n).unwrap().0.settle(now);
+            c.exec(n, cmds);
+        }
+        c.run();
+    }
+
+    #[test]
+    fn a_claim_that_reaches_no_majority_retries_with_the_same_epoch() {
+        let mut p = Participant::new(
+            "ctx",
+            Voter::new("n1", 1),
+            PersistentState::default(),
+            0,
+            Settings::default(),
+        );
+        let log = booted(&["n1", "n2", "n3"]);
+        // n1 writes "ctx" only if it ranks first; make the others dead so it is the writer.
+        let members: Vec<Member> = log
+            .current()
+            .members
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if m.id.as_str() != "n1" {
+                    m.state = MemberState::Dead;
+                }
+                m
+            })
+            .collect();
+        let epochs = |cmds: &[Command<E>]| -> Vec<u64> {
+            cmds.iter()
+                .filter_map(|c| match c {
+                    Command::Send {
+                        message: Message::PromiseRequest { epoch, view },
+                        ..
+                    } => {
+                        assert_eq!(*view, 1);
+                        Some(epoch.number)
+                    }
+                    _ => None,
+                })
+                .collect()
+        };
+        let first = epochs(&p.on_view::<E>(members, log.range(), 0));
+        assert_eq!(first, [1, 1], "n2 and n3 are asked (n1 answers itself)");
+        let mut now = 0;
+        let mut seen = Vec::new();
+        for _ in 0..200 {
+            now += 100;
+            seen.extend(epochs(&p.tick::<E>(now)));
+        }
+        assert!(seen.len() > 10, "it keeps asking");
+        assert!(
+            seen.iter().all(|&n| n == 1),
+            "never raises its epoch: {seen:?}"
+        );
+        assert_eq!(
+            p.availability(),
+            Availability::Waiting {
+                blocked: vec![NodeId::from("n2"), NodeId::from("n3")]
+            }
+        );
+    }
+
+    #[test]
+    fn settling_confirms_an_unchanged_placement_and_claims_again_for_a_changed_one() {
+        let names = ["n1", "n2", "n3"];
+        let mut c = Cluster::new(&names);
+        let mut log = booted(&names);
+        push_log(&mut c, &log, &[], 0);
+        c.append(1);
+        let w = c.writer().unwrap().to_owned();
+        let epoch = c.nodes[&w].0.writer().unwrap().epoch().clone();
+        assert_eq!(c.nodes[&w].0.settled_view(), Some(1));
+        // A member that does not rank into ctx's set: its placement is unchanged.
+        let outsider = (0..)
+            .map(|i| format!("x{i}"))
+            .find(|x| {
+                let mut ms: Vec<Member> = names.iter().map(|n| member(n)).collect();
+                ms.push(member(x));
+                !placement::replica_set("ctx", &ms, 3).contains(&NodeId::from(x.as_str()))
+            })
+            .unwrap();
+        log.apply(&ViewRecord::Change {
+            version: 2,
+            change: ViewChange::Join(member(&outsider)),
+        })
+        .unwrap();
+        push_log(&mut c, &log, &[], 10);
+        assert_eq!(c.nodes[&w].0.settled_view(), Some(1), "not yet settled");
+        settle_all(&mut c, 10);
+        assert_eq!(c.nodes[&w].0.settled_view(), Some(2));
+        assert_eq!(c.nodes[&w].0.writer().unwrap().epoch(), &epoch);
+        // A mirror of every context joins: the writer claims again under view 3.
+        log.apply(&ViewRecord::Change {
+            version: 3,
+            change: ViewChange::Join(Member::new("m", 1, Role::Mirror, MemberState::Alive)),
+        })
+        .unwrap();
+        push_log(&mut c, &log, &[], 20);
+        settle_all(&mut c, 20);
+        let again = c.nodes[&w].0.writer().unwrap().epoch().clone();
+        assert!(again > epoch);
+        assert_eq!(c.nodes[&w].0.settled_view(), Some(3));
+        // The followers learn that the new record is committed with the next batch.
+        c.append(1);
+        assert!(c.nodes.values().all(|(p, _)| p.is_settled()));
+    }
+
+    #[test]
+    fn a_node_the_view_names_in_another_incarnation_takes_no_part_as_a_member() {
+        let mut p = Participant::new(
+            "ctx",
+            Voter::new("solo", 2),
+            PersistentState::default(),
+            0,
+            Settings::default(),
+        );
+        let log = booted(&["solo"]); // names incarnation 1
+        let cmds = p.on_view::<E>(log.current().members.clone(), log.range(), 0);
+        assert!(cmds.is_empty(), "no claim: {cmds:?}");
+        assert!(matches!(p.role(), RoleState::Follower));
+        assert_eq!(
+            p.accept_loss::<E>(0),
+            Err(AcceptLossError::NotWriter {
+                writer: Some(NodeId::from("solo"))
+            })
+        );
     }
 }

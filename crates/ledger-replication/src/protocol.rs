@@ -52,6 +52,15 @@ pub struct PersistentState {
     /// A position known to be acknowledged by a quorum (may lag; never ahead of the truth). Reads
     /// that must only see committed entries stop here.
     pub commit_index: u64,
+    /// The highest placement view version a claimant of this context promised under: claims
+    /// made under an older view are refused ([`PromiseAnswer::StaleView`]). 0: no views (and
+    /// absent from the encoding, so state saved before views decodes).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub promised_view: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A replica's head as it reports it: in promise answers, in cursors, in fetched batches.
@@ -82,6 +91,10 @@ pub enum PromiseAnswer {
     Granted(Head),
     /// Already promised a higher epoch.
     Refused { promised: Epoch },
+    /// The claim was made under an older placement view than this replica has seen: the
+    /// claimant must learn `view` first (a removed node with a stale view never creates or takes
+    /// a context).
+    StaleView { view: u64 },
 }
 
 /// Why a batch of entries is sent.
@@ -124,8 +137,8 @@ pub struct Entries<E> {
 /// sending [`crate::identity::Voter`] (node id and incarnation).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Message<E> {
-    /// Claimant → replica: promise `epoch`.
-    PromiseRequest { epoch: Epoch },
+    /// Claimant → replica: promise `epoch`, claimed under placement view `view` (0: no views).
+    PromiseRequest { epoch: Epoch, view: u64 },
     /// Replica → claimant.
     PromiseReply { epoch: Epoch, answer: PromiseAnswer },
     /// Writer → follower (`Replicate`), or replica → claimant (`Fetched`).
@@ -140,10 +153,12 @@ impl<E> Message<E> {
     /// The highest epoch the message tells of (used to track the highest epoch number seen).
     pub fn epoch_hint(&self) -> Option<&Epoch> {
         match self {
-            Message::PromiseRequest { epoch } | Message::FetchRequest { epoch, .. } => Some(epoch),
+            Message::PromiseRequest { epoch, .. } | Message::FetchRequest { epoch, .. } => {
+                Some(epoch)
+            }
             Message::PromiseReply { epoch, answer } => match answer {
                 PromiseAnswer::Refused { promised } => Some(promised.max(epoch)),
-                PromiseAnswer::Granted(_) => Some(epoch),
+                PromiseAnswer::Granted(_) | PromiseAnswer::StaleView { .. } => Some(epoch),
             },
             Message::Entries(e) => Some(&e.header.epoch),
             Message::Cursor(head) => head.promised.as_ref(),

@@ -8,6 +8,10 @@
 //! - **Promise** `e` iff `e` is not below the promise held; the promise is saved before the
 //!   answer is sent, and the answer carries the head (size, history), so a claimant learns every
 //!   entry this replica accepted before promising.
+//! - **View fencing**: a claim made under an older placement view than the replica has seen
+//!   (promised under, saved as `promised_view`, or learned from its own node's view) is refused
+//!   with [`PromiseAnswer::StaleView`]; granting a claim of a newer view saves that view with
+//!   the promise.
 //! - **Fence**: entries of an epoch below the promise are refused; the answer is a cursor that
 //!   shows the higher promise, which makes the stale writer step down.
 //! - **Accepting** entries of epoch `e` promises `e` (saved before the entries), so an entry
@@ -34,6 +38,9 @@ pub struct Replica {
     size: u64,
     /// The writer followed (volatile): where cursors go.
     writer: Option<Epoch>,
+    /// The placement view version this node is at (volatile; `promised_view` is the saved
+    /// bound).
+    view: u64,
     last_heard: u64,
     last_poll: u64,
 }
@@ -50,6 +57,7 @@ impl Replica {
             state,
             size,
             writer: None,
+            view: 0,
             last_heard: 0,
             last_poll: 0,
         }
@@ -88,6 +96,16 @@ impl Replica {
         &self.state
     }
 
+    /// The node learned placement view `version` (views only go forward).
+    pub fn set_view(&mut self, version: u64) {
+        self.view = self.view.max(version);
+    }
+
+    /// The newest placement view this replica knows of: claims under older ones are refused.
+    pub fn known_view(&self) -> u64 {
+        self.view.max(self.state.promised_view)
+    }
+
     /// The writer this replica follows (learned from its batches; volatile).
     pub fn writer(&self) -> Option<&Epoch> {
         self.writer.as_ref()
@@ -111,12 +129,34 @@ impl Replica {
         self.state.clone()
     }
 
-    /// A claimant asks for a promise of `epoch`.
-    pub fn on_promise_request<E>(&mut self, from: &Voter, epoch: Epoch) -> Vec<Command<E>> {
+    /// A claimant asks for a promise of `epoch`, claimed under placement view `view`.
+    pub fn on_promise_request<E>(
+        &mut self,
+        from: &Voter,
+        epoch: Epoch,
+        view: u64,
+    ) -> Vec<Command<E>> {
         if &epoch.writer != from {
             return Vec::new(); // only the claimant itself asks for its epoch
         }
         let mut out = Vec::new();
+        let known = self.known_view();
+        #[cfg(ledger_mutant = "no_view_fencing")]
+        let known = {
+            // Broken on purpose: claims of any view are answered.
+            let _ = known;
+            0
+        };
+        if view < known {
+            out.push(Command::Send {
+                to: from.node.clone(),
+                message: Message::PromiseReply {
+                    epoch,
+                    answer: PromiseAnswer::StaleView { view: known },
+                },
+            });
+            return out;
+        }
         match &self.state.promised {
             Some(p) if *p > epoch => {
                 out.push(Command::Send {
@@ -130,9 +170,12 @@ impl Replica {
                 });
             }
             held => {
-                // Equal: the same claimant asking again (its answer was lost); answer again.
-                if held.as_ref() != Some(&epoch) {
+                // Equal: the same claimant asking again (its answer was lost, or it claims again
+                // under a newer view); answer again.
+                let newer_view = view > self.state.promised_view;
+                if held.as_ref() != Some(&epoch) || newer_view {
                     self.state.promised = Some(epoch.clone());
+                    self.state.promised_view = self.state.promised_view.max(view);
                     out.push(Command::SaveState(self.save()));
                 }
                 out.push(Command::Send {
@@ -396,6 +439,7 @@ mod tests {
                 promised,
                 history,
                 commit_index: 0,
+                promised_view: 0,
             },
             size,
         )
@@ -435,7 +479,7 @@ mod tests {
     #[test]
     fn grants_a_higher_promise_and_saves_it_before_answering() {
         let mut r = replica_with(hist(&[(1, "a", 1)]), 4, Some(ep(1, "a")));
-        let cmds: Vec<Command<E>> = r.on_promise_request(&v("c"), ep(2, "c"));
+        let cmds: Vec<Command<E>> = r.on_promise_request(&v("c"), ep(2, "c"), 0);
         assert_eq!(kinds(&cmds), ["save", "promise-reply"]);
         match &cmds[1] {
             Command::Send {
@@ -457,9 +501,58 @@ mod tests {
     }
 
     #[test]
+    fn refuses_a_claim_under_an_older_view_and_saves_the_view_it_promised_under() {
+        let mut r = replica_with(EpochHistory::new(), 0, None);
+        let cmds: Vec<Command<E>> = r.on_promise_request(&v("c"), ep(1, "c"), 5);
+        assert_eq!(kinds(&cmds), ["save", "promise-reply"]);
+        assert_eq!(r.state().promised_view, 5);
+        // The same claimant again under a newer view: saved again.
+        let cmds: Vec<Command<E>> = r.on_promise_request(&v("c"), ep(1, "c"), 6);
+        assert_eq!(kinds(&cmds), ["save", "promise-reply"]);
+        // A higher epoch under an older view: refused, whatever its number.
+        let cmds: Vec<Command<E>> = r.on_promise_request(&v("a"), ep(9, "a"), 5);
+        assert!(matches!(
+            &cmds[..],
+            [Command::Send {
+                message: Message::PromiseReply {
+                    answer: PromiseAnswer::StaleView { view: 6 },
+                    ..
+                },
+                ..
+            }]
+        ));
+        assert_eq!(r.promised(), Some(&ep(1, "c")));
+        // The node's own view counts too, before any promise was saved under it.
+        let mut fresh = replica_with(EpochHistory::new(), 0, None);
+        fresh.set_view(3);
+        let cmds: Vec<Command<E>> = fresh.on_promise_request(&v("a"), ep(1, "a"), 2);
+        assert!(matches!(
+            &cmds[..],
+            [Command::Send {
+                message: Message::PromiseReply {
+                    answer: PromiseAnswer::StaleView { view: 3 },
+                    ..
+                },
+                ..
+            }]
+        ));
+        // Restored, the saved view still fences.
+        let again = Replica::restore(v("b"), r.state().clone(), 0);
+        assert_eq!(again.known_view(), 6);
+    }
+
+    #[test]
+    fn state_saved_without_views_decodes_and_encodes_as_before() {
+        let json = r#"{"promised":null,"history":{"records":[]},"commit_index":3}"#;
+        let s: PersistentState = serde_json::from_str(json).unwrap();
+        assert_eq!(s.promised_view, 0);
+        assert_eq!(serde_json::to_string(&s).unwrap(), json);
+    }
+
+    #[test]
     fn refuses_a_lower_promise_and_re_grants_the_same_one() {
         let mut r = replica_with(EpochHistory::new(), 0, Some(ep(5, "a")));
-        let cmds: Vec<Command<E>> = r.on_promise_request(&v("c"), ep(4, "c"));
+        let cmds: Vec<Command<E>> = r.on_promise_request(&v("c"), ep(4, "c"), 0);
         assert!(matches!(
             &cmds[..],
             [Command::Send {
@@ -472,10 +565,10 @@ mod tests {
                 if *promised == ep(5, "a")
         ));
         // Same epoch again (the answer was lost): granted, nothing to save.
-        let cmds: Vec<Command<E>> = r.on_promise_request(&v("a"), ep(5, "a"));
+        let cmds: Vec<Command<E>> = r.on_promise_request(&v("a"), ep(5, "a"), 0);
         assert_eq!(kinds(&cmds), ["promise-reply"]);
         // Writer id breaks ties between equal numbers.
-        let cmds: Vec<Command<E>> = r.on_promise_request(&v("b"), ep(5, "b"));
+        let cmds: Vec<Command<E>> = r.on_promise_request(&v("b"), ep(5, "b"), 0);
         assert_eq!(kinds(&cmds), ["save", "promise-reply"]);
     }
 
@@ -485,7 +578,7 @@ mod tests {
         let mut r = replica_with(EpochHistory::new(), 0, Some(old));
         // Node "a" came back with lost data under incarnation 0 and picked the same number.
         let again = Epoch::new(3, Voter::new("a", 0));
-        let cmds: Vec<Command<E>> = r.on_promise_request(&Voter::new("a", 0), again);
+        let cmds: Vec<Command<E>> = r.on_promise_request(&Voter::new("a", 0), again, 0);
         assert!(matches!(
             &cmds[..],
             [Command::Send {
@@ -501,7 +594,7 @@ mod tests {
     #[test]
     fn ignores_requests_not_sent_by_the_epochs_writer() {
         let mut r = Replica::empty(v("b"));
-        let cmds: Vec<Command<E>> = r.on_promise_request(&v("c"), ep(1, "a"));
+        let cmds: Vec<Command<E>> = r.on_promise_request(&v("c"), ep(1, "a"), 0);
         assert!(cmds.is_empty());
         let cmds = r.on_entries(
             &v("c"),
@@ -743,6 +836,7 @@ mod tests {
                 promised: Some(ep(3, "c")),
                 history: hist(&[(1, "a", 1), (2, "b", 5), (3, "c", 9)]),
                 commit_index: 8,
+                promised_view: 0,
             },
             6,
         );

@@ -608,6 +608,8 @@ impl Writer {
         }
         let record_held = self.quorum.is_reached(|v| self.holds_record(v));
         if record_held && self.history.mark_committed(&self.epoch) {
+            // An older committed record that covers nothing is no longer needed.
+            self.history.compact();
             // Tell the own replica (its history carries the flag to later claims).
             out.push(Command::SendEntries {
                 to: self.me.node.clone(),

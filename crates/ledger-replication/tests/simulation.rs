@@ -36,8 +36,9 @@ use ledger_core::hash::{empty_root, sha256};
 use ledger_core::merkle::Frontier;
 use ledger_replication::placement::{self, Member, MemberState, Role};
 use ledger_replication::{
-    AckLevel, Command, Entries, Epoch, EpochHistory, LogEntry, LogView, Message, NodeId,
-    Participant, PersistentState, Settings, Voter, common_prefix,
+    AckLevel, Command, Entries, Epoch, EpochHistory, Incarnation, LogEntry, LogView, Message,
+    NextChange, NodeId, Participant, PersistentState, Settings, ViewChange, ViewLog, ViewRecord,
+    Voter, common_prefix,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -140,7 +141,12 @@ struct Node {
     up: bool,
     stores: BTreeMap<String, Store>,
     parts: BTreeMap<String, Participant>,
+    /// What gossip told this node about every node (state and incarnation), by node index.
     view: Vec<Member>,
+    /// Views mode: the view log as this node replayed it (durable: it is a context too), and
+    /// how many records of the agreed log that is.
+    vlog: ViewLog,
+    applied: usize,
 }
 
 impl Node {
@@ -172,6 +178,46 @@ struct Config {
     contexts: usize,
     steps: usize,
     reconfigure: bool,
+    /// Versioned placement views: an agreed view log, replayed by each node with its own lag,
+    /// changed only by what `ViewLog::next_change` proposes.
+    views: bool,
+    /// Views mode: of `nodes`, how many start outside the view (spares that join later).
+    spares: usize,
+    /// Contexts open from the start; the others are opened at random steps (late contexts).
+    open_at_start: usize,
+    /// Views mode: members become mirrors and mirrors members.
+    role_changes: bool,
+}
+
+impl Config {
+    /// Gossip membership (no views), every context open from the start.
+    const fn classic(nodes: usize, mirrors: usize, contexts: usize, reconfigure: bool) -> Self {
+        Config {
+            nodes,
+            mirrors,
+            contexts,
+            steps: 1_500,
+            reconfigure,
+            views: false,
+            spares: 0,
+            open_at_start: contexts,
+            role_changes: false,
+        }
+    }
+}
+
+/// The agreed view log (views mode): what the coordinator and every node's replay read.
+struct Views {
+    records: Vec<ViewRecord>,
+    /// Every record applied.
+    log: ViewLog,
+    /// The nodes the operator wants as members (by index); a dead one taken out is removed.
+    desired: BTreeSet<usize>,
+    /// Nodes whose `Leave` was applied: they never learn later views.
+    removed: BTreeSet<usize>,
+    /// Data faults (a removal, a wipe) by node, with the version of the view change that
+    /// answered it once applied: healed once the floor reaches that version.
+    faults: Vec<(usize, Option<u64>)>,
 }
 
 struct World {
@@ -197,6 +243,9 @@ struct World {
     activations: BTreeSet<(String, Epoch)>,
     /// The quorum and first sequence of every activated epoch.
     quorums: BTreeMap<(String, Epoch), (ledger_replication::Quorum, u64)>,
+    /// Per context: opened (clients write to it, nodes have a participant for it).
+    opened: Vec<bool>,
+    views: Option<Views>,
     wipes: usize,
     max_wipes: usize,
     /// The nemesis acts (crashes in the middle of command lists, duplicates): off while converging.
@@ -219,6 +268,8 @@ struct Stats {
     crashes: u64,
     wipes: u64,
     reconfigurations: u64,
+    view_changes: u64,
+    settled_records: u64,
 }
 
 type Check = Result<(), String>;
@@ -233,6 +284,11 @@ macro_rules! ensure {
 
 impl World {
     fn new(cfg: Config, seed: u64, trace: bool) -> World {
+        let contexts = (0..cfg.contexts).map(|i| format!("ctx-{i}")).collect();
+        World::with_contexts(cfg, seed, trace, contexts)
+    }
+
+    fn with_contexts(cfg: Config, seed: u64, trace: bool, contexts: Vec<String>) -> World {
         let mut rng = StdRng::seed_from_u64(seed);
         let settings = Settings {
             replication_factor: 3,
@@ -245,7 +301,6 @@ impl World {
             max_batch: 4,
             max_in_flight: 16,
         };
-        let contexts: Vec<String> = (0..cfg.contexts).map(|i| format!("ctx-{i}")).collect();
         let mut nodes = Vec::new();
         let mut truth = Vec::new();
         let mut index = BTreeMap::new();
@@ -280,8 +335,34 @@ impl World {
                 stores: contexts.iter().map(|c| (c.clone(), Store::new())).collect(),
                 parts: BTreeMap::new(),
                 view: Vec::new(),
+                vlog: ViewLog::new(),
+                applied: 0,
             });
         }
+        let opened = (0..contexts.len()).map(|k| k < cfg.open_at_start).collect();
+        let views = cfg.views.then(|| {
+            // The first members and every mirror are the bootstrap view; spares join later.
+            let desired: BTreeSet<usize> = (0..cfg.nodes - cfg.spares)
+                .chain(cfg.nodes..cfg.nodes + cfg.mirrors)
+                .collect();
+            let boot = ViewRecord::Change {
+                version: 1,
+                change: ViewChange::Bootstrap(desired.iter().map(|&k| truth[k].clone()).collect()),
+            };
+            let mut log = ViewLog::new();
+            log.apply(&boot).expect("a bootstrap applies");
+            for node in &mut nodes {
+                node.vlog = log.clone();
+                node.applied = 1;
+            }
+            Views {
+                records: vec![boot],
+                log,
+                desired,
+                removed: BTreeSet::new(),
+                faults: Vec::new(),
+            }
+        });
         let max_wipes = usize::from(rng.random_bool(0.5));
         let drop_rate = [0.0, 0.02, 0.1][rng.random_range(0..3)];
         let mut w = World {
@@ -302,6 +383,8 @@ impl World {
             committed: BTreeMap::new(),
             activations: BTreeSet::new(),
             quorums: BTreeMap::new(),
+            opened,
+            views,
             wipes: 0,
             max_wipes,
             nemesis: true,
@@ -330,19 +413,51 @@ impl World {
     fn start(&mut self, i: usize) -> Check {
         self.nodes[i].up = true;
         let me = self.nodes[i].voter();
-        for c in self.contexts.clone() {
-            let store = &self.nodes[i].stores[&c];
-            let p = Participant::new(
-                c.clone(),
-                me.clone(),
-                store.state.clone(),
-                store.size(),
-                self.settings.clone(),
-            );
-            self.nodes[i].parts.insert(c.clone(), p);
+        for k in 0..self.contexts.len() {
+            if self.opened[k] {
+                self.add_participant(i, k);
+            }
         }
         self.log(|| format!("start {me}"));
         self.push_view(i)
+    }
+
+    fn add_participant(&mut self, i: usize, k: usize) {
+        let c = self.contexts[k].clone();
+        let me = self.nodes[i].voter();
+        let store = &self.nodes[i].stores[&c];
+        let p = Participant::new(
+            c.clone(),
+            me,
+            store.state.clone(),
+            store.size(),
+            self.settings.clone(),
+        );
+        self.nodes[i].parts.insert(c, p);
+    }
+
+    /// Clients start writing to context `k`; every running node opens it.
+    fn open(&mut self, k: usize) -> Check {
+        if self.opened[k] {
+            return Ok(());
+        }
+        self.opened[k] = true;
+        let c = self.contexts[k].clone();
+        self.log(|| format!("open {c}"));
+        for i in 0..self.nodes.len() {
+            if self.nodes[i].up {
+                self.add_participant(i, k);
+                self.push_context_view(i, &c)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn opened_contexts(&self) -> Vec<String> {
+        (0..self.contexts.len())
+            .filter(|&k| self.opened[k])
+            .map(|k| self.contexts[k].clone())
+            .collect()
     }
 
     fn crash(&mut self, i: usize) {
@@ -367,11 +482,20 @@ impl World {
         for s in node.stores.values_mut() {
             *s = Store::new();
         }
+        // The view log is a context too: a wiped node learns it again from the others.
+        node.vlog = ViewLog::new();
+        node.applied = 0;
         let inc = node.incarnation;
         let id = node.id.clone();
         for m in &mut self.truth {
             if m.id == id {
                 m.incarnation = ledger_replication::Incarnation(inc);
+            }
+        }
+        for n in &mut self.nodes {
+            // The node itself knows its new incarnation (gossip spreads it to the others).
+            if n.id == id {
+                n.view[i].incarnation = Incarnation(inc);
             }
         }
         self.wipes += 1;
@@ -383,16 +507,56 @@ impl World {
         if !self.nodes[i].up {
             return Ok(());
         }
-        let view = self.nodes[i].view.clone();
         for c in self.contexts.clone() {
-            let now = self.now;
-            let cmds = match self.nodes[i].parts.get_mut(&c) {
-                Some(p) => p.on_membership(view.clone(), now),
-                None => continue,
-            };
-            self.execute(i, &c, cmds)?;
+            self.push_context_view(i, &c)?;
         }
         Ok(())
+    }
+
+    /// Gives node `i`'s participant of `c` its membership: gossip's view, or (views mode) the
+    /// view it replayed with the liveness gossip told it.
+    fn push_context_view(&mut self, i: usize, c: &str) -> Check {
+        let now = self.now;
+        let cmds = if self.views.is_some() {
+            let members = self.members_seen_by(i);
+            let range = self.nodes[i].vlog.range();
+            match self.nodes[i].parts.get_mut(c) {
+                Some(p) => p.on_view(members, range, now),
+                None => return Ok(()),
+            }
+        } else {
+            let view = self.nodes[i].view.clone();
+            match self.nodes[i].parts.get_mut(c) {
+                Some(p) => p.on_membership(view, now),
+                None => return Ok(()),
+            }
+        };
+        self.execute(i, c, cmds)
+    }
+
+    /// Node `i`'s current view's members with the liveness gossip told it: a member whose
+    /// incarnation gossip announces differently is dead (that voter is gone).
+    fn members_seen_by(&self, i: usize) -> Vec<Member> {
+        let node = &self.nodes[i];
+        node.vlog
+            .current()
+            .members
+            .iter()
+            .map(|m| {
+                let mut m = m.clone();
+                if let Some(&k) = self.index.get(&m.id) {
+                    let seen = &node.view[k];
+                    m.state = if seen.incarnation != m.incarnation {
+                        MemberState::Dead
+                    } else if seen.state.is_live() {
+                        MemberState::Alive
+                    } else {
+                        MemberState::Dead
+                    };
+                }
+                m
+            })
+            .collect()
     }
 
     // ---------------------------------------------------------------- carrying out commands
@@ -820,8 +984,303 @@ impl World {
         self.push_view(i)
     }
 
+    /// Views mode: a node being removed stays down, and of the removed nodes (stale views
+    /// they never update) at most one runs at a time.
+    fn may_restart(&self, i: usize) -> bool {
+        let Some(v) = &self.views else {
+            return true;
+        };
+        let pending_removal =
+            !v.desired.contains(&i) && v.log.current().member(&self.nodes[i].id).is_some();
+        let other_removed_up = v.removed.iter().any(|&k| k != i && self.nodes[k].up);
+        let stale_second = v.removed.contains(&i) && other_removed_up;
+        !pending_removal && !stale_second
+    }
+
+    // ---------------------------------------------------------------- views mode
+
+    fn views(&self) -> &Views {
+        self.views.as_ref().expect("views mode")
+    }
+
+    fn views_mut(&mut self) -> &mut Views {
+        self.views.as_mut().expect("views mode")
+    }
+
+    /// Data faults not yet healed (their view change not applied, or the floor below it).
+    fn unhealed_faults(&self) -> usize {
+        let v = self.views();
+        let floor = v.log.floor();
+        v.faults
+            .iter()
+            .filter(|(_, at)| at.is_none_or(|at| floor < at))
+            .count()
+    }
+
+    /// Appends a record to the agreed log (it must apply).
+    fn append_record(&mut self, record: ViewRecord) -> Check {
+        let views = self.views_mut();
+        views
+            .log
+            .apply(&record)
+            .map_err(|e| format!("the view log refused {record:?}: {e}"))?;
+        views.records.push(record.clone());
+        let version = views.log.version();
+        match &record {
+            ViewRecord::Change { change, .. } => {
+                let (node, joined) = match change {
+                    ViewChange::Bootstrap(_) => return Ok(()),
+                    ViewChange::Join(m) | ViewChange::Update(m) => (m.id.clone(), Some(m)),
+                    ViewChange::Leave(id) => (id.clone(), None),
+                };
+                let k = self.index[&node];
+                let inc = self.nodes[k].incarnation;
+                let views = self.views_mut();
+                match joined {
+                    // A wiped node's fault is answered by the view naming its new incarnation.
+                    Some(m) if m.incarnation.0 == inc => {
+                        for f in &mut views.faults {
+                            if f.0 == k && f.1.is_none() {
+                                f.1 = Some(version);
+                            }
+                        }
+                    }
+                    Some(_) => {}
+                    None => {
+                        views.removed.insert(k);
+                        for f in &mut views.faults {
+                            if f.0 == k && f.1.is_none() {
+                                f.1 = Some(version);
+                            }
+                        }
+                    }
+                }
+                self.stats.view_changes += 1;
+                self.log(|| format!("view {version}: {change:?}"));
+            }
+            ViewRecord::Settled { node, version, .. } => {
+                self.stats.settled_records += 1;
+                let floor = self.views().log.floor();
+                self.log(|| format!("{node} settled view {version} (floor {floor})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The coordinator (whoever writes the view log) does what `next_change` says.
+    fn coordinate(&mut self) -> Check {
+        let views = self.views();
+        let desired: Vec<Member> = views
+            .desired
+            .iter()
+            .map(|&k| self.truth[k].clone())
+            .collect();
+        let next = views.log.next_change(&desired, |id| {
+            self.index.get(id).is_some_and(|&k| self.nodes[k].up)
+        });
+        match next {
+            NextChange::Propose(record) => self.append_record(record),
+            NextChange::Waiting { change, for_nodes } => {
+                self.log(|| format!("next view change {change:?} waits for {for_nodes:?}"));
+                Ok(())
+            }
+            NextChange::None => Ok(()),
+        }
+    }
+
+    /// Node `i` replays up to `n` more records of the agreed log (a removed node never does).
+    fn replay(&mut self, i: usize, n: usize) -> Check {
+        if self.views().removed.contains(&i) {
+            return Ok(());
+        }
+        let upto = (self.nodes[i].applied + n).min(self.views().records.len());
+        if upto == self.nodes[i].applied {
+            return Ok(());
+        }
+        for k in self.nodes[i].applied..upto {
+            let record = self.views().records[k].clone();
+            self.nodes[i]
+                .vlog
+                .apply(&record)
+                .map_err(|e| format!("n{i} could not replay {record:?}: {e}"))?;
+        }
+        self.nodes[i].applied = upto;
+        self.push_view(i)
+    }
+
+    /// Node `i` settles its contexts, then records that it settled its view if it truly holds
+    /// everything it holds on the sets of that view.
+    fn settle_node(&mut self, i: usize) -> Check {
+        if !self.nodes[i].up || self.views().removed.contains(&i) {
+            return Ok(());
+        }
+        for c in self.opened_contexts() {
+            let now = self.now;
+            let cmds = match self.nodes[i].parts.get_mut(&c) {
+                Some(p) => p.settle(now),
+                None => continue,
+            };
+            self.execute(i, &c, cmds)?;
+            if !self.nodes[i].up {
+                return Ok(());
+            }
+        }
+        let version = self.nodes[i].vlog.version();
+        let id = self.nodes[i].id.clone();
+        let inc = self.nodes[i].incarnation;
+        let log = &self.views().log;
+        if version == 0
+            || log.current().member(&id).map(|m| m.incarnation.0) != Some(inc)
+            || log.settled(&id).is_some_and(|s| s >= version)
+            || !self.truly_settled(i, version)
+        {
+            return Ok(());
+        }
+        self.append_record(ViewRecord::Settled {
+            node: id,
+            incarnation: inc,
+            version,
+        })
+    }
+
+    /// Every context node `i` holds anything of lives on the sets of a view at or after
+    /// `version`: its latest writer is running, placed as in such a view, with its epoch's
+    /// record committed.
+    fn truly_settled(&self, i: usize, version: u64) -> bool {
+        self.opened_contexts().iter().all(|c| {
+            let store = &self.nodes[i].stores[c];
+            if store.log.is_empty() && store.state.history.is_empty() {
+                return true;
+            }
+            let Some(latest) = self
+                .activations
+                .iter()
+                .filter(|(x, _)| x == c)
+                .map(|(_, e)| e)
+                .max()
+            else {
+                return false;
+            };
+            self.nodes.iter().any(|n| {
+                n.up && n.parts.get(c).is_some_and(|p| {
+                    p.writer()
+                        .is_some_and(|w| w.epoch() == latest && w.stopped().is_none())
+                        && p.settled_view().is_some_and(|s| s >= version)
+                })
+            })
+        })
+    }
+
+    /// Members (role member) the operator wants.
+    fn desired_members(&self) -> usize {
+        self.views()
+            .desired
+            .iter()
+            .filter(|&&k| self.truth[k].role == Role::Member)
+            .count()
+    }
+
+    /// One membership action of the operator or the failure policy (the view changes follow
+    /// from `next_change` only).
+    fn membership_action(&mut self) -> Check {
+        let n = self.nodes.len();
+        let k = self.rng.random_range(0..n);
+        let roll = self.rng.random_range(0..4);
+        let in_view = self
+            .views()
+            .log
+            .current()
+            .member(&self.nodes[k].id)
+            .is_some();
+        let desired = self.views().desired.contains(&k);
+        let removed = self.views().removed.contains(&k);
+        let member = self.truth[k].role == Role::Member;
+        match roll {
+            // A dead member is removed (`cluster remove`, or `dead_member_timeout`): a data
+            // fault, one at a time.
+            0 if in_view
+                && desired
+                && !self.nodes[k].up
+                && self.unhealed_faults() == 0
+                && (!member || self.desired_members() > 3) =>
+            {
+                self.views_mut().desired.remove(&k);
+                self.views_mut().faults.push((k, None));
+                self.stats.reconfigurations += 1;
+                let id = self.nodes[k].id.clone();
+                self.log(|| format!("operator removes {id}"));
+            }
+            // A spare (or a removed node, back with an empty data directory) joins.
+            1 if !desired && !in_view && (!removed || self.unhealed_faults() == 0) => {
+                if removed {
+                    // Its old data is not needed any more: the removal healed.
+                    self.crash(k);
+                    let node = &mut self.nodes[k];
+                    node.incarnation += 1 + self.rng.random_range(0..1000);
+                    for st in node.stores.values_mut() {
+                        *st = Store::new();
+                    }
+                    node.vlog = ViewLog::new();
+                    node.applied = 0;
+                    let inc = Incarnation(node.incarnation);
+                    self.truth[k].incarnation = inc;
+                    self.nodes[k].view[k].incarnation = inc;
+                    self.views_mut().removed.remove(&k);
+                }
+                self.views_mut().desired.insert(k);
+                if !self.nodes[k].up {
+                    self.start(k)?;
+                }
+                self.stats.reconfigurations += 1;
+                let id = self.nodes[k].id.clone();
+                self.log(|| format!("{id} joins"));
+            }
+            // A member becomes a mirror of every context, or a mirror a member.
+            2 if self.cfg.role_changes && desired && (!member || self.desired_members() > 3) => {
+                let m = &mut self.truth[k];
+                m.role = if member { Role::Mirror } else { Role::Member };
+                m.mirror_prefixes.clear();
+                let role = m.role;
+                for node in &mut self.nodes {
+                    node.view[k].role = role;
+                    node.view[k].mirror_prefixes.clear();
+                }
+                self.stats.reconfigurations += 1;
+                let id = self.nodes[k].id.clone();
+                self.log(|| format!("{id} becomes {role:?}"));
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// One step of the view machinery: the coordinator, a node's replay, a node's settling,
+    /// an operator's action, or a late context opened.
+    fn views_step(&mut self) -> Check {
+        let n = self.nodes.len();
+        let i = self.rng.random_range(0..n);
+        match self.rng.random_range(0..10) {
+            0..=2 => self.coordinate(),
+            3..=4 => {
+                let k = self.rng.random_range(1..4);
+                self.replay(i, k)
+            }
+            5..=7 => self.settle_node(i),
+            8 => self.membership_action(),
+            _ => match (0..self.contexts.len()).find(|&k| !self.opened[k]) {
+                Some(k) => self.open(k),
+                None => Ok(()),
+            },
+        }
+    }
+
     fn random_step(&mut self) -> Check {
         let n = self.nodes.len();
+        if self.views.is_some() && self.rng.random_bool(0.1) {
+            self.views_step()?;
+            self.stats.steps += 1;
+            return Ok(());
+        }
         let roll = self.rng.random_range(0..1000);
         match roll {
             0..=449 => self.deliver_one()?,
@@ -865,7 +1324,7 @@ impl World {
             }
             770..=799 => {
                 let i = self.rng.random_range(0..n);
-                if !self.nodes[i].up {
+                if !self.nodes[i].up && self.may_restart(i) {
                     if self.truth[i].state == MemberState::Dead {
                         self.truth[i].state = MemberState::Alive;
                     }
@@ -911,15 +1370,35 @@ impl World {
             }
             970..=979 => {
                 let i = self.rng.random_range(0..n);
-                // Losing a data directory is one fault: not while a reconfiguration (removing a
-                // member that holds entries is another) is still in progress.
-                if self.wipes < self.max_wipes && self.stats.steps > 100 && self.settled() {
+                if self.views.is_some() {
+                    // Losing a data directory is a data fault: one at a time (with removals).
+                    let in_view = self
+                        .views()
+                        .log
+                        .current()
+                        .member(&self.nodes[i].id)
+                        .is_some();
+                    if self.wipes < self.max_wipes
+                        && self.stats.steps > 100
+                        && self.unhealed_faults() == 0
+                        && !self.views().removed.contains(&i)
+                    {
+                        self.wipe(i);
+                        self.truth[i].state = MemberState::Dead;
+                        if in_view {
+                            self.views_mut().faults.push((i, None));
+                        }
+                    }
+                } else if self.wipes < self.max_wipes && self.stats.steps > 100 && self.settled() {
+                    // Losing a data directory is one fault: not while a reconfiguration
+                    // (removing a member that holds entries is another) is still in progress.
                     self.wipe(i);
                     if self.truth[i].state != MemberState::Left {
                         self.truth[i].state = MemberState::Dead;
                     }
                 }
             }
+            980..=989 if self.views.is_some() => self.membership_action()?,
             980..=989 => {
                 // One reconfiguration at a time, each completed (every context has a writer
                 // established for the new set, its record committed) before the next, and not
@@ -941,11 +1420,14 @@ impl World {
                 }
             }
             _ => {
-                // Everyone catches up with gossip.
+                // Everyone catches up with gossip (and the view log).
                 for i in 0..n {
                     if self.nodes[i].view != self.truth {
                         self.nodes[i].view = self.truth.clone();
                         self.push_view(i)?;
+                    }
+                    if self.views.is_some() {
+                        self.replay(i, usize::MAX / 2)?;
                     }
                 }
             }
@@ -1025,11 +1507,29 @@ impl World {
             }
         }
         // (b) acknowledged entries keep a majority of copies (minus copies lost to wipes).
+        // Members only: a mirror's copy does not count (in views mode a node counts while it is
+        // a member by the truth or in a view claims still consult, so a copy on a member that
+        // just became a mirror counts until its contexts moved).
+        let counted: Vec<usize> = match &self.views {
+            None => (0..self.cfg.nodes).collect(),
+            Some(v) => {
+                let range = v.log.range();
+                let consulted: Vec<_> = range.earlier.iter().chain([v.log.current()]).collect();
+                (0..self.nodes.len())
+                    .filter(|&k| {
+                        self.truth[k].role == Role::Member
+                            || consulted.iter().any(|view| {
+                                view.member(&self.nodes[k].id)
+                                    .is_some_and(|m| m.role == Role::Member)
+                            })
+                    })
+                    .collect()
+            }
+        };
         for ((c, seq), h) in &self.acked {
-            // Members only: a mirror's copy does not count.
-            let holders = self.nodes[..self.cfg.nodes]
+            let holders = counted
                 .iter()
-                .filter(|n| n.stores[c].durable_hash(*seq) == Some(*h))
+                .filter(|&&k| self.nodes[k].stores[c].durable_hash(*seq) == Some(*h))
                 .count();
             ensure!(
                 holders + self.wipes >= majority,
@@ -1046,15 +1546,31 @@ impl World {
         self.nemesis = false;
         self.drop_rate = 0.0;
         self.cut.clear();
+        // Everything restarts, except (views mode) nodes being removed and removed ones.
+        let restart: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.views
+                    .as_ref()
+                    .is_none_or(|v| !v.removed.contains(&i) && self.may_restart(i))
+            })
+            .collect();
         for i in 0..self.nodes.len() {
-            if self.truth[i].state == MemberState::Dead {
-                self.truth[i].state = MemberState::Alive;
+            if restart.contains(&i) {
+                if self.truth[i].state == MemberState::Dead {
+                    self.truth[i].state = MemberState::Alive;
+                }
+            } else if !self.nodes[i].up {
+                // Stays down: failure detection sees it.
+                self.truth[i].state = MemberState::Dead;
             }
         }
-        for i in 0..self.nodes.len() {
+        for &i in &restart {
             if !self.nodes[i].up {
                 self.start(i)?;
             }
+        }
+        for k in 0..self.contexts.len() {
+            self.open(k)?;
         }
         for i in 0..self.nodes.len() {
             self.nodes[i].view = self.truth.clone();
@@ -1082,10 +1598,20 @@ impl World {
             self.flush_all()?;
             self.tick_all()?;
             self.check()?;
+            if self.views.is_some() && rounds.is_multiple_of(5) {
+                // The view machinery keeps running: the coordinator, every node's replay and
+                // settling.
+                self.coordinate()?;
+                for i in 0..self.nodes.len() {
+                    self.replay(i, usize::MAX / 2)?;
+                    self.settle_node(i)?;
+                }
+                self.check()?;
+            }
             if !rounds.is_multiple_of(20) {
                 continue;
             }
-            let mut done = true;
+            let mut done = !self.views_pending();
             for c in self.contexts.clone() {
                 match self.converged(&c) {
                     Some(w) => {
@@ -1122,7 +1648,10 @@ impl World {
         for c in &self.contexts {
             let _ = write!(why, "{c}: ");
             for (i, n) in self.nodes.iter().enumerate() {
-                let p = &n.parts[c];
+                let Some(p) = n.parts.get(c) else {
+                    let _ = write!(why, "n{i}[down] ");
+                    continue;
+                };
                 let _ = write!(
                     why,
                     "n{i}[{}, size {}, promised {:?}] ",
@@ -1141,14 +1670,35 @@ impl World {
                     p.replica().size(),
                     p.replica().promised().map(|e| e.to_string())
                 );
+                if self.views.is_some() {
+                    let _ = write!(
+                        why,
+                        "(view {}, writer {:?}, {:?}) ",
+                        p.view(),
+                        p.placement_writer().map(|w| w.to_string()),
+                        p.availability()
+                    );
+                }
             }
+        }
+        if let Some(v) = &self.views {
+            let desired: Vec<Member> = v.desired.iter().map(|&k| self.truth[k].clone()).collect();
+            let next = v
+                .log
+                .next_change(&desired, |id| self.nodes[self.index[id]].up);
+            let _ = write!(
+                why,
+                "; view {} floor {} next {next:?}",
+                v.log.version(),
+                v.log.floor()
+            );
         }
         Err(format!(
             "did not converge within 30 s of quiet: {why}; final appends {appended:?}; \
              writer per placement: {:?}",
             self.contexts
                 .iter()
-                .map(|c| placement::writer(c, &self.truth, 3))
+                .map(|c| placement::writer(c, &self.placement_members(), 3))
                 .collect::<Vec<_>>()
         ))
     }
@@ -1169,11 +1719,46 @@ impl World {
         })
     }
 
+    /// Views mode: the coordinator still has a change to make (or one waiting).
+    fn views_pending(&self) -> bool {
+        let Some(v) = &self.views else {
+            return false;
+        };
+        let desired: Vec<Member> = v.desired.iter().map(|&k| self.truth[k].clone()).collect();
+        v.log
+            .next_change(&desired, |id| self.nodes[self.index[id]].up)
+            != NextChange::None
+    }
+
+    /// The membership placement follows at the end: gossip's (the truth), or the agreed
+    /// view's with the real liveness.
+    fn placement_members(&self) -> Vec<Member> {
+        let Some(v) = &self.views else {
+            return self.truth.clone();
+        };
+        v.log
+            .current()
+            .members
+            .iter()
+            .map(|m| {
+                let n = &self.nodes[self.index[&m.id]];
+                let mut m = m.clone();
+                m.state = if n.up && n.incarnation == m.incarnation.0 {
+                    MemberState::Alive
+                } else {
+                    MemberState::Dead
+                };
+                m
+            })
+            .collect()
+    }
+
     /// The writer of `c` when every replica and every mirror equals it.
     fn converged(&self, c: &str) -> Option<usize> {
-        let mut target = placement::replica_set(c, &self.truth, 3);
-        target.extend(placement::mirrors(c, &self.truth));
-        let w = self.index[&placement::writer(c, &self.truth, 3)?];
+        let members = self.placement_members();
+        let mut target = placement::replica_set(c, &members, 3);
+        target.extend(placement::mirrors(c, &members));
+        let w = self.index[&placement::writer(c, &members, 3)?];
         let part = self.nodes[w].parts.get(c)?;
         let writer = part.writer()?;
         writer.can_accept(self.now).ok()?;
@@ -1188,9 +1773,10 @@ impl World {
     }
 
     fn final_checks(&mut self) -> Check {
+        let members = self.placement_members();
         for c in self.contexts.clone() {
-            let mut target = placement::replica_set(&c, &self.truth, 3);
-            target.extend(placement::mirrors(&c, &self.truth));
+            let mut target = placement::replica_set(&c, &members, 3);
+            target.extend(placement::mirrors(&c, &members));
             // A mirror whose prefixes do not match the context never received any of it.
             for m in &self.truth {
                 if m.role == Role::Mirror && !m.mirrors(&c) {
@@ -1221,7 +1807,7 @@ impl World {
 
 fn describe(m: &Message<SimEntry>) -> String {
     match m {
-        Message::PromiseRequest { epoch } => format!("promise? {epoch}"),
+        Message::PromiseRequest { epoch, view } => format!("promise? {epoch} view {view}"),
         Message::PromiseReply { epoch, answer } => match answer {
             ledger_replication::PromiseAnswer::Granted(h) => format!(
                 "granted {epoch}: size {} last {:?}",
@@ -1232,6 +1818,9 @@ fn describe(m: &Message<SimEntry>) -> String {
             ),
             ledger_replication::PromiseAnswer::Refused { promised } => {
                 format!("refused {epoch}: promised {promised}")
+            }
+            ledger_replication::PromiseAnswer::StaleView { view } => {
+                format!("refused {epoch}: stale view, seen {view}")
             }
         },
         Message::Entries(e) => format!(
@@ -1304,6 +1893,8 @@ fn simulate(name: &str, mut cfg: Config, default_seeds: u64, salt: u64) {
                 total.crashes += s.crashes;
                 total.wipes += s.wipes;
                 total.reconfigurations += s.reconfigurations;
+                total.view_changes += s.view_changes;
+                total.settled_records += s.settled_records;
                 continue;
             }
             Ok((Err(e), _)) => e,
@@ -1327,7 +1918,8 @@ fn simulate(name: &str, mut cfg: Config, default_seeds: u64, salt: u64) {
     }
     eprintln!(
         "{name}: {} schedules in {:.1?}: {} steps, {} deliveries, {} acknowledged entries, \
-         {} activations, {} quarantined, {} crashes, {} wipes, {} reconfigurations",
+         {} activations, {} quarantined, {} crashes, {} wipes, {} reconfigurations, \
+         {} view changes, {} settled records",
         seeds.len(),
         started.elapsed(),
         total.steps,
@@ -1337,7 +1929,9 @@ fn simulate(name: &str, mut cfg: Config, default_seeds: u64, salt: u64) {
         total.quarantined,
         total.crashes,
         total.wipes,
-        total.reconfigurations
+        total.reconfigurations,
+        total.view_changes,
+        total.settled_records
     );
 }
 
@@ -1346,13 +1940,7 @@ fn three_members_and_two_mirrors_two_contexts() {
     // The first mirror holds only ctx-1, the second both contexts.
     simulate(
         "three_members_and_two_mirrors_two_contexts",
-        Config {
-            nodes: 3,
-            mirrors: 2,
-            contexts: 2,
-            steps: 1_500,
-            reconfigure: false,
-        },
+        Config::classic(3, 2, 2, false),
         1_500,
         3,
     );
@@ -1362,14 +1950,42 @@ fn three_members_and_two_mirrors_two_contexts() {
 fn five_nodes_two_contexts_with_reconfiguration() {
     simulate(
         "five_nodes_two_contexts_with_reconfiguration",
-        Config {
-            nodes: 5,
-            mirrors: 0,
-            contexts: 2,
-            steps: 1_500,
-            reconfigure: true,
-        },
+        Config::classic(5, 0, 2, true),
         1_000,
         5,
+    );
+}
+
+#[test]
+fn five_nodes_versioned_views_changes_in_any_order_and_late_contexts() {
+    // Three members and two spares; joins, removals of dead members, wipes and restarts under
+    // new incarnations, in whatever order the schedule makes them and `next_change` takes
+    // them; four contexts, three of them opened late (during faults too).
+    simulate(
+        "five_nodes_versioned_views_changes_in_any_order_and_late_contexts",
+        Config {
+            views: true,
+            spares: 2,
+            open_at_start: 1,
+            ..Config::classic(5, 0, 4, false)
+        },
+        400,
+        7,
+    );
+}
+
+#[test]
+fn three_members_and_a_mirror_versioned_views() {
+    // The mirror holds only ctx-1 and ctx-1x; members become mirrors and back.
+    simulate(
+        "three_members_and_a_mirror_versioned_views",
+        Config {
+            views: true,
+            open_at_start: 1,
+            role_changes: true,
+            ..Config::classic(3, 1, 3, false)
+        },
+        400,
+        11,
     );
 }
