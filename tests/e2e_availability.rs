@@ -237,3 +237,62 @@ async fn a_removed_majority_is_lost_quorum_until_an_operator_accepts_the_loss() 
             .unwrap_or_else(|s| panic!("{other} kept a majority but refused: {s:?}"));
     }
 }
+
+/// The entries of `ctx` a read through `client` returns (after `limit`, what it has).
+async fn read_all(client: &mut ContextServiceClient<Channel>, ctx: &str) -> Vec<String> {
+    let r = client
+        .get(pb::GetRequest {
+            context_id: ctx.into(),
+            ..Default::default()
+        })
+        .await
+        .map(|r| r.into_inner().entries)
+        .unwrap_or_default();
+    r.into_iter()
+        .map(|e| String::from_utf8_lossy(&e.payload).into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_wiped_member_and_two_joining_nodes_lose_no_acknowledged_entry() {
+    let mut cluster = TestCluster::start(64, 3, &[]).await;
+    let mut a = raw(&cluster.nodes[0]).await;
+    for c in 0..30 {
+        let ctx = format!("w-{c}");
+        for i in 0..5 {
+            append_retrying(&mut a, &ctx, &format!("{ctx}-{i}"), Duration::from_secs(10))
+                .await
+                .expect("append while all nodes are up");
+        }
+    }
+    // C is killed and wiped, and comes back (a new incarnation) while D and E start.
+    cluster.nodes[2].kill();
+    let dir = cluster.dirs[2].path().to_owned();
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&dir).unwrap();
+    cluster.nodes[2] = support::Node::launch(cluster.launch(2));
+    cluster.add_node();
+    cluster.add_node();
+    cluster.wait_alive(5).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for c in 0..30 {
+        let ctx = format!("w-{c}");
+        let want: Vec<String> = (0..5).map(|i| format!("{ctx}-{i}")).collect();
+        loop {
+            let got = read_all(&mut a, &ctx).await;
+            if got == want {
+                break;
+            }
+            assert!(
+                got.is_empty() || want.starts_with(&got),
+                "{ctx} serves entries that were never appended: {got:?}"
+            );
+            assert!(Instant::now() < deadline, "{ctx} lost acknowledged entries: {got:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let seq = append_retrying(&mut a, &ctx, "after", Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|s| panic!("{ctx} refused after the changes: {s:?}"));
+        assert_eq!(seq, 6, "{ctx} continues after its 5 entries, never from 1");
+    }
+}

@@ -13,6 +13,9 @@ use std::time::Duration;
 
 /// How often the writer of the log looks for records to append.
 const EVERY: Duration = Duration::from_millis(200);
+/// How long a node must have written the log before it proposes a leave: a member gossip has
+/// not told it about yet (it just started) is not a member an operator removed.
+const LEAVE_GRACE: Duration = Duration::from_secs(10);
 /// The key of the log's entries.
 pub const VIEW_KEY: &str = "views";
 
@@ -24,6 +27,7 @@ impl Cluster {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The newest change appended, until this node's log applied it.
         let mut proposed = 0u64;
+        let mut writing_since: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -31,9 +35,12 @@ impl Cluster {
             }
             if !self.writes(VIEWS_CONTEXT) {
                 *self.views.pending.lock() = None;
+                writing_since = None;
                 continue;
             }
-            for record in self.records_due(proposed) {
+            let since = *writing_since.get_or_insert_with(std::time::Instant::now);
+            let leaves_allowed = self.is_joined() && since.elapsed() >= LEAVE_GRACE;
+            for record in self.records_due(proposed, leaves_allowed) {
                 let entry = NewEntry {
                     context_id: VIEWS_CONTEXT.to_owned(),
                     key: VIEW_KEY.to_owned(),
@@ -60,8 +67,8 @@ impl Cluster {
 
     /// The records the log should get now: settled marks announced in gossip beyond what it
     /// holds, then the next membership change (none while the last one appended is not
-    /// applied here yet).
-    fn records_due(&self, proposed: u64) -> Vec<ViewRecord> {
+    /// applied here yet; a leave only when `leaves_allowed`).
+    fn records_due(&self, proposed: u64, leaves_allowed: bool) -> Vec<ViewRecord> {
         let view = self.view();
         let announced_here = self.views.announced();
         self.views.with_log(|log| {
@@ -95,6 +102,13 @@ impl Cluster {
                 view.peer(id.as_str()).is_some_and(|p| p.state.is_live())
             });
             let pending = match next {
+                NextChange::Propose(ViewRecord::Change {
+                    change: change @ ViewChange::Leave(_),
+                    ..
+                }) if !leaves_allowed => Some(Pending {
+                    change: describe(&change),
+                    waiting_for: Vec::new(),
+                }),
                 NextChange::Propose(record) => {
                     out.push(record);
                     None

@@ -38,7 +38,7 @@ impl Cluster {
             match self.settle_version(version).await {
                 Ok(true) => {
                     self.views.announced.fetch_max(version, Ordering::AcqRel);
-                    match self.discovery().announce_views_settled(version).await {
+                    match self.discovery.announce_views_settled(version).await {
                         Ok(()) => tracing::info!(version, "settled the placement view"),
                         Err(e) => {
                             tracing::warn!(version, error = %e, "settled the placement view but could not announce it yet");
