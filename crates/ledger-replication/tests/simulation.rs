@@ -1895,13 +1895,6 @@ impl World {
         self.gossip_all()
     }
 
-    /// Node `i` restarts and everyone sees it alive.
-    fn revive(&mut self, i: usize) -> Check {
-        self.truth[i].state = MemberState::Alive;
-        self.start(i)?;
-        self.gossip_all()
-    }
-
     /// Appends through every node that writes `ctx`, for up to `ms`, until one append of `ctx`
     /// is acknowledged at quorum after `since` entries were; returns whether one was.
     fn append_until_acked(&mut self, ctx: &str, ms: u64) -> Result<bool, String> {
