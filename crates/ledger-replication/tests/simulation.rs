@@ -552,7 +552,11 @@ impl World {
                 let mut m = m.clone();
                 if let Some(&k) = self.index.get(&m.id) {
                     let seen = &node.view[k];
-                    m.state = if seen.incarnation != m.incarnation {
+                    m.state = if k == i {
+                        // A node knows it runs (whether it is the voter the view names is the
+                        // participant's business).
+                        MemberState::Alive
+                    } else if seen.incarnation != m.incarnation {
                         MemberState::Dead
                     } else if seen.state.is_live() {
                         MemberState::Alive
@@ -2358,4 +2362,56 @@ fn a_wiped_member_and_two_joins_at_once_lose_no_acknowledged_entry() {
             }
         }
     }
+}
+
+/// A member that lost its data comes back under a new incarnation while the view still names
+/// the old one: it takes no part as a member (its old voter is gone, the new one is not in the
+/// view yet), so it cannot create the context afresh from an empty log with a member that never
+/// received it; the context waits for the member that holds the entries.
+#[test]
+fn a_wiped_member_takes_no_part_until_the_view_names_its_new_incarnation() {
+    let names = ["n0", "n1", "n2"];
+    // c = n2 writes first, then a = n0, then b = n1; n2's epoch 1 ranks above n0's.
+    let ctx = context_where(&names, |o| o == ["n2", "n0", "n1"]);
+    let mut w = World::scripted(scripted_config(true, 3, 0, 1), vec![ctx.clone()]);
+    let (a, b, c) = (0, 1, 2);
+    let outcome = (|| -> Check {
+        // a is cut off while the entries are written: they live on b and c.
+        for peer in [b, c] {
+            w.cut.insert((a, peer));
+            w.cut.insert((peer, a));
+        }
+        w.start_all()?;
+        for _ in 0..3 {
+            assert!(w.append_until_acked(&ctx, 1_000)?);
+        }
+        w.run_for(200)?;
+        w.kill(b)?;
+        w.wipe(c);
+        w.cut.clear();
+        w.truth[c].state = MemberState::Alive;
+        w.start(c)?;
+        w.gossip_all()?;
+        // It learns the view from its peers at once, before the coordinator names its new
+        // incarnation.
+        w.replay(c, usize::MAX / 2)?;
+        w.run_for(2_000)?;
+        let me = w.nodes[c].voter();
+        assert!(
+            w.activated_by(c, &ctx).iter().all(|e| e.writer != me),
+            "the wiped node created the context"
+        );
+        assert_eq!(w.version(), 2, "the view names c's new incarnation");
+        let p = &w.nodes[a].parts[&ctx];
+        assert!(
+            matches!(p.availability(), Availability::Waiting { ref blocked } if blocked.contains(&w.nodes[b].id)),
+            "{:?}",
+            p.availability()
+        );
+        assert!(!w.append_until_acked(&ctx, 300)?);
+        Ok(())
+    })();
+    w.ok_or_trace(outcome);
+    let done = w.converge();
+    w.ok_or_trace(done);
 }
