@@ -13,14 +13,18 @@
 //!
 //! - **Placement** ([`placement`]): the replica set of context `C` is the first `R` members in
 //!   rendezvous order of `SHA-256(C ‖ 0 ‖ node)`, dead or alive; the writer is the first live one.
+//!   Members come from an agreed, versioned **placement view** ([`views`]): every node applies
+//!   the same view changes in the same order (gossip only says who is alive).
 //! - **Epochs** ([`epoch`]): `(number, writer)`, totally ordered. Every replica keeps the
 //!   `(epoch, first sequence)` history of its log, like Kafka's leader-epoch checkpoint.
 //! - **Claim** ([`claim`]): a node that placement names writer asks the replica set to promise a
-//!   new epoch (above every epoch it has seen). A replica promises only epochs above the one it
-//!   holds, saves the promise before answering, and answers with its head. With promises from a
-//!   majority (of the old *and* the new replica set while the set changes), the claimant takes the
-//!   best history among the answers (highest last epoch, then longest), catches up to it, writes
-//!   its epoch record, and only then accepts appends.
+//!   new epoch (above every epoch it has seen) under its current view. A replica promises only
+//!   epochs above the one it holds and only for claims of a view at least as new as it has seen,
+//!   saves the promise before answering, and answers with its head. With promises from a majority
+//!   of the target set, of every set the histories name as not yet committed, and of the
+//!   context's set in every earlier view not yet settled everywhere, the claimant takes the best
+//!   history among the answers (highest last epoch, then longest), catches up to it, writes its
+//!   epoch record, and only then accepts appends.
 //! - **Replication** ([`writer`], [`replica`]): the writer assigns sequences and ships batches; a
 //!   follower accepts only epochs at or above its promise, quarantines whatever part of its log is
 //!   not the writer's (KIP-101 truncation, by comparing epoch histories), appends, and acknowledges
@@ -54,6 +58,30 @@
 //! 4. *Quarantine, not merge.* What a replica removes is exactly what parts from the current
 //!    writer's log; by 3 it was never acknowledged at `quorum`. It is moved aside, never served as
 //!    committed ([`replica::Replica::commit_index`] bounds committed reads).
+//! 5. *Membership changes by views.* Every entry acknowledged at `quorum` lives on a majority of
+//!    the context's set in the view its epoch was claimed under, or (once its writer confirmed or
+//!    re-claimed the context under a later view and that record committed) in a later view. A
+//!    member records *settled* at `v` only when every context it holds lives so in a view `≥ v`;
+//!    the **floor** is the lowest settled mark over the current members, dead ones included
+//!    (a dead member may hold the only copies an older set's majority had, so it holds the floor
+//!    until it leaves). A claim consults the context's set in every view from the floor up, so it
+//!    meets a holder of every acknowledged entry: through any number of joins, leaves, updates
+//!    and wipes, in any order, as long as each set loses at most a minority of its copies
+//!    before it is settled again.
+//! 6. *Creation.* A claim that finds no history in any of those majorities creates the context:
+//!    had it ever held an acknowledged entry, one of those majorities would hold it (5). Replicas
+//!    refuse claims of a view older than one they saw ([`PromiseAnswer::StaleView`]): a claim of a
+//!    view older than the floor could skip sets still needed, but every current member saw a view
+//!    at least at the floor, and the sets of the newer views a creating claim consulted promised
+//!    under that newer view (saved with the promise), so a removed node with a stale view never
+//!    creates or takes a context. A node the view names in another incarnation (it lost its data)
+//!    takes no part as a member until a view names its new incarnation.
+//! 7. *Compaction.* An epoch record that covers no entry (the next record starts at the same
+//!    sequence) is dropped, except the newest committed one: no sequence changes epoch, so log
+//!    matching and truncation are unchanged; an epoch that wrote nothing acknowledged nothing;
+//!    the record after it was claimed with its sets required; claims need only the newest
+//!    committed record's target set. Idle stop/start cycles leave at most two records besides
+//!    those covering entries.
 //!
 //! # Design choices
 //! - **Epoch writer is a voter.** `Epoch { number, writer }` names the writer's node id *and*
@@ -66,13 +94,24 @@
 //!   them). A claim needs majorities of: its target set, the target set of the latest committed
 //!   record it learns of, and every set of each later record. That is the "old and new set"
 //!   rule of a reconfiguration, learned from histories rather than from (unsynchronised) gossip.
-//! - **Creating a context needs the whole set.** A claim that finds no history at all (its own log
-//!   and every answer empty) needs every member of the target set: after a change of the set a
-//!   majority may be a newcomer plus a member that never received anything.
-//! - **One reconfiguration at a time.** A replica set may change by one member at a time, the next
-//!   change waiting until the previous one is established ([`Participant::is_settled`]); likewise
-//!   a member that lost its data must be caught up before another change. Two overlapping changes
-//!   (or a change while a wiped member recovers) are two faults, and a 3-replica set survives one.
+//! - **Creating a context needs majorities, not the whole set.** Under a placement view a claim
+//!   that finds no history creates the context with majorities of the target set and of the
+//!   context's sets in the unsettled earlier views (6), so one dead member never blocks new
+//!   contexts. Without views (view 0, [`Participant::on_membership`]) it still needs every member
+//!   of the target set: a majority could be a newcomer plus a member that never received
+//!   anything.
+//! - **Views change one at a time, by agreement.** [`ViewLog::next_change`] makes at most one
+//!   change at a time and only once every live member settled the current version; new
+//!   incarnations and promotions first, then joins, then demotions, then leaves of dead members,
+//!   never shrinking the sets below what the operator asked for on the way. Safety does not rest
+//!   on the pacing (every unsettled view's set is consulted, 5); the pacing keeps the number of
+//!   sets a claim needs small. Removing a member that still holds copies (or a wipe) is a data
+//!   fault; a set survives one before it settled again. When a set's majority left the view,
+//!   its context reports [`Availability::LostQuorum`] until an operator accepts the loss
+//!   ([`Participant::accept_loss`]: the survivors' history becomes the context's).
+//! - **No epoch duels.** A claim that ends before it chose a history (no majority answered, or a
+//!   newer view was seen) is retried with the same epoch, so a node cut off from a majority does
+//!   not raise epochs and cannot depose a healthy writer when it heals.
 //! - **Quorum counts the epoch record.** A follower counts for `quorum` only once it holds the
 //!   current epoch's record (reached its first sequence), so older epochs' entries are committed
 //!   only together with the new epoch (Raft's rule), and a new incarnation counts only once caught
@@ -94,6 +133,9 @@
 //! # Layout
 //! - [`identity`]: node ids, incarnations, voters.
 //! - [`placement`]: members, rendezvous replica sets, the writer.
+//! - [`views`]: the versioned placement view log: records, settled marks, the floor, the
+//!   coordinator's next change.
+//! - [`availability`]: whether a context can get a writer, and what blocks it.
 //! - [`quorum`]: majorities of one or several replica sets.
 //! - [`epoch`]: epochs, epoch histories, KIP-101 `end_of_epoch`, `common_prefix`.
 //! - [`protocol`]: messages (the internal wire contract), commands, persisted state, settings.
@@ -120,7 +162,15 @@
 //! - Report the local log's durable size after storing the writer's own entries
 //!   ([`Participant::on_local_durable`]); finish those stores before acting on a `SteppedDown`.
 //! - Feed membership views, appends and a clock ([`Participant::tick`] every few tens of ms).
-//! - Apply membership removals one at a time ([`Participant::is_settled`]).
+//! - Keep the [`ViewLog`] (a reserved context every node holds), apply what
+//!   [`ViewLog::next_change`] proposes (on the node that writes that context) and nothing else,
+//!   and give every participant the current view's members with gossip's liveness (a member
+//!   whose announced incarnation differs from the view's is dead) and [`ViewLog::range`]
+//!   ([`Participant::on_view`]), before it handles messages after a restart.
+//! - Settle: call [`Participant::settle`] on the contexts it holds and append
+//!   [`ViewRecord::Settled`] for its view once every context it holds (stored entries or an
+//!   epoch history) is settled there: [`Participant::settled_view`] on its writer, or
+//!   [`Participant::is_settled`] on a replica.
 //!
 //! [`NodeId`] is a cluster node's id (a Merkle tree node is `ledger_core::TreeNodeId`).
 

@@ -36,9 +36,9 @@ use ledger_core::hash::{empty_root, sha256};
 use ledger_core::merkle::Frontier;
 use ledger_replication::placement::{self, Member, MemberState, Role};
 use ledger_replication::{
-    AckLevel, Command, Entries, Epoch, EpochHistory, Incarnation, LogEntry, LogView, Message,
-    NextChange, NodeId, Participant, PersistentState, Settings, ViewChange, ViewLog, ViewRecord,
-    Voter, common_prefix,
+    AckLevel, Availability, Command, Entries, Epoch, EpochHistory, Incarnation, LogEntry, LogView,
+    Message, NextChange, NodeId, Participant, PersistentState, Settings, ViewChange, ViewLog,
+    ViewRecord, Voter, common_prefix,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -393,6 +393,12 @@ impl World {
             trace: trace.then(VecDeque::new),
             stats: Stats::default(),
         };
+        if !cfg.views {
+            // Without views a spare is a node gossip does not list as a member yet.
+            for k in cfg.nodes - cfg.spares..cfg.nodes {
+                w.truth[k].state = MemberState::Left;
+            }
+        }
         for i in 0..w.nodes.len() {
             w.nodes[i].view = w.truth.clone();
         }
@@ -546,7 +552,11 @@ impl World {
                 let mut m = m.clone();
                 if let Some(&k) = self.index.get(&m.id) {
                     let seen = &node.view[k];
-                    m.state = if seen.incarnation != m.incarnation {
+                    m.state = if k == i {
+                        // A node knows it runs (whether it is the voter the view names is the
+                        // participant's business).
+                        MemberState::Alive
+                    } else if seen.incarnation != m.incarnation {
                         MemberState::Dead
                     } else if seen.state.is_live() {
                         MemberState::Alive
@@ -1531,6 +1541,14 @@ impl World {
                 .iter()
                 .filter(|&&k| self.nodes[k].stores[c].durable_hash(*seq) == Some(*h))
                 .count();
+            // Views mode: removals may shrink a set below three members.
+            let majority = match &self.views {
+                Some(v) => {
+                    let n = placement::replica_set(c, &v.log.current().members, 3).len();
+                    majority.min(n / 2 + 1)
+                }
+                None => majority,
+            };
             ensure!(
                 holders + self.wipes >= majority,
                 "acknowledged {c}#{seq} is held by only {holders} nodes ({} wiped)",
@@ -1805,6 +1823,146 @@ impl World {
     }
 }
 
+// -------------------------------------------------------------------- scripted schedules
+
+/// A schedule written by hand: no nemesis, no message loss, every message delivered in time
+/// order, the invariants checked after every delivery.
+impl World {
+    fn scripted(cfg: Config, contexts: Vec<String>) -> World {
+        let trace = std::env::var("SIM_TRACE").is_ok();
+        let mut w = World::with_contexts(cfg, 1, trace, contexts);
+        w.nemesis = false;
+        w.drop_rate = 0.0;
+        w
+    }
+
+    /// Panics with the end of the trace (`SIM_TRACE=1`) if `r` failed.
+    fn ok_or_trace(&self, r: Check) {
+        if let Err(e) = r {
+            let trace = self
+                .trace
+                .as_ref()
+                .map(|t| t.iter().cloned().collect::<Vec<_>>().join("\n"))
+                .unwrap_or_else(|| "(SIM_TRACE=1 for a trace)".to_owned());
+            panic!("{e}\n--- last events ---\n{trace}");
+        }
+    }
+
+    fn start_all(&mut self) -> Check {
+        for i in 0..self.nodes.len() {
+            if !self.nodes[i].up {
+                self.start(i)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `ms` of time: everything due delivered in order, ticks and syncs every 10 ms, and (views
+    /// mode) the coordinator, every replay and every node's settling every 50 ms.
+    fn run_for(&mut self, ms: u64) -> Check {
+        let end = self.now + ms;
+        while self.now < end {
+            self.net.sort_by_key(|p| p.at);
+            while self.net.first().is_some_and(|p| p.at <= self.now) {
+                let p = self.net.remove(0);
+                self.deliver(p)?;
+                self.check()?;
+            }
+            self.now += 10;
+            self.flush_all()?;
+            self.tick_all()?;
+            if self.views.is_some() && self.now.is_multiple_of(50) {
+                self.coordinate()?;
+                for i in 0..self.nodes.len() {
+                    self.replay(i, usize::MAX / 2)?;
+                    self.settle_node(i)?;
+                }
+            }
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    /// Everyone (up) learns the truth from gossip.
+    fn gossip_all(&mut self) -> Check {
+        for i in 0..self.nodes.len() {
+            self.nodes[i].view = self.truth.clone();
+            self.push_view(i)?;
+        }
+        Ok(())
+    }
+
+    /// Node `i` crashes and everyone sees it dead.
+    fn kill(&mut self, i: usize) -> Check {
+        self.crash(i);
+        self.truth[i].state = MemberState::Dead;
+        self.gossip_all()
+    }
+
+    /// Appends through every node that writes `ctx`, for up to `ms`, until one append of `ctx`
+    /// is acknowledged at quorum after `since` entries were; returns whether one was.
+    fn append_until_acked(&mut self, ctx: &str, ms: u64) -> Result<bool, String> {
+        let before = self.acked.keys().filter(|(c, _)| c == ctx).count();
+        let end = self.now + ms;
+        while self.now < end {
+            for i in 0..self.nodes.len() {
+                if self.nodes[i]
+                    .parts
+                    .get(ctx)
+                    .is_some_and(|p| p.writer().is_some())
+                {
+                    self.client_append(i, ctx)?;
+                }
+            }
+            self.run_for(20)?;
+            if self.acked.keys().filter(|(c, _)| c == ctx).count() > before {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// The epochs of `ctx` node `i` activated.
+    fn activated_by(&self, i: usize, ctx: &str) -> Vec<Epoch> {
+        let id = &self.nodes[i].id;
+        self.activations
+            .iter()
+            .filter(|(c, e)| c == ctx && e.node() == id)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// The operator takes node `i` out of the desired membership.
+    fn operator_removes(&mut self, i: usize) {
+        self.views_mut().desired.remove(&i);
+    }
+
+    /// The operator wants node `i` in.
+    fn operator_adds(&mut self, i: usize) {
+        self.views_mut().desired.insert(i);
+    }
+
+    fn version(&self) -> u64 {
+        self.views().log.version()
+    }
+
+    fn index_of(&self, id: &str) -> usize {
+        self.index[&NodeId::from(id)]
+    }
+}
+
+/// A context id whose rendezvous order over `nodes` satisfies `pick`.
+fn context_where(nodes: &[&str], pick: impl Fn(&[&str]) -> bool) -> String {
+    (0..10_000)
+        .map(|k| format!("run-{k}"))
+        .find(|c| {
+            let mut order = nodes.to_vec();
+            order.sort_by_key(|n| std::cmp::Reverse(placement::score(c, &NodeId::from(*n))));
+            pick(&order)
+        })
+        .expect("some context id has that order")
+}
+
 fn describe(m: &Message<SimEntry>) -> String {
     match m {
         Message::PromiseRequest { epoch, view } => format!("promise? {epoch} view {view}"),
@@ -1988,4 +2146,272 @@ fn three_members_and_a_mirror_versioned_views() {
         400,
         11,
     );
+}
+
+// -------------------------------------------------------------------- scripted tests
+
+fn scripted_config(views: bool, nodes: usize, spares: usize, open_at_start: usize) -> Config {
+    Config {
+        views,
+        spares,
+        open_at_start,
+        ..Config::classic(nodes, 0, 1, false)
+    }
+}
+
+/// Item D of issue 23: with one member of three dead, a new context (every engine run starts
+/// one) takes appends within failure detection plus one claim. Without views creation needed
+/// every member of the set.
+#[test]
+fn one_dead_member_of_three_does_not_block_a_new_context() {
+    for views in [true, false] {
+        let mut w = World::scripted(scripted_config(views, 3, 0, 0), vec!["run-1".to_owned()]);
+        let outcome = (|| {
+            w.start_all()?;
+            w.run_for(200)?;
+            w.kill(2)?;
+            w.run_for(200)?;
+            w.open(0)?;
+            w.append_until_acked("run-1", 1_000)
+        })();
+        let acked = outcome.unwrap_or_else(|e| panic!("views {views}: {e}"));
+        if views {
+            assert!(
+                acked,
+                "a new context takes appends with one member of three dead"
+            );
+        } else {
+            assert!(
+                !acked,
+                "without views creating a context needs the whole set"
+            );
+        }
+    }
+}
+
+/// A node that was removed while it was down comes back with its stale view: its claims are
+/// refused (`StaleView`) by every replica that saw a newer view, so it never creates a context
+/// that already lives on the new sets, even with a replica of its old set that is empty.
+#[test]
+fn a_removed_node_with_a_stale_view_cannot_create_a_context_again() {
+    let names = ["n0", "n1", "n2", "n3", "n4"];
+    // Rendezvous order r, x, b, …: r and x get removed, b is the new set's first; r's epoch 1
+    // ranks above b's, so b would grant it but for view fencing.
+    let ctx = context_where(&names, |o| o[0] > o[2]);
+    let mut w = World::scripted(scripted_config(true, 5, 0, 0), vec![ctx.clone()]);
+    let mut order = names;
+    order.sort_by_key(|n| std::cmp::Reverse(placement::score(&ctx, &NodeId::from(*n))));
+    let [r, x, b, c, d] = order.map(|n| w.index_of(n));
+    let outcome = (|| -> Check {
+        w.start_all()?;
+        w.run_for(200)?;
+        for gone in [r, x] {
+            w.kill(gone)?;
+            w.operator_removes(gone);
+            w.run_for(1_000)?;
+        }
+        assert_eq!(w.version(), 3, "both removed");
+        // b is down while the context is created on {b, c, d}: its entries live on c and d.
+        w.kill(b)?;
+        w.open(0)?;
+        assert!(w.append_until_acked(&ctx, 1_000)?);
+        // b comes back cut off from c and d (which still see it dead): it holds nothing of the
+        // context and keeps claiming its own epoch 1 in vain.
+        w.crash(b);
+        w.start(b)?;
+        for peer in [c, d] {
+            w.cut.insert((b, peer));
+            w.cut.insert((peer, b));
+        }
+        // r restarts with the view it had (never learning the later ones): it ranks first.
+        w.start(r)?;
+        for _ in 0..20 {
+            w.run_for(100)?;
+            for i in [r, b] {
+                w.client_append(i, &ctx)?;
+            }
+        }
+        assert!(
+            w.activated_by(r, &ctx).is_empty(),
+            "the stale node activated"
+        );
+        let p = &w.nodes[r].parts[&ctx];
+        assert!(
+            p.writer().is_none() && matches!(p.role(), ledger_replication::RoleState::Follower)
+        );
+        // Healed, the context converges on its real set.
+        w.cut.clear();
+        Ok(())
+    })();
+    w.ok_or_trace(outcome);
+    let done = w.converge();
+    w.ok_or_trace(done);
+}
+
+/// The two other members of a three-member set die and are removed, one after the other: the
+/// survivor holds every acknowledged entry, but a majority of the set the last epoch was
+/// claimed on left the view, so nothing proves it. The context reports `LostQuorum` naming the
+/// member that left, raises no epoch, takes no append, and becomes writable again (with the
+/// survivor's history) only when the operator accepts the loss.
+#[test]
+fn a_set_with_a_removed_majority_reports_lost_quorum_until_an_operator_accepts_the_loss() {
+    let ctx = "run-lost".to_owned();
+    let mut w = World::scripted(scripted_config(true, 3, 0, 1), vec![ctx.clone()]);
+    let (a, b, c) = (0, 1, 2);
+    let outcome = (|| -> Check {
+        w.start_all()?;
+        for _ in 0..3 {
+            assert!(w.append_until_acked(&ctx, 1_000)?);
+        }
+        // a dies and is removed: the context moves to {b, c} (claimed there, settled).
+        w.kill(a)?;
+        w.operator_removes(a);
+        w.run_for(2_000)?;
+        assert_eq!(w.version(), 2);
+        assert!(w.append_until_acked(&ctx, 1_000)?);
+        // Then b: the epoch of {b, c} needs b, which is gone.
+        w.kill(b)?;
+        w.operator_removes(b);
+        w.run_for(2_000)?;
+        assert_eq!(w.version(), 3);
+        let promised = |w: &World| w.nodes[c].parts[&ctx].replica().promised().cloned();
+        let before = promised(&w);
+        w.run_for(3_000)?;
+        let p = &w.nodes[c].parts[&ctx];
+        assert_eq!(
+            p.availability(),
+            Availability::LostQuorum {
+                blocked: vec![w.nodes[b].id.clone()]
+            }
+        );
+        assert!(p.writer().is_none());
+        assert_eq!(
+            promised(&w),
+            before,
+            "no epoch raised while the quorum is lost"
+        );
+        assert!(!w.append_until_acked(&ctx, 500)?);
+        assert!(
+            w.views().log.floor() < 3,
+            "c holds the context and does not settle"
+        );
+        // The operator accepts the loss on the survivor.
+        let now = w.now;
+        let cmds = w.nodes[c]
+            .parts
+            .get_mut(&ctx)
+            .unwrap()
+            .accept_loss(now)
+            .map_err(|e| e.to_string())?;
+        w.execute(c, &ctx, cmds)?;
+        assert!(
+            w.append_until_acked(&ctx, 1_000)?,
+            "writable after the accepted loss"
+        );
+        assert_eq!(w.nodes[c].parts[&ctx].availability(), Availability::Ok);
+        Ok(())
+    })();
+    w.ok_or_trace(outcome);
+    let done = w.converge();
+    w.ok_or_trace(done);
+}
+
+/// Example C of issue 23: context X on {a, b, c} with acknowledged entries; c loses its data
+/// and comes back while d and e join, both ranking above a and b, all at once. The view log
+/// applies the changes one at a time, each claim consults the sets of the views not yet
+/// settled, and the entries survive. Without views (gossip's membership as it comes) the same
+/// schedule loses them.
+#[test]
+fn a_wiped_member_and_two_joins_at_once_lose_no_acknowledged_entry() {
+    let names = ["n0", "n1", "n2", "n3", "n4"];
+    // n3 and n4 (the joiners) and n2 (the wiped one) rank above n0 and n1.
+    let ctx = context_where(&names, |o| {
+        let top: BTreeSet<&str> = o[..3].iter().copied().collect();
+        top == BTreeSet::from(["n2", "n3", "n4"])
+    });
+    for views in [true, false] {
+        let mut w = World::scripted(scripted_config(views, 5, 2, 1), vec![ctx.clone()]);
+        let outcome = (|| -> Check {
+            w.start_all()?;
+            for _ in 0..5 {
+                assert!(w.append_until_acked(&ctx, 1_000)?);
+            }
+            w.run_for(300)?;
+            w.wipe(2);
+            w.truth[2].state = MemberState::Alive;
+            w.start(2)?;
+            for k in [3, 4] {
+                w.truth[k].state = MemberState::Alive;
+                if views {
+                    w.operator_adds(k);
+                }
+            }
+            w.gossip_all()?;
+            w.run_for(3_000)?;
+            if views {
+                assert_eq!(w.version(), 4, "update, join, join");
+            }
+            assert!(w.append_until_acked(&ctx, 1_000)?);
+            w.converge()
+        })();
+        match (views, outcome) {
+            (true, r) => r.unwrap(),
+            (false, r) => {
+                let e = r.expect_err("gossip membership loses the entries");
+                assert!(e.contains("lacks acknowledged"), "{e}");
+            }
+        }
+    }
+}
+
+/// A member that lost its data comes back under a new incarnation while the view still names
+/// the old one: it takes no part as a member (its old voter is gone, the new one is not in the
+/// view yet), so it cannot create the context afresh from an empty log with a member that never
+/// received it; the context waits for the member that holds the entries.
+#[test]
+fn a_wiped_member_takes_no_part_until_the_view_names_its_new_incarnation() {
+    let names = ["n0", "n1", "n2"];
+    // c = n2 writes first, then a = n0, then b = n1; n2's epoch 1 ranks above n0's.
+    let ctx = context_where(&names, |o| o == ["n2", "n0", "n1"]);
+    let mut w = World::scripted(scripted_config(true, 3, 0, 1), vec![ctx.clone()]);
+    let (a, b, c) = (0, 1, 2);
+    let outcome = (|| -> Check {
+        // a is cut off while the entries are written: they live on b and c.
+        for peer in [b, c] {
+            w.cut.insert((a, peer));
+            w.cut.insert((peer, a));
+        }
+        w.start_all()?;
+        for _ in 0..3 {
+            assert!(w.append_until_acked(&ctx, 1_000)?);
+        }
+        w.run_for(200)?;
+        w.kill(b)?;
+        w.wipe(c);
+        w.cut.clear();
+        w.truth[c].state = MemberState::Alive;
+        w.start(c)?;
+        w.gossip_all()?;
+        // It learns the view from its peers at once, before the coordinator names its new
+        // incarnation.
+        w.replay(c, usize::MAX / 2)?;
+        w.run_for(2_000)?;
+        let me = w.nodes[c].voter();
+        assert!(
+            w.activated_by(c, &ctx).iter().all(|e| e.writer != me),
+            "the wiped node created the context"
+        );
+        assert_eq!(w.version(), 2, "the view names c's new incarnation");
+        let p = &w.nodes[a].parts[&ctx];
+        assert!(
+            matches!(p.availability(), Availability::Waiting { ref blocked } if blocked.contains(&w.nodes[b].id)),
+            "{:?}",
+            p.availability()
+        );
+        assert!(!w.append_until_acked(&ctx, 300)?);
+        Ok(())
+    })();
+    w.ok_or_trace(outcome);
+    let done = w.converge();
+    w.ok_or_trace(done);
 }
