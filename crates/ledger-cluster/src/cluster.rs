@@ -96,12 +96,14 @@ impl Cluster {
         });
         let view_task = cluster.spawn(Arc::clone(&cluster).follow_membership());
         cluster.background.lock().push(view_task);
-        for task in [
-            cluster.spawn(Arc::clone(&cluster).follow_views()),
-            cluster.spawn(Arc::clone(&cluster).coordinate_views()),
-            cluster.spawn(Arc::clone(&cluster).settle_views()),
-        ] {
-            cluster.background.lock().push(task);
+        if cluster.settings.placement_views {
+            for task in [
+                cluster.spawn(Arc::clone(&cluster).follow_views()),
+                cluster.spawn(Arc::clone(&cluster).coordinate_views()),
+                cluster.spawn(Arc::clone(&cluster).settle_views()),
+            ] {
+                cluster.background.lock().push(task);
+            }
         }
         let seeds = cluster.settings.seeds.clone();
         let report = cluster
@@ -127,6 +129,9 @@ impl Cluster {
         let ready = async {
             let mut rx = self.ready.subscribe();
             let _ = rx.wait_for(|r| *r).await;
+            if !self.settings.placement_views {
+                return;
+            }
             let mut views = self.view_feed();
             let _ = views
                 .wait_for(|v| {

@@ -24,4 +24,7 @@ pub struct ClusterSettings {
     pub anti_entropy_interval: Duration,
     /// A context task with nothing to do for this long stops (`None`: never).
     pub context_idle: Option<Duration>,
+    /// Run the placement view log ([`crate::views`]); off: contexts are placed on gossip's
+    /// membership as before (view 0).
+    pub placement_views: bool,
 }

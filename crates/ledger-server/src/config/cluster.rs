@@ -193,6 +193,7 @@ impl ClusterConfig {
             protocol,
             anti_entropy_interval: ms(config.anti_entropy_interval_ms),
             context_idle: (config.context_idle_ms > 0).then(|| ms(config.context_idle_ms)),
+            placement_views: config.placement_views,
         };
         Ok(ClusterConfig {
             runtime,

@@ -141,6 +141,10 @@ pub struct Overrides {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context_idle_ms: Option<u64>,
+    /// Place contexts on the versioned placement view log (experimental) [default: false]
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub placement_views: Option<bool>,
     /// host:port of the admin HTTP server: /metrics and the observer [default: none]
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

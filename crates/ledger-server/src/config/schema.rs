@@ -157,6 +157,10 @@ pub struct Config {
     /// A context's replication task with nothing to do for this long stops (it starts again
     /// on the next append or peer message); 0 = never.
     pub context_idle_ms: u64,
+    /// Place contexts on the agreed, versioned placement view log instead of gossip's
+    /// membership (new contexts with a member down, membership changes one at a time).
+    /// Experimental in this version: off by default.
+    pub placement_views: bool,
     /// host:port of the admin HTTP server (`/metrics`, the observer at `/`); unset = none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub admin_addr: Option<String>,
@@ -236,6 +240,7 @@ impl Default for Config {
             gossip_push_pull_interval_ms: 30_000,
             anti_entropy_interval_ms: 10_000,
             context_idle_ms: 300_000,
+            placement_views: false,
             admin_addr: None,
             tls_cert: None,
             tls_key: None,
@@ -297,6 +302,7 @@ pub const ENV_KEYS: &[&str] = &[
     "gossip_push_pull_interval_ms",
     "anti_entropy_interval_ms",
     "context_idle_ms",
+    "placement_views",
     "admin_addr",
     "tls_cert",
     "tls_key",
