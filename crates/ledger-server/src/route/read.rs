@@ -266,10 +266,10 @@ impl Router {
                 Ok(ReadAt::Remote(forward(self.channel(&addr)?, addr, unserved)))
             }
             Plan::Here { wait, otherwise } => {
-                let mut cap = c.read_cap_within(context_id, budget).await;
                 if min == 0 {
-                    return Ok(ReadAt::Local(cap));
+                    return Ok(ReadAt::Local(c.read_cap(context_id).await));
                 }
+                let mut cap = c.read_cap_within(context_id, budget).await;
                 let left = (started + wait).saturating_duration_since(Instant::now());
                 if cap.wait_for(min, left).await {
                     return Ok(ReadAt::Local(cap));
@@ -319,8 +319,9 @@ impl Router {
     }
 }
 
-/// How long a refusal waits to name this node's role (its context task answers).
-const STATE_WAIT: Duration = Duration::from_millis(200);
+/// How long a refusal waits to name this node's role (its context task answers): well
+/// within the time kept back to answer in.
+const STATE_WAIT: Duration = Duration::from_millis(50);
 
 #[cfg(test)]
 mod tests {
