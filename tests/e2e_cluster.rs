@@ -1337,8 +1337,12 @@ async fn a_min_sequence_read_on_a_survivor_that_cannot_claim_is_refused_never_se
     let (r, took) = get_at_least(node, ctx, 10, None).await;
     assert_refused_below(&r, 10, 3);
     assert!(
-        r.as_ref().unwrap_err().message().contains(&format!("node {}", node_id(survivor))),
-        "names the node: {r:?}"
+        r.as_ref().unwrap_err().message().contains(&format!(
+            "node {} holds 3 committed entries of context \"{ctx}\" (writer: {}",
+            node_id(survivor),
+            node_id(survivor)
+        )),
+        "names the node and the writer: {r:?}"
     );
     assert!(
         took >= Duration::from_millis(1500),
@@ -1399,7 +1403,7 @@ async fn a_min_sequence_read_through_a_follower_waits_for_the_writer_and_is_refu
     assert_refused_below(&r, 9, 5);
     let message = r.unwrap_err().message().to_owned();
     assert!(
-        message.contains(&writer_named) && message.contains("writing"),
+        message.contains(&writer_named) && message.contains(&format!("(writer: {}, writing)", node_id(w))),
         "the writer answered: {message}"
     );
     assert!(took >= Duration::from_millis(1500), "it waited ({took:?})");

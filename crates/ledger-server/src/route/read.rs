@@ -303,8 +303,10 @@ impl Router {
             Some((w, _)) if min == 0 => w.clone(),
             Some((w, _)) => {
                 let state = tokio::time::timeout(STATE_WAIT, c.context_state(context_id)).await;
-                match state.ok().flatten() {
-                    Some(s) => format!("{w}, {}", s.role),
+                match state.ok().flatten().map(|s| s.role) {
+                    Some("writer") => format!("{w}, writing"),
+                    Some("claiming") => format!("{w}, claiming"),
+                    Some(_) => format!("{w}, not writing yet"),
                     None => w.clone(),
                 }
             }
