@@ -1244,3 +1244,329 @@ async fn mirrors_hold_every_context_or_only_those_their_prefixes_start() {
         "the restored obs- mirror took nothing outside its prefixes"
     );
 }
+
+/// A Get of `ctx` through `node` with `x-ledger-min-sequence: min` (and `grpc-timeout`, if
+/// given), with how long it took to answer.
+async fn get_at_least(
+    node: &support::Node,
+    ctx: &str,
+    min: u64,
+    timeout: Option<Duration>,
+) -> (Result<pb::GetResponse, tonic::Status>, Duration) {
+    let mut req = tonic::Request::new(pb::GetRequest {
+        context_id: ctx.into(),
+        ..Default::default()
+    });
+    req.metadata_mut()
+        .insert("x-ledger-min-sequence", min.to_string().parse().unwrap());
+    if let Some(t) = timeout {
+        req.set_timeout(t);
+    }
+    let mut client = raw(node).await;
+    let started = Instant::now();
+    let r = client.get(req).await.map(tonic::Response::into_inner);
+    (r, started.elapsed())
+}
+
+/// Appends `n` entries to `ctx` through `node`, acknowledged at quorum.
+async fn append_at_quorum(node: &support::Node, ctx: &str, tag: &str, n: usize) -> u64 {
+    let mut c = raw(node).await;
+    let mut last = 0;
+    for i in 0..n {
+        let mut req = tonic::Request::new(request(ctx, format!("{tag}-{i}")));
+        req.metadata_mut()
+            .insert("x-ledger-ack", "quorum".parse().unwrap());
+        last = c
+            .append(req)
+            .await
+            .unwrap_or_else(|s| panic!("append {tag}-{i} to {ctx}: {s:?}"))
+            .into_inner()
+            .entry
+            .unwrap()
+            .sequence;
+    }
+    last
+}
+
+/// Asserts `r` is the refusal of a read below its min-sequence: UNAVAILABLE, naming it and
+/// the entries held.
+fn assert_refused_below<T: std::fmt::Debug>(r: &Result<T, tonic::Status>, min: u64, held: u64) {
+    let s = match r {
+        Err(s) => s,
+        Ok(r) => panic!("a read with min-sequence {min} was served below it: {r:?}"),
+    };
+    assert_eq!(s.code(), tonic::Code::Unavailable, "{s:?}");
+    assert!(
+        s.message()
+            .starts_with(&format!("min-sequence {min} not reached"))
+            && s.message()
+                .contains(&format!("holds {held} committed entries")),
+        "{}",
+        s.message()
+    );
+}
+
+/// Read-your-writes never reads stale: the one node left of three is the context's placement
+/// writer but cannot claim it (no majority), and a read asking for more than it holds waits,
+/// then is refused naming what it asked and what is held, never served below it — Get,
+/// GetTreeHead and Watch alike, with or without a deadline. What it holds it still serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_min_sequence_read_on_a_survivor_that_cannot_claim_is_refused_never_served_below_it() {
+    let mut cluster = TestCluster::start(71, 3, &[]).await;
+    let ctx = "ryw-survivor";
+    assert_eq!(append_at_quorum(&cluster.nodes[0], ctx, "e", 3).await, 3);
+    let w = cluster.writer_index(0, ctx).await.expect("a writer");
+    let survivor = (w + 1) % 3;
+    // The survivor knows all three committed (it serves them at min-sequence 3).
+    let (r, _) = get_at_least(&cluster.nodes[survivor], ctx, 3, None).await;
+    assert_eq!(r.expect("served at min-sequence 3").latest_sequence, 3);
+    for i in (0..3).filter(|i| *i != survivor) {
+        cluster.nodes[i].kill();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cluster.writer_index(survivor, ctx).await != Some(survivor) {
+        assert!(Instant::now() < deadline, "the survivor never became the placement writer");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = status(&cluster.nodes[survivor], Some(ctx)).await;
+    let state = s["contexts"][0]["replicas"]
+        .as_array()
+        .and_then(|r| r.iter().find(|r| r["id"] == node_id(survivor)).cloned());
+    let node = &cluster.nodes[survivor];
+
+    // No deadline: the default wait, then UNAVAILABLE naming 10 and the 3 held.
+    let (r, took) = get_at_least(node, ctx, 10, None).await;
+    assert_refused_below(&r, 10, 3);
+    assert!(
+        r.as_ref().unwrap_err().message().contains(&format!(
+            "node {} holds 3 committed entries of context \"{ctx}\" (writer: {}",
+            node_id(survivor),
+            node_id(survivor)
+        )),
+        "names the node and the writer: {r:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1500),
+        "it waited for the entries first ({took:?}); replica state {state:?}"
+    );
+    // A deadline: refused before it, not DEADLINE_EXCEEDED.
+    let (r, took) = get_at_least(node, ctx, 10, Some(Duration::from_millis(800))).await;
+    assert_refused_below(&r, 10, 3);
+    assert!(took < Duration::from_millis(800), "answered within the deadline: {took:?}");
+    // Every read RPC honours the header the same way.
+    let mut integrity =
+        ledger_proto::ledger::v1::integrity_service_client::IntegrityServiceClient::new(
+            node.channel().await,
+        );
+    let mut head = tonic::Request::new(ledger_proto::ledger::v1::GetTreeHeadRequest {
+        context_id: ctx.into(),
+    });
+    head.metadata_mut()
+        .insert("x-ledger-min-sequence", "10".parse().unwrap());
+    head.set_timeout(Duration::from_millis(600));
+    assert_refused_below(&integrity.get_tree_head(head).await, 10, 3);
+    let mut watch = tonic::Request::new(pb::WatchRequest {
+        context_id: ctx.into(),
+        ..Default::default()
+    });
+    watch
+        .metadata_mut()
+        .insert("x-ledger-min-sequence", "10".parse().unwrap());
+    let watched = raw(node).await.watch(watch).await.map(|_| ());
+    assert_refused_below(&watched, 10, 3);
+    // At or below what it holds: served.
+    let (r, _) = get_at_least(node, ctx, 3, Some(Duration::from_secs(2))).await;
+    let page = r.expect("served at min-sequence 3");
+    assert_eq!((page.latest_sequence, page.entries.len()), (3, 3));
+}
+
+/// A read with a min-sequence through a follower waits, then asks the writer (the header, the
+/// rest of its wait and the caller's deadline go along): above the head the writer refuses it
+/// naming what it holds, never served below; at or below the head, or once an append reaches
+/// it while the read waits, it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_min_sequence_read_through_a_follower_waits_for_the_writer_and_is_refused_above_the_head()
+{
+    let cluster = TestCluster::start(72, 3, &[]).await;
+    let ctx = "ryw-forward";
+    assert_eq!(append_at_quorum(&cluster.nodes[0], ctx, "e", 5).await, 5);
+    let w = cluster.writer_index(0, ctx).await.expect("a writer");
+    let f = (w + 1) % 3;
+    let follower = &cluster.nodes[f];
+    let writer_named = format!("node {} holds 5 committed entries", node_id(w));
+
+    let (r, _) = get_at_least(follower, ctx, 5, None).await;
+    assert!(r.expect("served at the head").latest_sequence >= 5);
+
+    // Above the head, no deadline: the follower's half, then the writer's rest, then refused
+    // by the writer (the read went on to it).
+    let (r, took) = get_at_least(follower, ctx, 9, None).await;
+    assert_refused_below(&r, 9, 5);
+    let message = r.unwrap_err().message().to_owned();
+    assert!(
+        message.contains(&writer_named) && message.contains(&format!("(writer: {}, writing)", node_id(w))),
+        "the writer answered: {message}"
+    );
+    assert!(took >= Duration::from_millis(1500), "it waited ({took:?})");
+    assert!(took < Duration::from_secs(4), "within the default wait ({took:?})");
+    // With a deadline: refused before it, by the writer.
+    let (r, took) = get_at_least(follower, ctx, 9, Some(Duration::from_secs(1))).await;
+    assert_refused_below(&r, 9, 5);
+    assert!(r.unwrap_err().message().contains(&writer_named));
+    assert!(took < Duration::from_secs(1), "answered within the deadline: {took:?}");
+
+    // An append that reaches the sequence while the read waits: served.
+    let waiting = {
+        let url = follower.url.clone();
+        tokio::spawn(async move {
+            let mut c = ContextServiceClient::connect(url).await.unwrap();
+            let mut req = tonic::Request::new(pb::GetRequest {
+                context_id: "ryw-forward".into(),
+                ..Default::default()
+            });
+            req.metadata_mut()
+                .insert("x-ledger-min-sequence", "6".parse().unwrap());
+            req.set_timeout(Duration::from_secs(3));
+            c.get(req).await.map(tonic::Response::into_inner)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(append_at_quorum(&cluster.nodes[w], ctx, "late", 1).await, 6);
+    let page = waiting.await.unwrap().expect("served once the sequence is committed");
+    assert!(page.latest_sequence >= 6, "{page:?}");
+    assert_eq!(page.entries.len() as u64, page.latest_sequence);
+}
+
+/// Appends one entry to `ctx` through `node` at quorum, retried while a load still holds the
+/// context (it runs to its end even after its caller left); any other refusal is returned.
+async fn append_after_load(node: &support::Node, ctx: &str, tag: &str) -> Result<u64, tonic::Status> {
+    let mut c = raw(node).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut req = tonic::Request::new(request(ctx, tag.to_owned()));
+        req.metadata_mut()
+            .insert("x-ledger-ack", "quorum".parse().unwrap());
+        match c.append(req).await {
+            Ok(r) => return Ok(r.into_inner().entry.unwrap().sequence),
+            Err(s) if s.message().contains("load into context") && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(s) => return Err(s),
+        }
+    }
+}
+
+/// Loads whose caller goes away around their end — a `grpc-timeout` firing on the writer, or
+/// the client dropping the call, at deadlines spread across the load's own duration, unary
+/// `Load` and `LoadStream` — leave every context's task in step with storage: later appends
+/// through another node are acknowledged at quorum at the next sequence, and every replica
+/// ends with the same entries and root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn loads_cut_off_at_their_end_leave_the_context_writable_and_replicated() {
+    let cluster = TestCluster::start(73, 3, &[]).await;
+    let src = "cut-src";
+    let mut c0 = raw(&cluster.nodes[0]).await;
+    for b in 0..8 {
+        c0.append_batch(batch(src, &format!("b{b}"), 250)).await.unwrap();
+    }
+    let snap = cluster.nodes[0].client().await.snapshot(src).await.unwrap();
+    assert_eq!(snap.sequence, 2_000);
+    let bytes = snap.snapshot;
+
+    // How long a whole load takes through its writer.
+    let w = cluster.writer_index(0, "cut-probe").await.expect("a writer");
+    let started = Instant::now();
+    cluster.nodes[w]
+        .client()
+        .await
+        .load("cut-probe", bytes.clone(), true)
+        .await
+        .expect("a whole load");
+    let whole = started.elapsed();
+
+    let mut contexts = Vec::new();
+    for k in 0..16u32 {
+        let ctx = format!("cut-{k}");
+        let w = cluster.writer_index(0, &ctx).await.expect("a writer");
+        // From half the load's duration to half as long again, in steps.
+        let cut = whole / 2 + whole * k / 16;
+        let writer = &cluster.nodes[w];
+        let outcome = if k % 2 == 0 {
+            // The writer's own deadline fires (grpc-timeout): unary Load.
+            let mut req = tonic::Request::new(pb::LoadRequest {
+                context_id: ctx.clone(),
+                snapshot: bytes.clone(),
+                fail_if_exists: true,
+            });
+            req.set_timeout(cut);
+            raw(writer).await.load(req).await.map(|_| ())
+        } else {
+            // The client drops a LoadStream once it sent everything.
+            let pieces: Vec<ledger_proto::ledger::v1::LoadStreamRequest> = bytes
+                .chunks(16 << 10)
+                .enumerate()
+                .map(|(i, data)| ledger_proto::ledger::v1::LoadStreamRequest {
+                    context_id: if i == 0 { ctx.clone() } else { String::new() },
+                    fail_if_exists: true,
+                    data: data.to_vec(),
+                })
+                .collect();
+            let mut snapshots =
+                ledger_proto::ledger::v1::snapshot_service_client::SnapshotServiceClient::new(
+                    writer.channel().await,
+                );
+            let call = snapshots.load_stream(futures::stream::iter(pieces));
+            match tokio::time::timeout(cut, call).await {
+                Ok(r) => r.map(|_| ()),
+                Err(_) => Err(tonic::Status::cancelled("dropped by the client")),
+            }
+        };
+        contexts.push((ctx, w, outcome));
+    }
+    let mut cut_off = 0;
+    for (ctx, w, outcome) in &contexts {
+        cut_off += usize::from(outcome.is_err());
+        // What the load left: all of it or nothing.
+        let held = held_size(&cluster.nodes[*w], ctx).await.unwrap();
+        assert!(held == 0 || held == 2_000, "{ctx}: a load is all or nothing ({held})");
+        let via = (*w + 1) % 3;
+        let first = append_after_load(&cluster.nodes[via], ctx, "after")
+            .await
+            .unwrap_or_else(|s| panic!("{ctx} ({outcome:?}): an append after the load: {s:?}"));
+        let stored = held_size(&cluster.nodes[*w], ctx).await.unwrap();
+        assert_eq!(first, stored, "{ctx}: the append follows what the writer stores");
+        assert!(first == 1 || first == 2_001, "{ctx}: {first}");
+        let second = append_after_load(&cluster.nodes[(*w + 2) % 3], ctx, "again")
+            .await
+            .unwrap_or_else(|s| panic!("{ctx}: a second append: {s:?}"));
+        assert_eq!(second, first + 1);
+        let root = wait_converged(&cluster.nodes[0], ctx, second).await;
+        let heads: Vec<_> = {
+            let mut heads = Vec::new();
+            for n in &cluster.nodes {
+                let mut integrity =
+                    ledger_proto::ledger::v1::integrity_service_client::IntegrityServiceClient::new(
+                        n.channel().await,
+                    );
+                let mut req = tonic::Request::new(ledger_proto::ledger::v1::GetTreeHeadRequest {
+                    context_id: ctx.clone(),
+                });
+                req.metadata_mut()
+                    .insert("x-ledger-min-sequence", second.to_string().parse().unwrap());
+                req.metadata_mut()
+                    .insert("x-ledger-forwarded", "1".parse().unwrap());
+                let h = integrity.get_tree_head(req).await.unwrap().into_inner();
+                heads.push((h.tree_size, hex::encode(h.root_hash)));
+            }
+            heads
+        };
+        assert!(
+            heads.iter().all(|h| *h == (second, root.clone())),
+            "{ctx}: every replica's signed head is the writer's: {heads:?} vs {root}"
+        );
+    }
+    eprintln!(
+        "{cut_off} of {} loads cut off by their caller (whole load {whole:?})",
+        contexts.len()
+    );
+}

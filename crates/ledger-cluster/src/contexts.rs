@@ -10,6 +10,7 @@ use crate::error::ClusterError;
 use crate::wire::KeyRecord;
 use ledger_replication::Voter;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 
 impl Cluster {
@@ -65,11 +66,17 @@ impl Cluster {
     /// What this node may serve of `context_id`: its commit index (starting the context's task
     /// if needed, which then learns it from the writer).
     pub async fn read_cap(self: &Arc<Self>, context_id: &str) -> ReadCap {
+        self.read_cap_within(context_id, FIRST_VALUE_WAIT).await
+    }
+
+    /// [`Cluster::read_cap`], waiting at most `wait` for a task that has just started to say
+    /// what is committed (a read with a deadline of its own).
+    pub async fn read_cap_within(self: &Arc<Self>, context_id: &str, wait: Duration) -> ReadCap {
         let rx = self.commits.subscribe(context_id);
         if rx.borrow().is_none() {
             let _ = self.mailbox(context_id);
         }
-        ReadCap::new(rx, FIRST_VALUE_WAIT).await
+        ReadCap::new(rx, wait.min(FIRST_VALUE_WAIT)).await
     }
 
     /// `context_id`'s task settles the current placement view (see [`crate::views::settle`]):

@@ -121,6 +121,30 @@ pub fn no_live_replica(context_id: &str) -> Status {
     ))
 }
 
+/// A read with `x-ledger-min-sequence: min` that `node` could not serve within its wait:
+/// it knows `held` entries of the context committed (`None`: it holds no replica of it),
+/// `writer` says who writes the context, `unreached` the node the read was to go on to and
+/// why it could not be reached. Nothing below `min` is ever served instead.
+pub fn min_sequence_not_reached(
+    min: u64,
+    node: &str,
+    context_id: &str,
+    held: Option<u64>,
+    writer: &str,
+    unreached: Option<(&str, &str)>,
+) -> Status {
+    let held = match held {
+        Some(n) => format!("holds {n} committed entries of context {context_id:?}"),
+        None => format!("holds no replica of context {context_id:?}"),
+    };
+    let unreached = unreached.map_or_else(String::new, |(next, why)| {
+        format!("; {next} could not be reached ({why})")
+    });
+    Status::unavailable(format!(
+        "min-sequence {min} not reached: node {node} {held} (writer: {writer}){unreached}; nothing was served: retry, or read without x-ledger-min-sequence"
+    ))
+}
+
 /// An argument that fails validation (a context id, …): its message says which and why.
 pub fn invalid_argument(why: impl std::fmt::Display) -> Status {
     Status::invalid_argument(why.to_string())

@@ -48,15 +48,18 @@ pub(crate) enum ContextMsg {
     AcceptLoss {
         reply: oneshot::Sender<Result<(u64, u64), ClusterError>>,
     },
-    /// A load is about to run on this node: answer with the epoch it runs in, if this node
-    /// is the context's active writer (else why not; nothing was stored). Appends wait for
-    /// its [`ContextMsg::LoadEnd`] (they are refused as "load in progress", like on one node).
+    /// A load (`token`, unique on this node) is about to run on this node: answer with the
+    /// epoch it runs in, if this node is the context's active writer (else why not; nothing was
+    /// stored). Appends wait for its [`ContextMsg::LoadEnd`] (they are refused as "load in
+    /// progress", like on one node).
     LoadBegin {
+        token: u64,
         reply: oneshot::Sender<Result<Epoch, ClusterError>>,
     },
-    /// The load ended: `None` if it stored nothing (it failed or was abandoned), else it
-    /// stored its entries in the epoch it began in.
-    LoadEnd { loaded: Option<Loaded> },
+    /// The load `token` ended: `Some` if it stored its entries in the epoch it began in; `None`
+    /// if this task is not told what it stored (it failed, or it was abandoned), so the task
+    /// compares what it believes with what storage holds.
+    LoadEnd { token: u64, loaded: Option<Loaded> },
 }
 
 /// A load that stored its entries (the last `outcome.entries_restored` up to

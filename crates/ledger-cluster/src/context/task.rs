@@ -36,8 +36,9 @@ pub(crate) struct ContextTask {
     pub(super) acks: Acks,
     /// Appends queued to the ledger, until sequenced.
     pub(super) sequencing: Sequencing,
-    /// A load runs on this context (between `LoadBegin` and `LoadEnd`): appends are refused.
-    pub(super) loading: bool,
+    /// The load running on this context (its token, between `LoadBegin` and `LoadEnd`):
+    /// appends are refused meanwhile.
+    pub(super) loading: Option<u64>,
     /// Sequenced appends, until durable.
     pub(super) syncing: Syncing,
     /// When a client last asked for something or the log last moved (module docs, *Idle*).
@@ -74,7 +75,7 @@ impl ContextTask {
             recent: RecentEntries::new(),
             acks: Acks::default(),
             sequencing: Sequencing::default(),
-            loading: false,
+            loading: None,
             syncing: Syncing::default(),
             last_active: Instant::now(),
             last_peer_mail: Instant::now(),
@@ -219,9 +220,9 @@ impl ContextTask {
                 self.exec(cmds).await;
                 let _ = reply.send(self.state());
             }
-            ContextMsg::LoadBegin { reply } => {
+            ContextMsg::LoadBegin { token, reply } => {
                 let r = match self.p.next_sequence(now) {
-                    Ok(_) if self.loading => {
+                    Ok(_) if self.loading.is_some() => {
                         Err(ClusterError::Ledger(LedgerError::LoadInProgress {
                             context_id: self.ctx.clone(),
                         }))
@@ -229,13 +230,18 @@ impl ContextTask {
                     Ok(_) => Ok(self.p.writer().expect("writing").epoch().clone()),
                     Err(e) => Err(self.refusal(e)),
                 };
-                self.loading |= r.is_ok();
+                if r.is_ok() {
+                    self.loading = Some(token);
+                }
                 let _ = reply.send(r);
             }
-            ContextMsg::LoadEnd { loaded } => {
-                self.loading = false;
-                if let Some(l) = loaded {
-                    self.on_loaded(l).await;
+            ContextMsg::LoadEnd { token, loaded } => {
+                if self.loading == Some(token) {
+                    self.loading = None;
+                }
+                match loaded {
+                    Some(l) => self.on_loaded(l).await,
+                    None => self.reconcile_stored_size().await,
                 }
             }
         }
@@ -244,7 +250,7 @@ impl ContextTask {
     /// Whether this task takes an append or a batch now: not while a load runs, and only as
     /// the writer able to accept (else the refusal to answer with; nothing was stored).
     pub(super) fn writable(&self, now: u64) -> Result<(), ClusterError> {
-        if self.loading {
+        if self.loading.is_some() {
             return Err(ClusterError::Ledger(LedgerError::LoadInProgress {
                 context_id: self.ctx.clone(),
             }));
@@ -378,7 +384,7 @@ impl ContextTask {
         if self.ctx == crate::views::VIEWS_CONTEXT {
             return false;
         }
-        if self.loading
+        if self.loading.is_some()
             || !self.acks.is_empty()
             || !self.sequencing.is_empty()
             || !self.syncing.is_empty()

@@ -71,6 +71,7 @@ impl ContextTask {
     pub(super) async fn on_local(&mut self, done: Vec<Local>) {
         let mut fresh: Vec<Entry> = Vec::new();
         let mut new_waiters = Vec::new();
+        let mut stray = false;
         for local in done {
             let LocalOne {
                 entry,
@@ -81,7 +82,7 @@ impl ContextTask {
             } = match local {
                 Local::One(one) => one,
                 Local::Batch(b) => {
-                    self.on_local_batch(b, &mut fresh, &mut new_waiters);
+                    stray |= !self.on_local_batch(b, &mut fresh, &mut new_waiters);
                     continue;
                 }
             };
@@ -102,6 +103,7 @@ impl ContextTask {
                 fresh.push((*entry).clone());
                 new_waiters.push((sequence, level, WaitReply::Append(entry, reply)));
             } else {
+                stray = true;
                 let _ = reply.send(Err(ClusterError::OutcomeUnknown {
                     context_id: self.ctx.clone(),
                     reason: format!(
@@ -110,6 +112,19 @@ impl ContextTask {
                     ),
                 }));
             }
+        }
+        if stray {
+            // Storage holds entries this task never took: start again from what it holds.
+            tracing::error!(context_id = %self.ctx, size = self.size, "an append was stored past the task's log; rebuilding the context's replication state from storage");
+            for (_, _, reply) in new_waiters {
+                reply.fail(ClusterError::OutcomeUnknown {
+                    context_id: self.ctx.clone(),
+                    reason: "the writer's log was rebuilt from storage".into(),
+                });
+            }
+            let cmds = self.rebuild().await;
+            self.exec(cmds).await;
+            return;
         }
         if fresh.is_empty() {
             return;
@@ -146,13 +161,13 @@ impl ContextTask {
 
     /// One sequenced (or refused) local batch, in submission order with the appends around it:
     /// its entries join `fresh` (shipped at once) and it waits, as a whole, for its last
-    /// entry's acknowledgement.
+    /// entry's acknowledgement. False if it was stored where the task's log does not end.
     fn on_local_batch(
         &mut self,
         b: LocalBatch,
         fresh: &mut Vec<Entry>,
         new_waiters: &mut Vec<(u64, AckLevel, WaitReply)>,
-    ) {
+    ) -> bool {
         let LocalBatch {
             entries,
             durable,
@@ -161,7 +176,7 @@ impl ContextTask {
         } = b;
         let Some(entries) = entries.filter(|e| !e.is_empty()) else {
             self.syncing.refused_batch(durable, reply);
-            return;
+            return true;
         };
         let next = self.size + 1 + fresh.len() as u64;
         if entries[0].sequence != next {
@@ -172,12 +187,13 @@ impl ContextTask {
                     entries[0].sequence
                 ),
             }));
-            return;
+            return false;
         }
         let last = entries[entries.len() - 1].sequence;
         self.syncing.batch(last, durable);
         fresh.extend(entries.iter().map(|e| (**e).clone()));
         new_waiters.push((last, level, WaitReply::Batch(entries, reply)));
+        true
     }
 
     /// Local appends whose store completed, in submission order: the participant learns how
@@ -313,6 +329,22 @@ impl ContextTask {
             level,
             WaitReply::Load(outcome, reply),
         );
+    }
+
+    /// A load ended without telling this task what it stored (it failed, or it was abandoned
+    /// before its outcome reached the task). A load stores after everything sequenced before
+    /// it, so storage holding more than this task's size means the load stored entries this
+    /// task never took: the participant is rebuilt from storage, which has them (as after a
+    /// crash), instead of sequencing later appends where they do not line up.
+    pub(super) async fn reconcile_stored_size(&mut self) {
+        let stored = match self.cluster.ledger.current_sequence(&self.ctx).await {
+            Ok(stored) if stored <= self.size => return,
+            Ok(stored) => stored.to_string(),
+            Err(e) => format!("unknown ({e})"),
+        };
+        tracing::warn!(context_id = %self.ctx, size = self.size, stored, "a load ended unseen with entries stored; rebuilding the context's replication state from storage");
+        let cmds = self.rebuild().await;
+        self.exec(cmds).await;
     }
 
     /// Registers an already-stored entry's acknowledgement, or answers at once if reached.

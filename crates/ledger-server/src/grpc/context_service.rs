@@ -6,7 +6,8 @@ use crate::auth::policy::check_context;
 use crate::error_status::to_status;
 use crate::metrics::Metrics;
 use crate::middleware::request_log::log_result;
-use crate::route::router::{Router, Serve, context_client, forwarded, onward};
+use crate::route::read::Serve;
+use crate::route::router::{Router, context_client};
 use crate::signer::Signer;
 use crate::stream_limits::StreamLimits;
 use ledger_cluster::ReadCap;
@@ -136,8 +137,12 @@ impl ContextService for ContextApi {
         let start = Instant::now();
         check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
-            Serve::Remote(ch) => {
-                return context_client(ch).get(forwarded(onward(request))).await;
+            Serve::Remote(to) => {
+                return to
+                    .call(request, |ch, req| async move {
+                        context_client(ch).get(req).await
+                    })
+                    .await;
             }
             Serve::Local(cap) => cap,
         };
@@ -174,9 +179,11 @@ impl ContextService for ContextApi {
         let start = Instant::now();
         check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
-            Serve::Remote(ch) => {
-                return context_client(ch)
-                    .snapshot(forwarded(onward(request)))
+            Serve::Remote(to) => {
+                return to
+                    .call(request, |ch, req| async move {
+                        context_client(ch).snapshot(req).await
+                    })
                     .await;
             }
             Serve::Local(cap) => cap,
@@ -250,9 +257,11 @@ impl ContextService for ContextApi {
         check_context(&request, &request.get_ref().context_id)?;
         let permit = self.limits.watcher(&request.get_ref().context_id)?;
         let cap = match self.serve(&request.get_ref().context_id, &request).await? {
-            Serve::Remote(ch) => {
-                let stream = context_client(ch)
-                    .watch(forwarded(onward(request)))
+            Serve::Remote(to) => {
+                let stream = to
+                    .call(request, |ch, req| async move {
+                        context_client(ch).watch(req).await
+                    })
                     .await?
                     .into_inner();
                 // The permit lives as long as the relayed stream.

@@ -3,7 +3,8 @@
 use crate::auth::policy::check_context;
 use crate::error_status::{cluster_status, to_status};
 use crate::metrics::Metrics;
-use crate::route::router::{Router, Serve, forwarded, onward};
+use crate::route::read::{Forward, Serve};
+use crate::route::router::Router;
 use crate::signer::Signer;
 use ledger_cluster::ReadCap;
 use ledger_core::Hash;
@@ -29,7 +30,7 @@ pub struct IntegrityApi {
 /// How a request is answered: here (with the tree sizes it may name), or by another node.
 enum Here {
     Yes(Option<ReadCap>),
-    Forward(IntegrityServiceClient<tonic::transport::Channel>),
+    Forward(Forward),
 }
 
 /// A requested tree size, within what this node may serve (0 = the latest).
@@ -59,7 +60,7 @@ impl IntegrityApi {
         Ok(
             match Serve::read(self.cluster.as_ref(), context_id, request.metadata()).await? {
                 Serve::Local(cap) => Here::Yes(cap),
-                Serve::Remote(ch) => Here::Forward(IntegrityServiceClient::new(ch)),
+                Serve::Remote(to) => Here::Forward(to),
             },
         )
     }
@@ -96,8 +97,12 @@ impl IntegrityService for IntegrityApi {
     ) -> Result<Response<lpb::SignedTreeHead>, Status> {
         check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
-            Here::Forward(mut client) => {
-                return client.get_tree_head(forwarded(onward(request))).await;
+            Here::Forward(to) => {
+                return to
+                    .call(request, |ch, req| async move {
+                        IntegrityServiceClient::new(ch).get_tree_head(req).await
+                    })
+                    .await;
             }
             Here::Yes(cap) => cap,
         };
@@ -114,8 +119,12 @@ impl IntegrityService for IntegrityApi {
     ) -> Result<Response<lpb::InclusionProof>, Status> {
         check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
-            Here::Forward(mut client) => {
-                return client.get_inclusion_proof(forwarded(onward(request))).await;
+            Here::Forward(to) => {
+                return to
+                    .call(request, |ch, req| async move {
+                        IntegrityServiceClient::new(ch).get_inclusion_proof(req).await
+                    })
+                    .await;
             }
             Here::Yes(cap) => cap,
         };
@@ -146,9 +155,13 @@ impl IntegrityService for IntegrityApi {
     ) -> Result<Response<lpb::ConsistencyProof>, Status> {
         check_context(&request, &request.get_ref().context_id)?;
         let cap = match self.here(&request.get_ref().context_id, &request).await? {
-            Here::Forward(mut client) => {
-                return client
-                    .get_consistency_proof(forwarded(onward(request)))
+            Here::Forward(to) => {
+                return to
+                    .call(request, |ch, req| async move {
+                        IntegrityServiceClient::new(ch)
+                            .get_consistency_proof(req)
+                            .await
+                    })
                     .await;
             }
             Here::Yes(cap) => cap,

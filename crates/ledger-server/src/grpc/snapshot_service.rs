@@ -8,7 +8,8 @@ use crate::error_status::{
     load_stream_stalled, shutting_down, to_status,
 };
 use crate::route::load::LoadAt;
-use crate::route::router::{Router, Serve, ack_of, forwarded, onward, to_writer};
+use crate::route::read::Serve;
+use crate::route::router::{Router, ack_of, to_writer};
 use crate::stream_limits::StreamLimits;
 use ledger_cluster::ReadCap;
 use ledger_embedded::Ledger;
@@ -58,42 +59,41 @@ impl SnapshotApi {
     }
 }
 
-impl SnapshotApi {
-    /// Loads the pieces of a LoadStream (`first`, then the rest of `inbound`) into
-    /// `context_id`: all or nothing, bounded by `max_load_bytes`.
-    async fn load_pieces(
-        &self,
-        context_id: &str,
-        fail_if_exists: bool,
-        first: lpb::LoadStreamRequest,
-        mut inbound: Streaming<lpb::LoadStreamRequest>,
-    ) -> Result<ledger_embedded::LoadOutcome, Status> {
-        let mut session = self
-            .ledger
-            .begin_load(context_id, fail_if_exists)
-            .await
-            .map_err(to_status)?;
-        let mut next = Some(first);
-        let mut received: u64 = 0;
-        while let Some(msg) = next {
-            received += msg.data.len() as u64;
-            // Refused before staging more: the session is dropped and nothing is stored.
-            self.limits.check_load(context_id, received)?;
-            if !msg.context_id.is_empty() && msg.context_id != context_id {
-                return Err(load_stream_other_context(&msg.context_id, context_id));
-            }
-            if !msg.data.is_empty() {
-                // Decoding, hashing and staging are blocking work.
-                session =
-                    tokio::task::spawn_blocking(move || session.feed(&msg.data).map(|()| session))
-                        .await
-                        .map_err(|_| shutting_down())?
-                        .map_err(to_status)?;
-            }
-            next = next_piece(&mut inbound).await?;
+/// Loads the pieces of a LoadStream (`first`, then the rest of `inbound`) into `context_id`:
+/// all or nothing, bounded by `max_load_bytes`. Owns what it uses: in a cluster it runs to
+/// its end even if the request goes away ([`Router::load_here`]).
+async fn load_pieces(
+    ledger: Ledger,
+    limits: Arc<StreamLimits>,
+    context_id: String,
+    fail_if_exists: bool,
+    first: lpb::LoadStreamRequest,
+    mut inbound: Streaming<lpb::LoadStreamRequest>,
+) -> Result<ledger_embedded::LoadOutcome, Status> {
+    let mut session = ledger
+        .begin_load(&context_id, fail_if_exists)
+        .await
+        .map_err(to_status)?;
+    let mut next = Some(first);
+    let mut received: u64 = 0;
+    while let Some(msg) = next {
+        received += msg.data.len() as u64;
+        // Refused before staging more: the session is dropped and nothing is stored.
+        limits.check_load(&context_id, received)?;
+        if !msg.context_id.is_empty() && msg.context_id != context_id {
+            return Err(load_stream_other_context(&msg.context_id, &context_id));
         }
-        session.finish().await.map_err(to_status)
+        if !msg.data.is_empty() {
+            // Decoding, hashing and staging are blocking work.
+            session =
+                tokio::task::spawn_blocking(move || session.feed(&msg.data).map(|()| session))
+                    .await
+                    .map_err(|_| shutting_down())?
+                    .map_err(to_status)?;
+        }
+        next = next_piece(&mut inbound).await?;
     }
+    session.finish().await.map_err(to_status)
 }
 
 /// Sends a LoadStream on to the context's writer: the pieces as they come (`first` was read
@@ -142,10 +142,14 @@ impl SnapshotService for SnapshotApi {
         )
         .await?
         {
-            Serve::Remote(ch) => {
-                let stream = lpb::snapshot_service_client::SnapshotServiceClient::new(ch)
-                    .max_decoding_message_size(usize::MAX)
-                    .snapshot_stream(forwarded(onward(request)))
+            Serve::Remote(to) => {
+                let stream = to
+                    .call(request, |ch, req| async move {
+                        lpb::snapshot_service_client::SnapshotServiceClient::new(ch)
+                            .max_decoding_message_size(usize::MAX)
+                            .snapshot_stream(req)
+                            .await
+                    })
                     .await?
                     .into_inner();
                 return Ok(Response::new(Box::pin(stream)));
@@ -221,15 +225,29 @@ impl SnapshotService for SnapshotApi {
             .map(|c| (c, c.load_at(&context_id, &meta)))
         {
             None => {
-                self.load_pieces(&context_id, fail_if_exists, first, inbound)
-                    .await?
+                load_pieces(
+                    self.ledger.clone(),
+                    Arc::clone(&self.limits),
+                    context_id.clone(),
+                    fail_if_exists,
+                    first,
+                    inbound,
+                )
+                .await?
             }
             Some((_, Err(refused))) => return Err(refused),
             Some((c, Ok(LoadAt::Writer(ch)))) => {
                 return forward_load(c, ch, &meta, auth.as_ref(), first, inbound).await;
             }
             Some((c, Ok(LoadAt::Here(level)))) => {
-                let load = self.load_pieces(&context_id, fail_if_exists, first, inbound);
+                let load = load_pieces(
+                    self.ledger.clone(),
+                    Arc::clone(&self.limits),
+                    context_id.clone(),
+                    fail_if_exists,
+                    first,
+                    inbound,
+                );
                 c.load_here(&context_id, level, load).await?
             }
         };

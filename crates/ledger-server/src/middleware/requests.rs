@@ -42,7 +42,11 @@ fn is_streaming(method: &str) -> bool {
 
 /// The `grpc-timeout` header as a duration (gRPC's `<digits><unit>` form).
 pub fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
-    let v = headers.get("grpc-timeout")?.to_str().ok()?;
+    parse_grpc_timeout(headers.get("grpc-timeout")?.to_str().ok()?)
+}
+
+/// A `grpc-timeout` value (`<digits><unit>`) as a duration.
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
     if v.len() < 2 || v.len() > 9 {
         return None;
     }

@@ -66,7 +66,9 @@ impl Router {
     }
 
     /// Runs `load` (the embedded ledger's load of a snapshot of `context_id`) on this node,
-    /// the writer, and waits until the loaded entries are acknowledged at `level`.
+    /// the writer, and waits until the loaded entries are acknowledged at `level`. The load
+    /// runs to its end even if this request goes away meanwhile (its deadline, its client
+    /// gone), so the context's task always learns what it stored.
     pub async fn load_here<F>(
         &self,
         context_id: &str,
@@ -74,7 +76,7 @@ impl Router {
         load: F,
     ) -> Result<LoadOutcome, Status>
     where
-        F: Future<Output = Result<LoadOutcome, Status>>,
+        F: Future<Output = Result<LoadOutcome, Status>> + Send + 'static,
     {
         let deadline = Instant::now() + APPEND_RETRY;
         self.cluster

@@ -9,8 +9,9 @@
 //!   [`APPEND_RETRY`](router::APPEND_RETRY), so the engine rarely sees a failover.
 //! - **Reads** are served locally by a replica (or a mirror) from what it durably holds; a
 //!   node that holds no replica forwards them to the writer (or another live replica).
-//!   `x-ledger-min-sequence: N` makes a replica wait up to [`MIN_SEQUENCE_WAIT`](router::MIN_SEQUENCE_WAIT) until it holds
-//!   N, then forward to the writer: read-your-writes through any node.
+//!   `x-ledger-min-sequence: N` is read-your-writes through any node, never answered OK
+//!   below N ([`read`]): the read waits within its deadline (a replica for half of it, then
+//!   the writer for the rest), else UNAVAILABLE names N and what is held.
 //!
 //! - **Loads** go to the writer like appends ([`load`]): its context task refuses appends
 //!   between the load's start and end, the embedded ledger loads the snapshot all or nothing,
@@ -18,12 +19,15 @@
 //!
 //! A forwarded request carries `x-ledger-forwarded`, and is never forwarded again.
 //!
-//! Layout: [`router`] ([`Router`]: request metadata, where a read is served, forwarding),
-//! [`append`] (appends and batches: here, forwarded or redirected, retried while nothing was
-//! stored), [`load`] (loads through the writer).
+//! Layout: [`router`] ([`Router`]: request metadata, requests passed on), [`read`] (where a
+//! read is served, min-sequence on every path), [`append`] (appends and batches: here,
+//! forwarded or redirected, retried while nothing was stored), [`load`] (loads through the
+//! writer).
 
 pub mod append;
 pub mod load;
+pub mod read;
 pub mod router;
 
-pub use router::{Router, Serve};
+pub use read::Serve;
+pub use router::Router;

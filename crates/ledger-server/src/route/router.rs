@@ -1,11 +1,11 @@
 //! [`Router`]: the cluster as the public services see it. Request metadata (`x-ledger-ack`,
-//! `x-ledger-min-sequence`, `x-ledger-forwarded`), where a read is served, and requests passed
-//! on to another node with the caller's token.
+//! `x-ledger-min-sequence`, `x-ledger-forwarded`, `x-ledger-wait-ms`) and requests passed on
+//! to another node with the caller's token. Where a read is served: [`super::read`].
 
 use crate::auth::policy::{authorization_of, pass_on};
 use crate::config::schema::RouteSetting;
-use crate::error_status::{cluster_status, no_channel, no_live_replica};
-use ledger_cluster::{Cluster, ClusterError, ReadCap};
+use crate::error_status::no_channel;
+use ledger_cluster::{Cluster, ClusterError};
 use ledger_proto::context::v1::context_service_client::ContextServiceClient;
 use ledger_replication::AckLevel;
 use std::sync::Arc;
@@ -20,11 +20,12 @@ pub const ACK_HEADER: &str = "x-ledger-ack";
 pub const MIN_SEQUENCE_HEADER: &str = "x-ledger-min-sequence";
 /// Request metadata set on requests one node forwards to another.
 pub const FORWARDED_HEADER: &str = "x-ledger-forwarded";
+/// Request metadata of a read one node forwards to another with `x-ledger-min-sequence`:
+/// how many milliseconds the other node may still wait for it.
+pub const WAIT_HEADER: &str = "x-ledger-wait-ms";
 
 /// How long an append keeps being retried while nothing was stored (failover, epochs).
 pub const APPEND_RETRY: Duration = Duration::from_secs(6);
-/// How long a read waits for `x-ledger-min-sequence` before it goes to the writer.
-pub const MIN_SEQUENCE_WAIT: Duration = Duration::from_secs(2);
 /// Pause between two attempts of a write refused before anything was stored.
 pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(25);
 
@@ -34,42 +35,6 @@ pub(crate) const RETRY_PAUSE: Duration = Duration::from_millis(25);
 pub struct Router {
     pub cluster: Arc<Cluster>,
     pub route: RouteSetting,
-}
-
-/// Where a read is served.
-#[derive(Debug)]
-pub enum ReadAt {
-    /// Here, up to the context's commit index.
-    Local(ReadCap),
-    /// By another node.
-    Remote(Channel),
-}
-
-/// Where a public read is served, for the services that also run without a cluster.
-#[derive(Debug)]
-pub enum Serve {
-    /// Here; in a cluster only up to the context's commit index.
-    Local(Option<ReadCap>),
-    /// By another node, over this channel (send the request [`forwarded`]).
-    Remote(Channel),
-}
-
-impl Serve {
-    /// Where a read of `context_id` is served: here without a cluster, else where
-    /// [`Router::read_at`] says.
-    pub async fn read(
-        router: Option<&Router>,
-        context_id: &str,
-        meta: &MetadataMap,
-    ) -> Result<Serve, Status> {
-        let Some(r) = router else {
-            return Ok(Serve::Local(None));
-        };
-        Ok(match r.read_at(context_id, meta).await? {
-            ReadAt::Local(cap) => Serve::Local(Some(cap)),
-            ReadAt::Remote(ch) => Serve::Remote(ch),
-        })
-    }
 }
 
 /// Parses the `x-ledger-ack` request metadata value.
@@ -104,21 +69,6 @@ pub fn ack_of(cluster: &Cluster, meta: &MetadataMap) -> Result<AckLevel, Cluster
             })?;
             parse_ack(text).map_err(ClusterError::InvalidMetadata)
         }
-    }
-}
-
-fn min_sequence(meta: &MetadataMap) -> Result<u64, ClusterError> {
-    match meta.get(MIN_SEQUENCE_HEADER) {
-        None => Ok(0),
-        Some(v) => v
-            .to_str()
-            .ok()
-            .and_then(|s| s.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ClusterError::InvalidMetadata(
-                    "x-ledger-min-sequence must be a sequence number (a decimal integer)".into(),
-                )
-            }),
     }
 }
 
@@ -170,39 +120,6 @@ impl Router {
     /// The channel to another node's public services (for forwarding).
     pub(crate) fn channel(&self, addr: &str) -> Result<Channel, Status> {
         self.cluster.channel(addr).map_err(no_channel)
-    }
-
-    /// Where a read of `context_id` is served (see the module docs of [`crate::route`]).
-    pub async fn read_at(&self, context_id: &str, meta: &MetadataMap) -> Result<ReadAt, Status> {
-        let c = &self.cluster;
-        if is_forwarded(meta) {
-            return Ok(ReadAt::Local(c.read_cap(context_id).await));
-        }
-        let min = min_sequence(meta).map_err(cluster_status)?;
-        if c.holds(context_id) {
-            let mut cap = c.read_cap(context_id).await;
-            if min == 0 || cap.wait_for(min, MIN_SEQUENCE_WAIT).await {
-                return Ok(ReadAt::Local(cap));
-            }
-            return match c.writer_of(context_id) {
-                Some((w, addr)) if w != c.me.node.as_str() => {
-                    Ok(ReadAt::Remote(self.channel(&addr)?))
-                }
-                _ => Ok(ReadAt::Local(cap)),
-            };
-        }
-        let view = c.view();
-        let target = c.writer_of(context_id).map(|(_, a)| a).or_else(|| {
-            c.replicas_of(context_id).iter().find_map(|r| {
-                view.peer(r)
-                    .filter(|p| p.state.is_live())
-                    .map(|p| p.addr.clone())
-            })
-        });
-        match target {
-            Some(addr) => Ok(ReadAt::Remote(self.channel(&addr)?)),
-            None => Err(no_live_replica(context_id)),
-        }
     }
 }
 
