@@ -64,13 +64,17 @@ async fn wait_down(cluster: &TestCluster, via: usize, dead: usize) {
     loop {
         let s = cluster.status_of(via, Some("probe")).await;
         let down = s["members"].as_array().is_some_and(|ms| {
-            ms.iter()
-                .any(|m| m["id"] == node_id(dead) && m["state"] != "alive" && m["state"] != "suspect")
+            ms.iter().any(|m| {
+                m["id"] == node_id(dead) && m["state"] != "alive" && m["state"] != "suspect"
+            })
         });
         if down {
             return;
         }
-        assert!(Instant::now() < deadline, "node {dead} never seen down: {s}");
+        assert!(
+            Instant::now() < deadline,
+            "node {dead} never seen down: {s}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -99,9 +103,14 @@ async fn new_contexts_take_appends_at_quorum_with_one_of_three_nodes_killed() {
     for c in 0..5 {
         let ctx = format!("before-{c}");
         for i in 0..3 {
-            append_retrying(&mut clients[0], &ctx, &format!("{ctx}-{i}"), Duration::from_secs(10))
-                .await
-                .expect("append before the kill");
+            append_retrying(
+                &mut clients[0],
+                &ctx,
+                &format!("{ctx}-{i}"),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("append before the kill");
         }
     }
     cluster.nodes[2].kill();
@@ -156,7 +165,9 @@ async fn every_new_context_is_writable_with_one_of_five_nodes_killed() {
             holding_dead += 1;
         }
     }
-    eprintln!("50 of 50 new contexts writable with one of five nodes down ({holding_dead} of them place a replica on the dead node)");
+    eprintln!(
+        "50 of 50 new contexts writable with one of five nodes down ({holding_dead} of them place a replica on the dead node)"
+    );
     assert!(
         holding_dead > 0,
         "some new contexts are placed on the dead node (else the test shows nothing)"
@@ -205,7 +216,11 @@ async fn a_removed_majority_is_lost_quorum_until_an_operator_accepts_the_loss() 
             Ok(r) => panic!("append to {ctx} with its majority removed was acknowledged: {r:?}"),
             Err(s) if s.message().contains("accept-loss") => break (s, started.elapsed()),
             Err(s) => {
-                assert_ne!(s.code(), tonic::Code::DeadlineExceeded, "a clear refusal, not a timeout: {s:?}");
+                assert_ne!(
+                    s.code(),
+                    tonic::Code::DeadlineExceeded,
+                    "a clear refusal, not a timeout: {s:?}"
+                );
                 assert!(Instant::now() < deadline, "never reported lost: {s:?}");
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
@@ -234,7 +249,10 @@ async fn a_removed_majority_is_lost_quorum_until_an_operator_accepts_the_loss() 
     let seq = append_retrying(&mut a, &ctx, "after the loss", Duration::from_secs(15))
         .await
         .expect("appends resume after accept-loss");
-    assert!(seq >= 1 && seq <= 4, "continues from what the survivors hold: {seq}");
+    assert!(
+        seq >= 1 && seq <= 4,
+        "continues from what the survivors hold: {seq}"
+    );
     // Contexts that kept a majority never needed it.
     for c in 0..20 {
         let other = format!("x-{c}");
@@ -297,7 +315,10 @@ async fn a_wiped_member_and_two_joining_nodes_lose_no_acknowledged_entry() {
                 got.is_empty() || want.starts_with(&got),
                 "{ctx} serves entries that were never appended: {got:?}"
             );
-            assert!(Instant::now() < deadline, "{ctx} lost acknowledged entries: {got:?}");
+            assert!(
+                Instant::now() < deadline,
+                "{ctx} lost acknowledged entries: {got:?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let seq = append_retrying(&mut a, &ctx, "after", Duration::from_secs(20))

@@ -1325,7 +1325,10 @@ async fn a_min_sequence_read_on_a_survivor_that_cannot_claim_is_refused_never_se
     }
     let deadline = Instant::now() + Duration::from_secs(20);
     while cluster.writer_index(survivor, ctx).await != Some(survivor) {
-        assert!(Instant::now() < deadline, "the survivor never became the placement writer");
+        assert!(
+            Instant::now() < deadline,
+            "the survivor never became the placement writer"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let s = status(&cluster.nodes[survivor], Some(ctx)).await;
@@ -1352,7 +1355,10 @@ async fn a_min_sequence_read_on_a_survivor_that_cannot_claim_is_refused_never_se
     // A deadline: refused before it, not DEADLINE_EXCEEDED.
     let (r, took) = get_at_least(node, ctx, 10, Some(Duration::from_millis(800))).await;
     assert_refused_below(&r, 10, 3);
-    assert!(took < Duration::from_millis(800), "answered within the deadline: {took:?}");
+    assert!(
+        took < Duration::from_millis(800),
+        "answered within the deadline: {took:?}"
+    );
     // Every read RPC honours the header the same way.
     let mut integrity =
         ledger_proto::ledger::v1::integrity_service_client::IntegrityServiceClient::new(
@@ -1404,16 +1410,23 @@ async fn a_min_sequence_read_through_a_follower_waits_for_the_writer_and_is_refu
     assert_refused_below(&r, 9, 5);
     let message = r.unwrap_err().message().to_owned();
     assert!(
-        message.contains(&writer_named) && message.contains(&format!("(writer: {}, writing)", node_id(w))),
+        message.contains(&writer_named)
+            && message.contains(&format!("(writer: {}, writing)", node_id(w))),
         "the writer answered: {message}"
     );
     assert!(took >= Duration::from_millis(1500), "it waited ({took:?})");
-    assert!(took < Duration::from_secs(4), "within the default wait ({took:?})");
+    assert!(
+        took < Duration::from_secs(4),
+        "within the default wait ({took:?})"
+    );
     // With a deadline: refused before it, by the writer.
     let (r, took) = get_at_least(follower, ctx, 9, Some(Duration::from_secs(1))).await;
     assert_refused_below(&r, 9, 5);
     assert!(r.unwrap_err().message().contains(&writer_named));
-    assert!(took < Duration::from_secs(1), "answered within the deadline: {took:?}");
+    assert!(
+        took < Duration::from_secs(1),
+        "answered within the deadline: {took:?}"
+    );
 
     // An append that reaches the sequence while the read waits: served.
     let waiting = {
@@ -1432,14 +1445,21 @@ async fn a_min_sequence_read_through_a_follower_waits_for_the_writer_and_is_refu
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(append_at_quorum(&cluster.nodes[w], ctx, "late", 1).await, 6);
-    let page = waiting.await.unwrap().expect("served once the sequence is committed");
+    let page = waiting
+        .await
+        .unwrap()
+        .expect("served once the sequence is committed");
     assert!(page.latest_sequence >= 6, "{page:?}");
     assert_eq!(page.entries.len() as u64, page.latest_sequence);
 }
 
 /// Appends one entry to `ctx` through `node` at quorum, retried while a load still holds the
 /// context (it runs to its end even after its caller left); any other refusal is returned.
-async fn append_after_load(node: &support::Node, ctx: &str, tag: &str) -> Result<u64, tonic::Status> {
+async fn append_after_load(
+    node: &support::Node,
+    ctx: &str,
+    tag: &str,
+) -> Result<u64, tonic::Status> {
     let mut c = raw(node).await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
@@ -1467,14 +1487,19 @@ async fn loads_cut_off_at_their_end_leave_the_context_writable_and_replicated() 
     let src = "cut-src";
     let mut c0 = raw(&cluster.nodes[0]).await;
     for b in 0..8 {
-        c0.append_batch(batch(src, &format!("b{b}"), 250)).await.unwrap();
+        c0.append_batch(batch(src, &format!("b{b}"), 250))
+            .await
+            .unwrap();
     }
     let snap = cluster.nodes[0].client().await.snapshot(src).await.unwrap();
     assert_eq!(snap.sequence, 2_000);
     let bytes = snap.snapshot;
 
     // How long a whole load takes through its writer.
-    let w = cluster.writer_index(0, "cut-probe").await.expect("a writer");
+    let w = cluster
+        .writer_index(0, "cut-probe")
+        .await
+        .expect("a writer");
     let started = Instant::now();
     cluster.nodes[w]
         .client()
@@ -1528,13 +1553,19 @@ async fn loads_cut_off_at_their_end_leave_the_context_writable_and_replicated() 
         cut_off += usize::from(outcome.is_err());
         // What the load left: all of it or nothing.
         let held = held_size(&cluster.nodes[*w], ctx).await.unwrap();
-        assert!(held == 0 || held == 2_000, "{ctx}: a load is all or nothing ({held})");
+        assert!(
+            held == 0 || held == 2_000,
+            "{ctx}: a load is all or nothing ({held})"
+        );
         let via = (*w + 1) % 3;
         let first = append_after_load(&cluster.nodes[via], ctx, "after")
             .await
             .unwrap_or_else(|s| panic!("{ctx} ({outcome:?}): an append after the load: {s:?}"));
         let stored = held_size(&cluster.nodes[*w], ctx).await.unwrap();
-        assert_eq!(first, stored, "{ctx}: the append follows what the writer stores");
+        assert_eq!(
+            first, stored,
+            "{ctx}: the append follows what the writer stores"
+        );
         assert!(first == 1 || first == 2_001, "{ctx}: {first}");
         let second = append_after_load(&cluster.nodes[(*w + 2) % 3], ctx, "again")
             .await

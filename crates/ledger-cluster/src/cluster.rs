@@ -134,9 +134,7 @@ impl Cluster {
             }
             let mut views = self.view_feed();
             let _ = views
-                .wait_for(|v| {
-                    v.range.version >= 1 && v.members.iter().any(|m| m.voter() == me)
-                })
+                .wait_for(|v| v.range.version >= 1 && v.members.iter().any(|m| m.voter() == me))
                 .await;
         };
         let _ = tokio::time::timeout(timeout, ready).await;

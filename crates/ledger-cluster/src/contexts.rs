@@ -104,7 +104,10 @@ impl Cluster {
     }
 
     /// `cluster accept-loss` on this node, the context's writer: see [`ContextMsg::AcceptLoss`].
-    pub async fn accept_loss_here(self: &Arc<Self>, context_id: &str) -> Result<(u64, u64), ClusterError> {
+    pub async fn accept_loss_here(
+        self: &Arc<Self>,
+        context_id: &str,
+    ) -> Result<(u64, u64), ClusterError> {
         let (reply, rx) = oneshot::channel();
         self.to_task(context_id, ContextMsg::AcceptLoss { reply })
             .await

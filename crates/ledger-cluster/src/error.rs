@@ -23,7 +23,9 @@ pub enum ClusterError {
     NoLossToAccept { context_id: String, why: String },
     /// The context id is one of the cluster's own (`__ledger/…`, e.g. the placement view log):
     /// clients may read it but not write or load it.
-    #[error("context {context_id:?} is reserved for the cluster's own use (ids starting with \"__ledger/\"); choose another context id")]
+    #[error(
+        "context {context_id:?} is reserved for the cluster's own use (ids starting with \"__ledger/\"); choose another context id"
+    )]
     Reserved { context_id: String },
     /// This node does not write the context (its view changed under the request). Nothing was
     /// stored; retrying (on the writer) is safe.

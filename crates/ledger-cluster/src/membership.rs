@@ -11,8 +11,8 @@
 //!   liveness gossip reports for them; gossip alone places only the view log's own context,
 //!   held by every node ([`View::placement`]).
 
-use ledger_discovery::{GossipRole, GossipState, Membership};
 use crate::views::VIEWS_CONTEXT;
+use ledger_discovery::{GossipRole, GossipState, Membership};
 use ledger_replication::views::{ViewLog, ViewRange};
 use ledger_replication::{Incarnation, Member, MemberState, NodeId, Role, Voter};
 use std::collections::BTreeMap;

@@ -216,14 +216,13 @@ impl Cluster {
         let replicas = self
             .states_of(&self.replicas_of(context_id), context_id)
             .await;
-        let mirror_ids: Vec<String> =
-            ledger_replication::placement::mirror_holders(
-                context_id,
-                view.placement(context_id, self.replication_factor()).0,
-            )
-                .iter()
-                .map(|m| m.id.to_string())
-                .collect();
+        let mirror_ids: Vec<String> = ledger_replication::placement::mirror_holders(
+            context_id,
+            view.placement(context_id, self.replication_factor()).0,
+        )
+        .iter()
+        .map(|m| m.id.to_string())
+        .collect();
         let mirrors = self.states_of(&mirror_ids, context_id).await;
         let writer_state = writer
             .as_ref()

@@ -157,7 +157,11 @@ impl Cluster {
                 token,
                 armed: true,
             };
-            if tx.send(ContextMsg::LoadBegin { token, reply }).await.is_err() {
+            if tx
+                .send(ContextMsg::LoadBegin { token, reply })
+                .await
+                .is_err()
+            {
                 guard.disarm();
                 if self.stopping() {
                     return Err(gone());
@@ -251,7 +255,12 @@ impl Drop for EndGuard {
         if self.armed {
             let (tx, token) = (self.tx.clone(), self.token);
             self.cluster.spawn(async move {
-                let _ = tx.send(ContextMsg::LoadEnd { token, loaded: None }).await;
+                let _ = tx
+                    .send(ContextMsg::LoadEnd {
+                        token,
+                        loaded: None,
+                    })
+                    .await;
             });
         }
     }

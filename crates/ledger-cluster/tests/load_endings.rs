@@ -150,13 +150,19 @@ async fn a_load_that_stored_entries_but_reports_failure_is_reconciled_with_stora
     // The load's entries are stored, but its outcome is lost on the way (as when the reply
     // of the final apply never reaches it): the task is told only that it ended.
     let load = async move {
-        ledger.load("ctx", blob, false).await.map_err(|e| e.to_string())?;
+        ledger
+            .load("ctx", blob, false)
+            .await
+            .map_err(|e| e.to_string())?;
         Err::<LoadOutcome, String>("the outcome was lost".into())
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     match c.load_here("ctx", AckLevel::Quorum, deadline, load).await {
         Err(LoadFailure::Load(why)) => assert_eq!(why, "the outcome was lost"),
-        other => panic!("the load's own failure is its answer: {:?}", other.map_err(|_| ())),
+        other => panic!(
+            "the load's own failure is its answer: {:?}",
+            other.map_err(|_| ())
+        ),
     }
     appends_follow_the_load(&c, "ctx").await;
     c.shutdown().await;

@@ -212,7 +212,10 @@ mod tests {
         let (decoded, _) = decode(&bytes[..bytes.len() - 8]).unwrap();
         assert_eq!(decoded.views_settled, 0);
         assert_eq!(decoded.mirror_prefixes, meta.mirror_prefixes);
-        assert_eq!(decode(&bytes).unwrap().0.views_settled, 0x0102_0304_0506_0708);
+        assert_eq!(
+            decode(&bytes).unwrap().0.views_settled,
+            0x0102_0304_0506_0708
+        );
     }
 
     #[test]

@@ -9,10 +9,12 @@ use super::recent::RecentEntries;
 use super::registry::Retire;
 use crate::cluster::Cluster;
 use crate::error::ClusterError;
+use crate::membership::View;
 use ledger_core::Entry;
 use ledger_embedded::LedgerError;
-use crate::membership::View;
-use ledger_replication::{AppendError, Availability, Command, Participant, PersistentState, RoleState};
+use ledger_replication::{
+    AppendError, Availability, Command, Participant, PersistentState, RoleState,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -408,7 +410,8 @@ impl ContextTask {
     /// claim consults (see [`View::placement`]).
     pub(super) fn on_view(&mut self, view: &View) -> Vec<Command<Entry>> {
         let (members, range, _) = view.placement(&self.ctx, self.cluster.replication_factor());
-        self.p.on_view(members.to_vec(), range, self.cluster.now_ms())
+        self.p
+            .on_view(members.to_vec(), range, self.cluster.now_ms())
     }
 
     /// Metrics hook: while writing, each follower's unacknowledged entries.

@@ -184,7 +184,10 @@ mod tests {
             })),
         }
         .encode_to_vec();
-        assert!(matches!(decode(&no_change), Err(ViewCodecError::Missing(_))));
+        assert!(matches!(
+            decode(&no_change),
+            Err(ViewCodecError::Missing(_))
+        ));
         let bad_role = cpb::ViewRecord {
             record: Some(cpb::view_record::Record::Change(cpb::ViewChange {
                 version: 1,

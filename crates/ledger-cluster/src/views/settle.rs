@@ -58,9 +58,9 @@ impl Cluster {
         if view.range.version != version {
             return Ok(false);
         }
-        let (current, earlier) = self.views.with_log(|log| {
-            (log.current().clone(), view.range.earlier.clone())
-        });
+        let (current, earlier) = self
+            .views
+            .with_log(|log| (log.current().clone(), view.range.earlier.clone()));
         let r = self.replication_factor();
         let mut all = true;
         let mut after: Option<String> = None;

@@ -6,13 +6,13 @@
 use crate::auth::policy::{authorization_of, pass_on, require_role};
 use crate::auth::tokens::TokenRole;
 use crate::error_status::{
-    cluster_status, internal, invalid_argument, member_is_live, no_such_quarantine, not_a_member, peer_status,
-    quarantine_prefix_gone, to_status,
+    cluster_status, internal, invalid_argument, member_is_live, no_such_quarantine, not_a_member,
+    peer_status, quarantine_prefix_gone, to_status,
 };
 use crate::route::router::{FORWARDED_HEADER, forwarded};
-use ledger_cluster::{Cluster, ClusterError};
 use ledger_cluster::peer_streams::Outbound;
 use ledger_cluster::status_report::{DEFAULT_LIMIT, quarantines_json};
+use ledger_cluster::{Cluster, ClusterError};
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use ledger_proto::cluster::v1::cluster_service_server::ClusterService;
@@ -135,7 +135,11 @@ impl ClusterService for ClusterApi {
         &self,
         request: Request<cpb::AcceptLossRequest>,
     ) -> Result<Response<cpb::AcceptLossResponse>, Status> {
-        require_role(&request, TokenRole::Admin, "accepting the loss of a context's quorum")?;
+        require_role(
+            &request,
+            TokenRole::Admin,
+            "accepting the loss of a context's quorum",
+        )?;
         let was_forwarded = request.metadata().contains_key(FORWARDED_HEADER);
         let auth = authorization_of(request.metadata());
         let ctx = request.into_inner().context_id;

@@ -122,7 +122,9 @@ impl IntegrityService for IntegrityApi {
             Here::Forward(to) => {
                 return to
                     .call(request, |ch, req| async move {
-                        IntegrityServiceClient::new(ch).get_inclusion_proof(req).await
+                        IntegrityServiceClient::new(ch)
+                            .get_inclusion_proof(req)
+                            .await
                     })
                     .await;
             }

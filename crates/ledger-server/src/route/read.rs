@@ -119,7 +119,11 @@ impl Forward {
     /// Sends `request` on with `send` (a client of the next node's service over this
     /// channel), marked forwarded, with the caller's token, min-sequence, wait and deadline.
     /// A read with a min-sequence whose next node cannot be reached is refused naming it.
-    pub async fn call<Q, T, F, Fut>(self, request: Request<Q>, send: F) -> Result<Response<T>, Status>
+    pub async fn call<Q, T, F, Fut>(
+        self,
+        request: Request<Q>,
+        send: F,
+    ) -> Result<Response<T>, Status>
     where
         F: FnOnce(Channel, Request<Q>) -> Fut,
         Fut: Future<Output = Result<Response<T>, Status>>,
@@ -161,7 +165,10 @@ fn not_answered(s: &Status) -> bool {
 pub enum Plan {
     /// Serve it here once its min-sequence is committed, waiting up to `wait`; if it is not
     /// committed by then, `otherwise`.
-    Here { wait: Duration, otherwise: Otherwise },
+    Here {
+        wait: Duration,
+        otherwise: Otherwise,
+    },
     /// This node holds no replica: pass it on at once.
     PassOn,
 }
@@ -249,7 +256,12 @@ impl Router {
             deadline: timeout.map(|t| started + t),
             unserved,
         };
-        match plan(is_forwarded(meta), c.holds(context_id), writer_elsewhere, budget) {
+        match plan(
+            is_forwarded(meta),
+            c.holds(context_id),
+            writer_elsewhere,
+            budget,
+        ) {
             Plan::PassOn => {
                 let view = c.view();
                 let target = writer.as_ref().map(|(_, a)| a.clone()).or_else(|| {
@@ -263,7 +275,11 @@ impl Router {
                     return Err(no_live_replica(context_id));
                 };
                 let unserved = self.unserved(context_id, min, None, writer.as_ref()).await;
-                Ok(ReadAt::Remote(forward(self.channel(&addr)?, addr, unserved)))
+                Ok(ReadAt::Remote(forward(
+                    self.channel(&addr)?,
+                    addr,
+                    unserved,
+                )))
             }
             Plan::Here { wait, otherwise } => {
                 if min == 0 {
@@ -277,9 +293,11 @@ impl Router {
                 let held = Some(cap.committed());
                 let unserved = self.unserved(context_id, min, held, writer.as_ref()).await;
                 match (otherwise, writer) {
-                    (Otherwise::ToWriter, Some((_, addr))) => {
-                        Ok(ReadAt::Remote(forward(self.channel(&addr)?, addr, unserved)))
-                    }
+                    (Otherwise::ToWriter, Some((_, addr))) => Ok(ReadAt::Remote(forward(
+                        self.channel(&addr)?,
+                        addr,
+                        unserved,
+                    ))),
                     _ => Err(unserved.status(None)),
                 }
             }
@@ -389,7 +407,10 @@ mod tests {
         assert_eq!(wait_budget(Some(Duration::ZERO), None), Duration::ZERO);
         // A forwarding node's rest of the wait bounds it, and never extends it.
         assert_eq!(
-            wait_budget(Some(Duration::from_secs(5)), Some(Duration::from_millis(700))),
+            wait_budget(
+                Some(Duration::from_secs(5)),
+                Some(Duration::from_millis(700))
+            ),
             Duration::from_millis(700)
         );
         assert_eq!(
@@ -443,7 +464,8 @@ mod tests {
         let s = Unserved { held: None, ..u }.status(Some(("n2", "connection refused")));
         assert!(
             s.message().contains("holds no replica of context \"x\"")
-                && s.message().contains("n2 could not be reached (connection refused)"),
+                && s.message()
+                    .contains("n2 could not be reached (connection refused)"),
             "{}",
             s.message()
         );
