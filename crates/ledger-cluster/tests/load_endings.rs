@@ -23,6 +23,7 @@ async fn one_member() -> Arc<Cluster> {
         role: GossipRole::Member,
         incarnation: INCARNATION.into(),
         mirror_prefixes: Vec::new(),
+        views_settled: 0,
     };
     let discovery: Arc<dyn Discovery> = Arc::new(FakeCluster::new().start("n1", meta));
     let settings = ClusterSettings {
@@ -35,6 +36,7 @@ async fn one_member() -> Arc<Cluster> {
         protocol: ledger_replication::Settings::default(),
         anti_entropy_interval: Duration::from_secs(3600),
         context_idle: None,
+        placement_views: false,
     };
     let ledger = Ledger::with_store(Arc::new(MemoryStore::new()), LedgerConfig::default());
     Cluster::start(

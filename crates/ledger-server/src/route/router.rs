@@ -4,7 +4,7 @@
 
 use crate::auth::policy::{authorization_of, pass_on};
 use crate::config::schema::RouteSetting;
-use crate::error_status::no_channel;
+use crate::error_status::{cluster_status, no_channel};
 use ledger_cluster::{Cluster, ClusterError};
 use ledger_proto::context::v1::context_service_client::ContextServiceClient;
 use ledger_replication::AckLevel;
