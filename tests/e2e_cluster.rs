@@ -470,14 +470,16 @@ async fn anti_entropy_repairs_a_lagging_replica_without_new_appends() {
             .await
             .unwrap();
     }
-    // Node 3 goes down; the others keep acknowledging at quorum.
+    // Node 3 goes down; the others keep acknowledging at quorum. The appends carry
+    // idempotency keys: one forwarded to node 3 on a connection that broke as it died is
+    // retried by the forwarding node (a keyless one would be answered "outcome unknown").
     cluster.nodes[2].kill();
     for k in 0..4 {
         let mut via = raw(&cluster.nodes[k % 2]).await;
         for i in 0..10 {
-            via.append(request(&format!("ae-{k}"), format!("{i}")))
-                .await
-                .unwrap();
+            let mut req = request(&format!("ae-{k}"), format!("{i}"));
+            req.idempotency_key = Some(format!("ae-{k}-{i}"));
+            via.append(req).await.unwrap();
         }
     }
     // Everything restarts; nobody appends.

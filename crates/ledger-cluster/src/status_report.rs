@@ -90,6 +90,8 @@ impl Cluster {
             commit_index: state.commit_index.min(size),
             last_appended_at_ns: last,
             view: self.views.version(),
+            views_settled: self.views.announced(),
+            incarnation: self.me.incarnation.0,
             ..self.running_availability(context_id).await
         })
     }

@@ -720,7 +720,8 @@ impl Discovery for GossipDiscovery {
         }
         let bytes = {
             let mut local = lock(&self.shared.local_meta);
-            if version <= local.views_settled {
+            // An equal version is broadcast again: the last announce of it may have failed.
+            if version < local.views_settled {
                 return Ok(());
             }
             local.views_settled = version;

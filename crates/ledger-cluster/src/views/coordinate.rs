@@ -8,6 +8,9 @@ use ledger_core::NewEntry;
 use ledger_discovery::GossipRole;
 use ledger_replication::views::{NextChange, ViewChange, ViewRecord};
 use ledger_replication::{AckLevel, Member, MemberState, Role};
+use ledger_proto::cluster::v1 as cpb;
+use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +19,9 @@ const EVERY: Duration = Duration::from_millis(200);
 /// How long a node must have written the log before it proposes a leave: a member gossip has
 /// not told it about yet (it just started) is not a member an operator removed.
 const LEAVE_GRACE: Duration = Duration::from_secs(10);
+/// How often a member whose settled mark gossip has not brought is asked for it directly
+/// (and how long it may take to answer).
+const ASK_EVERY: Duration = Duration::from_secs(1);
 /// The key of the log's entries.
 pub const VIEW_KEY: &str = "views";
 
@@ -28,6 +34,9 @@ impl Cluster {
         // The newest change appended, until this node's log applied it.
         let mut proposed = 0u64;
         let mut writing_since: Option<std::time::Instant> = None;
+        // Settled marks read from the members themselves: (incarnation, version) by node.
+        let mut asked: HashMap<String, (u64, u64)> = HashMap::new();
+        let mut last_asked: Option<std::time::Instant> = None;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
@@ -40,7 +49,11 @@ impl Cluster {
             }
             let since = *writing_since.get_or_insert_with(std::time::Instant::now);
             let leaves_allowed = self.is_joined() && since.elapsed() >= LEAVE_GRACE;
-            for record in self.records_due(proposed, leaves_allowed) {
+            if last_asked.is_none_or(|t| t.elapsed() >= ASK_EVERY) {
+                last_asked = Some(std::time::Instant::now());
+                self.ask_settled_marks(&mut asked).await;
+            }
+            for record in self.records_due(proposed, leaves_allowed, &asked) {
                 let entry = NewEntry {
                     context_id: VIEWS_CONTEXT.to_owned(),
                     key: VIEW_KEY.to_owned(),
@@ -68,7 +81,12 @@ impl Cluster {
     /// The records the log should get now: settled marks announced in gossip beyond what it
     /// holds, then the next membership change (none while the last one appended is not
     /// applied here yet; a leave only when `leaves_allowed`).
-    fn records_due(&self, proposed: u64, leaves_allowed: bool) -> Vec<ViewRecord> {
+    fn records_due(
+        &self,
+        proposed: u64,
+        leaves_allowed: bool,
+        asked: &HashMap<String, (u64, u64)>,
+    ) -> Vec<ViewRecord> {
         let view = self.view();
         let announced_here = self.views.announced();
         self.views.with_log(|log| {
@@ -80,7 +98,11 @@ impl Cluster {
                 let announced = if m.id == self.me.node {
                     announced_here
                 } else {
-                    p.views_settled
+                    let direct = match asked.get(m.id.as_str()) {
+                        Some(&(incarnation, v)) if incarnation == m.incarnation.0 => v,
+                        _ => 0,
+                    };
+                    p.views_settled.max(direct)
                 };
                 let recorded = log.settled(&m.id).unwrap_or(0);
                 if p.incarnation == m.incarnation.0
@@ -122,6 +144,51 @@ impl Cluster {
             *self.views.pending.lock() = pending;
             out
         })
+    }
+}
+
+impl Cluster {
+    /// Reads the settled mark of every live member of the current view that has not settled
+    /// it by what gossip brought (a metadata update can be slow to spread, or lost), from the
+    /// member itself: the `views_settled` of its `ContextState` answer, with the incarnation
+    /// it settled as. A member that does not answer keeps what it answered before.
+    async fn ask_settled_marks(&self, asked: &mut HashMap<String, (u64, u64)>) {
+        let view = self.view();
+        let lagging: Vec<(String, String)> = self.views.with_log(|log| {
+            let version = log.version();
+            log.current()
+                .members
+                .iter()
+                .filter(|m| m.id != self.me.node)
+                .filter(|m| log.settled(&m.id).unwrap_or(0) < version)
+                .filter_map(|m| view.peer(m.id.as_str()))
+                .filter(|p| p.state.is_live() && p.views_settled < version)
+                .filter(|p| {
+                    asked
+                        .get(&p.id)
+                        .is_none_or(|&(inc, v)| inc != p.incarnation || v < version)
+                })
+                .map(|p| (p.id.clone(), p.addr.clone()))
+                .collect()
+        });
+        let asks = lagging.into_iter().map(|(id, addr)| async move {
+            let ch = self.links.channel(&addr).ok()?;
+            let mut req = tonic::Request::new(cpb::ContextStateRequest {
+                context_id: VIEWS_CONTEXT.to_owned(),
+                settle: false,
+            });
+            req.set_timeout(ASK_EVERY);
+            let answer =
+                tokio::time::timeout(ASK_EVERY, ClusterServiceClient::new(ch).context_state(req))
+                    .await
+                    .ok()?
+                    .ok()?
+                    .into_inner();
+            (answer.node_id == id).then_some((id, (answer.incarnation, answer.views_settled)))
+        });
+        for (id, mark) in futures::future::join_all(asks).await.into_iter().flatten() {
+            asked.insert(id, mark);
+        }
     }
 }
 

@@ -26,27 +26,35 @@ impl Cluster {
         let mut stop = self.stop_signal();
         let mut tick = tokio::time::interval(EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The highest version gossip carries for this node (an announce can fail: it is tried
+        // again; the view log's writer also reads the mark directly).
+        let mut gossiped = 0u64;
         loop {
             tokio::select! {
                 _ = stop.changed() => return,
                 _ = tick.tick() => {}
             }
             let version = self.views.version();
-            if version == 0 || self.views.announced() >= version {
-                continue;
-            }
-            match self.settle_version(version).await {
-                Ok(true) => {
-                    self.views.announced.fetch_max(version, Ordering::AcqRel);
-                    match self.discovery.announce_views_settled(version).await {
-                        Ok(()) => tracing::info!(version, "settled the placement view"),
-                        Err(e) => {
-                            tracing::warn!(version, error = %e, "settled the placement view but could not announce it yet");
-                        }
+            if version > 0 && self.views.announced() < version {
+                match self.settle_version(version).await {
+                    Ok(true) => {
+                        self.views.announced.fetch_max(version, Ordering::AcqRel);
+                        tracing::info!(version, "settled the placement view");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(version, error = %e, "cannot settle the placement view");
                     }
                 }
-                Ok(false) => {}
-                Err(e) => tracing::warn!(version, error = %e, "cannot settle the placement view"),
+            }
+            let announced = self.views.announced();
+            if announced > gossiped {
+                match self.discovery.announce_views_settled(announced).await {
+                    Ok(()) => gossiped = announced,
+                    Err(e) => {
+                        tracing::warn!(version = announced, error = %e, "settled the placement view but could not announce it yet; retrying");
+                    }
+                }
             }
         }
     }

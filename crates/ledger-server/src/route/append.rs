@@ -65,7 +65,8 @@ impl Router {
         }
         let mut client = self.onward_to(ctx, forwarded, writer, addr)?;
         let req = onward_request(msg.clone(), auth, level, deadline);
-        answered(client.append(req).await)
+        let retry_safe = msg.idempotency_key.is_some();
+        answered(ctx, retry_safe, client.append(req).await)
     }
 
     /// The checks before this node, not the writer, passes a write on: a forwarded write is
@@ -158,7 +159,8 @@ impl Router {
         }
         let mut client = self.onward_to(ctx, forwarded, writer, addr)?;
         let req = onward_request(msg.clone(), auth, level, deadline);
-        answered(client.append_batch(req).await)
+        // A batch carries no idempotency key: a broken connection leaves its outcome unknown.
+        answered(ctx, false, client.append_batch(req).await)
     }
 
     /// Queues one append of a pipelined stream. On the writer it enters the context's mailbox
@@ -218,8 +220,9 @@ impl From<ClusterError> for Attempt {
     }
 }
 
-/// The forwarding connection could not be made: the request never left this node.
-fn is_connect_failure(s: &Status) -> bool {
+/// The request never reached the writer: the connection could not be made, or hyper
+/// dropped the request before dispatching it (the connection had closed).
+fn is_unsent(s: &Status) -> bool {
     use std::error::Error;
     let mut source = s.source();
     while let Some(e) = source {
@@ -229,9 +232,20 @@ fn is_connect_failure(s: &Status) -> bool {
                 std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut
             );
         }
+        if let Some(h) = e.downcast_ref::<hyper::Error>()
+            && (h.is_canceled() || h.is_closed())
+        {
+            return true;
+        }
         source = e.source();
     }
     false
+}
+
+/// The status was made on this side of the connection (tonic's transport failed), not
+/// answered by the writer: a status from the wire carries no source error.
+fn is_transport_failure(s: &Status) -> bool {
+    std::error::Error::source(s).is_some()
 }
 
 /// Runs `attempt` until it answers, fails for good, or `deadline` passes: a write refused
@@ -272,12 +286,79 @@ fn onward_request<T>(
 }
 
 /// The writer's answer to a passed-on write: refusals after which nothing was stored, and
-/// failures to reach it, are worth retrying; anything else is the caller's answer.
-fn answered<T>(r: Result<tonic::Response<T>, Status>) -> Result<T, Attempt> {
+/// failures to reach it, are worth retrying. A connection that broke after the request left
+/// leaves its outcome unknown: retried when the append carries an idempotency key (the writer
+/// answers a repeat with the entry first stored), else answered UNAVAILABLE saying so.
+/// Anything else is the caller's answer.
+fn answered<T>(
+    context_id: &str,
+    retry_safe: bool,
+    r: Result<tonic::Response<T>, Status>,
+) -> Result<T, Attempt> {
     match r {
         Ok(r) => Ok(r.into_inner()),
         Err(s) if s.metadata().contains_key(NOT_STORED_HEADER) => Err(Attempt::Retry(s)),
-        Err(s) if is_connect_failure(&s) => Err(Attempt::Retry(s)),
+        Err(s) if is_unsent(&s) => Err(Attempt::Retry(s)),
+        Err(s) if is_transport_failure(&s) && retry_safe => Err(Attempt::Retry(s)),
+        Err(s) if is_transport_failure(&s) => {
+            Err(Attempt::Final(cluster_status(ClusterError::OutcomeUnknown {
+                context_id: context_id.to_owned(),
+                reason: format!("the connection to its writer broke ({})", s.message()),
+            })))
+        }
         Err(s) => Err(Attempt::Final(s)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn transport_status() -> Status {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset by peer");
+        Status::from_error(Box::new(io))
+    }
+
+    #[test]
+    fn a_refusal_that_stored_nothing_is_retried() {
+        let mut s = Status::unavailable("establishing");
+        s.metadata_mut()
+            .insert(NOT_STORED_HEADER, MetadataValue::from_static("1"));
+        assert!(matches!(
+            answered::<()>("c", false, Err(s)),
+            Err(Attempt::Retry(_))
+        ));
+    }
+
+    #[test]
+    fn a_broken_connection_is_retried_only_with_an_idempotency_key() {
+        assert!(matches!(
+            answered::<()>("c", true, Err(transport_status())),
+            Err(Attempt::Retry(_))
+        ));
+        let Err(Attempt::Final(s)) = answered::<()>("c", false, Err(transport_status())) else {
+            panic!("a keyless append over a broken connection must be answered");
+        };
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+        assert!(s.message().contains("may or may not have been stored"), "{}", s.message());
+        assert!(s.metadata().get(NOT_STORED_HEADER).is_none());
+    }
+
+    #[test]
+    fn a_refused_connection_is_retried() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        assert!(matches!(
+            answered::<()>("c", false, Err(Status::from_error(Box::new(io)))),
+            Err(Attempt::Retry(_))
+        ));
+    }
+
+    #[test]
+    fn the_writers_own_answer_is_final() {
+        let s = Status::invalid_argument("bad key");
+        let Err(Attempt::Final(s)) = answered::<()>("c", true, Err(s)) else {
+            panic!("the writer's refusal must reach the caller");
+        };
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
     }
 }
