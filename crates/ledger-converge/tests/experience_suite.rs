@@ -363,9 +363,12 @@ fn the_store_observer_bridge_appends_engine_events<S: ExperienceStore + 'static>
     assert_eq!(summary.budget_exceeded, 1);
 }
 
+/// One behaviour of the suite.
+type Case = (&'static str, fn(&dyn ExperienceStore));
+
 /// Every behaviour, each on a fresh store from `fresh`.
 fn suite<S: ExperienceStore + 'static>(fresh: impl Fn() -> S) {
-    let cases: &[(&str, fn(&dyn ExperienceStore))] = &[
+    let cases: &[Case] = &[
         ("append order", appended_events_come_back_in_append_order),
         ("tenants", tenants_are_isolated),
         ("kinds", kinds_filter_by_the_set_given),
