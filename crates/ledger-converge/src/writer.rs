@@ -5,7 +5,7 @@
 
 use crate::Error;
 use ledger_client::cluster::{ClusterClient, ClusterPipeline};
-use ledger_client::{ClientError, retry::is_retryable};
+use ledger_client::{AppendPipeline, ClientError, LedgerClient, retry::is_retryable};
 use ledger_core::{Entry, NewEntry};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -42,11 +42,19 @@ pub enum Appended {
     AlreadyThere,
 }
 
-/// A cluster client, its pipelined streams, the Lamport clock seen, the retry settings.
+/// Where requests go: a cluster (appends to each context's writer), or one node that serves
+/// no cluster API (a node started without gossip).
+#[derive(Clone, Debug)]
+enum Target {
+    Cluster(ClusterClient, ClusterPipeline),
+    Single(Box<(LedgerClient, AppendPipeline)>),
+}
+
+/// A cluster client (or a single node's), its pipelined streams, the Lamport clock seen, the
+/// retry settings.
 #[derive(Clone, Debug)]
 pub struct Ledger {
-    cluster: ClusterClient,
-    pipeline: ClusterPipeline,
+    target: Target,
     lamport: Arc<AtomicU64>,
     retry: RetrySettings,
 }
@@ -60,13 +68,25 @@ fn tonic_status_deadline() -> tonic::Status {
 }
 
 impl Ledger {
-    /// Connects through `seeds` (any cluster members).
+    /// Connects through `seeds` (any cluster members, or one node that is not in a cluster).
     pub async fn connect(seeds: &[&str], retry: RetrySettings) -> Result<Ledger, Error> {
         let deadline = Instant::now() + retry.give_up_after;
         let mut backoff = retry.initial_backoff;
         loop {
             match ClusterClient::connect(seeds).await {
                 Ok(cluster) => return Ok(Ledger::from_cluster(cluster, retry)),
+                // A node outside any cluster serves no ClusterService: talk to it directly.
+                Err(e) if e.code() == Some(tonic::Code::Unimplemented) => {
+                    let addr = seeds.first().copied().unwrap_or_default();
+                    let client = LedgerClient::connect(addr)
+                        .await
+                        .map_err(|e| Error::client(addr, e))?;
+                    return Ok(Ledger {
+                        target: Target::Single(Box::new((client.clone(), client.pipeline()))),
+                        lamport: Arc::default(),
+                        retry,
+                    });
+                }
                 Err(e) if is_retryable(&e) && Instant::now() + backoff < deadline => {
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -79,16 +99,32 @@ impl Ledger {
     /// Over an existing cluster client.
     pub fn from_cluster(cluster: ClusterClient, retry: RetrySettings) -> Ledger {
         Ledger {
-            pipeline: cluster.pipeline(),
-            cluster,
+            target: Target::Cluster(cluster.clone(), cluster.pipeline()),
             lamport: Arc::default(),
             retry,
         }
     }
 
-    /// The cluster client.
-    pub fn cluster(&self) -> &ClusterClient {
-        &self.cluster
+    /// The cluster client (`None` for a single node outside any cluster).
+    pub fn cluster(&self) -> Option<&ClusterClient> {
+        match &self.target {
+            Target::Cluster(c, _) => Some(c),
+            Target::Single(_) => None,
+        }
+    }
+
+    async fn reader(&self, context: &str) -> Result<LedgerClient, ClientError> {
+        match &self.target {
+            Target::Cluster(c, _) => c.reader(context).await,
+            Target::Single(s) => Ok(s.0.clone()),
+        }
+    }
+
+    async fn send(&self, entry: NewEntry) -> Result<Entry, ClientError> {
+        match &self.target {
+            Target::Cluster(_, p) => p.append_entry(entry).await,
+            Target::Single(s) => s.1.append_entry(entry).await,
+        }
     }
 
     /// The highest Lamport clock this handle (and its clones) has read or written.
@@ -114,7 +150,7 @@ impl Ledger {
         let r = self
             .retrying(&context, || {
                 let e = entry.clone();
-                async move { self.pipeline.append_entry(e).await }
+                async move { self.send(e).await }
             })
             .await;
         match r {
@@ -142,7 +178,7 @@ impl Ledger {
     ) -> Result<Vec<Entry>, Error> {
         let (head, key, entries) = self
             .retrying(context, || async move {
-                let c = self.cluster.reader(context).await?;
+                let c = self.reader(context).await?;
                 let head = match c.tree_head(context).await {
                     Ok(h) => Some(h),
                     Err(ClientError::Status(s)) if s.code() == tonic::Code::NotFound => None,
@@ -199,7 +235,7 @@ impl Ledger {
     pub async fn read_key(&self, context: &str, key: &str) -> Result<Vec<Entry>, Error> {
         let entries = self
             .retrying(context, || async move {
-                let c = self.cluster.reader(context).await?;
+                let c = self.reader(context).await?;
                 match c.get_all(context, key, 0).await {
                     Ok(e) => Ok(e),
                     Err(ClientError::Status(s)) if s.code() == tonic::Code::NotFound => {
@@ -240,9 +276,9 @@ impl Ledger {
                 Ok(v) => return Ok(v),
                 Err(e) if transient(&e) && Instant::now() + backoff < deadline => {
                     // The writer may have died: re-read the membership before the next try.
-                    let _ =
-                        tokio::time::timeout(self.retry.attempt_timeout, self.cluster.refresh())
-                            .await;
+                    if let Target::Cluster(c, _) = &self.target {
+                        let _ = tokio::time::timeout(self.retry.attempt_timeout, c.refresh()).await;
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
