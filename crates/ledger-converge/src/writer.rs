@@ -46,7 +46,7 @@ pub enum Appended {
 /// no cluster API (a node started without gossip).
 #[derive(Clone, Debug)]
 enum Target {
-    Cluster(ClusterClient, ClusterPipeline),
+    Cluster(Box<(ClusterClient, ClusterPipeline)>),
     Single(Box<(LedgerClient, AppendPipeline)>),
 }
 
@@ -99,7 +99,7 @@ impl Ledger {
     /// Over an existing cluster client.
     pub fn from_cluster(cluster: ClusterClient, retry: RetrySettings) -> Ledger {
         Ledger {
-            target: Target::Cluster(cluster.clone(), cluster.pipeline()),
+            target: Target::Cluster(Box::new((cluster.clone(), cluster.pipeline()))),
             lamport: Arc::default(),
             retry,
         }
@@ -108,21 +108,21 @@ impl Ledger {
     /// The cluster client (`None` for a single node outside any cluster).
     pub fn cluster(&self) -> Option<&ClusterClient> {
         match &self.target {
-            Target::Cluster(c, _) => Some(c),
+            Target::Cluster(c) => Some(&c.0),
             Target::Single(_) => None,
         }
     }
 
     async fn reader(&self, context: &str) -> Result<LedgerClient, ClientError> {
         match &self.target {
-            Target::Cluster(c, _) => c.reader(context).await,
+            Target::Cluster(c) => c.0.reader(context).await,
             Target::Single(s) => Ok(s.0.clone()),
         }
     }
 
     async fn send(&self, entry: NewEntry) -> Result<Entry, ClientError> {
         match &self.target {
-            Target::Cluster(_, p) => p.append_entry(entry).await,
+            Target::Cluster(c) => c.1.append_entry(entry).await,
             Target::Single(s) => s.1.append_entry(entry).await,
         }
     }
@@ -276,8 +276,9 @@ impl Ledger {
                 Ok(v) => return Ok(v),
                 Err(e) if transient(&e) && Instant::now() + backoff < deadline => {
                     // The writer may have died: re-read the membership before the next try.
-                    if let Target::Cluster(c, _) = &self.target {
-                        let _ = tokio::time::timeout(self.retry.attempt_timeout, c.refresh()).await;
+                    if let Target::Cluster(c) = &self.target {
+                        let _ =
+                            tokio::time::timeout(self.retry.attempt_timeout, c.0.refresh()).await;
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
