@@ -50,6 +50,10 @@ pub struct Cluster {
     started: Instant,
     stop: watch::Sender<bool>,
     joined: AtomicBool,
+    /// This node reached a seed when it joined (or was given none: it starts the cluster).
+    /// Until then, or until gossip shows it another node, it never bootstraps the placement
+    /// view log: nodes started together, each alone for a moment, would each create one.
+    pub(crate) contacted: AtomicBool,
     quarantines: AtomicU64,
     pub anti_entropy: AntiEntropy,
     /// Every context task's commit index: what reads here may serve.
@@ -89,6 +93,7 @@ impl Cluster {
             started: Instant::now(),
             stop,
             joined: AtomicBool::new(false),
+            contacted: AtomicBool::new(false),
             quarantines: AtomicU64::new(0),
             anti_entropy: AntiEntropy::default(),
             commits: Commits::default(),
@@ -115,6 +120,9 @@ impl Cluster {
             tracing::warn!(seeds = ?seeds, errors = ?report.errors, "no seed answered yet; running alone and retrying in the background");
         } else {
             tracing::info!(seeds = ?seeds, contacted = ?report.contacted, "joined the cluster");
+        }
+        if seeds.is_empty() || report.joined() {
+            cluster.contacted.store(true, Ordering::Release);
         }
         cluster.joined.store(true, Ordering::Release);
         let ae = cluster.spawn(Arc::clone(&cluster).anti_entropy_loop());

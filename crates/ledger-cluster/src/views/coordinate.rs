@@ -6,10 +6,10 @@ use crate::cluster::Cluster;
 use crate::membership::View;
 use ledger_core::NewEntry;
 use ledger_discovery::GossipRole;
-use ledger_replication::views::{NextChange, ViewChange, ViewRecord};
-use ledger_replication::{AckLevel, Member, MemberState, Role};
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
+use ledger_replication::views::{NextChange, ViewChange, ViewRecord};
+use ledger_replication::{AckLevel, Member, MemberState, Role};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -119,6 +119,10 @@ impl Cluster {
             if log.version() < proposed {
                 return out;
             }
+            if log.version() == 0 && !self.may_bootstrap(&view) {
+                *self.views.pending.lock() = None;
+                return out;
+            }
             let desired = desired_members(&view);
             let next = log.next_change(&desired, |id| {
                 view.peer(id.as_str()).is_some_and(|p| p.state.is_live())
@@ -148,6 +152,21 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Whether this node may create the first view: it was given no seeds (it starts the
+    /// cluster alone), or it reached the cluster (see `contacted`) and gossip shows it alive
+    /// with a majority of its seed list. Nodes started together with the same seeds cannot
+    /// each bootstrap a log of their own: two majorities of one list share a node, so gossip
+    /// has joined them before either group is big enough.
+    fn may_bootstrap(&self, view: &View) -> bool {
+        let seeds: std::collections::BTreeSet<&String> = self.settings.seeds.iter().collect();
+        if seeds.is_empty() {
+            return true;
+        }
+        let live = view.peers.values().filter(|p| p.state.is_live()).count();
+        let contacted = self.contacted.load(std::sync::atomic::Ordering::Acquire) || live > 1;
+        contacted && live > seeds.len() / 2
+    }
+
     /// Reads the settled mark of every live member of the current view that has not settled
     /// it by what gossip brought (a metadata update can be slow to spread, or lost), from the
     /// member itself: the `views_settled` of its `ContextState` answer, with the incarnation

@@ -300,12 +300,12 @@ fn answered<T>(
         Err(s) if s.metadata().contains_key(NOT_STORED_HEADER) => Err(Attempt::Retry(s)),
         Err(s) if is_unsent(&s) => Err(Attempt::Retry(s)),
         Err(s) if is_transport_failure(&s) && retry_safe => Err(Attempt::Retry(s)),
-        Err(s) if is_transport_failure(&s) => {
-            Err(Attempt::Final(cluster_status(ClusterError::OutcomeUnknown {
+        Err(s) if is_transport_failure(&s) => Err(Attempt::Final(cluster_status(
+            ClusterError::OutcomeUnknown {
                 context_id: context_id.to_owned(),
                 reason: format!("the connection to its writer broke ({})", s.message()),
-            })))
-        }
+            },
+        ))),
         Err(s) => Err(Attempt::Final(s)),
     }
 }
@@ -340,7 +340,11 @@ mod tests {
             panic!("a keyless append over a broken connection must be answered");
         };
         assert_eq!(s.code(), tonic::Code::Unavailable);
-        assert!(s.message().contains("may or may not have been stored"), "{}", s.message());
+        assert!(
+            s.message().contains("may or may not have been stored"),
+            "{}",
+            s.message()
+        );
         assert!(s.metadata().get(NOT_STORED_HEADER).is_none());
     }
 
