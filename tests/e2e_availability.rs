@@ -251,7 +251,7 @@ async fn a_removed_majority_is_lost_quorum_until_an_operator_accepts_the_loss() 
         .await
         .expect("appends resume after accept-loss");
     assert!(
-        seq >= 1 && seq <= 4,
+        (1..=4).contains(&seq),
         "continues from what the survivors hold: {seq}"
     );
     // Contexts that kept a majority never needed it.

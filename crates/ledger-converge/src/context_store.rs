@@ -282,7 +282,7 @@ impl LedgerContextStore {
             Fact(ContextKey, String, u64),
             Staged(String),
         }
-        let mut todo: Vec<(Item, NewEntry)> = Vec::new();
+        let mut to_append: Vec<(Item, NewEntry)> = Vec::new();
         {
             let st = s.state.lock().expect("scope lock");
             for (key, facts) in snap.facts() {
@@ -304,7 +304,7 @@ impl LedgerContextStore {
                         None,
                     );
                     e.idempotency_key = Some(mapping::fact_idempotency_key(*key, &id));
-                    todo.push((Item::Fact(*key, id, i as u64), e));
+                    to_append.push((Item::Fact(*key, id, i as u64), e));
                 }
             }
             for (key, proposals) in snap.proposals() {
@@ -313,10 +313,7 @@ impl LedgerContextStore {
                         what: "proposal",
                         reason: e.to_string(),
                     })?;
-                    let payload = serde_json::to_vec(&wire).map_err(|e| Error::Encode {
-                        what: "proposal",
-                        reason: e.to_string(),
-                    })?;
+                    let payload = crate::error::encode_json("proposal", &wire)?;
                     let idem = mapping::staged_idempotency_key(*key, p.id().as_str(), &payload);
                     if st.staged_known.contains(&idem) {
                         continue;
@@ -331,7 +328,7 @@ impl LedgerContextStore {
                         None,
                     );
                     e.idempotency_key = Some(idem.clone());
-                    todo.push((Item::Staged(idem), e));
+                    to_append.push((Item::Staged(idem), e));
                 }
             }
         }
@@ -340,7 +337,8 @@ impl LedgerContextStore {
         let mut first_error = None;
         let window = self.options.window.max(1);
         let mut results = futures::stream::iter(
-            todo.into_iter()
+            to_append
+                .into_iter()
                 .map(|(item, e)| async move { (item, self.ledger.append(e).await) }),
         )
         .buffered(window);
@@ -382,10 +380,7 @@ impl LedgerContextStore {
             (st.last_checkpoint.as_ref() != Some(&c)).then_some(c)
         };
         if let Some(c) = checkpoint {
-            let payload = serde_json::to_vec(&c).map_err(|e| Error::Encode {
-                what: "checkpoint",
-                reason: e.to_string(),
-            })?;
+            let payload = crate::error::encode_json("checkpoint", &c)?;
             let mut m = Metadata::new();
             m.insert(META_VERSION.into(), c.version.to_string());
             m.insert(META_ROOT.into(), c.merkle_root.clone());
