@@ -3,7 +3,7 @@
 //! and gossip on 7946 of that address, fast gossip timings, the first node as the seed.
 
 use super::{BIN, Node};
-use ledger_launcher::{Launch, cluster_node};
+use ledger_launcher::{Launch, Membership, cluster_node};
 use ledger_proto::cluster::v1 as cpb;
 use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use std::time::{Duration, Instant};
@@ -70,18 +70,15 @@ impl TestCluster {
         for (i, node) in self.nodes.iter().enumerate() {
             loop {
                 let s = status(node, Some("probe")).await;
-                let alive = s["members"]
-                    .as_array()
-                    .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count());
-                // And the placement view log names them all (contexts are placed on it).
-                let in_view = s["views"]["members"].as_array().map_or(0, Vec::len);
-                let views_on = s["views"]["version"].as_u64().unwrap_or(0) > 0;
-                if alive >= n && (!views_on || in_view >= n) {
+                let m = Membership::of(&s);
+                if m.ready(n) {
                     break;
                 }
                 assert!(
                     Instant::now() < deadline,
-                    "node {i} sees {alive} of {n} members alive, {in_view} in its view: {s}"
+                    "node {i} sees {} of {n} members alive, {} in its view: {s}",
+                    m.alive,
+                    m.in_view
                 );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }

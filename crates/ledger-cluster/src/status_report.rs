@@ -118,19 +118,23 @@ impl Cluster {
         out
     }
 
-    async fn remote_context_state(
+    /// Asks the node at `addr` for its `ContextState` of `context_id` (with `settle`, its task
+    /// settles the current placement view first), waiting at most `timeout`.
+    pub(crate) async fn remote_context_state(
         &self,
         addr: &str,
         context_id: &str,
+        settle: bool,
+        timeout: Duration,
     ) -> Result<cpb::ContextStateResponse, String> {
         let ch = self.links.channel(addr)?;
         let mut client = ClusterServiceClient::new(ch);
         let mut req = tonic::Request::new(cpb::ContextStateRequest {
             context_id: context_id.to_owned(),
-            settle: false,
+            settle,
         });
-        req.set_timeout(REPLICA_TIMEOUT);
-        tokio::time::timeout(REPLICA_TIMEOUT, client.context_state(req))
+        req.set_timeout(timeout);
+        tokio::time::timeout(timeout, client.context_state(req))
             .await
             .map_err(|_| "no answer".to_string())?
             .map(|r| r.into_inner())
@@ -295,7 +299,8 @@ impl Cluster {
             let state = if id.as_str() == self.me.node.as_str() {
                 self.local_context_state(context_id).await
             } else {
-                self.remote_context_state(&addr, context_id).await
+                self.remote_context_state(&addr, context_id, false, REPLICA_TIMEOUT)
+                    .await
             };
             states.push((id.clone(), addr, state));
         }

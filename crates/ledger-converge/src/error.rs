@@ -97,3 +97,14 @@ impl From<Error> for ExperienceStoreError {
         }
     }
 }
+
+/// `value` as JSON for a ledger payload; `what` names it in the error.
+pub(crate) fn encode_json<T: serde::Serialize + ?Sized>(
+    what: &'static str,
+    value: &T,
+) -> Result<Vec<u8>, Error> {
+    serde_json::to_vec(value).map_err(|e| Error::Encode {
+        what,
+        reason: e.to_string(),
+    })
+}

@@ -100,6 +100,19 @@ impl ExperienceLedger {
         self.ledger.append(e).await.map(|_| ())
     }
 
+    /// The context of `tenant` and `correlation`, listed in the catalog (once, before anything
+    /// is written into it).
+    async fn catalogued_context(
+        &self,
+        tenant: Option<&str>,
+        correlation: Option<&str>,
+    ) -> Result<String, Error> {
+        let context = self.context_for(tenant, correlation);
+        self.ensure_catalogued(&context, tenant, correlation)
+            .await?;
+        Ok(context)
+    }
+
     /// Lists `context` in the catalog once (before anything is written into it).
     async fn ensure_catalogued(
         &self,
@@ -132,17 +145,10 @@ impl ExperienceLedger {
 
     /// Appends an engine event (validated as converge-experience validates it).
     pub async fn append_event(&self, env: &ExperienceEventEnvelope) -> Result<(), Error> {
-        let context = self.context_for(env.tenant_id.as_deref(), env.correlation_id.as_deref());
-        self.ensure_catalogued(
-            &context,
-            env.tenant_id.as_deref(),
-            env.correlation_id.as_deref(),
-        )
-        .await?;
-        let payload = serde_json::to_vec(env).map_err(|e| Error::Encode {
-            what: "experience event",
-            reason: e.to_string(),
-        })?;
+        let context = self
+            .catalogued_context(env.tenant_id.as_deref(), env.correlation_id.as_deref())
+            .await?;
+        let payload = crate::error::encode_json("experience event", env)?;
         let mut m = Metadata::new();
         m.insert(META_EVENT_ID.into(), env.event_id.to_string());
         m.insert(META_OCCURRED_AT.into(), env.occurred_at.to_string());
@@ -161,10 +167,7 @@ impl ExperienceLedger {
             trace_link,
         } = &env.event
         {
-            let payload = serde_json::to_vec(trace_link).map_err(|e| Error::Encode {
-                what: "trace link",
-                reason: e.to_string(),
-            })?;
+            let payload = crate::error::encode_json("trace link", trace_link)?;
             let mut tm = Metadata::new();
             tm.insert(META_TRACE_LINK_ID.into(), trace_link_id.to_string());
             self.keyed_append(
@@ -185,13 +188,9 @@ impl ExperienceLedger {
 
     /// Appends a user event.
     pub async fn append_user_event(&self, env: &UserExperienceEventEnvelope) -> Result<(), Error> {
-        let context = self.context_for(env.tenant_id.as_deref(), env.correlation_id.as_deref());
-        self.ensure_catalogued(
-            &context,
-            env.tenant_id.as_deref(),
-            env.correlation_id.as_deref(),
-        )
-        .await?;
+        let context = self
+            .catalogued_context(env.tenant_id.as_deref(), env.correlation_id.as_deref())
+            .await?;
         let value = serde_json::to_value(env).map_err(|e| Error::Encode {
             what: "user event",
             reason: e.to_string(),
@@ -200,10 +199,7 @@ impl ExperienceLedger {
             .as_str()
             .unwrap_or("unknown")
             .to_owned();
-        let payload = serde_json::to_vec(&value).map_err(|e| Error::Encode {
-            what: "user event",
-            reason: e.to_string(),
-        })?;
+        let payload = crate::error::encode_json("user event", &value)?;
         let mut m = Metadata::new();
         m.insert(META_EVENT_ID.into(), env.event_id.to_string());
         m.insert(META_OCCURRED_AT.into(), env.occurred_at.to_string());

@@ -86,10 +86,7 @@ impl LedgerContextStore {
             proposal_id,
             gate_events: pause.gate_events.clone(),
         };
-        let payload = serde_json::to_vec(&record).map_err(|e| Error::Encode {
-            what: "pause",
-            reason: e.to_string(),
-        })?;
+        let payload = crate::error::encode_json("pause", &record)?;
         let mut m = Metadata::new();
         m.insert(META_GATE_ID.into(), record.request.gate_id.to_string());
         let idem = content_idempotency_key("hp1", &payload);
@@ -148,10 +145,7 @@ impl LedgerContextStore {
                 ),
             });
         }
-        let payload = serde_json::to_vec(decision).map_err(|e| Error::Encode {
-            what: "decision",
-            reason: e.to_string(),
-        })?;
+        let payload = crate::error::encode_json("decision", decision)?;
         let mut m = Metadata::new();
         m.insert(META_GATE_ID.into(), decision.gate_id.to_string());
         let idem = content_idempotency_key("hd1", &payload);
@@ -238,10 +232,7 @@ impl LedgerContextStore {
             gate_id: pause.request.gate_id.to_string(),
             replayed_gate_id: replayed.request.gate_id.to_string(),
         };
-        let payload = serde_json::to_vec(&record).map_err(|e| Error::Encode {
-            what: "resume mark",
-            reason: e.to_string(),
-        })?;
+        let payload = crate::error::encode_json("resume mark", &record)?;
         let mut m = Metadata::new();
         m.insert(META_GATE_ID.into(), record.gate_id.clone());
         let idem = content_idempotency_key("hr1", &payload);

@@ -50,39 +50,5 @@ pub fn now_iso8601() -> String {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
-    iso8601(d.as_secs() as i64, d.subsec_millis())
-}
-
-/// `secs` since the Unix epoch as ISO 8601 UTC (days to civil date: H. Hinnant's algorithm).
-fn iso8601(secs: i64, millis: u32) -> String {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn iso8601_known_answers() {
-        assert_eq!(super::iso8601(0, 0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::iso8601(951_782_400, 5), "2000-02-29T00:00:00.005Z");
-        assert_eq!(
-            super::iso8601(1_767_225_599, 999),
-            "2025-12-31T23:59:59.999Z"
-        );
-    }
+    ledger_core::time::utc_millis(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }

@@ -15,6 +15,7 @@
 //!   in pieces.
 //! - [`tail`]: the one verifier of entries that continue a known tree (snapshots, shipped
 //!   batches, watched streams).
+//! - [`time`]: Unix nanoseconds as UTC text.
 //! - [`checkpoint`]: signed tree heads (Ed25519 over a C2SP-style text checkpoint).
 
 pub mod checkpoint;
@@ -26,6 +27,7 @@ pub mod lamport;
 pub mod merkle;
 pub mod snapshot;
 pub mod tail;
+pub mod time;
 pub mod validate;
 
 pub use entry::{Entry, Metadata, NewEntry};

@@ -12,7 +12,8 @@
 //!
 //! # Layout
 //! One file: [`Launch`] (what to start), [`NodeProcess`] (a running node, its listening line,
-//! stop and kill), [`cluster_addresses`] and the ports of a cluster.
+//! stop and kill), [`cluster_addresses`] and the ports of a cluster, [`Membership`] (when a
+//! started cluster has formed).
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -418,9 +419,58 @@ pub fn binary_next_to_current_exe() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("converge-ledger"))
 }
 
+/// What one node's `cluster status --json` document says about the members, for waiting
+/// until a cluster has formed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Membership {
+    /// Members gossip reports alive.
+    pub alive: usize,
+    /// Members of the placement view (0 without one).
+    pub in_view: usize,
+    /// Whether the cluster has a placement view (version > 0).
+    pub views_on: bool,
+}
+
+impl Membership {
+    pub fn of(status: &serde_json::Value) -> Self {
+        Membership {
+            alive: status["members"]
+                .as_array()
+                .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count()),
+            in_view: status["views"]["members"].as_array().map_or(0, Vec::len),
+            views_on: status["views"]["version"].as_u64().unwrap_or(0) > 0,
+        }
+    }
+
+    /// `n` members alive and, with a placement view, all in it (contexts are placed on it).
+    pub fn ready(&self, n: usize) -> bool {
+        self.alive >= n && (!self.views_on || self.in_view >= n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn membership_is_ready_when_alive_and_in_the_view() {
+        let doc = serde_json::json!({
+            "members": [{"state": "alive"}, {"state": "alive"}, {"state": "dead"}],
+            "views": {"version": 2, "members": [{}, {}]},
+        });
+        let m = Membership::of(&doc);
+        assert_eq!((m.alive, m.in_view, m.views_on), (2, 2, true));
+        assert!(m.ready(2));
+        assert!(!m.ready(3));
+        let no_views =
+            serde_json::json!({"members": [{"state": "alive"}], "views": {"version": 0}});
+        assert!(Membership::of(&no_views).ready(1));
+        let lagging_view = serde_json::json!({
+            "members": [{"state": "alive"}, {"state": "alive"}],
+            "views": {"version": 1, "members": [{}]},
+        });
+        assert!(!Membership::of(&lagging_view).ready(2));
+    }
 
     fn argv(l: &Launch) -> Vec<String> {
         let cmd = l.command();

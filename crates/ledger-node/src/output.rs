@@ -21,37 +21,13 @@ pub fn note(msg: &str) {
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
 
-/// `YYYY-MM-DDTHH:MM:SS.mmmZ` for Unix nanoseconds.
-pub fn rfc3339(ns: u64) -> String {
-    let secs = ns / 1_000_000_000;
-    let millis = (ns / 1_000_000) % 1000;
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
 /// One readable line describing an entry.
 pub fn entry_line(e: &Entry) -> String {
     let (payload, encoding) = payload_text(&e.payload);
     let mut line = format!(
         "#{} {} {} lamport={}",
         e.sequence,
-        rfc3339(e.appended_at_ns),
+        ledger_core::time::utc_millis(e.appended_at_ns),
         e.key,
         e.lamport_clock
     );
@@ -100,13 +76,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn times_and_payloads_render() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            rfc3339(1_700_000_000_123_000_000),
-            "2023-11-14T22:13:20.123Z"
-        );
-        assert_eq!(rfc3339(951_782_400_000_000_000), "2000-02-29T00:00:00.000Z");
+    fn payloads_render() {
         assert_eq!(payload_text(b"hello"), ("hello".into(), "utf8"));
         assert_eq!(payload_text(&[0, 159, 146, 150]).1, "base64");
     }

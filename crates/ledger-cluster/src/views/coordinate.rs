@@ -6,8 +6,6 @@ use crate::cluster::Cluster;
 use crate::membership::View;
 use ledger_core::NewEntry;
 use ledger_discovery::GossipRole;
-use ledger_proto::cluster::v1 as cpb;
-use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use ledger_replication::views::{NextChange, ViewChange, ViewRecord};
 use ledger_replication::{AckLevel, Member, MemberState, Role};
 use std::collections::HashMap;
@@ -191,18 +189,10 @@ impl Cluster {
                 .collect()
         });
         let asks = lagging.into_iter().map(|(id, addr)| async move {
-            let ch = self.links.channel(&addr).ok()?;
-            let mut req = tonic::Request::new(cpb::ContextStateRequest {
-                context_id: VIEWS_CONTEXT.to_owned(),
-                settle: false,
-            });
-            req.set_timeout(ASK_EVERY);
-            let answer =
-                tokio::time::timeout(ASK_EVERY, ClusterServiceClient::new(ch).context_state(req))
-                    .await
-                    .ok()?
-                    .ok()?
-                    .into_inner();
+            let answer = self
+                .remote_context_state(&addr, VIEWS_CONTEXT, false, ASK_EVERY)
+                .await
+                .ok()?;
             (answer.node_id == id).then_some((id, (answer.incarnation, answer.views_settled)))
         });
         for (id, mark) in futures::future::join_all(asks).await.into_iter().flatten() {

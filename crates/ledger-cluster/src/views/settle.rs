@@ -6,8 +6,6 @@
 
 use super::{VIEWS_CONTEXT, is_reserved};
 use crate::cluster::Cluster;
-use ledger_proto::cluster::v1 as cpb;
-use ledger_proto::cluster::v1::cluster_service_client::ClusterServiceClient;
 use ledger_replication::views::set_changed;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -103,19 +101,9 @@ impl Cluster {
         if writer == self.me.node.as_str() {
             return Some(self.settle_here(context_id).await.settled);
         }
-        let ch = self.links.channel(&addr).ok()?;
-        let mut req = tonic::Request::new(cpb::ContextStateRequest {
-            context_id: context_id.to_owned(),
-            settle: true,
-        });
-        req.set_timeout(ASK_TIMEOUT);
-        let answer = tokio::time::timeout(
-            ASK_TIMEOUT,
-            ClusterServiceClient::new(ch).context_state(req),
-        )
-        .await
-        .ok()?
-        .ok()?;
-        Some(answer.into_inner().settled)
+        self.remote_context_state(&addr, context_id, true, ASK_TIMEOUT)
+            .await
+            .ok()
+            .map(|answer| answer.settled)
     }
 }

@@ -71,15 +71,10 @@ impl Cluster {
     pub async fn wait_alive(&self, i: usize, n: usize) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            if let Ok(s) = status(&self.nodes[i].url, Some("probe")).await {
-                let alive = s["members"]
-                    .as_array()
-                    .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count());
-                let in_view = s["views"]["members"].as_array().map_or(0, Vec::len);
-                let views_on = s["views"]["version"].as_u64().unwrap_or(0) > 0;
-                if alive >= n && (!views_on || in_view >= n) {
-                    return;
-                }
+            if let Ok(s) = status(&self.nodes[i].url, Some("probe")).await
+                && ledger_launcher::Membership::of(&s).ready(n)
+            {
+                return;
             }
             assert!(
                 Instant::now() < deadline,
