@@ -67,7 +67,7 @@ async fn engine_sigkilled_mid_run_resumes_from_the_ledger_to_the_same_facts_and_
     .await;
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
-    let stored_at_kill = support::fact_ids(&entries(&addr, "converge/cut").await).len();
+    let stored_at_kill = support::fact_ids(&cluster.acknowledged("converge/cut").await).len();
     assert!(
         stored_at_kill < 33,
         "killed before the end ({stored_at_kill} facts)"
@@ -92,7 +92,7 @@ async fn engine_sigkilled_mid_run_resumes_from_the_ledger_to_the_same_facts_and_
         ledger_converge::mapping::fact_count(&reference)
     );
 
-    let stored = assert_no_fact_twice(&entries(&addr, "converge/cut").await);
+    let stored = assert_no_fact_twice(&cluster.acknowledged("converge/cut").await);
     assert_eq!(stored as u64, again["facts"].as_u64().unwrap());
     // A third run finds everything and adds nothing.
     let third = tokio::task::spawn_blocking(move || {
@@ -136,8 +136,7 @@ async fn writer_node_sigkilled_mid_run_the_run_continues_through_another_node_no
 
     let reference = in_memory(steps).await;
     assert_eq!(root(&state), root(&reference));
-    let survivor = (0..3).find(|i| *i != w).unwrap();
-    let held = entries(&cluster.nodes[survivor].url, &ctx).await;
+    let held = cluster.acknowledged(&ctx).await;
     assert_eq!(
         assert_no_fact_twice(&held) as u64,
         ledger_converge::mapping::fact_count(&reference)
@@ -320,7 +319,7 @@ async fn a_fact_derived_from_another_context_is_appended_after_it_in_lamport_ord
         .await
         .unwrap();
     source.save("source", &r.context).await.unwrap();
-    let source_max = entries(&cluster.nodes[0].url, "converge/source")
+    let source_max = cluster.acknowledged("converge/source")
         .await
         .iter()
         .map(|e| e.lamport_clock)
@@ -336,7 +335,7 @@ async fn a_fact_derived_from_another_context_is_appended_after_it_in_lamport_ord
         .await
         .unwrap();
     derived.save("derived", &r2.context).await.unwrap();
-    let first_derived = entries(&cluster.nodes[0].url, "converge/derived").await[0].lamport_clock;
+    let first_derived = cluster.acknowledged("converge/derived").await[0].lamport_clock;
     assert!(
         first_derived > source_max,
         "derived entry {first_derived} after its source {source_max}"
@@ -347,7 +346,7 @@ async fn a_fact_derived_from_another_context_is_appended_after_it_in_lamport_ord
     let unrelated = store(&cluster.urls()).await;
     unrelated.save("unrelated", &r2.context).await.unwrap();
     assert_eq!(
-        entries(&cluster.nodes[0].url, "converge/unrelated").await[0].lamport_clock,
+        cluster.acknowledged("converge/unrelated").await[0].lamport_clock,
         1
     );
 }

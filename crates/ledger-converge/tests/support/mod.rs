@@ -84,6 +84,19 @@ impl Cluster {
         }
     }
 
+    /// Every acknowledged entry of `context`: the longest copy any node serves. A save returns
+    /// once a quorum holds its entries, so one given node may still lag; the writer never does.
+    pub async fn acknowledged(&self, context: &str) -> Vec<ledger_core::Entry> {
+        let mut longest = Vec::new();
+        for n in &self.nodes {
+            let held = entries(&n.url, context).await;
+            if held.len() > longest.len() {
+                longest = held;
+            }
+        }
+        longest
+    }
+
     /// Index of the node node `via`'s status names the writer of `context`.
     pub async fn writer_index(&self, via: usize, context: &str) -> Option<usize> {
         let s = status(&self.nodes[via].url, Some(context)).await.ok()?;
