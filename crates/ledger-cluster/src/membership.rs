@@ -46,6 +46,9 @@ pub struct View {
     /// Gossip's members, every mirror holding every context: where the view log's own
     /// context lives (on every node).
     pub gossip: Arc<Vec<Member>>,
+    /// Where the view log's own context is placed: gossip's members, or nobody while this node
+    /// may not create the log yet ([`View::without_log_placement`]).
+    pub log_members: Arc<Vec<Member>>,
     pub peers: Arc<BTreeMap<String, Peer>>,
 }
 
@@ -59,7 +62,7 @@ impl View {
         replication_factor: usize,
     ) -> (&Arc<Vec<Member>>, ViewRange, usize) {
         if context_id == VIEWS_CONTEXT {
-            (&self.gossip, ViewRange::default(), usize::MAX)
+            (&self.log_members, ViewRange::default(), usize::MAX)
         } else {
             (&self.members, (*self.range).clone(), replication_factor)
         }
@@ -89,6 +92,15 @@ impl View {
             .collect();
         self.members = Arc::new(members);
         self.range = Arc::new(log.range());
+        self
+    }
+
+    /// The same view with the view log's context placed nowhere: this node neither claims it
+    /// nor counts anyone as its writer (it still follows and promises). A node started together
+    /// with others, alone for a moment, would otherwise create a log of its own and write it
+    /// alone (a split brain the first real claim cannot merge).
+    pub fn without_log_placement(mut self) -> View {
+        self.log_members = Arc::new(Vec::new());
         self
     }
 
@@ -173,6 +185,7 @@ pub fn view(
         View {
             members: Arc::new(members),
             range: Arc::new(ViewRange::default()),
+            log_members: Arc::new(everywhere.clone()),
             gossip: Arc::new(everywhere),
             peers: Arc::new(peers),
         },

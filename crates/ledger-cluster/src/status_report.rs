@@ -3,7 +3,7 @@
 //! ```json
 //! {"node": "n1", "members": [{"id", "addr", "role", "state", "version", "mirror_prefixes",
 //!                            "views_settled"}],
-//!  "views": {"version", "floor", "settled_here", "members": [{"id", "incarnation", "role",
+//!  "views": {"enabled", "version", "floor", "settled_here", "members": [{"id", "incarnation", "role",
 //!            "settled"}], "pending": "join d (Member)" | null, "waiting_for": ["b"]},
 //!  "contexts": [{"context", "state": "ok" | "waiting" | "lost_quorum" | "no_writer",
 //!                "blocked": [ids], "epoch", "epoch_writer", "writer": {"id", "addr"},
@@ -157,6 +157,7 @@ impl Cluster {
         let pending = self.views.pending();
         self.views.with_log(|log| {
             json!({
+                "enabled": self.settings.placement_views,
                 "version": log.version(),
                 "floor": log.floor(),
                 "settled_here": self.views.announced(),

@@ -319,7 +319,8 @@ async fn a_fact_derived_from_another_context_is_appended_after_it_in_lamport_ord
         .await
         .unwrap();
     source.save("source", &r.context).await.unwrap();
-    let source_max = cluster.acknowledged("converge/source")
+    let source_max = cluster
+        .acknowledged("converge/source")
         .await
         .iter()
         .map(|e| e.lamport_clock)

@@ -427,7 +427,8 @@ pub struct Membership {
     pub alive: usize,
     /// Members of the placement view (0 without one).
     pub in_view: usize,
-    /// Whether the cluster has a placement view (version > 0).
+    /// Whether the node places contexts on a placement view (`views.enabled`; a node that
+    /// does not say so: whether it has one, version > 0).
     pub views_on: bool,
 }
 
@@ -438,11 +439,14 @@ impl Membership {
                 .as_array()
                 .map_or(0, |m| m.iter().filter(|m| m["state"] == "alive").count()),
             in_view: status["views"]["members"].as_array().map_or(0, Vec::len),
-            views_on: status["views"]["version"].as_u64().unwrap_or(0) > 0,
+            views_on: status["views"]["enabled"]
+                .as_bool()
+                .unwrap_or(status["views"]["version"].as_u64().unwrap_or(0) > 0),
         }
     }
 
-    /// `n` members alive and, with a placement view, all in it (contexts are placed on it).
+    /// `n` members alive and, with placement views on, all in the view (contexts are placed on
+    /// it; a node whose log has no first view yet is not ready).
     pub fn ready(&self, n: usize) -> bool {
         self.alive >= n && (!self.views_on || self.in_view >= n)
     }
@@ -470,6 +474,16 @@ mod tests {
             "views": {"version": 1, "members": [{}]},
         });
         assert!(!Membership::of(&lagging_view).ready(2));
+        let not_yet_bootstrapped = serde_json::json!({
+            "members": [{"state": "alive"}, {"state": "alive"}],
+            "views": {"enabled": true, "version": 0, "members": []},
+        });
+        assert!(!Membership::of(&not_yet_bootstrapped).ready(2));
+        let off = serde_json::json!({
+            "members": [{"state": "alive"}],
+            "views": {"enabled": false, "version": 0, "members": []},
+        });
+        assert!(Membership::of(&off).ready(1));
     }
 
     fn argv(l: &Launch) -> Vec<String> {

@@ -155,7 +155,7 @@ impl Cluster {
     /// with a majority of its seed list. Nodes started together with the same seeds cannot
     /// each bootstrap a log of their own: two majorities of one list share a node, so gossip
     /// has joined them before either group is big enough.
-    fn may_bootstrap(&self, view: &View) -> bool {
+    pub(crate) fn may_bootstrap(&self, view: &View) -> bool {
         let seeds: std::collections::BTreeSet<&String> = self.settings.seeds.iter().collect();
         if seeds.is_empty() {
             return true;
