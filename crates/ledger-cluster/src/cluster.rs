@@ -10,6 +10,7 @@ use crate::metrics::ClusterMetrics;
 use crate::settings::ClusterSettings;
 use crate::tasks::TaskSet;
 use crate::views::Views;
+use crate::views::coordinate::hold_log_back;
 use ledger_discovery::Discovery;
 use ledger_embedded::Ledger;
 use ledger_proto::cluster::v1 as cpb;
@@ -76,13 +77,7 @@ impl Cluster {
         peer_tls: Option<Arc<dyn PeerTlsSource>>,
     ) -> Result<Arc<Cluster>, String> {
         let (view, _) = membership::view(&discovery.membership(), None, SystemTime::now());
-        // Until it reached its seeds, a node must not create the view log alone (see
-        // `follow_membership`).
-        let view = if settings.placement_views && !settings.seeds.is_empty() {
-            view.without_log_placement()
-        } else {
-            view
-        };
+        let view = hold_log_back(view, &settings, 0, false);
         let (view_tx, _) = watch::channel(view);
         let (stop, _) = watch::channel(false);
         let cluster = Arc::new(Cluster {
@@ -270,14 +265,12 @@ impl Cluster {
                 }
             }
             self.ensure_dialers(&view);
-            let view = if self.settings.placement_views
-                && self.views.version() == 0
-                && !self.may_bootstrap(&view)
-            {
-                view.without_log_placement()
-            } else {
-                view
-            };
+            let view = hold_log_back(
+                view,
+                &self.settings,
+                self.views.version(),
+                self.contacted.load(Ordering::Acquire),
+            );
             let view = self.views.with_log(|log| view.with_log(log));
             self.view_tx.send_if_modified(|v| {
                 if *v == view {

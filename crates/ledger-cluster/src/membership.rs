@@ -181,12 +181,13 @@ pub fn view(
             },
         );
     }
+    let everywhere = Arc::new(everywhere);
     (
         View {
             members: Arc::new(members),
             range: Arc::new(ViewRange::default()),
-            log_members: Arc::new(everywhere.clone()),
-            gossip: Arc::new(everywhere),
+            log_members: Arc::clone(&everywhere),
+            gossip: everywhere,
             peers: Arc::new(peers),
         },
         expired,

@@ -4,6 +4,7 @@
 use super::{Pending, VIEWS_CONTEXT, codec};
 use crate::cluster::Cluster;
 use crate::membership::View;
+use crate::settings::ClusterSettings;
 use ledger_core::NewEntry;
 use ledger_discovery::GossipRole;
 use ledger_replication::views::{NextChange, ViewChange, ViewRecord};
@@ -150,19 +151,13 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Whether this node may create the first view: it was given no seeds (it starts the
-    /// cluster alone), or it reached the cluster (see `contacted`) and gossip shows it alive
-    /// with a majority of its seed list. Nodes started together with the same seeds cannot
-    /// each bootstrap a log of their own: two majorities of one list share a node, so gossip
-    /// has joined them before either group is big enough.
+    /// Whether this node may create the view log and its first view ([`may_bootstrap`]).
     pub(crate) fn may_bootstrap(&self, view: &View) -> bool {
-        let seeds: std::collections::BTreeSet<&String> = self.settings.seeds.iter().collect();
-        if seeds.is_empty() {
-            return true;
-        }
-        let live = view.peers.values().filter(|p| p.state.is_live()).count();
-        let contacted = self.contacted.load(std::sync::atomic::Ordering::Acquire) || live > 1;
-        contacted && live > seeds.len() / 2
+        may_bootstrap(
+            &self.settings.seeds,
+            self.contacted.load(std::sync::atomic::Ordering::Acquire),
+            view,
+        )
     }
 
     /// Reads the settled mark of every live member of the current view that has not settled
@@ -198,6 +193,40 @@ impl Cluster {
         for (id, mark) in futures::future::join_all(asks).await.into_iter().flatten() {
             asked.insert(id, mark);
         }
+    }
+}
+
+/// Whether a node with these `seeds` may create the view log and its first view: it was given
+/// no seeds (it starts the cluster alone), or it reached the cluster (`contacted`, or gossip
+/// shows another member) and gossip shows it alive with a majority of its seed list. Nodes
+/// started together with the same seeds cannot each bootstrap a log of their own: two
+/// majorities of one list share a node, so gossip has joined them before either group is big
+/// enough.
+pub(crate) fn may_bootstrap(seeds: &[String], contacted: bool, view: &View) -> bool {
+    let seeds: std::collections::BTreeSet<&String> = seeds.iter().collect();
+    if seeds.is_empty() {
+        return true;
+    }
+    let live = view.peers.values().filter(|p| p.state.is_live()).count();
+    (contacted || live > 1) && live > seeds.len() / 2
+}
+
+/// `view` with the view log's context placed nowhere while this node may not create the log
+/// (placement views on, no first view applied yet, [`may_bootstrap`] false): a node started
+/// together with others, alone for a moment, would otherwise create and write a log of its own.
+pub(crate) fn hold_log_back(
+    view: View,
+    settings: &ClusterSettings,
+    log_version: u64,
+    contacted: bool,
+) -> View {
+    if settings.placement_views
+        && log_version == 0
+        && !may_bootstrap(&settings.seeds, contacted, &view)
+    {
+        view.without_log_placement()
+    } else {
+        view
     }
 }
 
